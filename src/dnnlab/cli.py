@@ -1,0 +1,208 @@
+"""The `dnnlab` command line: parse, validate, call one function, map the outcome to an exit code.
+
+JAX is imported only inside the commands that train, so `--help`, `validate`, `schema` and
+`data list` start fast.
+
+Exit codes: 0 completed or stopped early; 1 diverged or failed; 2 bad input; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+STATUS_EXIT = {"completed": EXIT_OK, "stopped_early": EXIT_OK, "diverged": EXIT_FAILED, "interrupted": EXIT_INTERRUPTED}
+
+app = typer.Typer(
+    name="dnnlab",
+    help="Train a YAML-configured network with JAX and tell failed training from overfitting.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Datasets: where they are found, and downloading them.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+ConfigArg = Annotated[Path, typer.Argument(help="YAML config file", show_default=False)]
+SetOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--set", "-s", help="Override a key: --set model.depth=8 (VALUE is parsed as YAML); repeatable"),
+]
+
+
+def _fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _load(config: Path, overrides: Optional[list[str]]):
+    from dnnlab.config import ConfigError, load_config
+
+    try:
+        return load_config(config, overrides or [])
+    except ConfigError as exc:
+        raise _fail(_escape(str(exc))) from None
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+@app.command()
+def run(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Parent folder of the new run folder")] = Path("runs"),
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the final summary line")] = False,
+) -> None:
+    """Train CONFIG and write a run folder (config, metrics.jsonl, summary.json, checkpoints)."""
+    cfg = _load(config, set_)
+    from dnnlab import data as datasets
+    from dnnlab import runs
+    from dnnlab.config import dump_yaml
+
+    run_dir: Optional[Path] = None
+    run_writer: Optional[runs.RunDir] = None
+    rich_writer = None
+    try:
+        try:
+            ds = datasets.load(cfg.data, cfg.seed)
+        except datasets.DataError as exc:
+            raise _fail(_escape(str(exc))) from None
+        try:
+            run_dir = runs.new_run_dir(out, cfg.name)
+            run_writer = runs.RunDir(run_dir, dump_yaml(cfg))
+        except OSError as exc:
+            raise _fail(_escape(f"cannot write the run folder under {out}: {exc}")) from None
+        from dnnlab import train  # imports JAX
+        from dnnlab.console import RichWriter
+
+        writers: list[runs.Writer] = [run_writer]
+        if not quiet:
+            rich_writer = RichWriter(console)
+            console.print(f"[bold]{cfg.name}[/]: {ds.name} from {_escape(ds.source)} -> {run_dir}")
+            writers.append(rich_writer)
+        result = train.fit(cfg, ds, runs.MultiWriter(*writers), progress=not quiet)
+    except KeyboardInterrupt:
+        # an interrupt outside the training loop (data loading, compilation): keep what is there
+        if rich_writer is not None:
+            rich_writer.close()
+        if run_writer is not None and not (run_writer.path / "summary.json").exists():
+            done = runs.read_metrics(run_writer.path)
+            run_writer.finish({"name": cfg.name, "status": "interrupted", "epochs_run": max(len(done) - 1, 0)})
+        raise _fail(f"interrupted{f'; partial results in {run_dir}' if run_dir else ''}", EXIT_INTERRUPTED) from None
+    finally:
+        if rich_writer is not None:
+            rich_writer.close()
+    summary = result.summary
+    final = summary.get("final") or {}
+    line = (
+        f"{summary['status']}: {summary['epochs_run']} epochs, "
+        f"train acc {_acc(final.get('train_accuracy'))}, val acc {_acc(final.get('val_accuracy'))}, "
+        f"test acc {_acc(final.get('test_accuracy'))}, {summary['wall_seconds']:.1f} s -> {run_dir}"
+    )
+    if summary.get("restored_best"):
+        best = summary.get("best") or {}
+        line += (
+            f"\n  kept the best epoch {summary['best_epoch']} (by {summary['monitor']}): "
+            f"val acc {_acc(best.get('val_accuracy'))}, test acc {_acc(best.get('test_accuracy'))}"
+        )
+    console.print(line, markup=False)
+    if summary["status"] == "diverged":
+        err_console.print(
+            "error: the training loss became non-finite or exploded; lower optimizer.lr or set "
+            "optimizer.clip_norm. The epochs before it are in metrics.jsonl.",
+            markup=False,
+        )
+    raise typer.Exit(STATUS_EXIT.get(summary["status"], EXIT_FAILED))
+
+
+def _acc(value: Any) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+@app.command()
+def validate(config: ConfigArg, set_: SetOpt = None) -> None:
+    """Check CONFIG without training (no JAX import); print the resolved config."""
+    from dnnlab.config import dump_yaml
+
+    cfg = _load(config, set_)
+    console.print(dump_yaml(cfg), markup=False, end="")
+    console.print(f"ok: {config} is a valid config", markup=False)
+
+
+@app.command()
+def schema() -> None:
+    """Print the config's JSON Schema (for editors' YAML validation)."""
+    from dnnlab.config import json_schema
+
+    sys.stdout.write(json.dumps(json_schema(), indent=2) + "\n")
+
+
+@data_app.command("list")
+def data_list() -> None:
+    """Show each dataset and where it is found."""
+    from rich.table import Table
+
+    from dnnlab.data import listing
+
+    table = Table("dataset", "found at", "to get it")
+    for row in listing():
+        table.add_row(row["name"], row["found"], row["get"])
+    console.print(table)
+
+
+@data_app.command("download")
+def data_download(
+    name: Annotated[str, typer.Argument(help="mnist | fashion-mnist")],
+    dest: Annotated[Optional[Path], typer.Option(help="Folder to put the files in (default: the dnnlab cache)")] = None,
+) -> None:
+    """Fetch a dataset's official files into the cache, checking their sha256."""
+    from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
+
+    from dnnlab import data as datasets
+
+    with Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(), console=console) as bar:
+        tasks: dict[str, Any] = {}
+
+        def on_progress(filename: str, done: int, total: Optional[int]) -> None:
+            if filename not in tasks:
+                tasks[filename] = bar.add_task(filename, total=total)
+            bar.update(tasks[filename], completed=done)
+
+        try:
+            folder = datasets.download(name, dest, progress=on_progress)
+        except datasets.DataError as exc:
+            bar.stop()
+            raise _fail(_escape(str(exc)), EXIT_FAILED if "download failed" in str(exc) else EXIT_BAD_INPUT) from None
+    console.print(f"{name}: ready in {folder}", markup=False)
+
+
+def main() -> None:
+    """Console entry point: no traceback reaches the user unless DNNLAB_DEBUG is set."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        err_console.print("interrupted", markup=False)
+        sys.exit(EXIT_INTERRUPTED)
+    except Exception as exc:  # a bug: say so plainly, keep the traceback for DNNLAB_DEBUG=1
+        if os.environ.get("DNNLAB_DEBUG"):
+            raise
+        err_console.print(
+            f"error: unexpected {type(exc).__name__}: {exc}\n(set DNNLAB_DEBUG=1 for the traceback, "
+            "and please report it)",
+            markup=False,
+        )
+        sys.exit(EXIT_FAILED)

@@ -1,0 +1,326 @@
+"""The experiment config: schema, YAML loading, `--set` overrides and readable errors.
+
+Everything a run needs is checked here, before any JAX work. Errors name the dotted key,
+the value given and what is allowed; unknown keys get the closest valid key.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal, Optional, get_args
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+# The registries' names live here so the config can be checked without importing JAX;
+# tests assert that the JAX-side registries hold exactly these names.
+DATASETS = ("digits", "mnist", "fashion-mnist")
+ARCHS = ("mlp",)
+ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "prelu", "maxout", "elu", "gelu")
+INITS = ("auto", "glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_normal")
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw")
+SCHEDULES = ("constant", "step", "cosine", "warmup_cosine")
+MONITORS = ("val_loss", "val_accuracy")
+
+Dataset = Literal["digits", "mnist", "fashion-mnist"]
+Arch = Literal["mlp"]
+ActivationName = Literal["sigmoid", "tanh", "relu", "leaky_relu", "prelu", "maxout", "elu", "gelu"]
+InitName = Literal["auto", "glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_normal"]
+OptimizerName = Literal["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"]
+ScheduleName = Literal["constant", "step", "cosine", "warmup_cosine"]
+Monitor = Literal["val_loss", "val_accuracy"]
+
+DEFAULT_DEPTH = 2
+DEFAULT_WIDTH = 256
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; `str()` is the message for the user (one problem a line)."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Section):
+    dataset: Dataset = Field("digits", description="digits (embedded) | mnist | fashion-mnist")
+    path: Optional[str] = Field(None, description="folder that holds the dataset's files")
+    validation_split: float = Field(
+        0.1, ge=0.0, lt=1.0, description="fraction of the training set held out for validation"
+    )
+    train_size: Optional[int] = Field(
+        None, gt=0, description="subsample the training set to this many examples"
+    )
+    batch_size: int = Field(128, gt=0)
+
+
+class ModelConfig(_Section):
+    arch: Arch = "mlp"
+    depth: Optional[int] = Field(None, ge=0, description=f"hidden layers (default {DEFAULT_DEPTH})")
+    width: Optional[int] = Field(None, gt=0, description=f"units per hidden layer (default {DEFAULT_WIDTH})")
+    hidden: Optional[list[int]] = Field(None, description="hidden widths, instead of depth/width")
+    activation: ActivationName = "relu"
+    leaky_slope: float = Field(0.01, gt=0.0, lt=1.0)
+    maxout_pieces: int = Field(2, ge=2, description="linear pieces per maxout unit")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="drop rate of hidden units")
+    input_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="drop rate of input units")
+    init: InitName = Field("auto", description="auto: glorot for sigmoid/tanh, he for the ReLU family")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _hidden_or_depth_width(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("hidden") is None:
+            return data
+        given = [k for k in ("depth", "width") if data.get(k) is not None]
+        if given:
+            raise ValueError(
+                f"both hidden and {'/'.join(given)} are given; use either hidden: [512, 256] "
+                "or depth/width, not both"
+            )
+        if not isinstance(data["hidden"], list) or any(
+            isinstance(h, bool) or not isinstance(h, int) or h <= 0 for h in data["hidden"]
+        ):
+            raise ValueError(f"hidden must be a list of positive integers, got {data['hidden']!r}")
+        return data
+
+    @model_validator(mode="after")
+    def _fill_depth_width(self) -> "ModelConfig":
+        if self.hidden is None:
+            # frozen model: defaults are resolved once, here, so config.yaml shows them
+            object.__setattr__(self, "depth", DEFAULT_DEPTH if self.depth is None else self.depth)
+            object.__setattr__(self, "width", DEFAULT_WIDTH if self.width is None else self.width)
+        return self
+
+    @property
+    def layer_widths(self) -> tuple[int, ...]:
+        """Widths of the hidden layers, input to output."""
+        if self.hidden is not None:
+            return tuple(self.hidden)
+        return (self.width,) * self.depth  # type: ignore[operator]
+
+
+class OptimizerConfig(_Section):
+    name: OptimizerName = "adam"
+    lr: float = Field(0.001, gt=0.0, description="learning rate (peak, for schedules)")
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="momentum and nesterov")
+    rho: float = Field(0.9, gt=0.0, lt=1.0, description="rmsprop's decay (alpha in the lecture)")
+    b1: float = Field(0.9, ge=0.0, lt=1.0)
+    b2: float = Field(0.999, ge=0.0, lt=1.0)
+    eps: float = Field(1.0e-8, gt=0.0)
+    schedule: ScheduleName = "constant"
+    step_epochs: int = Field(10, gt=0, description="step schedule: epochs between decays")
+    step_factor: float = Field(0.1, gt=0.0, le=1.0, description="step schedule: lr multiplier per decay")
+    warmup_epochs: int = Field(1, ge=0, description="warmup_cosine: epochs of linear warmup")
+    min_lr_ratio: float = Field(
+        0.0, ge=0.0, le=1.0, description="cosine schedules: final lr as a fraction of lr"
+    )
+    clip_norm: Optional[float] = Field(None, gt=0.0, description="global-norm gradient clipping")
+
+
+class RegularizationConfig(_Section):
+    l2: float = Field(0.0, ge=0.0, description="adds l2/2 * ||w||^2 to the loss")
+    l1: float = Field(0.0, ge=0.0, description="adds l1 * ||w||_1 to the loss")
+    weight_decay: float = Field(0.0, ge=0.0, description="decoupled decay: w -= lr * wd * w")
+    include_biases: bool = Field(False, description="regularize biases too")
+
+
+class EarlyStoppingConfig(_Section):
+    enabled: bool = False
+    monitor: Monitor = "val_loss"
+    patience: int = Field(5, ge=0)
+    min_delta: float = Field(0.0, ge=0.0)
+    restore_best: bool = True
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(20, gt=0)
+    early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
+    divergence_factor: float = Field(
+        100.0,
+        gt=1.0,
+        description="stop as diverged when the training loss exceeds this multiple of the initial loss",
+    )
+    eval_batch_size: int = Field(2048, gt=0, description="examples per evaluation chunk")
+
+
+class Config(_Section):
+    name: str = Field("run", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    seed: int = 0
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    optimizer: OptimizerConfig = OptimizerConfig()
+    regularization: RegularizationConfig = RegularizationConfig()
+    train: TrainConfig = TrainConfig()
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "Config":
+        es = self.train.early_stopping
+        if es.enabled and self.data.validation_split == 0:
+            raise ValueError(
+                "train.early_stopping.enabled needs a validation set: set data.validation_split "
+                "above 0 (e.g. 0.1)"
+            )
+        return self
+
+
+# ---------------------------------------------------------------- loading and errors
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise ConfigError(f"{path}: config file not found")
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder; give the path of a YAML config file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown line"
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}: malformed YAML at {where}: {problem}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"{path}: the top level must be a mapping of sections (name, data, model, ...), "
+            f"got a {type(raw).__name__}"
+        )
+    return raw
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of `raw` with `KEY=VALUE` overrides applied; VALUE is parsed as YAML."""
+    out = _deep_copy(raw)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set model.depth=8")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            value = text  # a plain string that YAML cannot parse, e.g. "a: b: c"
+        node = out
+        parts = key.split(".")
+        for depth, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                prefix = ".".join(parts[: depth + 1])
+                raise ConfigError(f"--set {item!r}: {prefix} is a value, not a section")
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def _deep_copy(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _deep_copy(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_deep_copy(v) for v in obj]
+    return obj
+
+
+def _section_model(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic model that owns the last key of `loc`, or None."""
+    model: type[BaseModel] = Config
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        ann = field.annotation
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return None
+        model = ann
+    return model
+
+
+def _format_error(err: dict[str, Any]) -> str:
+    loc = tuple(err["loc"])
+    path = ".".join(str(p) for p in loc) or "config"
+    kind = err["type"]
+    given = err.get("input")
+    if kind == "extra_forbidden":
+        owner = _section_model(loc)
+        known = list(owner.model_fields) if owner else []
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+        parent = ".".join(str(p) for p in loc[:-1])
+        if close:
+            hint = f"did you mean {parent + '.' if parent else ''}{close[0]}?"
+        else:
+            hint = f"valid keys{' of ' + parent if parent else ''}: {', '.join(known)}"
+        return f"{path}: unknown key; {hint}"
+    if kind == "literal_error":
+        allowed = [str(a) for a in get_args(_literal_of(loc))] or []
+        close = difflib.get_close_matches(str(given), allowed, n=1, cutoff=0.5)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        return f"{path}: {given!r} is not one of: {', '.join(allowed)}{hint}"
+    if kind == "missing":
+        return f"{path}: required key is missing"
+    msg = err["msg"].removeprefix("Value error, ")
+    if kind == "value_error" and (not loc or isinstance(given, dict)):
+        return f"{path + ': ' if loc else ''}{msg}"
+    if kind == "model_type" or kind == "dict_type":
+        return f"{path}: expected a section (a mapping of keys), got {given!r}"
+    return f"{path}: {msg.replace('Input should be', 'must be')} (got {given!r})"
+
+
+def _literal_of(loc: tuple[Any, ...]) -> Any:
+    owner = _section_model(loc)
+    if owner is None:
+        return None
+    field = owner.model_fields.get(str(loc[-1]))
+    if field is None:
+        return None
+    ann = field.annotation
+    # Optional[Literal[...]] -> Literal[...]
+    for arg in get_args(ann) or ():
+        if get_args(arg) and all(isinstance(a, str) for a in get_args(arg)):
+            return arg
+    return ann
+
+
+def validate(raw: dict[str, Any], source: str = "config") -> Config:
+    """Validate a raw mapping into a Config, or raise ConfigError with every problem."""
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        lines = [_format_error(e) for e in exc.errors()]
+        raise ConfigError(f"{source}: invalid config\n" + "\n".join(f"  {ln}" for ln in lines)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config file, apply `--set` overrides and validate it.
+
+    Args:
+        path: the YAML file.
+        overrides: `KEY=VALUE` strings with dotted keys; values are parsed as YAML.
+    Returns:
+        The validated, frozen Config. Raises ConfigError with a readable message.
+    """
+    path = Path(path)
+    raw = apply_overrides(_read_yaml(path), overrides or [])
+    return validate(raw, source=str(path))
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    """The fully resolved config as plain data (defaults included)."""
+    return cfg.model_dump(mode="json")
+
+
+def dump_yaml(cfg: Config) -> str:
+    """The resolved config as YAML text that `load_config` reads back to an equal Config."""
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema of the config file, for editors' YAML validation."""
+    schema = Config.model_json_schema()
+    schema["title"] = "dnnlab config"
+    return schema

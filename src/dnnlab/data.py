@@ -1,0 +1,365 @@
+"""Datasets: discovery, loading (IDX, Keras npz, scikit-learn digits), download and splits.
+
+Images come out as float32 in [0, 1], flattened to (N, D); labels as int32. The validation
+split is carved from the training set with the run's seed; the test set is never used for
+decisions.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import struct
+import tempfile
+import urllib.error
+import urllib.request
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from dnnlab.config import DataConfig
+
+IDX_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+DIGITS_TEST_FRACTION = 0.2
+DIGITS_SPLIT_SEED = 20  # fixed: the digits test set is the same for every run
+
+
+@dataclass(frozen=True)
+class Remote:
+    """Where `dnnlab data download` gets a dataset: base URL and file -> sha256."""
+
+    base_url: str
+    files: dict[str, str]
+
+
+# Official mirrors used by Keras, with the SHA-256 that Keras checks too.
+REMOTES: dict[str, Remote] = {
+    "fashion-mnist": Remote(
+        "https://storage.googleapis.com/tensorflow/tf-keras-datasets/",
+        {
+            "train-images-idx3-ubyte.gz": "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+            "train-labels-idx1-ubyte.gz": "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+            "t10k-images-idx3-ubyte.gz": "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+            "t10k-labels-idx1-ubyte.gz": "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+        },
+    ),
+    "mnist": Remote(
+        "https://storage.googleapis.com/tensorflow/tf-keras-datasets/",
+        {"mnist.npz": "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"},
+    ),
+}
+
+
+class DataError(Exception):
+    """A dataset that cannot be found or read; `str()` is the message for the user."""
+
+
+@dataclass(frozen=True)
+class Split:
+    x: np.ndarray  # (N, D) float32 in [0, 1]
+    y: np.ndarray  # (N,) int32
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    train: Split
+    val: Optional[Split]
+    test: Split
+    num_classes: int
+    source: str  # where the files were read from
+
+    @property
+    def input_dim(self) -> int:
+        return int(self.train.x.shape[1])
+
+
+# ---------------------------------------------------------------- discovery
+
+
+def candidate_locations(name: str, path: Optional[str] = None) -> list[Path]:
+    """Where a file-based dataset is looked for, in order."""
+    out: list[Path] = []
+    if path:
+        out.append(Path(path).expanduser())
+    env = os.environ.get("DNNLAB_DATA")
+    if env:
+        out.append(Path(env).expanduser() / name)
+    out.append(cache_dir(name))
+    out.append(Path("/usr/share/datasets") / name)
+    keras = Path("~/.keras/datasets").expanduser()
+    out.append(keras / f"{name}.npz")
+    out.append(keras / name)
+    return out
+
+
+def cache_dir(name: str) -> Path:
+    return Path("~/.cache/dnnlab").expanduser() / name
+
+
+def _idx_file(folder: Path, stem: str) -> Optional[Path]:
+    for candidate in (folder / f"{stem}.gz", folder / stem):
+        if candidate.is_file():
+            return candidate
+    # some mirrors use dots: train-images.idx3-ubyte
+    dotted = stem.replace("-idx", ".idx")
+    for candidate in (folder / f"{dotted}.gz", folder / dotted):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _resolve(location: Path, name: str) -> Optional[Path]:
+    """The npz file or IDX folder at `location` that holds `name`, if any."""
+    if location.is_file() and location.suffix == ".npz":
+        return location
+    if location.is_dir():
+        if all(_idx_file(location, stem) for stem in IDX_FILES.values()):
+            return location
+        for npz in (location / f"{name}.npz", location / "mnist.npz"):
+            if npz.is_file():
+                return npz
+    return None
+
+
+def find(name: str, path: Optional[str] = None) -> Optional[Path]:
+    """The first location that holds dataset `name`, or None."""
+    for location in candidate_locations(name, path):
+        found = _resolve(location, name)
+        if found is not None:
+            return found
+    return None
+
+
+def not_found_message(name: str, path: Optional[str]) -> str:
+    looked = "\n".join(f"  - {p}" for p in candidate_locations(name, path))
+    hint = f"dnnlab data download {name}"
+    if name == "fashion-mnist":
+        hint += "   (or, on Debian/Ubuntu: apt-get install dataset-fashion-mnist)"
+    return (
+        f"dataset {name!r} not found. Looked for its IDX files (or {name}.npz) in:\n{looked}\n"
+        f"Get it with: {hint}\nor point data.path (or $DNNLAB_DATA) at a folder that holds it."
+    )
+
+
+# ---------------------------------------------------------------- readers
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read one IDX file (gzipped or not) into a uint8 array; DataError if corrupt."""
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as fh:
+                raw = fh.read()
+        else:
+            raw = path.read_bytes()
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"{path}: corrupt or truncated file ({exc}); delete it and fetch it again") from None
+    if len(raw) < 4:
+        raise DataError(f"{path}: truncated IDX file ({len(raw)} bytes); delete it and fetch it again")
+    zero, dtype_code, ndim = raw[0] << 8 | raw[1], raw[2], raw[3]
+    if zero != 0 or dtype_code != 0x08 or not 1 <= ndim <= 4:
+        raise DataError(f"{path}: not an unsigned-byte IDX file (bad magic number {raw[:4].hex()})")
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"{path}: truncated IDX header; delete it and fetch it again")
+    dims = struct.unpack(f">{ndim}I", raw[4:header])
+    expected = int(np.prod(dims))
+    if len(raw) - header != expected:
+        raise DataError(
+            f"{path}: truncated or corrupt IDX file: header says {'x'.join(map(str, dims))} "
+            f"({expected} bytes of data), file has {len(raw) - header}; delete it and fetch it again"
+        )
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = tuple(np.asarray(f[k]) for k in ("x_train", "y_train", "x_test", "y_test"))
+    except KeyError as exc:
+        raise DataError(f"{path}: missing array {exc}; expected x_train, y_train, x_test, y_test") from None
+    except Exception as exc:  # zipfile.BadZipFile, ValueError, OSError, EOFError
+        raise DataError(f"{path}: corrupt or truncated npz file ({exc}); delete it and fetch it again") from None
+    return arrays  # type: ignore[return-value]
+
+
+def _read_images(location: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    if location.suffix == ".npz":
+        xtr, ytr, xte, yte = _read_npz(location)
+    else:
+        xtr, ytr, xte, yte = (
+            read_idx(_idx_file(location, IDX_FILES[k]))  # type: ignore[arg-type]
+            for k in ("train_images", "train_labels", "test_images", "test_labels")
+        )
+    for images, labels, part in ((xtr, ytr, "train"), (xte, yte, "test")):
+        if images.shape[0] != labels.shape[0]:
+            raise DataError(
+                f"{location}: {part} images ({images.shape[0]}) and labels ({labels.shape[0]}) differ in count"
+            )
+    return xtr, ytr, xte, yte
+
+
+def _to_split(images: np.ndarray, labels: np.ndarray) -> Split:
+    x = images.reshape(images.shape[0], -1).astype(np.float32) / 255.0
+    return Split(x, labels.astype(np.int32))
+
+
+def _load_digits() -> tuple[Split, Split, str]:
+    from sklearn.datasets import load_digits  # lazy: only the digits need scikit-learn
+
+    bunch = load_digits()
+    x = (bunch.data / 16.0).astype(np.float32)
+    y = bunch.target.astype(np.int32)
+    test_idx = stratified_indices(y, DIGITS_TEST_FRACTION, np.random.default_rng(DIGITS_SPLIT_SEED))
+    keep = np.ones(len(y), bool)
+    keep[test_idx] = False
+    return Split(x[keep], y[keep]), Split(x[test_idx], y[test_idx]), "scikit-learn (embedded)"
+
+
+# ---------------------------------------------------------------- splits
+
+
+def stratified_indices(y: np.ndarray, fraction_or_count: float, rng: np.random.Generator) -> np.ndarray:
+    """Indices of a stratified sample: a fraction (< 1) or a count (>= 1) of `y`, sorted."""
+    n = len(y)
+    total = int(round(fraction_or_count * n)) if fraction_or_count < 1 else int(fraction_or_count)
+    total = min(max(total, 0), n)
+    classes, counts = np.unique(y, return_counts=True)
+    # largest-remainder allocation so that the class shares are kept and the total is exact
+    quota = counts * total / n
+    take = np.floor(quota).astype(int)
+    short = total - take.sum()
+    take[np.argsort(-(quota - take), kind="stable")[:short]] += 1
+    picked = [rng.permutation(np.flatnonzero(y == c))[:k] for c, k in zip(classes, take)]
+    return np.sort(np.concatenate(picked)) if picked else np.zeros(0, int)
+
+
+def load(cfg: DataConfig, seed: int) -> Dataset:
+    """Load `cfg.dataset`, carve the seeded validation split and subsample the training set.
+
+    Returns:
+        A Dataset; `val` is None when validation_split is 0. Raises DataError.
+    """
+    if cfg.dataset == "digits":
+        train, test, source = _load_digits()
+    else:
+        location = find(cfg.dataset, cfg.path)
+        if location is None:
+            raise DataError(not_found_message(cfg.dataset, cfg.path))
+        xtr, ytr, xte, yte = _read_images(location)
+        train, test, source = _to_split(xtr, ytr), _to_split(xte, yte), str(location)
+    num_classes = int(max(train.y.max(), test.y.max())) + 1
+    rng = np.random.default_rng(seed)
+    val = None
+    if cfg.validation_split > 0:
+        val_idx = stratified_indices(train.y, cfg.validation_split, rng)
+        keep = np.ones(len(train), bool)
+        keep[val_idx] = False
+        val = Split(train.x[val_idx], train.y[val_idx])
+        train = Split(train.x[keep], train.y[keep])
+    if cfg.train_size is not None and cfg.train_size < len(train):
+        sub = stratified_indices(train.y, cfg.train_size, rng)
+        train = Split(train.x[sub], train.y[sub])
+    if len(train) == 0:
+        raise DataError(f"{cfg.dataset}: the training split is empty; lower data.validation_split")
+    return Dataset(cfg.dataset, train, val, test, num_classes, source)
+
+
+# ---------------------------------------------------------------- listing and download
+
+
+def listing() -> list[dict[str, str]]:
+    """One row per dataset: name, where it was found (or 'not found'), how to get it."""
+    rows = [{"name": "digits", "found": "embedded (scikit-learn)", "get": "-"}]
+    for name in ("mnist", "fashion-mnist"):
+        found = find(name)
+        rows.append(
+            {
+                "name": name,
+                "found": str(found) if found else "not found",
+                "get": "-" if found else f"dnnlab data download {name}",
+            }
+        )
+    return rows
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+ProgressFn = Callable[[str, int, Optional[int]], None]  # (file, bytes so far, total or None)
+
+
+def download(
+    name: str,
+    dest: Optional[Path] = None,
+    *,
+    remote: Optional[Remote] = None,
+    progress: Optional[ProgressFn] = None,
+    timeout: float = 60.0,
+) -> Path:
+    """Fetch dataset `name` into `dest` (default the dnnlab cache), checking every sha256.
+
+    Each file is written to a temp file in the destination folder and renamed into place only
+    after its checksum matches, so an interrupted or corrupt download never leaves a file that
+    looks complete. Files already present with the right checksum are kept.
+
+    Returns:
+        The folder that now holds the dataset. Raises DataError.
+    """
+    remote = remote or REMOTES.get(name)
+    if remote is None:
+        known = ", ".join(REMOTES)
+        raise DataError(f"no download for {name!r}; downloadable datasets: {known}")
+    dest = Path(dest) if dest else cache_dir(name)
+    dest.mkdir(parents=True, exist_ok=True)
+    for filename, expected in remote.files.items():
+        target = dest / filename
+        if target.is_file() and sha256_of(target) == expected:
+            continue
+        url = remote.base_url.rstrip("/") + "/" + filename
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{filename}.", suffix=".part", dir=dest)
+        tmp = Path(tmp_name)
+        try:
+            digest = hashlib.sha256()
+            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
+                total = resp.headers.get("Content-Length")
+                total_bytes = int(total) if total and total.isdigit() else None
+                done = 0
+                for block in iter(lambda: resp.read(1 << 16), b""):
+                    out.write(block)
+                    digest.update(block)
+                    done += len(block)
+                    if progress:
+                        progress(filename, done, total_bytes)
+            got = digest.hexdigest()
+            if got != expected:
+                raise DataError(
+                    f"{url}: checksum mismatch (sha256 {got}, expected {expected}); "
+                    "the file was not kept. Try again, or fetch it by hand into "
+                    f"{dest} and check it with sha256sum."
+                )
+            os.replace(tmp, target)
+        except (urllib.error.URLError, OSError, TimeoutError) as exc:
+            raise DataError(f"{url}: download failed ({exc}); nothing was kept in {dest}") from None
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+    return dest

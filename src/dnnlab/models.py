@@ -1,0 +1,106 @@
+"""The architecture registry. A model is a pair of pure functions over plain pytrees:
+
+    init(key) -> params
+    apply(params, x, *, key, train) -> (logits, aux)
+
+`aux` holds, per hidden layer, the pre-activations (`pre`) and outputs (`post`) that the
+diagnostics read; under jit, whatever nobody reads is dropped by XLA.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import jax
+import jax.numpy as jnp
+
+from dnnlab import activations
+from dnnlab.config import ModelConfig
+
+Params = Any  # a pytree: {"hidden": [{"w", "b", ...}, ...], "out": {"w", "b"}}
+
+INITIALIZERS: dict[str, Callable[[], jax.nn.initializers.Initializer]] = {
+    "glorot_uniform": jax.nn.initializers.glorot_uniform,
+    "glorot_normal": jax.nn.initializers.glorot_normal,
+    "he_uniform": jax.nn.initializers.he_uniform,
+    "he_normal": jax.nn.initializers.he_normal,
+    "lecun_normal": jax.nn.initializers.lecun_normal,
+}
+
+
+@dataclass(frozen=True)
+class Model:
+    init: Callable[[jax.Array], Params]
+    apply: Callable[..., tuple[jax.Array, dict[str, Any]]]
+    activation: activations.Activation
+    widths: tuple[int, ...]
+
+
+def dropout(x: jax.Array, rate: float, key: Optional[jax.Array], train: bool) -> jax.Array:
+    """Inverted dropout: keep each unit with probability 1 - rate and scale it by 1/(1 - rate).
+
+    The expected activation in training equals the evaluation activation, so evaluation is the
+    identity (the same as classic dropout's weights-times-(1 - rate) at test; see the tests).
+    """
+    if not train or rate == 0.0:
+        return x
+    if key is None:
+        raise ValueError("dropout in training needs a PRNG key")
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), 0.0)
+
+
+def _initializer(cfg: ModelConfig, act: activations.Activation) -> jax.nn.initializers.Initializer:
+    if cfg.init != "auto":
+        return INITIALIZERS[cfg.init]()
+    return jax.nn.initializers.glorot_uniform() if act.family == "saturating" else jax.nn.initializers.he_normal()
+
+
+def build_mlp(cfg: ModelConfig, input_dim: int, num_classes: int) -> Model:
+    act = activations.get(cfg)
+    widths = cfg.layer_widths
+    w_init = _initializer(cfg, act)
+    # the classifier gets glorot under `auto`: He-scaled logits start far from ln(C)
+    out_init = jax.nn.initializers.glorot_uniform() if cfg.init == "auto" else w_init
+
+    def init(key: jax.Array) -> Params:
+        keys = jax.random.split(key, len(widths) + 1)
+        hidden, fan_in = [], input_dim
+        for k, width in zip(keys[:-1], widths):
+            layer = {
+                "w": w_init(k, (fan_in, width * act.pieces), jnp.float32),
+                "b": jnp.zeros((width * act.pieces,), jnp.float32),
+            }
+            layer.update(act.extra_params(width))
+            hidden.append(layer)
+            fan_in = width
+        out = {"w": out_init(keys[-1], (fan_in, num_classes), jnp.float32), "b": jnp.zeros((num_classes,), jnp.float32)}
+        return {"hidden": hidden, "out": out}
+
+    def apply(params: Params, x: jax.Array, *, key: Optional[jax.Array] = None, train: bool = False):
+        keys = jax.random.split(key, len(widths) + 1) if (train and key is not None) else [None] * (len(widths) + 1)
+        h = dropout(x, cfg.input_dropout, keys[0], train)
+        pre, post = [], []
+        for layer, k in zip(params["hidden"], keys[1:]):
+            z = h @ layer["w"] + layer["b"]
+            h = act.fn(z, layer)
+            pre.append(z)
+            post.append(h)
+            h = dropout(h, cfg.dropout, k, train)
+        logits = h @ params["out"]["w"] + params["out"]["b"]
+        return logits, {"pre": pre, "post": post}
+
+    return Model(init, apply, act, widths)
+
+
+ARCHITECTURES: dict[str, Callable[[ModelConfig, int, int], Model]] = {"mlp": build_mlp}
+
+
+def build(cfg: ModelConfig, input_dim: int, num_classes: int) -> Model:
+    """The Model named by `cfg.arch` for inputs of `input_dim` features and `num_classes` outputs."""
+    return ARCHITECTURES[cfg.arch](cfg, input_dim, num_classes)
+
+
+def param_count(params: Params) -> int:
+    return int(sum(leaf.size for leaf in jax.tree_util.tree_leaves(params)))

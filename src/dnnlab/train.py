@@ -1,0 +1,309 @@
+"""Training: the pure jitted epoch and evaluation functions, early stopping and `fit`.
+
+One jitted call runs a whole epoch (`lax.scan` over minibatches of device-resident data,
+reshuffled with `jax.random` each epoch); one more evaluates the train, validation and test
+splits in evaluation mode. The host loop fetches one small dict per epoch. Nothing here
+prints: output goes through a `runs.Writer`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import dnnlab
+from dnnlab import losses, models
+from dnnlab.config import Config, EarlyStoppingConfig, RegularizationConfig
+from dnnlab.data import Dataset
+from dnnlab.optim import make_optimizer
+from dnnlab.runs import Writer
+
+METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy")
+
+
+class TrainState(NamedTuple):
+    params: Any
+    opt_state: Any
+    step: jax.Array  # global step, int32
+
+
+def loss_fn(params, x, y, w, key, *, model: models.Model, reg: RegularizationConfig):
+    """Mean cross-entropy over the real (w = 1) examples plus the regularization terms."""
+    logits, _ = model.apply(params, x, key=key, train=True)
+    ce_sum = losses.cross_entropy_sum(logits, y, w)
+    terms = losses.regularization_terms(params, reg)
+    total = ce_sum / jnp.maximum(jnp.sum(w), 1.0) + sum(terms.values())
+    correct = jnp.sum(w * (jnp.argmax(logits, -1) == y))
+    return total, (ce_sum, correct)
+
+
+def train_step(state: TrainState, x, y, w, dropout_key, *, model, tx, reg) -> tuple[TrainState, dict]:
+    """One optimizer step on one minibatch; the dropout key is folded with the global step."""
+    key = jax.random.fold_in(dropout_key, state.step)
+    grads, (ce_sum, correct) = jax.grad(loss_fn, has_aux=True)(state.params, x, y, w, key, model=model, reg=reg)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    return TrainState(params, opt_state, state.step + 1), {"ce_sum": ce_sum, "correct": correct}
+
+
+def train_epoch(
+    state: TrainState,
+    x_N: jax.Array,
+    y_N: jax.Array,
+    shuffle_key: jax.Array,
+    dropout_key: jax.Array,
+    *,
+    model: models.Model,
+    tx: optax.GradientTransformation,
+    reg: RegularizationConfig,
+    batch_size: int,
+    progress: Optional[Callable[[Any], None]] = None,
+    progress_every: int = 0,
+) -> tuple[TrainState, dict]:
+    """A whole epoch as one `lax.scan`. The last, partial batch is padded with weight-0 repeats.
+
+    Returns:
+        (new state, {"running_loss", "running_accuracy"}) with the dropout-on running averages.
+    """
+    n = x_N.shape[0]
+    steps = -(-n // batch_size)
+    perm = jax.random.permutation(shuffle_key, n)
+    flat = jnp.arange(steps * batch_size)
+    idx_SxB = perm[flat % n].reshape(steps, batch_size)
+    w_SxB = (flat < n).astype(jnp.float32).reshape(steps, batch_size)
+
+    def body(state, inputs):
+        i, idx_B, w_B = inputs
+        state, out = train_step(state, x_N[idx_B], y_N[idx_B], w_B, dropout_key, model=model, tx=tx, reg=reg)
+        if progress is not None:
+            jax.lax.cond(
+                (i + 1) % progress_every == 0,
+                lambda: jax.debug.callback(progress, i + 1),
+                lambda: None,
+            )
+        return state, out
+
+    state, out = jax.lax.scan(body, state, (jnp.arange(steps), idx_SxB, w_SxB))
+    return state, {"running_loss": jnp.sum(out["ce_sum"]) / n, "running_accuracy": jnp.sum(out["correct"]) / n}
+
+
+def evaluate(params, x_N: jax.Array, y_N: jax.Array, *, model: models.Model, chunk: int) -> tuple[jax.Array, jax.Array]:
+    """Mean loss and accuracy in evaluation mode: sums over chunks, divided once."""
+    n = x_N.shape[0]
+    chunk = min(chunk, n)
+    steps = -(-n // chunk)
+    flat = jnp.arange(steps * chunk)
+    idx_SxC = jnp.minimum(flat, n - 1).reshape(steps, chunk)
+    w_SxC = (flat < n).astype(jnp.float32).reshape(steps, chunk)
+
+    def body(carry, inputs):
+        idx, w = inputs
+        logits, _ = model.apply(params, x_N[idx], train=False)
+        loss = losses.cross_entropy_sum(logits, y_N[idx], w)
+        correct = jnp.sum(w * (jnp.argmax(logits, -1) == y_N[idx]))
+        return (carry[0] + loss, carry[1] + correct), None
+
+    (loss_sum, correct), _ = jax.lax.scan(body, (jnp.float32(0), jnp.float32(0)), (idx_SxC, w_SxC))
+    return loss_sum / n, correct / n
+
+
+def evaluate_splits(params, splits: dict[str, tuple[jax.Array, jax.Array]], *, model, chunk) -> dict[str, jax.Array]:
+    """{"<split>_loss", "<split>_accuracy"} for every split, in one compiled call."""
+    out = {}
+    for name, (x, y) in splits.items():
+        out[f"{name}_loss"], out[f"{name}_accuracy"] = evaluate(params, x, y, model=model, chunk=chunk)
+    return out
+
+
+class EarlyStopping:
+    """Keras semantics: an improvement beats the best by more than min_delta; stop after
+    `patience` epochs without one. Also tracks the best epoch when stopping is disabled."""
+
+    def __init__(self, cfg: EarlyStoppingConfig, monitor: Optional[str] = None) -> None:
+        self.cfg = cfg
+        self.monitor = monitor or cfg.monitor
+        self.sign = -1.0 if self.monitor.endswith("accuracy") else 1.0
+        self.best = math.inf  # of sign * value
+        self.best_epoch: Optional[int] = None
+        self.wait = 0
+        self.should_stop = False
+
+    def update(self, epoch: int, value: Optional[float]) -> bool:
+        """Record one epoch's monitored value; return True if it is the new best."""
+        improved = value is not None and math.isfinite(value) and self.sign * value < self.best - self.cfg.min_delta
+        if improved:
+            self.best, self.best_epoch, self.wait = self.sign * value, epoch, 0
+        else:
+            self.wait += 1
+            if self.cfg.enabled and self.wait >= self.cfg.patience:
+                self.should_stop = True
+        return improved
+
+
+def flatten_params(params: Any) -> dict[str, np.ndarray]:
+    """{"hidden.0.w": array, ...}: plain names for the checkpoint files."""
+    leaves = jax.tree_util.tree_flatten_with_path(jax.device_get(params))[0]
+    return {".".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path): np.asarray(v) for path, v in leaves}
+
+
+def unflatten_params(like: Any, arrays: dict[str, np.ndarray]) -> Any:
+    """Inverse of `flatten_params` with the structure of `like`."""
+    paths, treedef = jax.tree_util.tree_flatten_with_path(like)
+    names = [".".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in p) for p, _ in paths]
+    return jax.tree_util.tree_unflatten(treedef, [jnp.asarray(arrays[n]) for n in names])
+
+
+def device_name() -> str:
+    d = jax.devices()[0]
+    kind = getattr(d, "device_kind", d.platform)
+    return d.platform if kind == d.platform else f"{d.platform}: {kind}"
+
+
+@dataclass
+class FitResult:
+    summary: dict[str, Any]
+    params: Any  # the final model (the best epoch's when early stopping restored it)
+    history: list[dict[str, Any]]
+
+
+def _pick(record: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+    return None if record is None else {k: record.get(k) for k in METRICS}
+
+
+def _is_diverged(record: dict[str, Any], limit: float) -> bool:
+    for key in ("running_loss", "train_loss"):
+        value = record.get(key)
+        if value is not None and (not math.isfinite(value) or value > limit):
+            return True
+    return False
+
+
+def fit(cfg: Config, data: Dataset, writer: Writer = Writer(), *, progress: bool = True) -> FitResult:
+    """Train `cfg`'s model on `data`, reporting every epoch to `writer`.
+
+    Args:
+        cfg: the validated config.
+        data: the loaded dataset (train, optional validation, test).
+        writer: receives start, each epoch's metrics, checkpoints and the summary.
+        progress: report steps within an epoch through a JAX callback (about 20 per epoch).
+    Returns:
+        FitResult; `summary["status"]` is completed, stopped_early, diverged or interrupted.
+        Ctrl-C is caught here so that the summary is still written.
+    """
+    t_start = time.perf_counter()
+    history: list[dict[str, Any]] = []
+    status = "completed"
+    model = models.build(cfg.model, data.input_dim, data.num_classes)
+    key = jax.random.PRNGKey(cfg.seed)
+    init_key, shuffle_key, dropout_key = jax.random.split(key, 3)
+    params = model.init(init_key)
+    n = len(data.train)
+    batch_size = min(cfg.data.batch_size, n)
+    steps_per_epoch = -(-n // batch_size)
+    tx, schedule = make_optimizer(
+        cfg.optimizer,
+        cfg.regularization,
+        steps_per_epoch=steps_per_epoch,
+        epochs=cfg.train.epochs,
+        decay_mask=losses.regularized_mask(params, cfg.regularization.include_biases),
+    )
+    state = TrainState(params, tx.init(params), jnp.zeros((), jnp.int32))
+    x_N, y_N = jax.device_put(data.train.x), jax.device_put(data.train.y)
+    splits = {"train": (x_N, y_N)}
+    if data.val is not None:
+        splits["val"] = (jax.device_put(data.val.x), jax.device_put(data.val.y))
+    splits["test"] = (jax.device_put(data.test.x), jax.device_put(data.test.y))
+
+    current_epoch = [0]
+    every = max(1, steps_per_epoch // 20)
+    on_step = (lambda step: writer.progress(current_epoch[0], int(step))) if progress else None
+    epoch_fn = jax.jit(
+        partial(
+            train_epoch, model=model, tx=tx, reg=cfg.regularization, batch_size=batch_size,
+            progress=on_step, progress_every=every,
+        ),
+        donate_argnums=0,
+    )
+    eval_fn = jax.jit(partial(evaluate_splits, model=model, chunk=cfg.train.eval_batch_size))
+    monitor = cfg.train.early_stopping.monitor if data.val is not None else "train_loss"
+    stopper = EarlyStopping(cfg.train.early_stopping, monitor)
+    best_arrays: Optional[dict[str, np.ndarray]] = None
+    restored = False
+    info = {
+        "epochs": cfg.train.epochs, "steps_per_epoch": steps_per_epoch, "params": models.param_count(params),
+        "device": device_name(), "train_size": n, "batch_size": batch_size,
+    }
+
+    try:
+        writer.start(info)
+        t0 = time.perf_counter()
+        record = {k: float(v) for k, v in jax.device_get(eval_fn(state.params, splits)).items()}
+        record.update(lr=float(schedule(0)), seconds=time.perf_counter() - t0)
+        history.append({"epoch": 0, **record})
+        writer.write(0, record)
+        initial_loss = record["train_loss"]
+        limit = cfg.train.divergence_factor * max(initial_loss, math.log(data.num_classes))
+        if not math.isfinite(initial_loss):
+            status = "diverged"
+        for epoch in range(1, cfg.train.epochs + 1) if status != "diverged" else ():
+            current_epoch[0] = epoch
+            t0 = time.perf_counter()
+            state, running = epoch_fn(
+                state, x_N, y_N, jax.random.fold_in(shuffle_key, epoch), dropout_key
+            )
+            fetched = jax.device_get({**running, **eval_fn(state.params, splits)})
+            record = {k: float(v) for k, v in fetched.items()}
+            record.update(lr=float(schedule(int(state.step) - 1)), seconds=time.perf_counter() - t0)
+            history.append({"epoch": epoch, **record})
+            writer.write(epoch, record)
+            if _is_diverged(record, limit):
+                status = "diverged"
+                break
+            arrays = flatten_params(state.params)
+            writer.checkpoint("last", arrays)
+            if stopper.update(epoch, record.get(monitor)):
+                best_arrays = arrays
+                writer.checkpoint("best", arrays)
+            if stopper.should_stop:
+                status = "stopped_early"
+                break
+    except KeyboardInterrupt:
+        status = "interrupted"
+
+    final_params = state.params if status in ("completed", "stopped_early") else None
+    es = cfg.train.early_stopping
+    if es.enabled and es.restore_best and best_arrays is not None and status in ("completed", "stopped_early"):
+        final_params = unflatten_params(params, best_arrays)
+        restored = stopper.best_epoch != history[-1]["epoch"]
+    by_epoch = {h["epoch"]: h for h in history}
+    last = history[-1] if len(history) > 1 else None
+    summary = {
+        "name": cfg.name,
+        "status": status,
+        "epochs_run": len(history) - 1 if history else 0,
+        "best_epoch": stopper.best_epoch,
+        "monitor": monitor,
+        "restored_best": restored,
+        "final": _pick(last),
+        "best": _pick(by_epoch.get(stopper.best_epoch)) if stopper.best_epoch else None,
+        "initial": _pick(history[0]) if history else None,
+        "wall_seconds": time.perf_counter() - t_start,
+        "params": info["params"],
+        "versions": {"jax": jax.__version__, "optax": optax.__version__, "dnnlab": dnnlab.__version__},
+        "device": info["device"],
+        "data": {
+            "dataset": data.name, "source": data.source, "train": n,
+            "val": len(data.val) if data.val is not None else 0, "test": len(data.test),
+            "num_classes": data.num_classes,
+        },
+    }
+    writer.finish(summary)
+    return FitResult(summary, final_params, history)
