@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from dnnlab import config, data
+
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+def make_cfg(base: dict | None = None, **dotted) -> config.Config:
+    """A validated Config from a base mapping plus dotted overrides: make_cfg(**{"model.depth": 1})."""
+    raw = config.apply_overrides(base or {}, [f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in dotted.items()])
+    return config.validate(raw)
+
+
+@pytest.fixture(scope="session")
+def digits() -> data.Dataset:
+    return data.load(config.DataConfig(), seed=0)
+
+
+@pytest.fixture()
+def isolated_home(tmp_path, monkeypatch):
+    """HOME and DNNLAB_DATA point at empty temp folders, so no real cache is seen."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("DNNLAB_DATA", raising=False)
+    return home
+
+
+def require_fashion() -> None:
+    if not (FASHION_DIR / "train-images-idx3-ubyte.gz").exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{FASHION_DIR} is missing: .ci/run must apt-get install dataset-fashion-mnist")
+        pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")

@@ -1,0 +1,183 @@
+"""Datasets: splits, the IDX and npz readers, discovery, corrupt files, and download."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import http.server
+import struct
+import threading
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dnnlab import data
+from dnnlab.config import DataConfig
+from dnnlab.data import DataError, Remote
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    array = np.asarray(array, dtype=np.uint8)
+    return struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
+
+
+def write_idx_dataset(folder: Path, n_train: int = 60, n_test: int = 20, gz: bool = True, seed: int = 0) -> None:
+    """A tiny MNIST-format dataset: 10 classes, 4x4 images whose brightness encodes the label."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for part, n in (("train", n_train), ("t10k", n_test)):
+        labels = np.arange(n) % 10
+        images = (labels[:, None, None] * 25 + rng.integers(0, 5, (n, 4, 4))).astype(np.uint8)
+        for kind, arr in (("images-idx3", images), ("labels-idx1", labels)):
+            name = f"{part}-{kind}-ubyte"
+            payload = idx_bytes(arr)
+            if gz:
+                (folder / f"{name}.gz").write_bytes(gzip.compress(payload))
+            else:
+                (folder / name).write_bytes(payload)
+
+
+def test_digits_splits_are_stratified_fixed_and_seeded(digits):
+    assert len(digits.train) + len(digits.val) + len(digits.test) == 1797
+    assert len(digits.test) == 359 or len(digits.test) == 360
+    assert digits.input_dim == 64 and digits.num_classes == 10
+    assert 0.0 <= digits.train.x.min() and digits.train.x.max() <= 1.0
+    # stratified: every class keeps its share within one example
+    counts = np.bincount(digits.test.y, minlength=10)
+    assert counts.max() - counts.min() <= 2
+    other = data.load(DataConfig(), seed=1)
+    np.testing.assert_array_equal(other.test.y, digits.test.y)  # the test split does not move
+    np.testing.assert_array_equal(other.test.x, digits.test.x)
+    assert not np.array_equal(other.val.x, digits.val.x)  # the validation split follows the seed
+    again = data.load(DataConfig(), seed=0)
+    np.testing.assert_array_equal(again.val.x, digits.val.x)
+
+
+def test_train_size_subsamples_after_the_validation_split():
+    ds = data.load(DataConfig(train_size=200, validation_split=0.2), seed=3)
+    assert len(ds.train) == 200
+    assert len(ds.val) == round(0.2 * 1438)
+    assert np.bincount(ds.train.y, minlength=10).min() >= 18
+
+
+def test_no_validation_split():
+    ds = data.load(DataConfig(validation_split=0.0), seed=0)
+    assert ds.val is None
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_idx_folder_reads_through_data_path(tmp_path, isolated_home, gz):
+    write_idx_dataset(tmp_path / "m", gz=gz)
+    ds = data.load(DataConfig(dataset="mnist", path=str(tmp_path / "m"), validation_split=0.1), seed=0)
+    assert len(ds.train) == 54 and len(ds.val) == 6 and len(ds.test) == 20
+    assert ds.input_dim == 16
+    # brightness encodes the label, so the scaling to [0, 1] is checked too
+    np.testing.assert_allclose(ds.test.x.mean(1), (ds.test.y * 25 + 2) / 255.0, atol=3 / 255)
+
+
+def test_search_order_path_then_env_then_cache_then_keras(tmp_path, isolated_home, monkeypatch):
+    env_root = tmp_path / "env"
+    write_idx_dataset(env_root / "fashion-mnist")
+    monkeypatch.setenv("DNNLAB_DATA", str(env_root))
+    cache = isolated_home / ".cache/dnnlab/fashion-mnist"
+    write_idx_dataset(cache)
+    assert data.find("fashion-mnist") == env_root / "fashion-mnist"
+    assert data.find("fashion-mnist", str(cache)) == cache
+    monkeypatch.delenv("DNNLAB_DATA")
+    assert data.find("fashion-mnist") == cache
+    locations = data.candidate_locations("mnist", "/x")
+    assert locations[0] == Path("/x") and locations[1] == isolated_home / ".cache/dnnlab/mnist"
+    assert locations[-2] == isolated_home / ".keras/datasets/mnist.npz"
+
+
+def test_keras_npz_is_found_and_read(isolated_home):
+    keras = isolated_home / ".keras/datasets"
+    keras.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    np.savez(
+        keras / "mnist.npz",
+        x_train=rng.integers(0, 255, (30, 28, 28), dtype=np.uint8), y_train=np.arange(30) % 10,
+        x_test=rng.integers(0, 255, (10, 28, 28), dtype=np.uint8), y_test=np.arange(10) % 10,
+    )
+    ds = data.load(DataConfig(dataset="mnist", validation_split=0.0), seed=0)
+    assert ds.train.x.shape == (30, 784) and ds.test.x.shape == (10, 784)
+
+
+def test_not_found_lists_where_it_looked_and_how_to_get_it(isolated_home, monkeypatch):
+    monkeypatch.setattr(data, "candidate_locations", lambda name, path=None: [isolated_home / "nowhere"])
+    with pytest.raises(DataError) as info:
+        data.load(DataConfig(dataset="mnist"), seed=0)
+    message = str(info.value)
+    assert "dataset 'mnist' not found" in message and str(isolated_home / "nowhere") in message
+    assert "dnnlab data download mnist" in message
+
+
+def test_truncated_and_corrupt_files_get_clear_errors(tmp_path, isolated_home):
+    folder = tmp_path / "m"
+    write_idx_dataset(folder, gz=False)
+    images = folder / "train-images-idx3-ubyte"
+    images.write_bytes(images.read_bytes()[:-7])
+    with pytest.raises(DataError, match=r"train-images-idx3-ubyte: truncated or corrupt IDX file"):
+        data.load(DataConfig(dataset="mnist", path=str(folder)), seed=0)
+    images.write_bytes(b"\x12\x34\x56\x78" + b"\0" * 40)
+    with pytest.raises(DataError, match="bad magic number"):
+        data.load(DataConfig(dataset="mnist", path=str(folder)), seed=0)
+    gz_folder = tmp_path / "g"
+    write_idx_dataset(gz_folder, gz=True)
+    labels = gz_folder / "t10k-labels-idx1-ubyte.gz"
+    labels.write_bytes(labels.read_bytes()[:10])
+    with pytest.raises(DataError, match="t10k-labels-idx1-ubyte.gz: corrupt or truncated"):
+        data.load(DataConfig(dataset="mnist", path=str(gz_folder)), seed=0)
+
+
+# ---------------------------------------------------------------- download from a local server
+
+
+@pytest.fixture()
+def served(tmp_path):
+    root = tmp_path / "server"
+    write_idx_dataset(root)
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+    server.server_close()
+
+
+def _remote(root: Path, url: str) -> Remote:
+    return Remote(url, {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.iterdir())})
+
+
+def test_download_checks_sha256_and_lands_atomically(served, tmp_path, isolated_home):
+    root, url = served
+    seen = []
+    dest = data.download("fashion-mnist", tmp_path / "dest", remote=_remote(root, url), progress=lambda *a: seen.append(a))
+    assert sorted(p.name for p in dest.iterdir()) == sorted(p.name for p in root.iterdir())
+    assert seen and seen[-1][1] == seen[-1][2]  # progress reached the Content-Length
+    ds = data.load(DataConfig(dataset="fashion-mnist", path=str(dest)), seed=0)
+    assert len(ds.test) == 20
+
+
+def test_download_rejects_a_bad_checksum_and_keeps_nothing(served, tmp_path):
+    root, url = served
+    remote = _remote(root, url)
+    bad_name = "train-labels-idx1-ubyte.gz"
+    remote.files[bad_name] = "0" * 64
+    dest = tmp_path / "dest"
+    with pytest.raises(DataError, match=f"{bad_name}: checksum mismatch .* the file was not kept"):
+        data.download("fashion-mnist", dest, remote=remote)
+    assert not (dest / bad_name).exists()
+    assert not [p for p in dest.iterdir() if p.name.endswith(".part")]
+
+
+def test_download_reports_an_unreachable_server(tmp_path):
+    remote = Remote("http://127.0.0.1:9/", {"x.gz": "0" * 64})
+    with pytest.raises(DataError, match="download failed"):
+        data.download("fashion-mnist", tmp_path / "d", remote=remote, timeout=2)
+    with pytest.raises(DataError, match="no download for 'digits'"):
+        data.download("digits", tmp_path / "d")

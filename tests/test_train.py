@@ -1,0 +1,171 @@
+"""Training end to end on the embedded digits: every activation and optimizer, determinism,
+divergence, early stopping, interruption."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dnnlab import config, train
+from dnnlab.config import EarlyStoppingConfig
+from dnnlab.runs import RunDir, Writer, read_metrics, read_summary
+from conftest import make_cfg
+
+SMALL = {"model.hidden": [64], "train.epochs": 6, "data.batch_size": 64}
+
+
+class Recorder(Writer):
+    def __init__(self):
+        self.epochs, self.summary, self.checkpoints, self.steps = [], None, [], []
+
+    def write(self, epoch, metrics):
+        self.epochs.append((epoch, metrics))
+
+    def checkpoint(self, tag, arrays):
+        self.checkpoints.append(tag)
+
+    def progress(self, epoch, step):
+        self.steps.append((epoch, step))
+
+    def finish(self, summary):
+        self.summary = summary
+
+
+@pytest.mark.parametrize("activation", config.ACTIVATIONS)
+def test_every_activation_trains_digits_well_above_chance(digits, activation):
+    cfg = make_cfg(**{**SMALL, "model.activation": activation, "optimizer.lr": 0.003})
+    result = train.fit(cfg, digits, progress=False)
+    assert result.summary["status"] == "completed"
+    assert result.summary["final"]["train_accuracy"] > 0.85  # chance is 0.1
+    assert result.summary["final"]["test_accuracy"] > 0.8
+
+
+@pytest.mark.parametrize(
+    "name, lr", [("sgd", 0.2), ("momentum", 0.05), ("nesterov", 0.05), ("adagrad", 0.05), ("rmsprop", 0.001), ("adam", 0.002), ("adamw", 0.002)]
+)
+def test_every_optimizer_trains_digits_well_above_chance(digits, name, lr):
+    cfg = make_cfg(**{**SMALL, "optimizer.name": name, "optimizer.lr": lr, "regularization.weight_decay": 1e-4})
+    result = train.fit(cfg, digits, progress=False)
+    assert result.summary["final"]["train_accuracy"] > 0.85, result.summary  # chance is 0.1
+
+
+def test_metrics_records_and_summary(digits):
+    rec = Recorder()
+    cfg = make_cfg(**SMALL)
+    result = train.fit(cfg, digits, rec)
+    epochs = [e for e, _ in rec.epochs]
+    assert epochs == list(range(0, 7))
+    init = rec.epochs[0][1]
+    assert init["train_loss"] == pytest.approx(math.log(10), rel=0.3)  # near ln(C) at initialization
+    for key in train.METRICS + ("lr", "seconds"):
+        assert key in rec.epochs[-1][1]
+    assert rec.epochs[-1][1]["lr"] == pytest.approx(0.001)
+    s = result.summary
+    assert s["status"] == "completed" and s["epochs_run"] == 6 and s["params"] == 64 * 64 + 64 + 64 * 10 + 10
+    assert set(s["final"]) == set(train.METRICS) and s["best_epoch"] in range(1, 7)
+    assert s["device"].startswith(jax.devices()[0].platform)
+    assert rec.checkpoints.count("last") == 6 and "best" in rec.checkpoints
+    # the training loss is the evaluation-mode loss on the whole training set
+    x, y = jnp.asarray(digits.train.x), jnp.asarray(digits.train.y)
+    loss, acc = train.evaluate(result.params, x, y, model=train.models.build(cfg.model, 64, 10), chunk=100)
+    assert float(loss) == pytest.approx(s["final"]["train_loss"], rel=1e-5)
+    assert float(acc) == pytest.approx(s["final"]["train_accuracy"], rel=1e-6)
+    assert rec.steps and max(st for _, st in rec.steps) <= math.ceil(len(digits.train) / 64)
+
+
+def test_same_config_and_seed_give_identical_metrics(digits):
+    cfg = make_cfg(**{**SMALL, "model.dropout": 0.3, "model.input_dropout": 0.1})
+    a = train.fit(cfg, digits, progress=False).history
+    b = train.fit(cfg, digits, progress=False).history
+    strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]
+    assert strip(a) == strip(b)
+    c = train.fit(make_cfg(**{**SMALL, "model.dropout": 0.3, "model.input_dropout": 0.1, "seed": 1}), digits, progress=False).history
+    assert strip(a) != strip(c)
+
+
+def test_partial_last_batch_is_padded_with_zero_weight():
+    cfg = make_cfg(**{"model.hidden": [8]})
+    model = train.models.build(cfg.model, 4, 3)
+    params = model.init(jax.random.PRNGKey(0))
+    x = jax.random.normal(jax.random.PRNGKey(1), (5, 4))
+    y = jnp.array([0, 1, 2, 0, 1])
+    reg = cfg.regularization
+    real = train.loss_fn(params, x[:3], y[:3], jnp.ones(3), None, model=model, reg=reg)[0]
+    padded = train.loss_fn(params, x, y, jnp.array([1.0, 1, 1, 0, 0]), None, model=model, reg=reg)[0]
+    assert float(real) == pytest.approx(float(padded), rel=1e-6)
+
+
+def test_huge_learning_rate_ends_diverged_and_keeps_the_epochs_before(digits, tmp_path):
+    cfg = make_cfg(**{**SMALL, "optimizer.lr": 1000.0})
+    writer = RunDir(tmp_path, config.dump_yaml(cfg))
+    result = train.fit(cfg, digits, writer)
+    assert result.summary["status"] == "diverged"
+    lines = read_metrics(tmp_path)
+    assert [r["epoch"] for r in lines] == [0, 1]
+    assert lines[0]["train_loss"] == pytest.approx(result.summary["initial"]["train_loss"])
+    assert not (tmp_path / "last.npz").exists()  # non-finite parameters are never saved
+    assert read_summary(tmp_path)["status"] == "diverged"
+
+
+@pytest.mark.parametrize(
+    "monitor, values, min_delta, patience, stop_at, best",
+    [
+        ("val_loss", [1.0, 0.9, 0.95, 0.91, 0.92], 0.0, 3, 5, 2),
+        ("val_loss", [1.0, 0.9, 0.89, 0.885, 0.88], 0.05, 2, 4, 2),  # gains below min_delta do not count
+        ("val_accuracy", [0.5, 0.7, 0.6, 0.8, 0.7, 0.7], 0.0, 2, 6, 4),
+        ("val_loss", [1.0, float("nan"), 0.9], 0.0, 2, None, 3),  # NaN never improves; not yet patience
+    ],
+)
+def test_early_stopping_follows_keras(monitor, values, min_delta, patience, stop_at, best):
+    stopper = train.EarlyStopping(EarlyStoppingConfig(enabled=True, monitor=monitor, patience=patience, min_delta=min_delta))
+    stopped = None
+    for epoch, value in enumerate(values, start=1):
+        stopper.update(epoch, value)
+        if stopper.should_stop and stopped is None:
+            stopped = epoch
+    assert stopped == stop_at and stopper.best_epoch == best
+
+
+def test_early_stopping_restores_the_best_weights(digits):
+    cfg = make_cfg(**{
+        "model.hidden": [256], "data.train_size": 150, "train.epochs": 60, "optimizer.lr": 0.003,
+        "train.early_stopping.enabled": True, "train.early_stopping.patience": 3,
+    })
+    result = train.fit(cfg, digits, progress=False)
+    s = result.summary
+    assert s["status"] == "stopped_early" and s["epochs_run"] < 60
+    assert s["best_epoch"] == s["epochs_run"] - 3 and s["restored_best"] is True
+    model = train.models.build(cfg.model, 64, 10)
+    val_loss, _ = train.evaluate(result.params, jnp.asarray(digits.val.x), jnp.asarray(digits.val.y), model=model, chunk=512)
+    assert float(val_loss) == pytest.approx(s["best"]["val_loss"], rel=1e-5)
+    assert s["best"]["val_loss"] == min(r["val_loss"] for r in result.history[1:])
+
+
+def test_without_validation_the_best_epoch_follows_the_training_loss():
+    from dnnlab import data
+
+    ds = data.load(config.DataConfig(validation_split=0.0), 0)
+    result = train.fit(make_cfg(**{**SMALL, "data.validation_split": 0.0}), ds, progress=False)
+    s = result.summary
+    assert s["monitor"] == "train_loss" and s["final"]["val_loss"] is None
+    assert "val_loss" not in result.history[-1]
+    assert s["best"]["train_loss"] == min(r["train_loss"] for r in result.history[1:])
+
+
+def test_ctrl_c_writes_an_interrupted_summary(digits, tmp_path):
+    class Interrupting(RunDir):
+        def write(self, epoch, metrics):
+            super().write(epoch, metrics)
+            if epoch == 2:
+                raise KeyboardInterrupt
+
+    cfg = make_cfg(**SMALL)
+    result = train.fit(cfg, digits, Interrupting(tmp_path, config.dump_yaml(cfg)))
+    assert result.summary["status"] == "interrupted"
+    assert [r["epoch"] for r in read_metrics(tmp_path)] == [0, 1, 2]
+    assert read_summary(tmp_path)["status"] == "interrupted"
+    assert (tmp_path / "last.npz").exists()
