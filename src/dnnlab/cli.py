@@ -30,8 +30,8 @@ app = typer.Typer(
 data_app = typer.Typer(help="Datasets: where they are found, and downloading them.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 ConfigArg = Annotated[Path, typer.Argument(help="YAML config file", show_default=False)]
 SetOpt = Annotated[

@@ -1,0 +1,183 @@
+"""The command line through Typer's CliRunner: exit codes, messages, run folders."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from typer.testing import CliRunner
+
+from dnnlab import runs
+from dnnlab.cli import app
+
+runner = CliRunner()
+TINY = textwrap.dedent(
+    """\
+    name: tiny
+    data: {dataset: digits, batch_size: 64}
+    model: {hidden: [32]}
+    optimizer: {name: adam, lr: 0.003}
+    train: {epochs: 3}
+    """
+)
+
+
+@pytest.fixture()
+def tiny(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY)
+    return path
+
+
+def invoke(*args):
+    result = runner.invoke(app, [str(a) for a in args])
+    assert "Traceback" not in result.output
+    return result
+
+
+def run_dirs(out):
+    return sorted(p for p in out.iterdir() if p.is_dir()) if out.exists() else []
+
+
+def test_run_writes_the_run_folder_and_prints_its_path(tiny, tmp_path):
+    out = tmp_path / "runs"
+    result = invoke("run", tiny, "--out", out, "--set", "train.epochs=2")
+    assert result.exit_code == 0, result.output
+    (run,) = run_dirs(out)
+    assert run.name.startswith("tiny-") and len(run.name.split("-")[-1]) == 4
+    assert str(run) in result.output.replace("\n", "")
+    assert {"config.yaml", "metrics.jsonl", "summary.json", "best.npz", "last.npz"} <= {p.name for p in run.iterdir()}
+    summary = json.loads((run / "summary.json").read_text())
+    for key in ("status", "epochs_run", "best_epoch", "final", "best", "wall_seconds", "params", "versions", "device"):
+        assert key in summary
+    assert summary["status"] == "completed" and summary["epochs_run"] == 2
+    assert set(summary["versions"]) == {"jax", "optax", "dnnlab"}
+    assert "epochs: 2" in (run / "config.yaml").read_text()  # the resolved config, overrides applied
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [0, 1, 2]
+    arrays = runs.load_checkpoint(run / "last.npz")
+    assert arrays["hidden.0.w"].shape == (64, 32) and arrays["out.b"].shape == (10,)
+
+
+def test_quiet_prints_only_the_summary_line(tiny, tmp_path):
+    result = invoke("run", tiny, "--out", tmp_path / "r", "--quiet")
+    assert result.exit_code == 0
+    text = result.output.replace("\n", "")
+    assert text.startswith("completed: 3 epochs, train acc") and "parameters" not in text
+
+
+def test_diverged_run_exits_1_and_says_what_to_do(tiny, tmp_path):
+    result = invoke("run", tiny, "--out", tmp_path / "r", "--quiet", "--set", "optimizer.lr=1e3")
+    assert result.exit_code == 1
+    assert "diverged" in result.output and "lower optimizer.lr" in result.output
+    (run,) = run_dirs(tmp_path / "r")
+    assert json.loads((run / "summary.json").read_text())["status"] == "diverged"
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model.activaton=relu", "model.activaton: unknown key; did you mean model.activation?"),
+        ("optimizer.lr=0", "optimizer.lr: must be greater than 0 (got 0)"),
+        ("model.dropout=1.5", "model.dropout: must be less than 1 (got 1.5)"),
+        ("model.maxout_pieces=1", "model.maxout_pieces: must be greater than or equal to 2"),
+        ("model.activation=swish", "'swish' is not one of: sigmoid, tanh, relu"),
+        ("optimizer.name=lbfgs", "'lbfgs' is not one of: sgd, momentum"),
+        ("model.depth=3", "both hidden and depth are given"),
+        ("train.early_stopping.monitor=val_f1", "'val_f1' is not one of: val_loss, val_accuracy"),
+        ("novalue", "expected KEY=VALUE"),
+    ],
+)
+def test_bad_input_exits_2_with_the_key_and_no_run_folder(tiny, tmp_path, override, message):
+    out = tmp_path / "r"
+    result = invoke("run", tiny, "--out", out, "--set", override)
+    assert result.exit_code == 2
+    assert message in " ".join(result.output.split())
+    assert run_dirs(out) == []
+
+
+def test_missing_and_malformed_config_files(tmp_path):
+    result = invoke("run", tmp_path / "nope.yaml")
+    assert result.exit_code == 2 and "nope.yaml: config file not found" in result.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  depth: [1, 2\n")
+    result = invoke("validate", bad)
+    assert result.exit_code == 2 and "malformed YAML at line" in result.output
+
+
+def test_missing_dataset_exits_2_naming_the_places_and_the_command(tiny, tmp_path, isolated_home, monkeypatch):
+    monkeypatch.setattr("dnnlab.data.candidate_locations", lambda name, path=None: [tmp_path / "empty"])
+    out = tmp_path / "r"
+    result = invoke("run", tiny, "--out", out, "--set", "data.dataset=fashion-mnist")
+    assert result.exit_code == 2
+    text = " ".join(result.output.split())
+    assert "dataset 'fashion-mnist' not found" in text and "dnnlab data download fashion-mnist" in text
+    assert run_dirs(out) == []
+
+
+def test_ctrl_c_exits_130_and_keeps_the_finished_epochs(tiny, tmp_path, monkeypatch):
+    original = runs.RunDir.write
+
+    def write_then_interrupt(self, epoch, metrics):
+        original(self, epoch, metrics)
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(runs.RunDir, "write", write_then_interrupt)
+    result = invoke("run", tiny, "--out", tmp_path / "r", "--quiet")
+    assert result.exit_code == 130
+    (run,) = run_dirs(tmp_path / "r")
+    assert json.loads((run / "summary.json").read_text())["status"] == "interrupted"
+    assert len(runs.read_metrics(run)) == 2
+
+
+def test_ctrl_c_while_loading_data_exits_130(tiny, tmp_path, monkeypatch):
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("dnnlab.data.load", interrupted)
+    result = invoke("run", tiny, "--out", tmp_path / "r")
+    assert result.exit_code == 130 and "interrupted" in result.output
+
+
+def test_validate_schema_and_data_list(tiny):
+    result = invoke("validate", tiny, "--set", "model.activation=prelu")
+    assert result.exit_code == 0 and "activation: prelu" in result.output and "is a valid config" in result.output
+    result = invoke("schema")
+    schema = json.loads(result.output)
+    assert "model" in schema["properties"]
+    result = invoke("data", "list")
+    assert result.exit_code == 0 and "digits" in result.output and "fashion-mnist" in result.output
+    result = invoke("data", "download", "cifar100")
+    assert result.exit_code == 2 and "no download for 'cifar100'" in result.output
+
+
+def test_two_run_folders_in_the_same_second_differ(tmp_path):
+    a = runs.new_run_dir(tmp_path, "x", now=0)
+    b = runs.new_run_dir(tmp_path, "x", now=0)
+    assert a != b and a.name[:-4] == b.name[:-4]
+
+
+def test_commands_that_do_not_train_never_import_jax(tiny):
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from typer.testing import CliRunner
+        from dnnlab.cli import app
+        r = CliRunner()
+        for args in (["--help"], ["validate", {str(tiny)!r}], ["schema"], ["data", "list"]):
+            res = r.invoke(app, args)
+            assert res.exit_code == 0, (args, res.output)
+        print("jax" in sys.modules)
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_python_dash_m_and_the_console_script():
+    out = subprocess.run([sys.executable, "-m", "dnnlab", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "run" in out.stdout and "validate" in out.stdout
