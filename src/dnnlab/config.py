@@ -144,6 +144,43 @@ class TrainConfig(_Section):
     eval_batch_size: int = Field(2048, gt=0, description="examples per evaluation chunk")
 
 
+class DiagnosisConfig(_Section):
+    """Instruments and the thresholds of the verdict (README: "The diagnosis")."""
+
+    instruments: bool = Field(True, description="record the per-layer instruments every epoch")
+    probe_size: int = Field(512, gt=0, description="training examples in the fixed probe batch")
+    target_train_accuracy: Optional[float] = Field(
+        None, gt=0.0, le=1.0, description="training accuracy that counts as good (default: from chance)"
+    )
+    poor_train_margin: float = Field(
+        0.5, gt=0.0, lt=1.0,
+        description="training is poor below chance + margin * (1 - chance) accuracy",
+    )
+    min_progress: float = Field(
+        0.1, gt=0.0, lt=1.0, description="the loss 'barely moved' if it fell by less than this fraction of its initial value"
+    )
+    window: int = Field(3, ge=2, description="epochs over which trends (still improving, plateau) are judged")
+    improving_rate: float = Field(
+        0.01, gt=0.0, description="mean relative loss decrease per epoch over the window that counts as still improving"
+    )
+    vanishing_ratio: float = Field(1e-3, gt=0.0, description="first/last layer gradient RMS below this is vanishing")
+    vanishing_first_rms: float = Field(1e-4, gt=0.0, description="... when the first layer's gradient RMS is also below this")
+    exploding_ratio: float = Field(70.0, gt=1.0, description="first/last layer gradient RMS above this is exploding")
+    dead_fraction: float = Field(
+        0.7, gt=0.0, le=1.0, description="a ReLU-family layer with this fraction of pre-activations <= 0 is dying"
+    )
+    saturated_fraction: float = Field(
+        0.5, gt=0.0, le=1.0, description="a sigmoid/tanh layer with this fraction of |pre-activations| > 5 is saturated"
+    )
+    overfit_patience: int = Field(3, ge=1, description="epochs the validation loss must rise after its minimum")
+    overfit_rise: float = Field(0.05, ge=0.0, description="... by at least this fraction of the minimum")
+    overfit_gap: float = Field(0.1, gt=0.0, description="train minus validation accuracy beyond this is overfitting")
+    lr_oscillation: float = Field(
+        0.4, gt=0.0, le=1.0, description="fraction of epochs whose training loss rose that marks oscillation"
+    )
+    low_update_ratio: float = Field(1e-4, gt=0.0, description="update/weight ratio below this marks a learning rate too low")
+
+
 class Config(_Section):
     name: str = Field("run", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     seed: int = 0
@@ -152,6 +189,7 @@ class Config(_Section):
     optimizer: OptimizerConfig = OptimizerConfig()
     regularization: RegularizationConfig = RegularizationConfig()
     train: TrainConfig = TrainConfig()
+    diagnosis: DiagnosisConfig = DiagnosisConfig()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Config":

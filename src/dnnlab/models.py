@@ -54,7 +54,11 @@ def dropout(x: jax.Array, rate: float, key: Optional[jax.Array], train: bool) ->
 def _initializer(cfg: ModelConfig, act: activations.Activation) -> jax.nn.initializers.Initializer:
     if cfg.init != "auto":
         return INITIALIZERS[cfg.init]()
-    return jax.nn.initializers.glorot_uniform() if act.family == "saturating" else jax.nn.initializers.he_normal()
+    if act.family == "saturating":
+        return jax.nn.initializers.glorot_uniform()
+    # the max of k Gaussian pieces keeps about all of their variance (ReLU keeps half), so
+    # He's factor 2 would double the signal at every maxout layer: LeCun's 1/fan_in instead
+    return jax.nn.initializers.lecun_normal() if act.name == "maxout" else jax.nn.initializers.he_normal()
 
 
 def build_mlp(cfg: ModelConfig, input_dim: int, num_classes: int) -> Model:

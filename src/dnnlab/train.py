@@ -20,7 +20,7 @@ import numpy as np
 import optax
 
 import dnnlab
-from dnnlab import losses, models
+from dnnlab import losses, models, probes
 from dnnlab.config import Config, EarlyStoppingConfig, RegularizationConfig
 from dnnlab.data import Dataset
 from dnnlab.optim import make_optimizer
@@ -174,6 +174,11 @@ class FitResult:
     history: list[dict[str, Any]]
 
 
+def _to_python(fetched: dict[str, Any]) -> dict[str, Any]:
+    """Scalars to floats, per-layer vectors to lists of floats."""
+    return {k: (float(v) if np.ndim(v) == 0 else [float(x) for x in np.ravel(v)]) for k, v in fetched.items()}
+
+
 def _pick(record: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
     return None if record is None else {k: record.get(k) for k in METRICS}
 
@@ -233,6 +238,14 @@ def fit(cfg: Config, data: Dataset, writer: Writer = Writer(), *, progress: bool
         donate_argnums=0,
     )
     eval_fn = jax.jit(partial(evaluate_splits, model=model, chunk=cfg.train.eval_batch_size))
+    if cfg.diagnosis.instruments:
+        # a fixed, seeded probe batch of training examples, the same every epoch
+        probe_idx = np.sort(np.random.default_rng(cfg.seed).permutation(n)[: cfg.diagnosis.probe_size])
+        probe_x, probe_y = jax.device_put(data.train.x[probe_idx]), jax.device_put(data.train.y[probe_idx])
+        probe_jit = jax.jit(partial(probes.probe, model=model, tx=tx, reg=cfg.regularization))
+        measure = lambda st: {**eval_fn(st.params, splits), **probe_jit(st.params, st.opt_state, probe_x, probe_y)}
+    else:
+        measure = lambda st: eval_fn(st.params, splits)
     monitor = cfg.train.early_stopping.monitor if data.val is not None else "train_loss"
     stopper = EarlyStopping(cfg.train.early_stopping, monitor)
     best_arrays: Optional[dict[str, np.ndarray]] = None
@@ -245,7 +258,7 @@ def fit(cfg: Config, data: Dataset, writer: Writer = Writer(), *, progress: bool
     try:
         writer.start(info)
         t0 = time.perf_counter()
-        record = {k: float(v) for k, v in jax.device_get(eval_fn(state.params, splits)).items()}
+        record = _to_python(jax.device_get(measure(state)))
         record.update(lr=float(schedule(0)), seconds=time.perf_counter() - t0)
         history.append({"epoch": 0, **record})
         writer.write(0, record)
@@ -259,8 +272,7 @@ def fit(cfg: Config, data: Dataset, writer: Writer = Writer(), *, progress: bool
             state, running = epoch_fn(
                 state, x_N, y_N, jax.random.fold_in(shuffle_key, epoch), dropout_key
             )
-            fetched = jax.device_get({**running, **eval_fn(state.params, splits)})
-            record = {k: float(v) for k, v in fetched.items()}
+            record = _to_python(jax.device_get({**running, **measure(state)}))
             record.update(lr=float(schedule(int(state.step) - 1)), seconds=time.perf_counter() - t0)
             history.append({"epoch": epoch, **record})
             writer.write(epoch, record)

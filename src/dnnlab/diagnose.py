@@ -1,0 +1,387 @@
+"""The recipe as rules: read a run's records and say what is wrong, with evidence and remedies.
+
+1. Look at the TRAINING set first. Poor on training data is not overfitting: training failed
+   (or it is still improving: undertrained). The causes come from the instruments.
+2. Only when training is good is validation looked at: overfitting, undertrained or good-fit.
+3. Remedies follow the problem: training problems get activation / optimizer changes, never
+   dropout or L2; overfitting gets early stopping, dropout and regularization.
+
+Every threshold is a key of the config's `diagnosis:` section. Imports no JAX.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from dnnlab.config import Config, ConfigError, DiagnosisConfig, load_config, validate
+
+VERDICTS = ("good-fit", "overfitting", "failed-training", "diverged", "undertrained")
+CAUSES = (
+    "vanishing-gradients",
+    "exploding-gradients",
+    "dead-units",
+    "saturation",
+    "lr-too-high",
+    "lr-too-low",
+    "plateau",
+    "insufficient-capacity",
+)
+ADAPTIVE = ("adagrad", "rmsprop", "adam", "adamw")
+
+
+@dataclass
+class Remedy:
+    set: str  # a `--set` override, e.g. "model.activation=relu"
+    why: str
+
+
+@dataclass
+class Diagnosis:
+    verdict: str
+    causes: list[str] = field(default_factory=list)
+    evidence: list[str] = field(default_factory=list)
+    remedies: list[Remedy] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def add_remedy(self, setting: str, why: str) -> None:
+        key = setting.split("=", 1)[0]
+        if all(r.set.split("=", 1)[0] != key for r in self.remedies):
+            self.remedies.append(Remedy(setting, why))
+
+
+def _g(x: Optional[float]) -> str:
+    """A number as the evidence shows it."""
+    if x is None:
+        return "n/a"
+    if x == 0 or 1e-3 <= abs(x) < 1e4:
+        return f"{x:.3g}"
+    return f"{x:.2g}"
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def _rate(values: list[float], window: int) -> float:
+    """Mean relative decrease per epoch over the last `window` epochs (positive: falling)."""
+    if len(values) < 2:
+        return 0.0
+    w = min(window, len(values) - 1)
+    start, end = values[-w - 1], values[-1]
+    if not (_finite(start) and _finite(end)) or start <= 0:
+        return 0.0
+    return (start - end) / start / w
+
+
+class _Run:
+    """What the rules read, derived once from the records."""
+
+    def __init__(self, history: list[dict[str, Any]], cfg: Config, summary: dict[str, Any]) -> None:
+        self.cfg, self.summary = cfg, summary
+        self.th: DiagnosisConfig = cfg.diagnosis
+        self.init = history[0] if history and history[0].get("epoch") == 0 else None
+        self.epochs = [r for r in history if r.get("epoch", 0) > 0]
+        self.classes = int((summary.get("data") or {}).get("num_classes") or 10)
+        self.chance = 1.0 / self.classes
+        self.ln_c = math.log(self.classes)
+        self.init_loss = self.init["train_loss"] if self.init and _finite(self.init.get("train_loss")) else self.ln_c
+        self.train_loss = [r.get("train_loss") for r in self.epochs]
+        self.has_val = any(_finite(r.get("val_loss")) for r in self.epochs)
+        self.last = self.epochs[-1] if self.epochs else {}
+        self.target = self.th.target_train_accuracy or self.chance + self.th.poor_train_margin * (1 - self.chance)
+
+    def series(self, key: str) -> list[tuple[int, Any]]:
+        """(epoch, value) for every record with `key`, epoch 0 included."""
+        records = ([self.init] if self.init else []) + self.epochs
+        return [(r["epoch"], r[key]) for r in records if r.get(key) is not None]
+
+
+def diagnose(history: list[dict[str, Any]], cfg: Config, summary: Optional[dict[str, Any]] = None) -> Diagnosis:
+    """The verdict on one run.
+
+    Args:
+        history: metrics.jsonl records (epoch 0 = at initialization, then one per epoch).
+        cfg: the run's config (thresholds under `cfg.diagnosis`).
+        summary: summary.json (status, data.num_classes); optional.
+    Returns:
+        A Diagnosis: verdict, causes, evidence, remedies (as `--set` overrides), warnings.
+    """
+    run = _Run(history, cfg, summary or {})
+    if run.summary.get("status") == "diverged" or any(not _finite(v) for v in run.train_loss):
+        return _diverged(run)
+    if not run.epochs:
+        d = Diagnosis("undertrained", evidence=["no epoch finished: nothing to judge yet"])
+        d.add_remedy(f"train.epochs={max(cfg.train.epochs, 1)}", "let at least one epoch finish")
+        return d
+    d = _judge_training(run)
+    if d is None:
+        d = _judge_generalization(run)
+    _general_warnings(run, d)
+    return d
+
+
+# ---------------------------------------------------------------- 0. divergence
+
+
+def _diverged(run: _Run) -> Diagnosis:
+    d = Diagnosis("diverged", causes=["lr-too-high"])
+    limit = run.cfg.train.divergence_factor * max(run.init_loss, run.ln_c)
+    for r in run.epochs:
+        for key, words in (("running_loss", "running training loss (mean over the epoch's steps)"), ("train_loss", "training loss")):
+            if key in r and (not _finite(r[key]) or r[key] > limit):
+                shown = "non-finite" if not _finite(r[key]) else f"{_g(r[key])} (> {_g(run.cfg.train.divergence_factor)}x the initial loss)"
+                d.evidence.append(f"{words} became {shown} at epoch {r['epoch']}; initial loss {_g(run.init_loss)}")
+                break
+        if d.evidence:
+            break
+    ratios = [(e, v) for e, v in run.series("grad_ratio")]
+    big = [(e, v) for e, v in ratios if not _finite(v) or v > run.th.exploding_ratio]
+    if big:
+        d.causes.append("exploding-gradients")
+        d.evidence.append(f"first/last layer gradient RMS ratio {_g(big[0][1])} at epoch {big[0][0]} (> {_g(run.th.exploding_ratio)})")
+    lr = run.cfg.optimizer.lr
+    d.add_remedy(f"optimizer.lr={_g(lr / 10)}", f"lr {_g(lr)} takes steps so large that the loss explodes: try a tenth of it")
+    d.add_remedy("optimizer.clip_norm=1.0", "clip the gradient's global norm so that one bad batch cannot blow up the weights")
+    return d
+
+
+# ---------------------------------------------------------------- 1. the training set first
+
+
+def _training_causes(run: _Run, d: Diagnosis, progress: float, improving: bool) -> None:
+    th, cfg = run.th, run.cfg
+    ratio = [(e, v) for e, v in run.series("grad_ratio") if _finite(v)]
+    rms = run.series("grad_rms")
+    if ratio and rms:
+        vanishing = [
+            (e, v, g[0]) for (e, v), (_, g) in zip(ratio, rms) if v < th.vanishing_ratio and g and g[0] < th.vanishing_first_rms
+        ]
+        if len(vanishing) * 2 > len(ratio):  # most epochs, not a blip
+            e, v, first = vanishing[0]
+            d.causes.append("vanishing-gradients")
+            d.evidence.append(
+                f"first/last layer gradient RMS ratio {_g(v)} at epoch {e} (< {_g(th.vanishing_ratio)}), first layer "
+                f"RMS {_g(first)} (< {_g(th.vanishing_first_rms)}); in {len(vanishing)} of {len(ratio)} epochs"
+            )
+        exploding = [(e, v) for e, v in ratio if v > th.exploding_ratio]
+        if exploding:
+            d.causes.append("exploding-gradients")
+            d.evidence.append(f"first/last layer gradient RMS ratio {_g(exploding[0][1])} at epoch {exploding[0][0]} (> {_g(th.exploding_ratio)})")
+    last = run.last
+    nonpos = last.get("nonpositive_fraction") or []
+    if nonpos and max(nonpos) >= th.dead_fraction:
+        layer = max(range(len(nonpos)), key=lambda i: nonpos[i])
+        dead = (last.get("dead_fraction") or [0.0] * len(nonpos))[layer]
+        d.causes.append("dead-units")
+        d.evidence.append(
+            f"hidden layer {layer + 1}: {_g(nonpos[layer])} of pre-activations <= 0 (>= {_g(th.dead_fraction)}), "
+            f"{_g(dead)} of its units dead on every probe example, at epoch {last['epoch']}"
+        )
+    sat = last.get("saturated_pre_fraction") or []
+    if sat and max(sat) > th.saturated_fraction:
+        layer = max(range(len(sat)), key=lambda i: sat[i])
+        d.causes.append("saturation")
+        d.evidence.append(
+            f"hidden layer {layer + 1}: {_g(sat[layer])} of pre-activations beyond +-5 (> {_g(th.saturated_fraction)}) at epoch {last['epoch']}"
+        )
+    losses = [run.init_loss] + run.train_loss
+    rises = sum(1 for a, b in zip(losses, losses[1:]) if b > a * 1.001)
+    if len(losses) >= 4 and (rises / (len(losses) - 1) >= th.lr_oscillation or losses[-1] > run.init_loss * 1.05):
+        d.causes.append("lr-too-high")
+        d.evidence.append(f"training loss rose in {rises} of {len(losses) - 1} epochs; {_g(run.init_loss)} at init, {_g(losses[-1])} at the end")
+    if d.causes:
+        return
+    updates = run.last.get("update_ratio") or []
+    median_update = sorted(updates)[len(updates) // 2] if updates else None
+    if progress < th.min_progress:
+        if median_update is not None and median_update < th.low_update_ratio:
+            d.causes.append("lr-too-low")
+            d.evidence.append(f"median update/weight ratio {_g(median_update)} per step (< {_g(th.low_update_ratio)}; about 1e-3 is healthy)")
+        elif median_update is None and rises == 0:
+            d.causes.append("lr-too-low")
+        else:
+            d.causes.append("plateau")
+            if median_update is not None:
+                d.evidence.append(f"gradients are healthy and steps are not small (update/weight ratio {_g(median_update)}), yet the loss does not move")
+    elif not improving:
+        d.causes.append("insufficient-capacity")
+        d.evidence.append("the training loss has converged with healthy gradients and no dead or saturated layers")
+
+
+def _training_remedies(run: _Run, d: Diagnosis) -> None:
+    cfg = run.cfg
+    m, opt = cfg.model, cfg.optimizer
+    lr = opt.lr
+    for cause in d.causes:
+        if cause in ("vanishing-gradients", "saturation"):
+            if m.activation in ("sigmoid", "tanh"):
+                d.add_remedy("model.activation=relu", f"{m.activation} squashes the gradient at every layer; ReLU passes it through (the lecture's first remedy)")
+            if opt.name not in ADAPTIVE:
+                d.add_remedy("optimizer.name=adam", "an adaptive learning rate per parameter rescues the small gradients of the early layers")
+            if len(m.layer_widths) > 4:
+                d.add_remedy(f"model.depth={max(2, len(m.layer_widths) // 2)}" if m.hidden is None else f"model.hidden={list(m.layer_widths[:2])}", "a shallower net has a shorter path for the gradient")
+        elif cause == "dead-units":
+            d.add_remedy("model.activation=leaky_relu", "a leaky slope (0.01) keeps a gradient for negative inputs, so units cannot die")
+            d.add_remedy(f"optimizer.lr={_g(lr / 10)}", "large steps push units into the dead region")
+        elif cause in ("exploding-gradients", "lr-too-high"):
+            d.add_remedy(f"optimizer.lr={_g(lr / 10)}", f"the loss rises or oscillates: lr {_g(lr)} overshoots")
+            d.add_remedy("optimizer.clip_norm=1.0", "clipping bounds each step")
+        elif cause == "lr-too-low":
+            d.add_remedy(f"optimizer.lr={_g(lr * 10)}", f"the loss barely moves from its initial value at lr {_g(lr)}")
+            if opt.name not in ADAPTIVE:
+                d.add_remedy("optimizer.name=adam", "Adam's steps are about lr in size whatever the gradient's scale")
+        elif cause == "plateau":
+            if opt.name in ("sgd",):
+                d.add_remedy("optimizer.name=momentum", "momentum carries the weights across flat regions and saddle points")
+            d.add_remedy("optimizer.name=adam", "adaptive learning rates leave plateaus faster")
+            d.add_remedy(f"optimizer.lr={_g(lr * 3)}", "a larger step leaves the flat region")
+        elif cause == "insufficient-capacity":
+            if m.hidden is None:
+                d.add_remedy(f"model.width={m.width * 2}", "more units per layer")
+                d.add_remedy(f"model.depth={(m.depth or 0) + 1}", "one more hidden layer")
+            else:
+                d.add_remedy(f"model.hidden={[w * 2 for w in m.hidden]}", "more units per layer")
+            if m.activation in ("sigmoid", "tanh"):
+                d.add_remedy("model.activation=relu", "ReLU nets train deeper and faster")
+
+
+def _judge_training(run: _Run) -> Optional[Diagnosis]:
+    """failed-training or undertrained when the TRAINING set is poorly fit; None when it is fit well."""
+    th = run.th
+    acc, loss = run.last.get("train_accuracy"), run.last["train_loss"]
+    if acc is None or acc >= run.target:
+        return None
+    progress = 1.0 - loss / run.init_loss if run.init_loss > 0 else 0.0
+    improving = _rate([run.init_loss] + run.train_loss, th.window) > th.improving_rate
+    d = Diagnosis("failed-training")
+    target_words = "your target" if th.target_train_accuracy else f"chance {_g(run.chance)} + {_g(th.poor_train_margin)} x (1 - chance)"
+    d.evidence.append(
+        f"training accuracy {_g(acc)} at epoch {run.last['epoch']} is below {_g(run.target)} ({target_words}); "
+        f"chance is {_g(run.chance)}"
+    )
+    d.evidence.append(f"training loss {_g(run.init_loss)} at init -> {_g(loss)} at epoch {run.last['epoch']} ({_g(100 * progress)}% lower; ln(C) = {_g(run.ln_c)})")
+    _training_causes(run, d, progress, improving)
+    hard = {"vanishing-gradients", "exploding-gradients", "dead-units", "saturation", "lr-too-high"}
+    if progress >= th.min_progress and improving and not hard & set(d.causes):
+        d = Diagnosis("undertrained", evidence=d.evidence)
+        d.evidence.append(f"the training loss is still falling {_g(100 * _rate([run.init_loss] + run.train_loss, th.window))}% per epoch over the last epochs")
+        d.add_remedy(f"train.epochs={run.cfg.train.epochs * 3}", "training had not converged when the budget ran out")
+        if run.cfg.optimizer.name not in ADAPTIVE:
+            d.add_remedy("optimizer.name=adam", "an adaptive optimizer converges in fewer epochs")
+        return d
+    _training_remedies(run, d)
+    # the recipe: a remedy for overfitting hurts a net that fails to train
+    m, reg = run.cfg.model, run.cfg.regularization
+    if m.dropout > 0 or m.input_dropout > 0:
+        d.warnings.append(
+            f"dropout is on (hidden {_g(m.dropout)}, input {_g(m.input_dropout)}) while training itself is failing: "
+            "dropout fights overfitting and makes a net that cannot fit its training set worse"
+        )
+        d.remedies.insert(0, Remedy("model.dropout=0", "dropout is for overfitting; turn it off until the net fits its training set"))
+        if m.input_dropout > 0:
+            d.remedies.insert(1, Remedy("model.input_dropout=0", "the same for input dropout"))
+    if reg.l2 > 0 or reg.l1 > 0 or reg.weight_decay > 0:
+        d.warnings.append(
+            f"regularization is on (l2 {_g(reg.l2)}, l1 {_g(reg.l1)}, weight_decay {_g(reg.weight_decay)}) while training "
+            "is failing: it pulls the weights toward zero and fights the fit"
+        )
+    return d
+
+
+# ---------------------------------------------------------------- 2. then validation
+
+
+def _judge_generalization(run: _Run) -> Diagnosis:
+    th, cfg = run.th, run.cfg
+    acc = run.last["train_accuracy"]
+    fit_line = f"training accuracy {_g(acc)} at epoch {run.last['epoch']} (good: >= {_g(run.target)}; chance {_g(run.chance)})"
+    if not run.has_val:
+        d = Diagnosis("good-fit", evidence=[fit_line])
+        d.warnings.append("no validation split (data.validation_split = 0): overfitting cannot be judged")
+        return d
+    val = [(r["epoch"], r["val_loss"]) for r in run.epochs if _finite(r.get("val_loss"))]
+    best_epoch, best_val = min(val, key=lambda ev: ev[1])
+    last_epoch, last_val = val[-1]
+    after = sum(1 for e, _ in val if e > best_epoch)
+    rise = (last_val - best_val) / best_val if best_val > 0 else 0.0
+    train_at_best = next(r["train_loss"] for r in run.epochs if r["epoch"] == best_epoch)
+    rising = after >= th.overfit_patience and rise > th.overfit_rise and run.last["train_loss"] < train_at_best
+    val_acc = run.last.get("val_accuracy")
+    gap = acc - val_acc if val_acc is not None else 0.0
+    if rising or gap > th.overfit_gap:
+        d = Diagnosis("overfitting", evidence=[fit_line])
+        if rising:
+            d.evidence.append(
+                f"validation loss reached its minimum {_g(best_val)} at epoch {best_epoch}, then rose to {_g(last_val)} "
+                f"(+{_g(100 * rise)}%) over {after} epochs while the training loss fell {_g(train_at_best)} -> {_g(run.last['train_loss'])}"
+            )
+        if gap > th.overfit_gap:
+            d.evidence.append(f"train - validation accuracy gap {_g(gap)} ({_g(acc)} vs {_g(val_acc)}; > {_g(th.overfit_gap)})")
+        es = cfg.train.early_stopping
+        if not es.enabled:
+            d.add_remedy("train.early_stopping.enabled=true", f"stop at the validation minimum and keep its weights: epoch {best_epoch} here")
+        if cfg.model.dropout < 0.5:
+            d.add_remedy("model.dropout=0.5", "dropout trains an ensemble of thinned nets that cannot co-adapt")
+        if cfg.regularization.l2 == 0 and cfg.regularization.weight_decay == 0:
+            d.add_remedy("regularization.l2=0.0001", "weight decay keeps the weights small: a smoother function")
+        else:
+            d.add_remedy(f"regularization.l2={_g(max(cfg.regularization.l2, 1e-5) * 10)}", "stronger weight decay")
+        if cfg.data.train_size is not None:
+            d.add_remedy("data.train_size=null", "more training data is the surest remedy: the training set was subsampled")
+        return d
+    val_rate = _rate([v for _, v in val], th.window)
+    if val_rate > th.improving_rate and last_epoch == best_epoch:
+        d = Diagnosis("undertrained", evidence=[fit_line])
+        d.evidence.append(f"validation loss still falling {_g(100 * val_rate)}% per epoch at the last epoch ({_g(last_val)} at epoch {last_epoch})")
+        d.add_remedy(f"train.epochs={cfg.train.epochs * 2}", "both losses were still improving when the budget ran out")
+        if not cfg.train.early_stopping.enabled:
+            d.add_remedy("train.early_stopping.enabled=true", "with a larger budget, let early stopping find the end")
+        return d
+    d = Diagnosis("good-fit", evidence=[fit_line])
+    d.evidence.append(
+        f"validation accuracy {_g(val_acc)}, gap {_g(gap)} (<= {_g(th.overfit_gap)}); validation loss at its minimum "
+        f"{_g(best_val)} at epoch {best_epoch} of {last_epoch}, {_g(100 * rise)}% above it at the end"
+    )
+    return d
+
+
+def _general_warnings(run: _Run, d: Diagnosis) -> None:
+    s = run.summary
+    if len(run.epochs) == 1:
+        d.warnings.append("only one epoch: trends (still improving, rising validation loss) cannot be judged")
+    if run.init and _finite(run.init.get("train_loss")) and run.init["train_loss"] > 2 * run.ln_c:
+        d.warnings.append(
+            f"initial loss {_g(run.init['train_loss'])} is far above ln(C) = {_g(run.ln_c)}: the initial logits are too large (check model.init)"
+        )
+    best, ran = s.get("best_epoch"), s.get("epochs_run")
+    if s.get("restored_best") and best and ran and best < 0.5 * ran:
+        d.warnings.append(f"early stopping restored epoch {best}, far before the end (epoch {ran}): most of the budget was spent overfitting")
+
+
+# ---------------------------------------------------------------- reading a run folder
+
+
+def load_run(run_dir: Path) -> tuple[list[dict[str, Any]], Config, dict[str, Any]]:
+    """history, config and summary of a run folder (summary may be {} for a killed run)."""
+    from dnnlab.runs import read_metrics, read_summary
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").exists():
+        raise ConfigError(f"{run_dir}: not a run folder (no config.yaml)")
+    try:
+        cfg = load_config(run_dir / "config.yaml")
+    except ConfigError:
+        cfg = validate({})
+    return read_metrics(run_dir), cfg, read_summary(run_dir) or {}
+
+
+def diagnose_run(run_dir: Path) -> Diagnosis:
+    """`diagnose` on a run folder."""
+    history, cfg, summary = load_run(run_dir)
+    return diagnose(history, cfg, summary)
