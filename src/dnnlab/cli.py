@@ -3,7 +3,8 @@
 JAX is imported only inside the commands that train, so `--help`, `validate`, `schema` and
 `data list` start fast.
 
-Exit codes: 0 completed or stopped early; 1 diverged or failed; 2 bad input; 130 interrupted.
+Exit codes: 0 completed or stopped early; 1 diverged or failed; 2 bad input; 3 the verdict is
+in --fail-on; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Console
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_VERDICT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 STATUS_EXIT = {"completed": EXIT_OK, "stopped_early": EXIT_OK, "diverged": EXIT_FAILED, "interrupted": EXIT_INTERRUPTED}
 
 app = typer.Typer(
@@ -66,8 +67,13 @@ def run(
     set_: SetOpt = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Parent folder of the new run folder")] = Path("runs"),
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the final summary line")] = False,
+    fail_on: Annotated[
+        Optional[str],
+        typer.Option("--fail-on", help="Exit 3 when the verdict is one of these, e.g. overfitting,failed-training"),
+    ] = None,
 ) -> None:
-    """Train CONFIG and write a run folder (config, metrics.jsonl, summary.json, checkpoints)."""
+    """Train CONFIG, write a run folder and diagnose it: failed training, overfitting or a good fit."""
+    fail_verdicts = _parse_fail_on(fail_on)
     cfg = _load(config, set_)
     from dnnlab import data as datasets
     from dnnlab import runs
@@ -106,12 +112,22 @@ def run(
     finally:
         if rich_writer is not None:
             rich_writer.close()
+    from dnnlab.report import finalize
+
     summary = result.summary
+    diagnosis, problems = finalize(run_dir, cfg, result.history, summary, config_name=str(config))
+    for problem in problems:
+        err_console.print(f"warning: {problem}", markup=False)
+    if not quiet:
+        from dnnlab.console import diagnosis_panel
+
+        console.print(diagnosis_panel(diagnosis.to_dict(), str(config)), soft_wrap=False)
     final = summary.get("final") or {}
     line = (
         f"{summary['status']}: {summary['epochs_run']} epochs, "
         f"train acc {_acc(final.get('train_accuracy'))}, val acc {_acc(final.get('val_accuracy'))}, "
-        f"test acc {_acc(final.get('test_accuracy'))}, {summary['wall_seconds']:.1f} s -> {run_dir}"
+        f"test acc {_acc(final.get('test_accuracy'))}, {summary['wall_seconds']:.1f} s, "
+        f"verdict {diagnosis.verdict}{' (' + ', '.join(diagnosis.causes) + ')' if diagnosis.causes else ''} -> {run_dir}"
     )
     if summary.get("restored_best"):
         best = summary.get("best") or {}
@@ -126,7 +142,72 @@ def run(
             "optimizer.clip_norm. The epochs before it are in metrics.jsonl.",
             markup=False,
         )
-    raise typer.Exit(STATUS_EXIT.get(summary["status"], EXIT_FAILED))
+    code = STATUS_EXIT.get(summary["status"], EXIT_FAILED)
+    if code == EXIT_OK and diagnosis.verdict in fail_verdicts:
+        err_console.print(f"error: verdict {diagnosis.verdict} is in --fail-on", markup=False)
+        code = EXIT_VERDICT
+    raise typer.Exit(code)
+
+
+def _parse_fail_on(text: Optional[str]) -> set[str]:
+    from dnnlab.diagnose import VERDICTS
+
+    names = {v.strip() for v in (text or "").split(",") if v.strip()}
+    unknown = sorted(names - set(VERDICTS))
+    if unknown:
+        raise _fail(f"--fail-on: unknown verdict {', '.join(unknown)}; choose from {', '.join(VERDICTS)}")
+    return names
+
+
+@app.command("diagnose")
+def diagnose_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder (runs/<name>-...)", show_default=False)],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the diagnosis as JSON")] = False,
+    write: Annotated[bool, typer.Option("--write", help="Also (re)write summary.json's diagnosis, report.md and the plots")] = False,
+) -> None:
+    """Re-read a run folder and print its verdict, evidence and remedies (no JAX import)."""
+    from dnnlab.config import ConfigError
+    from dnnlab.diagnose import load_run
+    from dnnlab.diagnose import diagnose as run_rules
+
+    try:
+        history, cfg, summary = load_run(run_dir)
+    except (ConfigError, ValueError, OSError) as exc:
+        raise _fail(_escape(str(exc))) from None
+    if write:
+        from dnnlab.report import finalize
+
+        diagnosis, _ = finalize(run_dir, cfg, history, summary)
+    else:
+        diagnosis = run_rules(history, cfg, summary)
+    if as_json:
+        sys.stdout.write(json.dumps(diagnosis.to_dict(), indent=2) + "\n")
+    else:
+        from dnnlab.console import diagnosis_panel
+
+        console.print(diagnosis_panel(diagnosis.to_dict(), str(run_dir / "config.yaml")), soft_wrap=False)
+
+
+@app.command()
+def check(config: ConfigArg, set_: SetOpt = None) -> None:
+    """Smoke-test CONFIG in seconds: initial loss, finite steps, overfitting one batch, real vs zeroed inputs."""
+    cfg = _load(config, set_)
+    from dnnlab import data as datasets
+
+    try:
+        ds = datasets.load(cfg.data, cfg.seed)
+    except datasets.DataError as exc:
+        raise _fail(_escape(str(exc))) from None
+    from dnnlab.smoke import run_checks
+
+    checks = run_checks(cfg, ds)
+    for c in checks:
+        mark = "[green]ok  [/]" if c.ok else "[red]FAIL[/]"
+        console.print(f"{mark} {_escape(c.name)}: {_escape(c.detail)}")
+    failed = [c.name for c in checks if not c.ok]
+    if failed:
+        raise _fail(f"{len(failed)} of {len(checks)} checks failed: {', '.join(failed)}", EXIT_FAILED)
+    console.print(f"all {len(checks)} checks passed", markup=False)
 
 
 def _acc(value: Any) -> str:

@@ -89,3 +89,32 @@ def summary_table(summary: dict[str, Any]) -> Table:
             _fmt(best.get(f"{split}_accuracy")),
         )
     return table
+
+
+VERDICT_STYLE = {
+    "good-fit": "green",
+    "overfitting": "yellow",
+    "undertrained": "cyan",
+    "failed-training": "red",
+    "diverged": "red",
+}
+
+
+def diagnosis_panel(diagnosis: dict[str, Any], config_name: str = "CONFIG"):
+    """The verdict, its evidence, warnings and remedies as a Rich panel."""
+    from rich.markup import escape
+    from rich.panel import Panel
+
+    verdict = diagnosis["verdict"]
+    style = VERDICT_STYLE.get(verdict, "white")
+    lines = [f"[bold {style}]{verdict}[/]" + (f"  ({', '.join(diagnosis['causes'])})" if diagnosis.get("causes") else "")]
+    lines += [f"  • {escape(e)}" for e in diagnosis.get("evidence", [])]
+    if diagnosis.get("warnings"):
+        lines.append("[bold yellow]warnings[/]")
+        lines += [f"  ! {escape(w)}" for w in diagnosis["warnings"]]
+    remedies = diagnosis.get("remedies") or []
+    if remedies:
+        lines.append("[bold]remedies, in order[/]")
+        lines += [f"  {i}. [bold]--set {escape(r['set'])}[/]  {escape(r['why'])}" for i, r in enumerate(remedies, 1)]
+        lines.append(f"  try: dnnlab run {escape(config_name)} --set {escape(remedies[0]['set'])}")
+    return Panel("\n".join(lines), title="diagnosis", border_style=style, expand=False)

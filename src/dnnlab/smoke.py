@@ -1,0 +1,109 @@
+"""`dnnlab check`: a smoke test of a config in seconds, before spending a training budget.
+
+The checks follow the usual "before you train" list: the initial loss is near ln(C), a few
+steps keep the loss and the gradients finite, the model can overfit one small batch, and it
+does better on real inputs than on zeroed ones (so the inputs reach the output).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from dnnlab import losses, models
+from dnnlab.config import Config
+from dnnlab.data import Dataset
+from dnnlab.optim import make_optimizer
+from dnnlab.train import TrainState, train_step
+
+SINGLE_BATCH = 32
+OVERFIT_STEPS = 300
+FEW_STEPS = 10
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+def _loss_and_acc(model, params, x, y):
+    logits, _ = model.apply(params, x, train=False)
+    loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
+    return loss, jnp.mean(jnp.argmax(logits, -1) == y)
+
+
+def run_checks(cfg: Config, data: Dataset) -> list[Check]:
+    """Run every check; each reports ok and the numbers behind it."""
+    model = models.build(cfg.model, data.input_dim, data.num_classes)
+    params = model.init(jax.random.PRNGKey(cfg.seed))
+    rng = np.random.default_rng(cfg.seed)
+    n = len(data.train)
+    ln_c = math.log(data.num_classes)
+    checks: list[Check] = []
+    evaluate = jax.jit(partial(_loss_and_acc, model))
+
+    probe = rng.permutation(n)[: min(512, n)]
+    init_loss = float(evaluate(params, data.train.x[probe], data.train.y[probe])[0])
+    ok = math.isfinite(init_loss) and 0.5 * ln_c <= init_loss <= 2 * ln_c
+    checks.append(Check("initial loss near ln(C)", ok, f"{init_loss:.3f} at initialization; ln({data.num_classes}) = {ln_c:.3f} (allowed {0.5 * ln_c:.2f}-{2 * ln_c:.2f})"))
+
+    def fresh_state(steps_per_epoch: int):
+        tx, _ = make_optimizer(
+            cfg.optimizer, cfg.regularization, steps_per_epoch=steps_per_epoch, epochs=cfg.train.epochs,
+            decay_mask=losses.regularized_mask(params, cfg.regularization.include_biases),
+        )
+        return tx, TrainState(jax.tree_util.tree_map(jnp.copy, params), tx.init(params), jnp.zeros((), jnp.int32))
+
+    batch = min(cfg.data.batch_size, n)
+    tx, state = fresh_state(max(1, n // batch))
+    step = jax.jit(partial(train_step, model=model, tx=tx, reg=cfg.regularization))
+    key = jax.random.PRNGKey(cfg.seed + 1)
+    ones = jnp.ones(batch)
+    finite = True
+    for i in range(FEW_STEPS):
+        idx = rng.integers(0, n, batch)
+        state, out = step(state, data.train.x[idx], data.train.y[idx], ones, key)
+        leaves = jax.tree_util.tree_leaves(state.params)
+        if not (math.isfinite(float(out["ce_sum"])) and all(bool(jnp.all(jnp.isfinite(p))) for p in leaves)):
+            finite = False
+            break
+    checks.append(Check(
+        f"{FEW_STEPS} training steps stay finite", finite,
+        f"loss {float(out['ce_sum']) / batch:.3f} after {i + 1} steps" if finite else f"non-finite loss or weights at step {i + 1}: lower optimizer.lr",
+    ))
+
+    single = rng.permutation(n)[: min(SINGLE_BATCH, n)]
+    xs, ys = jnp.asarray(data.train.x[single]), jnp.asarray(data.train.y[single])
+    tx, state = fresh_state(1)
+    step = jax.jit(partial(train_step, model=model, tx=tx, reg=cfg.regularization))
+    w = jnp.ones(len(single))
+
+    @jax.jit
+    def many_steps(state):
+        return jax.lax.fori_loop(0, OVERFIT_STEPS, lambda i, s: step(s, xs, ys, w, key)[0], state)
+
+    state = many_steps(state)
+    start_loss = float(evaluate(params, xs, ys)[0])
+    end_loss, end_acc = (float(v) for v in evaluate(state.params, xs, ys))
+    ok = math.isfinite(end_loss) and (end_acc == 1.0 or end_loss < 0.1 * start_loss)
+    checks.append(Check(
+        f"can overfit one batch of {len(single)}", ok,
+        f"loss {start_loss:.3f} -> {end_loss:.3f}, accuracy {end_acc:.2f} after {OVERFIT_STEPS} steps"
+        + ("" if ok else ": the model cannot even memorize a few examples; training will fail (see `dnnlab run` diagnosis)"),
+    ))
+
+    zero_loss = float(evaluate(state.params, jnp.zeros_like(xs), ys)[0])
+    ok = math.isfinite(end_loss) and end_loss < zero_loss
+    checks.append(Check(
+        "real inputs beat zeroed inputs", ok,
+        f"loss {end_loss:.3f} on the batch vs {zero_loss:.3f} with its inputs zeroed" + ("" if ok else ": the output ignores the input"),
+    ))
+    return checks

@@ -1,0 +1,132 @@
+"""The shipped recipe configs get the right verdict and cause, end to end through the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from dnnlab.cli import app
+from conftest import require_fashion
+
+RECIPE = Path(__file__).resolve().parents[1] / "configs" / "recipe"
+runner = CliRunner()
+
+
+def run_recipe(name, tmp_path, *extra):
+    out = tmp_path / "runs"
+    result = runner.invoke(app, ["run", str(RECIPE / f"{name}.yaml"), "--out", str(out), "--quiet", *extra])
+    assert "Traceback" not in result.output
+    (run,) = list(out.iterdir())
+    summary = json.loads((run / "summary.json").read_text())
+    return result, run, summary, summary["diagnosis"]
+
+
+def test_deep_sigmoid_sgd_fails_to_train_with_vanishing_gradients(tmp_path):
+    result, run, summary, d = run_recipe("deep-sigmoid-sgd", tmp_path)
+    assert result.exit_code == 0
+    assert d["verdict"] == "failed-training" and "vanishing-gradients" in d["causes"]
+    sets = [r["set"] for r in d["remedies"]]
+    assert sets[:2] == ["model.activation=relu", "optimizer.name=adam"]
+    assert not any(s.startswith(("model.dropout", "regularization.")) for s in sets)
+    assert summary["final"]["train_accuracy"] < 0.2
+    report = (run / "report.md").read_text()
+    assert "# deep-sigmoid-sgd: failed-training" in report and "vanishing-gradients" in report
+    for png in ("curves.png", "gradients.png", "saturated.png"):
+        assert (run / png).stat().st_size > 5000 and f"]({png})" in report
+    assert "verdict failed-training (vanishing-gradients)" in result.output
+
+
+def test_the_same_net_with_relu_and_adam_trains(tmp_path):
+    _, run, summary, d = run_recipe("deep-relu-adam", tmp_path)
+    assert d["verdict"] != "failed-training"
+    assert summary["final"]["train_accuracy"] > 0.95
+    ratios = [json.loads(line).get("grad_ratio") for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert all(1e-2 < r < 10 for r in ratios)
+
+
+def test_huge_learning_rate_diverges_with_lr_too_high(tmp_path):
+    result, _, summary, d = run_recipe("huge-lr", tmp_path)
+    assert result.exit_code == 1 and summary["status"] == "diverged"
+    assert d["verdict"] == "diverged" and "lr-too-high" in d["causes"]
+    assert d["remedies"][0]["set"] == "optimizer.lr=5"
+
+
+def test_reasonable_setup_is_a_good_fit_and_fail_on_exits_3(tmp_path):
+    result, _, _, d = run_recipe("good-fit", tmp_path, "--fail-on", "overfitting,good-fit")
+    assert d["verdict"] == "good-fit" and d["remedies"] == []
+    assert result.exit_code == 3
+
+
+def test_tiny_learning_rate_is_lr_too_low(tmp_path):
+    _, _, _, d = run_recipe("lr-too-low", tmp_path)
+    assert d["verdict"] == "failed-training" and d["causes"] == ["lr-too-low"]
+    assert d["remedies"][0]["set"] == "optimizer.lr=0.0001"
+
+
+def test_dropout_on_a_failing_net_is_warned_and_removed_first(tmp_path):
+    _, _, _, d = run_recipe("dropout-on-failing", tmp_path)
+    assert d["verdict"] == "failed-training"
+    assert d["remedies"][0]["set"] == "model.dropout=0"
+    assert any("dropout is on" in w for w in d["warnings"])
+
+
+@pytest.mark.slow
+def test_small_data_overfits_with_early_stopping_and_dropout_remedies(tmp_path):
+    require_fashion()
+    result, _, summary, d = run_recipe("small-data-overfit", tmp_path)
+    assert d["verdict"] == "overfitting"
+    sets = [r["set"] for r in d["remedies"]]
+    assert {"train.early_stopping.enabled=true", "model.dropout=0.5"} <= set(sets)
+    best = summary["best_epoch"]
+    assert f"epoch {best}" in d["remedies"][0]["why"] and best < 30
+    assert summary["final"]["train_accuracy"] == 1.0
+
+
+def test_unknown_fail_on_verdict_is_bad_input(tmp_path):
+    result = runner.invoke(app, ["run", str(RECIPE / "good-fit.yaml"), "--out", str(tmp_path), "--fail-on", "overfit"])
+    assert result.exit_code == 2 and "unknown verdict overfit" in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_diagnose_rereads_a_run_without_jax(tmp_path):
+    _, run, _, d = run_recipe("dropout-on-failing", tmp_path)
+    code = textwrap.dedent(
+        f"""
+        import sys, json
+        from typer.testing import CliRunner
+        from dnnlab.cli import app
+        res = CliRunner().invoke(app, ["diagnose", {str(run)!r}, "--json"])
+        assert res.exit_code == 0, res.output
+        print(json.dumps({{"jax": "jax" in sys.modules, "d": json.loads(res.output)}}))
+        """
+    )
+    out = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert out["jax"] is False and out["d"] == d
+    panel = runner.invoke(app, ["diagnose", str(run)])
+    assert panel.exit_code == 0 and "failed-training" in panel.output and "--set model.dropout=0" in panel.output
+    missing = runner.invoke(app, ["diagnose", str(tmp_path / "nope")])
+    assert missing.exit_code == 2 and "not a run folder" in missing.output
+
+
+def test_diagnose_a_killed_run_without_summary(tmp_path):
+    _, run, _, _ = run_recipe("deep-sigmoid-sgd", tmp_path)
+    (run / "summary.json").unlink()
+    result = runner.invoke(app, ["diagnose", str(run), "--json", "--write"])
+    assert result.exit_code == 0 and json.loads(result.output)["verdict"] == "failed-training"
+    assert (run / "report.md").exists()
+
+
+def test_check_passes_a_good_config_and_fails_a_failing_one():
+    good = runner.invoke(app, ["check", str(RECIPE / "good-fit.yaml")])
+    assert good.exit_code == 0 and "all 4 checks passed" in good.output
+    assert "initial loss near ln(C)" in good.output and "can overfit one batch of 32" in good.output
+    bad = runner.invoke(app, ["check", str(RECIPE / "deep-sigmoid-sgd.yaml")])
+    assert bad.exit_code == 1 and "FAIL can overfit one batch" in bad.output
+    diverging = runner.invoke(app, ["check", str(RECIPE / "huge-lr.yaml")])
+    assert diverging.exit_code == 1 and "FAIL" in diverging.output
