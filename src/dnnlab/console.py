@@ -101,20 +101,28 @@ VERDICT_STYLE = {
 
 
 def diagnosis_panel(diagnosis: dict[str, Any], config_name: str = "CONFIG"):
-    """The verdict, its evidence, warnings and remedies as a Rich panel."""
+    """The verdict, its evidence, warnings and remedies as a Rich panel (hanging indents)."""
+    from rich.console import Group
     from rich.markup import escape
     from rich.panel import Panel
+    from rich.text import Text
 
     verdict = diagnosis["verdict"]
     style = VERDICT_STYLE.get(verdict, "white")
-    lines = [f"[bold {style}]{verdict}[/]" + (f"  ({', '.join(diagnosis['causes'])})" if diagnosis.get("causes") else "")]
-    lines += [f"  • {escape(e)}" for e in diagnosis.get("evidence", [])]
+    head = Text.from_markup(f"[bold {style}]{verdict}[/]" + (f"  ({escape(', '.join(diagnosis['causes']))})" if diagnosis.get("causes") else ""))
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(no_wrap=True)
+    grid.add_column()
+    for e in diagnosis.get("evidence", []):
+        grid.add_row("•", Text(e))
     if diagnosis.get("warnings"):
-        lines.append("[bold yellow]warnings[/]")
-        lines += [f"  ! {escape(w)}" for w in diagnosis["warnings"]]
+        grid.add_row("", Text("warnings", style="bold yellow"))
+        for w in diagnosis["warnings"]:
+            grid.add_row(Text("!", style="yellow"), Text(w))
     remedies = diagnosis.get("remedies") or []
     if remedies:
-        lines.append("[bold]remedies, in order[/]")
-        lines += [f"  {i}. [bold]--set {escape(r['set'])}[/]  {escape(r['why'])}" for i, r in enumerate(remedies, 1)]
-        lines.append(f"  try: dnnlab run {escape(config_name)} --set {escape(remedies[0]['set'])}")
-    return Panel("\n".join(lines), title="diagnosis", border_style=style, expand=False)
+        grid.add_row("", Text("remedies, in order", style="bold"))
+        for i, r in enumerate(remedies, 1):
+            grid.add_row(f"{i}.", Text.assemble((f"--set {r['set']}", "bold"), "  ", r["why"]))
+        grid.add_row("try:", Text(f"dnnlab run {config_name} --set {remedies[0]['set']}"))
+    return Panel(Group(head, grid), title="diagnosis", border_style=style, expand=False)

@@ -55,9 +55,11 @@ def run_checks(cfg: Config, data: Dataset) -> list[Check]:
     ok = math.isfinite(init_loss) and 0.5 * ln_c <= init_loss <= 2 * ln_c
     checks.append(Check("initial loss near ln(C)", ok, f"{init_loss:.3f} at initialization; ln({data.num_classes}) = {ln_c:.3f} (allowed {0.5 * ln_c:.2f}-{2 * ln_c:.2f})"))
 
-    def fresh_state(steps_per_epoch: int):
+    def fresh_state(steps_per_epoch: int, constant_lr: bool = False):
+        # the single-batch check runs at the schedule's peak lr: it tests the model, not the schedule
+        opt = cfg.optimizer.model_copy(update={"schedule": "constant"}) if constant_lr else cfg.optimizer
         tx, _ = make_optimizer(
-            cfg.optimizer, cfg.regularization, steps_per_epoch=steps_per_epoch, epochs=cfg.train.epochs,
+            opt, cfg.regularization, steps_per_epoch=steps_per_epoch, epochs=cfg.train.epochs,
             decay_mask=losses.regularized_mask(params, cfg.regularization.include_biases),
         )
         return tx, TrainState(jax.tree_util.tree_map(jnp.copy, params), tx.init(params), jnp.zeros((), jnp.int32))
@@ -67,22 +69,25 @@ def run_checks(cfg: Config, data: Dataset) -> list[Check]:
     step = jax.jit(partial(train_step, model=model, tx=tx, reg=cfg.regularization))
     key = jax.random.PRNGKey(cfg.seed + 1)
     ones = jnp.ones(batch)
-    finite = True
+    limit = cfg.train.divergence_factor * max(init_loss, ln_c) if math.isfinite(init_loss) else math.inf
+    problem = ""
     for i in range(FEW_STEPS):
         idx = rng.integers(0, n, batch)
         state, out = step(state, data.train.x[idx], data.train.y[idx], ones, key)
-        leaves = jax.tree_util.tree_leaves(state.params)
-        if not (math.isfinite(float(out["ce_sum"])) and all(bool(jnp.all(jnp.isfinite(p))) for p in leaves)):
-            finite = False
+        loss = float(out["ce_sum"]) / batch
+        if not (math.isfinite(loss) and all(bool(jnp.all(jnp.isfinite(p))) for p in jax.tree_util.tree_leaves(state.params))):
+            problem = f"non-finite loss or weights at step {i + 1}: lower optimizer.lr or set optimizer.clip_norm"
+        elif loss > limit:
+            problem = f"loss {loss:.3g} at step {i + 1} is over {cfg.train.divergence_factor:g}x the initial loss: lower optimizer.lr"
+        if problem:
             break
     checks.append(Check(
-        f"{FEW_STEPS} training steps stay finite", finite,
-        f"loss {float(out['ce_sum']) / batch:.3f} after {i + 1} steps" if finite else f"non-finite loss or weights at step {i + 1}: lower optimizer.lr",
+        f"{FEW_STEPS} training steps stay finite and bounded", not problem, problem or f"loss {loss:.3f} after {FEW_STEPS} steps",
     ))
 
     single = rng.permutation(n)[: min(SINGLE_BATCH, n)]
     xs, ys = jnp.asarray(data.train.x[single]), jnp.asarray(data.train.y[single])
-    tx, state = fresh_state(1)
+    tx, state = fresh_state(1, constant_lr=True)
     step = jax.jit(partial(train_step, model=model, tx=tx, reg=cfg.regularization))
     w = jnp.ones(len(single))
 
