@@ -76,47 +76,35 @@ def run(
     fail_verdicts = _parse_fail_on(fail_on)
     cfg = _load(config, set_)
     from dnnlab import data as datasets
-    from dnnlab import runs
-    from dnnlab.config import dump_yaml
+    from dnnlab.pipeline import execute
 
-    run_dir: Optional[Path] = None
-    run_writer: Optional[runs.RunDir] = None
-    rich_writer = None
     try:
-        try:
-            ds = datasets.load(cfg.data, cfg.seed)
-        except datasets.DataError as exc:
-            raise _fail(_escape(str(exc))) from None
-        try:
-            run_dir = runs.new_run_dir(out, cfg.name)
-            run_writer = runs.RunDir(run_dir, dump_yaml(cfg))
-        except OSError as exc:
-            raise _fail(_escape(f"cannot write the run folder under {out}: {exc}")) from None
-        from dnnlab import train  # imports JAX
+        ds = datasets.load(cfg.data, cfg.seed)
+    except datasets.DataError as exc:
+        raise _fail(_escape(str(exc))) from None
+    except KeyboardInterrupt:
+        raise _fail("interrupted while loading the data; nothing was written", EXIT_INTERRUPTED) from None
+    writers = []
+    if not quiet:
         from dnnlab.console import RichWriter
 
-        writers: list[runs.Writer] = [run_writer]
-        if not quiet:
-            rich_writer = RichWriter(console)
-            console.print(f"[bold]{cfg.name}[/]: {ds.name} from {_escape(ds.source)} -> {run_dir}")
-            writers.append(rich_writer)
-        result = train.fit(cfg, ds, runs.MultiWriter(*writers), progress=not quiet)
-    except KeyboardInterrupt:
-        # an interrupt outside the training loop (data loading, compilation): keep what is there
-        if rich_writer is not None:
-            rich_writer.close()
-        if run_writer is not None and not (run_writer.path / "summary.json").exists():
-            done = runs.read_metrics(run_writer.path)
-            run_writer.finish({"name": cfg.name, "status": "interrupted", "epochs_run": max(len(done) - 1, 0)})
-        raise _fail(f"interrupted{f'; partial results in {run_dir}' if run_dir else ''}", EXIT_INTERRUPTED) from None
-    finally:
-        if rich_writer is not None:
-            rich_writer.close()
-    from dnnlab.report import finalize
+        writers.append(RichWriter(console))
 
-    summary = result.summary
-    diagnosis, problems = finalize(run_dir, cfg, result.history, summary, config_name=str(config))
-    for problem in problems:
+    def announce(run_dir: Path) -> None:
+        if not quiet:
+            console.print(f"[bold]{cfg.name}[/]: {ds.name} from {_escape(ds.source)} -> {run_dir}")
+
+    try:
+        outcome = execute(cfg, ds, out, writers=writers, progress=not quiet, config_name=str(config), announce=announce)
+    except OSError as exc:
+        raise _fail(_escape(f"cannot write the run folder under {out}: {exc}")) from None
+    except KeyboardInterrupt:
+        raise _fail("interrupted; the finished epochs are in the run folder", EXIT_INTERRUPTED) from None
+    finally:
+        for w in writers:
+            w.close()
+    summary, diagnosis, run_dir = outcome.summary, outcome.diagnosis, outcome.run_dir
+    for problem in outcome.problems:
         err_console.print(f"warning: {problem}", markup=False)
     if not quiet:
         from dnnlab.console import diagnosis_panel
