@@ -203,6 +203,108 @@ def _acc(value: Any) -> str:
 
 
 @app.command()
+def sweep(
+    config: ConfigArg,
+    grid: Annotated[
+        Optional[list[str]],
+        typer.Option("--grid", "-g", help="KEY=V1,V2,... (values parsed as YAML); repeatable: the cartesian product runs"),
+    ] = None,
+    seeds: Annotated[Optional[int], typer.Option("--seeds", help="Seeds per grid point (seed, seed+1, ...)")] = None,
+    set_: SetOpt = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Parent folder of the sweep folder")] = Path("runs"),
+    resume: Annotated[Optional[Path], typer.Option("--resume", help="A sweep folder to finish: finished members are skipped")] = None,
+    metric: Annotated[str, typer.Option("--metric", help="Metric that ranks the runs")] = "val_accuracy",
+) -> None:
+    """Run CONFIG over a grid of overrides (and seeds), then compare the members side by side."""
+    from dnnlab import sweep as sweeps
+    from dnnlab.config import ConfigError, _read_yaml, apply_overrides
+
+    try:
+        raw = apply_overrides(_read_yaml(config), set_ or [])
+        base, grid_values, n_seeds = sweeps.plan(raw, grid or [], seeds)
+        if resume is not None:
+            job = sweeps.Sweep.open(resume)
+            if job.manifest.get("grid") != json.loads(json.dumps(grid_values)) or job.manifest.get("seeds") != n_seeds:
+                raise sweeps.SweepError(
+                    f"{resume}: its grid {job.manifest.get('grid')} x {job.manifest.get('seeds')} seeds differs from "
+                    f"this command's {grid_values} x {n_seeds}; give the same --grid/--seeds to resume"
+                )
+        else:
+            job = sweeps.Sweep.create(out, base.get("name", "run"), str(config), base, grid_values, n_seeds)
+    except (ConfigError, sweeps.SweepError) as exc:
+        raise _fail(_escape(str(exc))) from None
+    except OSError as exc:
+        raise _fail(_escape(f"cannot write the sweep folder under {out}: {exc}")) from None
+    todo = job.pending()
+    console.print(f"sweep {job.path}: {len(job.members)} members, {len(todo)} to run", markup=False)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console)
+    task = bar.add_task("members", total=len(todo))
+
+    def on_end(member: dict) -> None:
+        outcome = member.get("verdict") or member.get("error", "").splitlines()[0]
+        bar.console.print(f"  {member['index']:03d} {' '.join(member['overrides'])}: {member['status']}, {outcome}", markup=False)
+        bar.advance(task)
+
+    try:
+        with bar:
+            sweeps.run(job, on_start=lambda m: bar.update(task, description=f"member {m['index']:03d} {' '.join(m['overrides'])}"), on_end=on_end)
+    except KeyboardInterrupt:
+        raise _fail(f"interrupted; finish it with: dnnlab sweep {config} ... --resume {job.path}", EXIT_INTERRUPTED) from None
+    failed = [m for m in job.members if m["status"] == "failed"]
+    _compare_and_print([str(job.path)], job.path, metric, as_json=False)
+    if failed:
+        err_console.print(f"{len(failed)} member(s) failed; see {job.path / 'sweep.json'}", markup=False)
+    raise typer.Exit(EXIT_FAILED if len(failed) == len(job.members) else EXIT_OK)
+
+
+def _compare_and_print(targets: list[str], out: Optional[Path], metric: str, as_json: bool) -> None:
+    from rich.table import Table
+
+    from dnnlab import compare as comparing
+    from dnnlab.runs import new_run_dir
+
+    try:
+        comp, sweeps_found = comparing.compare(targets, metric)
+    except comparing.CompareError as exc:
+        raise _fail(_escape(str(exc))) from None
+    if out is None:
+        out = sweeps_found[0] if len(sweeps_found) == 1 and len(targets) == 1 else new_run_dir(Path("runs"), "compare")
+    problems = comparing.write(comp, out)
+    if as_json:
+        sys.stdout.write(json.dumps(comp.to_dict(), indent=2, default=str) + "\n")
+        return
+    header, rows = comparing.table_rows(comp)
+    table = Table(*header, title=f"{len(comp.records)} runs, {len(comp.groups)} configurations")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table, soft_wrap=False)
+    if comp.best:
+        console.print(f"best on {metric}: {comp.best.label}", markup=False)
+    for c in comp.comparisons:
+        console.print(f"  • {c['text']}", markup=False, soft_wrap=False)
+    for rec in comp.records:
+        for p in rec.problems:
+            err_console.print(f"note: {rec.label}: {p}", markup=False)
+    for p in problems:
+        err_console.print(f"warning: {p}", markup=False)
+    console.print(f"wrote {out / 'compare.md'}", markup=False)
+
+
+@app.command("compare")
+def compare_cmd(
+    targets: Annotated[list[str], typer.Argument(help="Run folders, sweep folders or globs", show_default=False)],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for compare.md and the plots (default: the sweep folder, or a new runs/compare-...)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the comparison as JSON")] = False,
+    metric: Annotated[str, typer.Option("--metric", help="Metric that ranks the runs")] = "val_accuracy",
+) -> None:
+    """Put runs side by side: the keys that differ, metrics (mean ± std over seeds), verdicts, and
+    which runs failed to train rather than overfit."""
+    _compare_and_print(targets, out, metric, as_json)
+
+
+@app.command()
 def validate(config: ConfigArg, set_: SetOpt = None) -> None:
     """Check CONFIG without training (no JAX import); print the resolved config."""
     from dnnlab.config import dump_yaml

@@ -181,6 +181,24 @@ class DiagnosisConfig(_Section):
     low_update_ratio: float = Field(1e-4, gt=0.0, description="update/weight ratio below this marks a learning rate too low")
 
 
+class SweepConfig(_Section):
+    """What `dnnlab sweep` runs: the cartesian product of `grid`, each with `seeds` seeds."""
+
+    grid: dict[str, list[Any]] = Field(
+        default_factory=dict, description="dotted key -> list of values, e.g. model.depth: [1, 2, 3]"
+    )
+    seeds: int = Field(1, ge=1, description="seeds per grid point: seed, seed+1, ...")
+
+    @model_validator(mode="after")
+    def _non_empty_lists(self) -> "SweepConfig":
+        for key, values in self.grid.items():
+            if not values:
+                raise ValueError(f"grid.{key}: give at least one value")
+            if key.startswith("sweep") or key in ("name",):
+                raise ValueError(f"grid.{key}: this key cannot be swept")
+        return self
+
+
 class Config(_Section):
     name: str = Field("run", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     seed: int = 0
@@ -190,6 +208,7 @@ class Config(_Section):
     regularization: RegularizationConfig = RegularizationConfig()
     train: TrainConfig = TrainConfig()
     diagnosis: DiagnosisConfig = DiagnosisConfig()
+    sweep: Optional[SweepConfig] = Field(None, description="used by `dnnlab sweep`; ignored by `dnnlab run`")
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Config":

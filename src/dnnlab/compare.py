@@ -1,0 +1,453 @@
+"""`dnnlab compare`: runs side by side, seeds aggregated, and the comparative verdict.
+
+The lecture's warning made automatic: when two runs differ along one key, a run that is worse
+on validation AND on training failed to train (it is not overfitting); one that is better on
+training but worse on validation overfits relative to the other. Imports no JAX.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from dnnlab.runs import read_metrics, read_summary
+
+METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy")
+IGNORED_KEYS = ("name", "seed")  # seeds of one config are aggregated; names differ per member
+TOLERANCE = 0.005  # accuracy differences below half a point are "the same" ...
+# ... and so are those within the seeds' spread or 1.96 two-proportion standard errors of the split sizes
+
+
+class CompareError(Exception):
+    """Nothing to compare; `str()` is the message for the user."""
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """{"model": {"depth": 2}} -> {"model.depth": 2}; lists stay values."""
+    if not isinstance(tree, dict):
+        return {prefix: tree} if prefix else {}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict):
+            out.update(flatten(value, name))
+        else:
+            out[name] = value
+    return out
+
+
+@dataclass
+class RunRecord:
+    path: Path
+    config: dict[str, Any] = field(default_factory=dict)  # flat, dotted keys
+    summary: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return self.path.name
+
+    @property
+    def status(self) -> str:
+        if self.summary.get("status"):
+            return self.summary["status"]
+        return "unfinished" if self.history else "empty"
+
+    @property
+    def verdict(self) -> Optional[str]:
+        return (self.summary.get("diagnosis") or {}).get("verdict")
+
+    def held(self) -> dict[str, Any]:
+        """Metrics of the model the run kept: the restored best epoch, else the last epoch."""
+        if self.summary.get("restored_best") and self.summary.get("best"):
+            return self.summary["best"]
+        if self.summary.get("final"):
+            return self.summary["final"]
+        done = [r for r in self.history if r.get("epoch", 0) > 0]
+        return {k: done[-1].get(k) for k in METRICS} if done else {}
+
+    def best(self, metric: str) -> tuple[Optional[float], Optional[int]]:
+        """The best value of `metric` over the epochs, and its epoch."""
+        values = [(r.get(metric), r["epoch"]) for r in self.history if r.get("epoch", 0) > 0 and _num(r.get(metric))]
+        if not values:
+            return None, None
+        pick = min if metric.endswith("loss") else max
+        return pick(values, key=lambda ve: ve[0])
+
+
+def _num(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def load_record(path: Path) -> RunRecord:
+    """Whatever a run folder holds; problems are noted, never raised."""
+    rec = RunRecord(Path(path))
+    cfg_path = rec.path / "config.yaml"
+    try:
+        rec.config = flatten(yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {})
+    except FileNotFoundError:
+        rec.problems.append("no config.yaml")
+    except (OSError, yaml.YAMLError) as exc:
+        rec.problems.append(f"config.yaml unreadable: {exc}")
+    try:
+        rec.summary = read_summary(rec.path) or {}
+        if not rec.summary:
+            rec.problems.append("no summary.json (killed or still running)")
+    except (OSError, json.JSONDecodeError) as exc:
+        rec.problems.append(f"summary.json unreadable: {exc}")
+    try:
+        rec.history = read_metrics(rec.path)
+    except OSError as exc:
+        rec.problems.append(f"metrics.jsonl unreadable: {exc}")
+    return rec
+
+
+def collect(targets: list[str]) -> tuple[list[RunRecord], list[Path]]:
+    """Run folders from run folders, sweep folders (their members) and globs.
+
+    Returns:
+        (records, sweep folders among the targets). Raises CompareError when nothing matches.
+    """
+    paths: list[Path] = []
+    sweeps: list[Path] = []
+    missing = []
+    for target in targets:
+        matches = sorted(glob.glob(target)) if any(c in target for c in "*?[") else [target]
+        if not matches or not Path(matches[0]).exists():
+            missing.append(target)
+            continue
+        for match in map(Path, matches):
+            if (match / "sweep.json").exists():
+                sweeps.append(match)
+                try:
+                    manifest = json.loads((match / "sweep.json").read_text(encoding="utf-8"))
+                    paths += [match / m["dir"] for m in manifest.get("members", []) if m.get("dir")]
+                except (OSError, json.JSONDecodeError, KeyError, TypeError):
+                    paths += sorted(p for p in match.iterdir() if (p / "config.yaml").exists())
+            elif match.is_dir():
+                paths.append(match)
+    if missing:
+        raise CompareError(f"not found: {', '.join(missing)}; give run folders, sweep folders or globs")
+    unique = list(dict.fromkeys(p.resolve() for p in paths))
+    if not unique:
+        raise CompareError("no run folders among: " + ", ".join(targets))
+    return [load_record(p) for p in unique], sweeps
+
+
+@dataclass
+class Group:
+    """Runs that differ only in their seed (and name)."""
+
+    values: dict[str, Any]  # the differing keys' values
+    runs: list[RunRecord]
+
+    @property
+    def label(self) -> str:
+        if not self.values:
+            return self.runs[0].label
+        return ", ".join(f"{k.split('.')[-1]}={_show(v)}" for k, v in self.values.items())
+
+    def size(self, split: str) -> Optional[int]:
+        """Examples in `split` (train or val), from the summaries."""
+        sizes = [(r.summary.get("data") or {}).get(split) for r in self.runs]
+        sizes = [n for n in sizes if isinstance(n, int) and n > 0]
+        return min(sizes) if sizes else None
+
+    def stat(self, metric: str) -> tuple[Optional[float], float]:
+        """Mean and standard deviation of the held model's `metric` over the seeds."""
+        xs = [r.held().get(metric) for r in self.runs]
+        xs = [x for x in xs if _num(x)]
+        if not xs:
+            return None, 0.0
+        return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
+
+
+def _show(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def differing_keys(records: list[RunRecord]) -> list[str]:
+    keys: list[str] = []
+    for rec in records:
+        keys += [k for k in rec.config if k not in keys]
+    return [
+        k for k in keys
+        if k not in IGNORED_KEYS and not k.startswith("sweep") and len({json.dumps(r.config.get(k), sort_keys=True) for r in records if r.config}) > 1
+    ]
+
+
+def group(records: list[RunRecord], keys: list[str]) -> list[Group]:
+    groups: dict[str, Group] = {}
+    for rec in records:
+        values = {k: rec.config.get(k) for k in keys}
+        ident = json.dumps(values, sort_keys=True, default=str) if rec.config else f"unreadable:{rec.path}"
+        groups.setdefault(ident, Group(values, [])).runs.append(rec)
+    return list(groups.values())
+
+
+def classify(d_train: float, d_val: float, tol_train: float, tol_val: float) -> tuple[str, str]:
+    """A comparative call from the accuracy differences (B minus A): (code, words)."""
+    t = 1 if d_train > tol_train else -1 if d_train < -tol_train else 0
+    v = 1 if d_val > tol_val else -1 if d_val < -tol_val else 0
+    return {
+        (-1, -1): ("failed-to-train", "worse on training AND validation: it trains worse, it is not overfitting"),
+        (1, -1): ("overfits", "better on training but worse on validation: it overfits relative to the other"),
+        (1, 1): ("improves-both", "better on training and validation"),
+        (-1, 1): ("generalizes-better", "worse on training, better on validation: less overfitting"),
+        (0, -1): ("generalizes-worse", "the same on training, worse on validation"),
+        (0, 1): ("generalizes-better", "the same on training, better on validation"),
+        (-1, 0): ("trains-worse", "worse on training, the same on validation"),
+        (1, 0): ("trains-better", "better on training, the same on validation"),
+        (0, 0): ("similar", "the same on training and validation (within the noise)"),
+    }[(t, v)]
+
+
+def _pairs(groups: list[Group], keys: list[str], metric: str) -> list[tuple[Group, Group, str]]:
+    """(A, B, key) for groups that differ in exactly one key: numeric keys pair adjacent values
+    (B the larger); other keys pair each value with the best one on `metric` (A the best)."""
+    out = []
+    for key in keys:
+        others = [k for k in keys if k != key]
+        slices: dict[str, list[Group]] = {}
+        for g in groups:
+            slices.setdefault(json.dumps({k: g.values.get(k) for k in others}, sort_keys=True, default=str), []).append(g)
+        for members in slices.values():
+            if len(members) < 2:
+                continue
+            if all(_num(g.values.get(key)) for g in members):
+                ordered = sorted(members, key=lambda g: g.values[key])
+                out += [(a, b, key) for a, b in zip(ordered, ordered[1:])]
+            else:
+                scored = [g for g in members if g.stat(metric)[0] is not None]
+                if not scored:
+                    continue
+                sign = -1 if metric.endswith("loss") else 1
+                best = max(scored, key=lambda g: sign * g.stat(metric)[0])
+                out += [(best, g, key) for g in members if g is not best]
+    return out
+
+
+def _noise(pa: float, na: Optional[int], pb: float, nb: Optional[int]) -> float:
+    """1.96 standard errors of a difference of two accuracies measured on na and nb examples."""
+    if not na or not nb:
+        return 0.0
+    return 1.96 * math.sqrt(pa * (1 - pa) / na + pb * (1 - pb) / nb)
+
+
+def comparisons(groups: list[Group], keys: list[str], metric: str) -> list[dict[str, Any]]:
+    """The comparative verdict for every pair of groups that differ along one key."""
+    out = []
+    for a, b, key in _pairs(groups, keys, metric):
+        (ta, sa), (tb, sb) = a.stat("train_accuracy"), b.stat("train_accuracy")
+        (va, sva), (vb, svb) = a.stat("val_accuracy"), b.stat("val_accuracy")
+        if None in (ta, tb, va, vb):
+            continue
+        tol_t = max(TOLERANCE, sa + sb, _noise(ta, a.size("train"), tb, b.size("train")))
+        tol_v = max(TOLERANCE, sva + svb, _noise(va, a.size("val"), vb, b.size("val")))
+        code, words = classify(tb - ta, vb - va, tol_t, tol_v)
+        context = ", ".join(f"{k}={_show(v)}" for k, v in a.values.items() if k != key)
+        out.append({
+            "key": key, "a": _show(a.values.get(key)), "b": _show(b.values.get(key)), "context": context,
+            "train": [ta, tb], "val": [va, vb], "tolerance": {"train": tol_t, "val": tol_v}, "call": code,
+            "text": (
+                f"{key}={_show(b.values.get(key))} vs {_show(a.values.get(key))}{f' ({context})' if context else ''}: "
+                f"train {tb:.3f} vs {ta:.3f}, validation {vb:.3f} vs {va:.3f}: {words}"
+            ),
+        })
+    return out
+
+
+@dataclass
+class Comparison:
+    records: list[RunRecord]
+    keys: list[str]
+    groups: list[Group]
+    metric: str
+    comparisons: list[dict[str, Any]]
+
+    @property
+    def best(self) -> Optional[Group]:
+        scored = [g for g in self.groups if g.stat(self.metric)[0] is not None]
+        if not scored:
+            return None
+        sign = -1 if self.metric.endswith("loss") else 1
+        return max(scored, key=lambda g: sign * g.stat(self.metric)[0])
+
+    def rows(self) -> list[dict[str, Any]]:
+        out = []
+        for g in self.groups:
+            row: dict[str, Any] = {"label": g.label, "values": g.values, "runs": [str(r.path) for r in g.runs], "seeds": len(g.runs)}
+            for m in METRICS:
+                mean, std = g.stat(m)
+                row[m] = {"mean": mean, "std": std}
+            bests = [r.best(self.metric) for r in g.runs]
+            row["best"] = {"metric": self.metric, "values": [b[0] for b in bests], "epochs": [b[1] for b in bests]}
+            row["final"] = [r.summary.get("final") for r in g.runs]
+            row["epochs_run"] = [r.summary.get("epochs_run", max(len(r.history) - 1, 0)) for r in g.runs]
+            row["wall_seconds"] = [r.summary.get("wall_seconds") for r in g.runs]
+            row["status"] = [r.status for r in g.runs]
+            row["verdicts"] = [r.verdict for r in g.runs]
+            row["problems"] = sorted({p for r in g.runs for p in r.problems})
+            out.append(row)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        best = self.best
+        return {
+            "metric": self.metric, "differing_keys": self.keys, "best": best.label if best else None,
+            "groups": self.rows(), "comparisons": self.comparisons,
+        }
+
+
+def compare(targets: list[str], metric: str = "val_accuracy") -> tuple[Comparison, list[Path]]:
+    """Load the targets and compare them. Returns (comparison, sweep folders among the targets)."""
+    if metric not in METRICS:
+        raise CompareError(f"--metric {metric!r}: choose one of {', '.join(METRICS)}")
+    records, sweeps = collect(targets)
+    keys = differing_keys(records)
+    groups = group(records, keys)
+    numeric_first = sorted(keys, key=lambda k: not all(_num(g.values.get(k)) for g in groups))
+    groups.sort(key=lambda g: [json.dumps(g.values.get(k), sort_keys=True, default=str) if not _num(g.values.get(k)) else f"{g.values[k]:020.6f}" for k in numeric_first])
+    return Comparison(records, keys, groups, metric, comparisons(groups, keys, metric)), sweeps
+
+
+# ---------------------------------------------------------------- output
+
+
+def _mean_curve(runs: list[RunRecord], key: str) -> list[tuple[int, float]]:
+    by_epoch: dict[int, list[float]] = {}
+    for r in runs:
+        for rec in r.history:
+            if _num(rec.get(key)):
+                by_epoch.setdefault(rec["epoch"], []).append(rec[key])
+    n = len(runs)
+    return [(e, statistics.fmean(v)) for e, v in sorted(by_epoch.items()) if len(v) == n]
+
+
+def write_plots(comp: Comparison, out: Path) -> list[tuple[str, str]]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made = []
+    colours = plt.get_cmap("tab10" if len(comp.groups) <= 10 else "tab20")
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for i, g in enumerate(comp.groups):
+        c = colours(i % colours.N)
+        for ax, metric in zip(axes, ("loss", "accuracy")):
+            for split, style in (("train", "-"), ("val", "--")):
+                pts = _mean_curve(g.runs, f"{split}_{metric}")
+                if pts:
+                    ax.plot(*zip(*pts), style, color=c, label=g.label if split == "train" else None)
+    for ax, metric in zip(axes, ("loss", "accuracy")):
+        ax.set_xlabel("epoch")
+        ax.set_title(f"{metric}: train solid, validation dashed")
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.tight_layout()
+    fig.savefig(out / "curves.png", dpi=90)
+    plt.close(fig)
+    made.append(("curves.png", "Training (solid) and validation (dashed) curves, one colour per configuration (mean over seeds)"))
+
+    numeric = [k for k in comp.keys if all(_num(g.values.get(k)) for g in comp.groups)]
+    if numeric and len(comp.keys) <= 2:
+        key = numeric[0]
+        series_key = next((k for k in comp.keys if k != key), None)
+        series: dict[str, list[Group]] = {}
+        for g in comp.groups:
+            series.setdefault(_show(g.values.get(series_key)) if series_key else "", []).append(g)
+        fig, ax = plt.subplots(figsize=(8, 4.5))
+        for i, (name, members) in enumerate(series.items()):
+            members.sort(key=lambda g: g.values[key])
+            xs = [g.values[key] for g in members]
+            c = colours(i % colours.N)
+            for split, style in (("train", "-o"), ("val", "--s")):
+                stats = [g.stat(f"{split}_accuracy") for g in members]
+                ys = [m if m is not None else float("nan") for m, _ in stats]
+                ax.errorbar(xs, ys, yerr=[s for _, s in stats], fmt=style, color=c, capsize=3,
+                            label=f"{series_key.split('.')[-1] + '=' + name + ', ' if series_key else ''}{'train' if split == 'train' else 'validation'}")
+        ax.set_xlabel(key)
+        ax.set_ylabel("accuracy (final, kept model)")
+        ax.set_title(f"accuracy against {key}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+        fig.tight_layout()
+        name = f"vs_{key.replace('.', '_')}.png"
+        fig.savefig(out / name, dpi=90)
+        plt.close(fig)
+        made.append((name, f"Final training and validation accuracy against {key}"))
+    return made
+
+
+def _cell(mean: Optional[float], std: float, seeds: int) -> str:
+    if mean is None:
+        return "-"
+    return f"{mean:.4f} ± {std:.4f}" if seeds > 1 else f"{mean:.4f}"
+
+
+def table_rows(comp: Comparison) -> tuple[list[str], list[list[str]]]:
+    """Header and rows for both the Rich table and compare.md."""
+    header = [k.split(".")[-1] if sum(1 for x in comp.keys if x.split(".")[-1] == k.split(".")[-1]) == 1 else k for k in comp.keys]
+    seeds = any(len(g.runs) > 1 for g in comp.groups)
+    header += (["seeds"] if seeds else []) + ["train acc", "val acc", "test acc", f"best {comp.metric} (epoch)", "epochs", "wall s", "verdict"]
+    rows = []
+    for g in comp.groups:
+        n = len(g.runs)
+        row = [_show(g.values.get(k)) for k in comp.keys]
+        if seeds:
+            row.append(str(n))
+        row += [_cell(*g.stat(m), n) for m in ("train_accuracy", "val_accuracy", "test_accuracy")]
+        bests = [r.best(comp.metric) for r in g.runs]
+        vals = [b[0] for b in bests if b[0] is not None]
+        row.append(f"{statistics.fmean(vals):.4f} ({', '.join(str(b[1]) for b in bests)})" if vals else "-")
+        row.append(", ".join(str(r.summary.get("epochs_run", max(len(r.history) - 1, 0))) for r in g.runs))
+        walls = [r.summary.get("wall_seconds") for r in g.runs if _num(r.summary.get("wall_seconds"))]
+        row.append(f"{statistics.fmean(walls):.1f}" if walls else "-")
+        verdicts = [r.verdict or r.status for r in g.runs]
+        row.append(", ".join(f"{v} x{verdicts.count(v)}" if verdicts.count(v) > 1 else v for v in dict.fromkeys(verdicts)))
+        rows.append(row)
+    return header, rows
+
+
+def markdown(comp: Comparison, plots: list[tuple[str, str]]) -> str:
+    header, rows = table_rows(comp)
+    best = comp.best
+    lines = ["# Comparison", "", f"{len(comp.records)} runs in {len(comp.groups)} configurations; "
+             f"they differ in: {', '.join(comp.keys) or 'nothing but the seed'}. Metrics are the kept model's "
+             f"(the restored best epoch, else the last); ± is the standard deviation over seeds.", ""]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    if best:
+        lines += ["", f"Best on {comp.metric}: **{best.label}**."]
+    if comp.comparisons:
+        lines += ["", "## Comparative verdict", ""] + [f"- {c['text']}" for c in comp.comparisons]
+    problems = sorted({f"{r.label}: {p}" for r in comp.records for p in r.problems})
+    if problems:
+        lines += ["", "## Incomplete runs", ""] + [f"- {p}" for p in problems]
+    for name, caption in plots:
+        lines += ["", f"{caption}.", "", f"![{caption}]({name})"]
+    return "\n".join(lines) + "\n"
+
+
+def write(comp: Comparison, out: Path) -> list[str]:
+    """compare.md, compare.json and the plots into `out`; returns problems (plots not drawn)."""
+    from dnnlab.runs import atomic_write_text
+
+    out.mkdir(parents=True, exist_ok=True)
+    problems = []
+    try:
+        plots = write_plots(comp, out)
+    except Exception as exc:  # a plot must never cost the comparison
+        plots, problems = [], [f"plots not drawn: {type(exc).__name__}: {exc}"]
+    atomic_write_text(out / "compare.md", markdown(comp, plots))
+    atomic_write_text(out / "compare.json", json.dumps(comp.to_dict(), indent=2, default=str) + "\n")
+    return problems

@@ -1,0 +1,230 @@
+"""`dnnlab sweep`: the cartesian product of a grid of overrides (times seeds), each an ordinary
+run folder, grouped under `<out>/<name>-sweep-<YYYYMMDD-HHMMSS>-<4 hex>/` with a `sweep.json`
+that lists the members, their overrides, folders and outcomes. `--resume` skips the finished.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import yaml
+
+from dnnlab.config import Config, ConfigError, apply_overrides, validate
+from dnnlab.runs import atomic_write_text, new_run_dir
+
+MANIFEST = "sweep.json"
+FINISHED = ("completed", "stopped_early", "diverged")
+
+
+class SweepError(Exception):
+    """A sweep that cannot start or resume; `str()` is the message for the user."""
+
+
+def split_values(text: str) -> list[str]:
+    """Split `1,2,[512,256],relu` on the commas that are not inside brackets or quotes."""
+    parts, depth, quote, current = [], 0, "", []
+    for ch in text:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "[{":
+            depth += 1
+        elif ch in "]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append("".join(current))
+            current = []
+            continue
+        current.append(ch)
+    parts.append("".join(current))
+    return [p.strip() for p in parts]
+
+
+def parse_grid(items: list[str]) -> dict[str, list[Any]]:
+    """`["model.depth=1,2,3", "model.activation=sigmoid,relu"]` -> {key: [values]} (values as YAML)."""
+    grid: dict[str, list[Any]] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key or not text.strip():
+            raise SweepError(f"--grid {item!r}: expected KEY=V1,V2,..., e.g. --grid model.depth=1,2,3")
+        values = []
+        for part in split_values(text):
+            try:
+                value = yaml.safe_load(part) if part else None
+            except yaml.YAMLError:
+                value = part
+            values.append(_number_or_same(value))
+        grid[key] = values
+    return grid
+
+
+def _number_or_same(value: Any) -> Any:
+    """YAML 1.1 reads `1e-3` as a string; a sweep over learning rates means the number."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def override(key: str, value: Any) -> str:
+    """A `--set` string that parses back to `value`."""
+    if isinstance(value, str):
+        try:
+            plain = yaml.safe_load(value) == value
+        except yaml.YAMLError:
+            plain = False
+        return f"{key}={value}" if plain else f"{key}={json.dumps(value)}"
+    return f"{key}={json.dumps(value)}"
+
+
+@dataclass
+class Member:
+    index: int
+    params: dict[str, Any]  # the grid point, seed included when seeds > 1
+
+    @property
+    def overrides(self) -> list[str]:
+        return [override(k, v) for k, v in self.params.items()]
+
+    @property
+    def label(self) -> str:
+        return " ".join(f"{k}={v}" for k, v in self.params.items())
+
+
+def expand(grid: dict[str, list[Any]], seeds: int, base_seed: int) -> list[Member]:
+    """Every combination of the grid's values (first key slowest), each with `seeds` seeds."""
+    keys = list(grid)
+    members = []
+    for combo in itertools.product(*(grid[k] for k in keys)):
+        for s in range(seeds):
+            params = dict(zip(keys, combo))
+            if seeds > 1:
+                params["seed"] = base_seed + s
+            members.append(Member(len(members), params))
+    return members
+
+
+class Sweep:
+    """A sweep folder and its manifest."""
+
+    def __init__(self, path: Path, manifest: dict[str, Any]) -> None:
+        self.path, self.manifest = path, manifest
+
+    @classmethod
+    def create(cls, parent: Path, name: str, config_path: str, base: dict[str, Any], grid: dict[str, list[Any]], seeds: int) -> "Sweep":
+        path = new_run_dir(parent, f"{name}-sweep")
+        members = expand(grid, seeds, int(base.get("seed", 0) or 0))
+        manifest = {
+            "name": name,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "config_path": config_path,
+            "base": base,
+            "grid": grid,
+            "seeds": seeds,
+            "members": [{"index": m.index, "params": m.params, "overrides": m.overrides, "dir": None, "status": "pending"} for m in members],
+        }
+        sweep = cls(path, manifest)
+        sweep.save()
+        return sweep
+
+    @classmethod
+    def open(cls, path: Path) -> "Sweep":
+        try:
+            manifest = json.loads((Path(path) / MANIFEST).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise SweepError(f"{path}: not a sweep folder (no {MANIFEST})") from None
+        except (OSError, json.JSONDecodeError) as exc:
+            raise SweepError(f"{path}/{MANIFEST}: unreadable ({exc})") from None
+        return cls(Path(path), manifest)
+
+    def save(self) -> None:
+        atomic_write_text(self.path / MANIFEST, json.dumps(self.manifest, indent=2) + "\n")
+
+    @property
+    def members(self) -> list[dict[str, Any]]:
+        return self.manifest["members"]
+
+    def pending(self) -> list[dict[str, Any]]:
+        return [m for m in self.members if m["status"] not in FINISHED]
+
+    def member_dirs(self) -> list[Path]:
+        return [self.path / m["dir"] for m in self.members if m.get("dir")]
+
+
+def plan(raw: dict[str, Any], grid_items: list[str], seeds: Optional[int]) -> tuple[dict[str, Any], dict[str, list[Any]], int]:
+    """Merge the YAML's `sweep:` section with `--grid`/`--seeds`; validate every member up front.
+
+    Returns:
+        (base config without its sweep section, grid, seeds). Raises SweepError or ConfigError.
+    """
+    section = raw.get("sweep") or {}
+    base = {k: v for k, v in raw.items() if k != "sweep"}
+    grid = dict(section.get("grid") or {})
+    grid.update(parse_grid(grid_items))
+    seeds = seeds if seeds is not None else int(section.get("seeds", 1) or 1)
+    if seeds < 1:
+        raise SweepError(f"--seeds must be at least 1, got {seeds}")
+    if not grid and seeds == 1:
+        raise SweepError("nothing to sweep: give --grid KEY=V1,V2 (or a sweep: section) or --seeds N")
+    validate({**base, "sweep": {"grid": grid, "seeds": seeds}})
+    errors, members = [], expand(grid, seeds, int(base.get("seed", 0) or 0))
+    for member in members:
+        try:
+            validate(apply_overrides(base, member.overrides))
+        except ConfigError as exc:
+            errors.append(str(exc))
+    if errors and len(errors) == len(members):
+        raise ConfigError(f"every member of the sweep is invalid; the first:\n{errors[0]}")
+    return base, grid, seeds
+
+
+MemberHook = Callable[[dict[str, Any]], None]
+
+
+def run(sweep: Sweep, *, on_start: Optional[MemberHook] = None, on_end: Optional[MemberHook] = None) -> None:
+    """Run every unfinished member in order, saving the manifest after each.
+
+    A member that fails (a bad value, missing data, divergence) is recorded and the sweep goes
+    on. Ctrl-C marks the running member interrupted, saves and re-raises.
+    """
+    from dnnlab import data as datasets
+    from dnnlab.pipeline import execute
+
+    base, name = sweep.manifest["base"], sweep.manifest["name"]
+    cache: dict[str, Any] = {}
+    for member in sweep.pending():
+        member.update(status="running", error=None)
+        sweep.save()
+        if on_start:
+            on_start(member)
+        try:
+            raw = apply_overrides(base, member["overrides"] + [f"name={name}-{member['index']:03d}"])
+            cfg: Config = validate(raw, source=f"member {member['index']}")
+            key = json.dumps([cfg.data.model_dump(mode="json"), cfg.seed])
+            if key not in cache:
+                cache[key] = datasets.load(cfg.data, cfg.seed)
+            outcome = execute(cfg, cache[key], sweep.path, config_name=sweep.manifest.get("config_path", "config.yaml"))
+            member.update(
+                dir=outcome.run_dir.name, status=outcome.summary["status"], verdict=outcome.diagnosis.verdict,
+                causes=outcome.diagnosis.causes,
+            )
+        except KeyboardInterrupt:
+            member["status"] = "interrupted"
+            sweep.save()
+            raise
+        except (ConfigError, datasets.DataError) as exc:
+            member.update(status="failed", error=str(exc))
+        except Exception as exc:  # a member's crash must not end the sweep
+            member.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+        sweep.save()
+        if on_end:
+            on_end(member)
