@@ -204,9 +204,9 @@ def run(sweep: Sweep, *, on_start: Optional[MemberHook] = None, on_end: Optional
     for member in sweep.pending():
         member.update(status="running", error=None)
         sweep.save()
-        if on_start:
-            on_start(member)
         try:
+            if on_start:
+                on_start(member)
             raw = apply_overrides(base, member["overrides"] + [f"name={name}-{member['index']:03d}"])
             cfg: Config = validate(raw, source=f"member {member['index']}")
             key = json.dumps([cfg.data.model_dump(mode="json"), cfg.seed])

@@ -1,0 +1,179 @@
+"""Sweeps (grid expansion, grouping, resume, failing members) and comparisons (differing keys,
+seed aggregation, the comparative verdict on synthetic runs)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from dnnlab import compare, sweep
+from dnnlab.cli import app
+from dnnlab.config import ConfigError
+
+runner = CliRunner()
+BASE = {
+    "name": "tiny", "seed": 0,
+    "data": {"dataset": "digits", "batch_size": 64},
+    "model": {"hidden": [16]}, "optimizer": {"lr": 0.003}, "train": {"epochs": 2},
+}
+
+
+@pytest.fixture()
+def base_yaml(tmp_path):
+    path = tmp_path / "base.yaml"
+    path.write_text(yaml.safe_dump(BASE))
+    return path
+
+
+def test_grid_parsing_and_expansion():
+    grid = sweep.parse_grid(["model.depth=1,2,3", "model.hidden=[512,256],[64]", "optimizer.lr=1e-3,0.01", "model.activation=relu"])
+    assert grid == {"model.depth": [1, 2, 3], "model.hidden": [[512, 256], [64]], "optimizer.lr": [0.001, 0.01], "model.activation": ["relu"]}
+    members = sweep.expand({"model.depth": [1, 2], "model.activation": ["sigmoid", "relu"]}, seeds=2, base_seed=5)
+    assert len(members) == 8
+    assert members[0].overrides == ["model.depth=1", "model.activation=sigmoid", "seed=5"]
+    assert members[-1].overrides == ["model.depth=2", "model.activation=relu", "seed=6"]
+    assert sweep.override("name", "a: b") == 'name="a: b"'
+    with pytest.raises(sweep.SweepError, match="expected KEY=V1,V2"):
+        sweep.parse_grid(["model.depth"])
+
+
+def test_plan_merges_the_yaml_sweep_section_and_rejects_a_typo():
+    raw = {**BASE, "model": {"width": 16}, "sweep": {"grid": {"model.depth": [1, 2]}, "seeds": 2}}
+    base, grid, seeds = sweep.plan(raw, ["model.activation=tanh,relu"], None)
+    assert "sweep" not in base and grid == {"model.depth": [1, 2], "model.activation": ["tanh", "relu"]} and seeds == 2
+    with pytest.raises(ConfigError, match="model.dpeth: unknown key; did you mean model.depth"):
+        sweep.plan(BASE, ["model.dpeth=1,2"], None)
+    with pytest.raises(sweep.SweepError, match="nothing to sweep"):
+        sweep.plan(BASE, [], None)
+
+
+def test_sweep_groups_members_records_a_failure_and_compares(base_yaml, tmp_path):
+    out = tmp_path / "runs"
+    result = runner.invoke(app, ["sweep", str(base_yaml), "--grid", "model.dropout=0.0,1.5", "--seeds", "2", "--out", str(out)])
+    assert "Traceback" not in result.output
+    assert result.exit_code == 0, result.output
+    (folder,) = list(out.iterdir())
+    assert folder.name.startswith("tiny-sweep-")
+    manifest = json.loads((folder / "sweep.json").read_text())
+    statuses = [(m["params"]["model.dropout"], m["params"]["seed"], m["status"]) for m in manifest["members"]]
+    assert statuses == [(0.0, 0, "completed"), (0.0, 1, "completed"), (1.5, 0, "failed"), (1.5, 1, "failed")]
+    assert "model.dropout: must be less than 1" in manifest["members"][2]["error"]
+    runs = [folder / m["dir"] for m in manifest["members"] if m["dir"]]
+    assert all((r / "summary.json").exists() for r in runs) and len(runs) == 2
+    assert (folder / "compare.md").exists() and (folder / "curves.png").exists()
+    assert "1 member(s) failed" not in result.output and "2 member(s) failed" in result.output
+
+
+def test_resume_skips_finished_members_and_redoes_the_rest(base_yaml, tmp_path):
+    out = tmp_path / "runs"
+    raw = yaml.safe_load(base_yaml.read_text())
+    base, grid, seeds = sweep.plan(raw, ["model.hidden=[8],[16],[24]"], None)
+    job = sweep.Sweep.create(out, "tiny", str(base_yaml), base, grid, seeds)
+    done = []
+    calls = {"n": 0}
+
+    def interrupt_second(member):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        sweep.run(job, on_start=interrupt_second, on_end=lambda m: done.append(m["index"]))
+    states = [m["status"] for m in sweep.Sweep.open(job.path).members]
+    assert states == ["completed", "interrupted", "pending"]
+    first_dir = job.members[0]["dir"]
+    result = runner.invoke(app, ["sweep", str(base_yaml), "--grid", "model.hidden=[8],[16],[24]", "--resume", str(job.path)])
+    assert result.exit_code == 0, result.output
+    assert "3 members, 2 to run" in result.output
+    after = sweep.Sweep.open(job.path).members
+    assert [m["status"] for m in after] == ["completed"] * 3 and after[0]["dir"] == first_dir
+    mismatch = runner.invoke(app, ["sweep", str(base_yaml), "--grid", "model.hidden=[8]", "--resume", str(job.path)])
+    assert mismatch.exit_code == 2 and "differs from this command's" in mismatch.output
+
+
+# ---------------------------------------------------------------- compare on synthetic runs
+
+
+def fake_run(root: Path, name: str, config: dict, train_acc: float, val_acc: float, *, seed: int = 0, n_val: int = 6000, n_train: int = 54000, verdict="good-fit", summary=True, epochs=3):
+    path = root / name
+    path.mkdir(parents=True)
+    cfg = {"name": name, "seed": seed, **config}
+    (path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    lines = []
+    for e in range(epochs + 1):
+        f = e / epochs
+        lines.append({"epoch": e, "train_loss": 2.3 - f, "train_accuracy": 0.1 + f * (train_acc - 0.1), "val_loss": 2.3 - f * 0.9, "val_accuracy": 0.1 + f * (val_acc - 0.1)})
+    (path / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    if summary:
+        final = {k: lines[-1][k] for k in ("train_loss", "train_accuracy", "val_loss", "val_accuracy")}
+        final.update(test_loss=1.0, test_accuracy=val_acc)
+        (path / "summary.json").write_text(json.dumps({
+            "status": "completed", "epochs_run": epochs, "final": final, "best": final, "best_epoch": epochs,
+            "wall_seconds": 1.0, "data": {"train": n_train, "val": n_val}, "diagnosis": {"verdict": verdict},
+        }))
+    return path
+
+
+def test_compare_shows_only_the_differing_keys_and_aggregates_seeds(tmp_path):
+    common = {"optimizer": {"name": "adam", "lr": 0.001}}
+    for seed, (t, v) in enumerate([(0.90, 0.85), (0.92, 0.87)]):
+        fake_run(tmp_path, f"d2-s{seed}", {"model": {"depth": 2}, **common}, t, v, seed=seed)
+    fake_run(tmp_path, "d4", {"model": {"depth": 4}, **common}, 0.95, 0.88)
+    comp, _ = compare.compare([str(tmp_path / "*")])
+    assert comp.keys == ["model.depth"]
+    assert [g.values for g in comp.groups] == [{"model.depth": 2}, {"model.depth": 4}]
+    mean, std = comp.groups[0].stat("val_accuracy")
+    assert mean == pytest.approx(0.86) and std == pytest.approx(0.014142, rel=1e-3)
+    header, rows = compare.table_rows(comp)
+    assert header[:2] == ["depth", "seeds"] and rows[0][1] == "2" and rows[0][3] == "0.8600 ± 0.0141"
+    assert comp.best.values == {"model.depth": 4}
+
+
+def test_comparative_verdict_worse_on_both_is_failed_to_train_and_better_train_worse_val_overfits(tmp_path):
+    fake_run(tmp_path, "d20", {"model": {"depth": 20}}, 0.75, 0.74)
+    fake_run(tmp_path, "d56", {"model": {"depth": 56}}, 0.39, 0.38)
+    calls = {c["text"].split(":")[0]: c["call"] for c in compare.compare([str(tmp_path / "*")])[0].comparisons}
+    assert calls == {"model.depth=56 vs 20": "failed-to-train"}
+
+    other = tmp_path / "b"
+    fake_run(other, "w64", {"model": {"width": 64}}, 0.90, 0.86)
+    fake_run(other, "w1024", {"model": {"width": 1024}}, 1.00, 0.80)
+    fake_run(other, "w256", {"model": {"width": 256}}, 0.95, 0.88)
+    comps = {c["text"].split(":")[0]: c["call"] for c in compare.compare([str(other / "*")])[0].comparisons}
+    assert comps == {"model.width=256 vs 64": "improves-both", "model.width=1024 vs 256": "overfits"}
+
+
+def test_small_differences_within_the_noise_are_similar(tmp_path):
+    fake_run(tmp_path, "a", {"model": {"activation": "relu"}}, 0.95, 0.930, n_val=144, n_train=1300)
+    fake_run(tmp_path, "b", {"model": {"activation": "gelu"}}, 0.951, 0.937, n_val=144, n_train=1300)
+    (c,) = compare.compare([str(tmp_path / "*")])[0].comparisons
+    assert c["call"] == "similar" and c["tolerance"]["val"] > 0.05
+
+
+def test_partial_and_broken_runs_are_shown_not_fatal(tmp_path):
+    fake_run(tmp_path, "ok", {"model": {"depth": 1}}, 0.9, 0.85)
+    fake_run(tmp_path, "killed", {"model": {"depth": 2}}, 0.8, 0.7, summary=False)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.yaml").write_text("model: [unclosed\n")
+    result = runner.invoke(app, ["compare", str(tmp_path / "*"), "--out", str(tmp_path / "cmp")])
+    assert result.exit_code == 0, result.output
+    assert "no summary.json" in result.output and "config.yaml unreadable" in result.output
+    md = (tmp_path / "cmp" / "compare.md").read_text()
+    assert "## Incomplete runs" in md and "unfinished" in md
+    data = json.loads(runner.invoke(app, ["compare", str(tmp_path / "ok"), str(tmp_path / "killed"), "--json", "--out", str(tmp_path / "c2")]).output)
+    assert data["differing_keys"] == ["model.depth"]
+    killed = next(g for g in data["groups"] if g["values"] == {"model.depth": 2})
+    assert killed["val_accuracy"]["mean"] == pytest.approx(0.7) and killed["status"] == ["unfinished"]
+
+
+def test_compare_bad_input(tmp_path):
+    result = runner.invoke(app, ["compare", str(tmp_path / "nope")])
+    assert result.exit_code == 2 and "not found" in result.output
+    fake_run(tmp_path, "x", {}, 0.9, 0.8)
+    result = runner.invoke(app, ["compare", str(tmp_path / "x"), "--metric", "f1", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "choose one of" in result.output
