@@ -181,3 +181,29 @@ def test_commands_that_do_not_train_never_import_jax(tiny):
 def test_python_dash_m_and_the_console_script():
     out = subprocess.run([sys.executable, "-m", "dnnlab", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "run" in out.stdout and "validate" in out.stdout
+
+
+def test_evaluate_mc_dropout_against_weight_scaling(tiny, tmp_path):
+    out = tmp_path / "r"
+    assert invoke("run", tiny, "--out", out, "--quiet", "--set", "model.dropout=0.5", "--set", "train.epochs=6").exit_code == 0
+    (run,) = run_dirs(out)
+    result = invoke("evaluate", run, "--mc-dropout", "8", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert [r["k"] for r in data["mc"]] == [1, 2, 4, 8] and data["checkpoint"] == "last.npz"
+    summary = json.loads((run / "summary.json").read_text())
+    assert data["weight_scaling"]["accuracy"] == pytest.approx(summary["final"]["test_accuracy"], abs=1e-6)
+    assert data["mc"][-1]["accuracy"] > 0.8
+    # averaging more masks never does much worse than one mask
+    assert data["mc"][-1]["loss"] < data["mc"][0]["loss"]
+    table = invoke("evaluate", run, "--mc-dropout", "2")
+    assert "weight scaling" in table.output and "MC dropout, K = 2" in table.output
+
+
+def test_evaluate_rejects_a_model_without_dropout(tiny, tmp_path):
+    out = tmp_path / "r"
+    invoke("run", tiny, "--out", out, "--quiet", "--set", "train.epochs=1")
+    (run,) = run_dirs(out)
+    result = invoke("evaluate", run)
+    assert result.exit_code == 2 and "has no dropout" in result.output
+    assert invoke("evaluate", run, "--mc-dropout", "0").exit_code == 2

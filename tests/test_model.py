@@ -138,3 +138,33 @@ def test_inverted_dropout_agrees_with_weight_scaling_at_test():
 def test_param_count():
     model, _ = mlp(**{"model.hidden": [10, 5]})
     assert models.param_count(model.init(jax.random.PRNGKey(0))) == 8 * 10 + 10 + 10 * 5 + 5 + 5 * 3 + 3
+
+
+def test_residual_blocks_are_the_identity_at_init_and_learn():
+    model, cfg = mlp(**{"model.hidden": [8, 8, 8, 8, 8], "model.residual": True})
+    params = model.init(jax.random.PRNGKey(0))
+    assert [float(jnp.abs(layer["w"]).max()) == 0.0 for layer in params["hidden"]] == [False, False, True, False, True]
+    x = jax.random.normal(jax.random.PRNGKey(1), (4, 8))
+    _, aux = model.apply(params, x)
+    np.testing.assert_allclose(aux["post"][4], aux["post"][0], rtol=1e-6)  # two identity blocks
+    grads = jax.grad(lambda p: jnp.sum(model.apply(p, x)[0] ** 2))(params)
+    assert float(jnp.abs(grads["hidden"][2]["w"]).max()) > 0  # the zero layer gets a gradient
+    plain, _ = mlp(**{"model.hidden": [8, 8, 8, 8, 8]})
+    _, aux_plain = plain.apply(plain.init(jax.random.PRNGKey(0)), x)
+    assert not np.allclose(aux_plain["post"][4], aux_plain["post"][0])  # no shortcut without residual
+
+
+def test_residual_maxout_adds_the_shortcut_to_every_piece():
+    model, _ = mlp(**{"model.hidden": [6, 6, 6], "model.residual": True, "model.activation": "maxout"})
+    params = model.init(jax.random.PRNGKey(0))
+    x = jax.random.normal(jax.random.PRNGKey(1), (3, 8))
+    _, aux = model.apply(params, x)
+    np.testing.assert_allclose(aux["post"][2], aux["post"][0] + 0.0, rtol=1e-6)
+
+
+def test_residual_blocks_layout():
+    assert config.residual_blocks((8, 8, 8, 8, 8)) == [1, 3]
+    assert config.residual_blocks((8, 8, 8, 8)) == [1]  # the last layer stays plain
+    assert config.residual_blocks((16, 8, 8)) == []
+    with pytest.raises(config.ConfigError, match="residual: needs at least 3 hidden layers"):
+        config.validate({"model": {"depth": 2, "residual": True}})

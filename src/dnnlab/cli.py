@@ -305,6 +305,56 @@ def compare_cmd(
 
 
 @app.command()
+def evaluate(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder", show_default=False)],
+    mc_dropout: Annotated[int, typer.Option("--mc-dropout", help="Average the softmax of K sampled dropout masks (K >= 1)")] = 32,
+    checkpoint: Annotated[str, typer.Option(help="kept (the model the run kept) | best | last")] = "kept",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    """Test accuracy of MC dropout (K masks averaged) next to weight scaling: dropout as an ensemble."""
+    from dnnlab import data as datasets
+    from dnnlab.config import ConfigError
+    from dnnlab.diagnose import load_run
+
+    if mc_dropout < 1:
+        raise _fail(f"--mc-dropout must be at least 1, got {mc_dropout}")
+    if checkpoint not in ("kept", "best", "last"):
+        raise _fail(f"--checkpoint {checkpoint!r}: choose kept, best or last")
+    try:
+        _, cfg, summary = load_run(run_dir)
+    except (ConfigError, OSError) as exc:
+        raise _fail(_escape(str(exc))) from None
+    if cfg.model.dropout == 0 and cfg.model.input_dropout == 0:
+        raise _fail(f"{run_dir}: this model has no dropout (model.dropout = model.input_dropout = 0): every mask is the identity")
+    try:
+        ds = datasets.load(cfg.data, cfg.seed)
+    except datasets.DataError as exc:
+        raise _fail(_escape(str(exc))) from None
+    from dnnlab.evaluate import kept_checkpoint
+    from dnnlab.evaluate import mc_dropout as run_mc
+    from dnnlab.runs import load_checkpoint
+
+    try:
+        path = kept_checkpoint(run_dir, summary, checkpoint)
+        arrays = load_checkpoint(path)
+        result = run_mc(cfg, ds, arrays, mc_dropout, seed=cfg.seed)
+    except (FileNotFoundError, KeyError, ValueError, OSError) as exc:
+        raise _fail(_escape(f"{run_dir}: cannot load the checkpoint ({type(exc).__name__}: {exc})")) from None
+    result = {"run": str(run_dir), "checkpoint": path.name, **result}
+    if as_json:
+        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+        return
+    from rich.table import Table
+
+    table = Table("model", "test accuracy", "test loss", title=f"{run_dir.name} ({path.name}): dropout as an ensemble")
+    ws = result["weight_scaling"]
+    table.add_row("weight scaling (evaluation mode)", f"{ws['accuracy']:.4f}", f"{ws['loss']:.4f}")
+    for row in result["mc"]:
+        table.add_row(f"MC dropout, K = {row['k']}", f"{row['accuracy']:.4f}", f"{row['loss']:.4f}")
+    console.print(table, soft_wrap=False)
+
+
+@app.command()
 def validate(config: ConfigArg, set_: SetOpt = None) -> None:
     """Check CONFIG without training (no JAX import); print the resolved config."""
     from dnnlab.config import dump_yaml

@@ -66,6 +66,9 @@ class ModelConfig(_Section):
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="drop rate of hidden units")
     input_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="drop rate of input units")
     init: InitName = Field("auto", description="auto: glorot for sigmoid/tanh, he for the ReLU family")
+    residual: bool = Field(
+        False, description="identity shortcuts around pairs of equal-width hidden layers (after the first)"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -92,12 +95,27 @@ class ModelConfig(_Section):
             object.__setattr__(self, "width", DEFAULT_WIDTH if self.width is None else self.width)
         return self
 
+    @model_validator(mode="after")
+    def _residual_needs_pairs(self) -> "ModelConfig":
+        if self.residual and not residual_blocks(self.layer_widths):
+            raise ValueError(
+                f"residual: needs at least 3 hidden layers whose 2nd and 3rd have the first's width "
+                f"(a projection, then pairs); got widths {list(self.layer_widths)}"
+            )
+        return self
+
     @property
     def layer_widths(self) -> tuple[int, ...]:
         """Widths of the hidden layers, input to output."""
         if self.hidden is not None:
             return tuple(self.hidden)
         return (self.width,) * self.depth  # type: ignore[operator]
+
+
+def residual_blocks(widths: tuple[int, ...]) -> list[int]:
+    """Indices i of the hidden layers that start a residual pair (i, i+1): layer 0 projects the
+    input; then pairs (1, 2), (3, 4), ... whose input and both layers have the same width."""
+    return [i for i in range(1, len(widths) - 1, 2) if widths[i - 1] == widths[i] == widths[i + 1]]
 
 
 class OptimizerConfig(_Section):

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from dnnlab import activations
-from dnnlab.config import ModelConfig
+from dnnlab.config import ModelConfig, residual_blocks
 
 Params = Any  # a pytree: {"hidden": [{"w", "b", ...}, ...], "out": {"w", "b"}}
 
@@ -68,12 +68,18 @@ def build_mlp(cfg: ModelConfig, input_dim: int, num_classes: int) -> Model:
     # the classifier gets glorot under `auto`: He-scaled logits start far from ln(C)
     out_init = jax.nn.initializers.glorot_uniform() if cfg.init == "auto" else w_init
 
+    blocks = set(residual_blocks(widths)) if cfg.residual else set()
+    closes_block = {i + 1 for i in blocks}
+
     def init(key: jax.Array) -> Params:
         keys = jax.random.split(key, len(widths) + 1)
         hidden, fan_in = [], input_dim
-        for k, width in zip(keys[:-1], widths):
+        for i, (k, width) in enumerate(zip(keys[:-1], widths)):
+            # the last layer of each residual branch starts at zero, so that every block is the
+            # identity at initialization (SkipInit / Fixup); plain He-initialized branches explode
+            init_fn = jax.nn.initializers.zeros if i in closes_block else w_init
             layer = {
-                "w": w_init(k, (fan_in, width * act.pieces), jnp.float32),
+                "w": init_fn(k, (fan_in, width * act.pieces), jnp.float32),
                 "b": jnp.zeros((width * act.pieces,), jnp.float32),
             }
             layer.update(act.extra_params(width))
@@ -86,8 +92,14 @@ def build_mlp(cfg: ModelConfig, input_dim: int, num_classes: int) -> Model:
         keys = jax.random.split(key, len(widths) + 1) if (train and key is not None) else [None] * (len(widths) + 1)
         h = dropout(x, cfg.input_dropout, keys[0], train)
         pre, post = [], []
-        for layer, k in zip(params["hidden"], keys[1:]):
+        shortcut = None
+        for i, (layer, k) in enumerate(zip(params["hidden"], keys[1:])):
+            if i in blocks:
+                shortcut = h
             z = h @ layer["w"] + layer["b"]
+            if i in closes_block:
+                # each of a unit's pieces gets the shortcut: max_k(z_k + s) = s + max_k z_k
+                z = z + (jnp.repeat(shortcut, act.pieces, axis=-1) if act.pieces > 1 else shortcut)
             h = act.fn(z, layer)
             pre.append(z)
             post.append(h)

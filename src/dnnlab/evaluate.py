@@ -1,0 +1,71 @@
+"""`dnnlab evaluate`: re-evaluate a run's kept model on the test set, and MC dropout.
+
+Dropout as an ensemble, measured: averaging the softmax outputs of K thinned networks (K sampled
+dropout masks) against the weight-scaling approximation that evaluation mode computes. The two
+are equal for a linear net; for a deep nonlinear net weight scaling approximates the average.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dnnlab import models
+from dnnlab.config import Config
+from dnnlab.data import Dataset
+from dnnlab.runs import load_checkpoint
+from dnnlab.train import unflatten_params
+
+
+def kept_checkpoint(run_dir: Path, summary: dict[str, Any], which: str = "kept") -> Path:
+    """best.npz when the run kept its best epoch (or when asked), else last.npz."""
+    if which == "kept":
+        which = "best" if summary.get("restored_best") else "last"
+    path = Path(run_dir) / f"{which}.npz"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such checkpoint")
+    return path
+
+
+def powers_of_two(k: int) -> list[int]:
+    out, n = [], 1
+    while n < k:
+        out.append(n)
+        n *= 2
+    return out + [k]
+
+
+def mc_dropout(cfg: Config, ds: Dataset, arrays: dict[str, np.ndarray], k: int, seed: int = 0) -> dict[str, Any]:
+    """Test accuracy and loss of weight scaling and of averaging 1..K dropout masks.
+
+    Returns:
+        {"weight_scaling": {"accuracy", "loss"}, "mc": [{"k", "accuracy", "loss"}, ...]}
+    """
+    model = models.build(cfg.model, ds.input_dim, ds.num_classes)
+    params = unflatten_params(model.init(jax.random.PRNGKey(0)), arrays)
+    x, y = jnp.asarray(ds.test.x), jnp.asarray(ds.test.y)
+
+    @jax.jit
+    def probs(key):
+        return jax.nn.softmax(model.apply(params, x, key=key, train=key is not None)[0])
+
+    def score(p):
+        return {
+            "accuracy": float(jnp.mean(jnp.argmax(p, -1) == y)),
+            "loss": float(-jnp.mean(jnp.log(jnp.take_along_axis(p, y[:, None], 1) + 1e-12))),
+        }
+
+    eval_probs = jax.jit(lambda: jax.nn.softmax(model.apply(params, x, train=False)[0]))()
+    out = {"weight_scaling": score(eval_probs), "mc": []}
+    wanted = set(powers_of_two(k))
+    base = jax.random.PRNGKey(seed + 7919)
+    total = jnp.zeros_like(eval_probs)
+    for i in range(1, k + 1):
+        total = total + probs(jax.random.fold_in(base, i))
+        if i in wanted:
+            out["mc"].append({"k": i, **score(total / i)})
+    return out
