@@ -41,10 +41,22 @@ def test_grid_parsing_and_expansion():
         sweep.parse_grid(["model.depth"])
 
 
+def test_variants_are_one_more_axis():
+    raw = {**BASE, "sweep": {"grid": {"model.hidden": [[8], [16]]}, "variants": [
+        {"optimizer.name": "sgd", "optimizer.lr": 0.1}, {"optimizer.name": "adam", "optimizer.lr": 0.001}]}}
+    p = sweep.plan(raw, [], None)
+    members = sweep.expand(p.grid, p.seeds, 0, p.variants)
+    assert [m.overrides for m in members][:2] == [
+        ["model.hidden=[8]", "optimizer.name=sgd", "optimizer.lr=0.1"],
+        ["model.hidden=[8]", "optimizer.name=adam", "optimizer.lr=0.001"],
+    ]
+    assert len(members) == 4
+
+
 def test_plan_merges_the_yaml_sweep_section_and_rejects_a_typo():
     raw = {**BASE, "model": {"width": 16}, "sweep": {"grid": {"model.depth": [1, 2]}, "seeds": 2}}
-    base, grid, seeds = sweep.plan(raw, ["model.activation=tanh,relu"], None)
-    assert "sweep" not in base and grid == {"model.depth": [1, 2], "model.activation": ["tanh", "relu"]} and seeds == 2
+    p = sweep.plan(raw, ["model.activation=tanh,relu"], None)
+    assert "sweep" not in p.base and p.grid == {"model.depth": [1, 2], "model.activation": ["tanh", "relu"]} and p.seeds == 2
     with pytest.raises(ConfigError, match="model.dpeth: unknown key; did you mean model.depth"):
         sweep.plan(BASE, ["model.dpeth=1,2"], None)
     with pytest.raises(sweep.SweepError, match="nothing to sweep"):
@@ -71,8 +83,8 @@ def test_sweep_groups_members_records_a_failure_and_compares(base_yaml, tmp_path
 def test_resume_skips_finished_members_and_redoes_the_rest(base_yaml, tmp_path):
     out = tmp_path / "runs"
     raw = yaml.safe_load(base_yaml.read_text())
-    base, grid, seeds = sweep.plan(raw, ["model.hidden=[8],[16],[24]"], None)
-    job = sweep.Sweep.create(out, "tiny", str(base_yaml), base, grid, seeds)
+    p = sweep.plan(raw, ["model.hidden=[8],[16],[24]"], None)
+    job = sweep.Sweep.create(out, "tiny", str(base_yaml), p.base, p.grid, p.seeds)
     done = []
     calls = {"n": 0}
 

@@ -221,16 +221,17 @@ def sweep(
 
     try:
         raw = apply_overrides(_read_yaml(config), set_ or [])
-        base, grid_values, n_seeds = sweeps.plan(raw, grid or [], seeds)
+        p = sweeps.plan(raw, grid or [], seeds)
         if resume is not None:
             job = sweeps.Sweep.open(resume)
-            if job.manifest.get("grid") != json.loads(json.dumps(grid_values)) or job.manifest.get("seeds") != n_seeds:
+            same = [job.manifest.get("grid"), job.manifest.get("seeds"), job.manifest.get("variants", [])]
+            if same != json.loads(json.dumps([p.grid, p.seeds, p.variants])):
                 raise sweeps.SweepError(
                     f"{resume}: its grid {job.manifest.get('grid')} x {job.manifest.get('seeds')} seeds differs from "
-                    f"this command's {grid_values} x {n_seeds}; give the same --grid/--seeds to resume"
+                    f"this command's {p.grid} x {p.seeds}; give the same --grid/--seeds to resume"
                 )
         else:
-            job = sweeps.Sweep.create(out, base.get("name", "run"), str(config), base, grid_values, n_seeds)
+            job = sweeps.Sweep.create(out, p.base.get("name", "run"), str(config), p.base, p.grid, p.seeds, p.variants)
     except (ConfigError, sweeps.SweepError) as exc:
         raise _fail(_escape(str(exc))) from None
     except OSError as exc:

@@ -205,10 +205,17 @@ class SweepConfig(_Section):
     grid: dict[str, list[Any]] = Field(
         default_factory=dict, description="dotted key -> list of values, e.g. model.depth: [1, 2, 3]"
     )
+    variants: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="named sets of overrides tried as one more axis, e.g. [{optimizer.name: sgd, optimizer.lr: 0.1}, ...]",
+    )
     seeds: int = Field(1, ge=1, description="seeds per grid point: seed, seed+1, ...")
 
     @model_validator(mode="after")
     def _non_empty_lists(self) -> "SweepConfig":
+        for i, variant in enumerate(self.variants):
+            if not variant:
+                raise ValueError(f"variants[{i}]: give at least one KEY: VALUE")
         for key, values in self.grid.items():
             if not values:
                 raise ValueError(f"grid.{key}: give at least one value")

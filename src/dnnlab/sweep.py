@@ -100,16 +100,18 @@ class Member:
         return " ".join(f"{k}={v}" for k, v in self.params.items())
 
 
-def expand(grid: dict[str, list[Any]], seeds: int, base_seed: int) -> list[Member]:
-    """Every combination of the grid's values (first key slowest), each with `seeds` seeds."""
+def expand(grid: dict[str, list[Any]], seeds: int, base_seed: int, variants: Optional[list[dict[str, Any]]] = None) -> list[Member]:
+    """Every combination of the grid's values (first key slowest) and the variants (sets of
+    overrides tried together), each with `seeds` seeds."""
     keys = list(grid)
     members = []
     for combo in itertools.product(*(grid[k] for k in keys)):
-        for s in range(seeds):
-            params = dict(zip(keys, combo))
-            if seeds > 1:
-                params["seed"] = base_seed + s
-            members.append(Member(len(members), params))
+        for variant in variants or [{}]:
+            for s in range(seeds):
+                params = {**dict(zip(keys, combo)), **variant}
+                if seeds > 1:
+                    params["seed"] = base_seed + s
+                members.append(Member(len(members), params))
     return members
 
 
@@ -120,15 +122,16 @@ class Sweep:
         self.path, self.manifest = path, manifest
 
     @classmethod
-    def create(cls, parent: Path, name: str, config_path: str, base: dict[str, Any], grid: dict[str, list[Any]], seeds: int) -> "Sweep":
+    def create(cls, parent: Path, name: str, config_path: str, base: dict[str, Any], grid: dict[str, list[Any]], seeds: int, variants: Optional[list[dict[str, Any]]] = None) -> "Sweep":
         path = new_run_dir(parent, f"{name}-sweep")
-        members = expand(grid, seeds, int(base.get("seed", 0) or 0))
+        members = expand(grid, seeds, int(base.get("seed", 0) or 0), variants)
         manifest = {
             "name": name,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "config_path": config_path,
             "base": base,
             "grid": grid,
+            "variants": variants or [],
             "seeds": seeds,
             "members": [{"index": m.index, "params": m.params, "overrides": m.overrides, "dir": None, "status": "pending"} for m in members],
         }
@@ -160,11 +163,18 @@ class Sweep:
         return [self.path / m["dir"] for m in self.members if m.get("dir")]
 
 
-def plan(raw: dict[str, Any], grid_items: list[str], seeds: Optional[int]) -> tuple[dict[str, Any], dict[str, list[Any]], int]:
+@dataclass
+class Plan:
+    base: dict[str, Any]  # the config without its sweep section
+    grid: dict[str, list[Any]]
+    seeds: int
+    variants: list[dict[str, Any]]
+
+
+def plan(raw: dict[str, Any], grid_items: list[str], seeds: Optional[int]) -> Plan:
     """Merge the YAML's `sweep:` section with `--grid`/`--seeds`; validate every member up front.
 
-    Returns:
-        (base config without its sweep section, grid, seeds). Raises SweepError or ConfigError.
+    Raises SweepError or ConfigError.
     """
     section = raw.get("sweep") or {}
     base = {k: v for k, v in raw.items() if k != "sweep"}
@@ -173,10 +183,11 @@ def plan(raw: dict[str, Any], grid_items: list[str], seeds: Optional[int]) -> tu
     seeds = seeds if seeds is not None else int(section.get("seeds", 1) or 1)
     if seeds < 1:
         raise SweepError(f"--seeds must be at least 1, got {seeds}")
-    if not grid and seeds == 1:
+    variants = list(section.get("variants") or [])
+    if not grid and seeds == 1 and len(variants) < 2:
         raise SweepError("nothing to sweep: give --grid KEY=V1,V2 (or a sweep: section) or --seeds N")
-    validate({**base, "sweep": {"grid": grid, "seeds": seeds}})
-    errors, members = [], expand(grid, seeds, int(base.get("seed", 0) or 0))
+    validate({**base, "sweep": {"grid": grid, "seeds": seeds, "variants": variants}})
+    errors, members = [], expand(grid, seeds, int(base.get("seed", 0) or 0), variants)
     for member in members:
         try:
             validate(apply_overrides(base, member.overrides))
@@ -184,7 +195,7 @@ def plan(raw: dict[str, Any], grid_items: list[str], seeds: Optional[int]) -> tu
             errors.append(str(exc))
     if errors and len(errors) == len(members):
         raise ConfigError(f"every member of the sweep is invalid; the first:\n{errors[0]}")
-    return base, grid, seeds
+    return Plan(base, grid, seeds, variants)
 
 
 MemberHook = Callable[[dict[str, Any]], None]
