@@ -210,12 +210,30 @@ def classify(d_train: float, d_val: float, tol_train: float, tol_val: float) -> 
     }[(t, v)]
 
 
-def _pairs(groups: list[Group], keys: list[str], metric: str) -> list[tuple[Group, Group, str]]:
-    """(A, B, key) for groups that differ in exactly one key: numeric keys pair adjacent values
-    (B the larger); other keys pair each value with the best one on `metric` (A the best)."""
+def _determined_by(groups: list[Group], key: str, other: str) -> bool:
+    """True when `other`'s value is a function of `key`'s across the groups (they vary together,
+    as the keys of a sweep variant do)."""
+    seen: dict[str, str] = {}
+    for g in groups:
+        k = json.dumps(g.values.get(key), sort_keys=True, default=str)
+        v = json.dumps(g.values.get(other), sort_keys=True, default=str)
+        if seen.setdefault(k, v) != v:
+            return False
+    return True
+
+
+def _pairs(groups: list[Group], keys: list[str], metric: str) -> list[tuple[Group, Group, str, list[str]]]:
+    """(A, B, key, keys that vary with it) for groups that differ along one key (keys that vary
+    together, like a variant's, count as one): numeric keys pair adjacent values (B the larger);
+    other keys pair each value with the best one on `metric` (A the best)."""
     out = []
+    done: set[str] = set()
     for key in keys:
-        others = [k for k in keys if k != key]
+        if key in done:
+            continue
+        along = [k for k in keys if k != key and _determined_by(groups, key, k)]
+        done.update(k for k in along if _determined_by(groups, k, key))
+        others = [k for k in keys if k != key and k not in along]
         slices: dict[str, list[Group]] = {}
         for g in groups:
             slices.setdefault(json.dumps({k: g.values.get(k) for k in others}, sort_keys=True, default=str), []).append(g)
@@ -224,14 +242,14 @@ def _pairs(groups: list[Group], keys: list[str], metric: str) -> list[tuple[Grou
                 continue
             if all(_num(g.values.get(key)) for g in members):
                 ordered = sorted(members, key=lambda g: g.values[key])
-                out += [(a, b, key) for a, b in zip(ordered, ordered[1:])]
+                out += [(a, b, key, along) for a, b in zip(ordered, ordered[1:])]
             else:
                 scored = [g for g in members if g.stat(metric)[0] is not None]
                 if not scored:
                     continue
                 sign = -1 if metric.endswith("loss") else 1
                 best = max(scored, key=lambda g: sign * g.stat(metric)[0])
-                out += [(best, g, key) for g in members if g is not best]
+                out += [(best, g, key, along) for g in members if g is not best]
     return out
 
 
@@ -245,7 +263,7 @@ def _noise(pa: float, na: Optional[int], pb: float, nb: Optional[int]) -> float:
 def comparisons(groups: list[Group], keys: list[str], metric: str) -> list[dict[str, Any]]:
     """The comparative verdict for every pair of groups that differ along one key."""
     out = []
-    for a, b, key in _pairs(groups, keys, metric):
+    for a, b, key, along in _pairs(groups, keys, metric):
         (ta, sa), (tb, sb) = a.stat("train_accuracy"), b.stat("train_accuracy")
         (va, sva), (vb, svb) = a.stat("val_accuracy"), b.stat("val_accuracy")
         if None in (ta, tb, va, vb):
@@ -253,12 +271,13 @@ def comparisons(groups: list[Group], keys: list[str], metric: str) -> list[dict[
         tol_t = max(TOLERANCE, sa + sb, _noise(ta, a.size("train"), tb, b.size("train")))
         tol_v = max(TOLERANCE, sva + svb, _noise(va, a.size("val"), vb, b.size("val")))
         code, words = classify(tb - ta, vb - va, tol_t, tol_v)
-        context = ", ".join(f"{k}={_show(v)}" for k, v in a.values.items() if k != key)
+        context = ", ".join(f"{k}={_show(v)}" for k, v in a.values.items() if k != key and k not in along)
+        side = lambda g: f"{key}={_show(g.values.get(key))}" + "".join(f", {k}={_show(g.values.get(k))}" for k in along)
         out.append({
-            "key": key, "a": _show(a.values.get(key)), "b": _show(b.values.get(key)), "context": context,
+            "key": key, "with": along, "a": _show(a.values.get(key)), "b": _show(b.values.get(key)), "context": context,
             "train": [ta, tb], "val": [va, vb], "tolerance": {"train": tol_t, "val": tol_v}, "call": code,
             "text": (
-                f"{key}={_show(b.values.get(key))} vs {_show(a.values.get(key))}{f' ({context})' if context else ''}: "
+                f"{side(b)} vs {side(a) if along else _show(a.values.get(key))}{f' ({context})' if context else ''}: "
                 f"train {tb:.3f} vs {ta:.3f}, validation {vb:.3f} vs {va:.3f}: {words}"
             ),
         })

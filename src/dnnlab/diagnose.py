@@ -191,7 +191,8 @@ def _training_causes(run: _Run, d: Diagnosis, progress: float, improving: bool) 
             f"hidden layer {layer + 1}: {_g(sat[layer])} of pre-activations beyond +-5 (> {_g(th.saturated_fraction)}) at epoch {last['epoch']}"
         )
     losses = [run.init_loss] + run.train_loss
-    rises = sum(1 for a, b in zip(losses, losses[1:]) if b > a * 1.001)
+    # a rise counts when it is more than noise: 1% of the loss (a flat loss at chance wobbles)
+    rises = sum(1 for a, b in zip(losses, losses[1:]) if b > a * 1.01)
     if len(losses) >= 4 and (rises / (len(losses) - 1) >= th.lr_oscillation or losses[-1] > run.init_loss * 1.05):
         d.causes.append("lr-too-high")
         d.evidence.append(f"training loss rose in {rises} of {len(losses) - 1} epochs; {_g(run.init_loss)} at init, {_g(losses[-1])} at the end")
