@@ -34,7 +34,8 @@ def tiny(tmp_path):
 
 def invoke(*args):
     result = runner.invoke(app, [str(a) for a in args])
-    assert "Traceback" not in result.output
+    # CliRunner keeps an uncaught exception in result.exception: only clean exits are allowed
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
     return result
 
 
@@ -207,3 +208,52 @@ def test_evaluate_rejects_a_model_without_dropout(tiny, tmp_path):
     result = invoke("evaluate", run)
     assert result.exit_code == 2 and "has no dropout" in result.output
     assert invoke("evaluate", run, "--mc-dropout", "0").exit_code == 2
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--set", "data.validation_split=0.0001"], "holds no example"),
+        (["--set", "seed=-1"], "seed: must be greater than or equal to 0"),
+        (["--set", "model.arch=cnn", "--set", "model.channels=[4,4,4,4]", "--set", "model.hidden=null"], "shrink the 8x8 images of digits to nothing at block 4"),
+    ],
+)
+def test_more_bad_input_exits_2(tiny, tmp_path, args, message):
+    result = invoke("run", tiny, "--out", tmp_path / "r", "--quiet", *args)
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split())
+    assert run_dirs(tmp_path / "r") == []
+
+
+def test_broken_run_folders_get_messages_not_tracebacks(tiny, tmp_path):
+    out = tmp_path / "r"
+    invoke("run", tiny, "--out", out, "--quiet", "--set", "train.epochs=1")
+    (run,) = run_dirs(out)
+    (run / "summary.json").write_text("[1, 2]")
+    result = invoke("diagnose", run)
+    assert result.exit_code == 2 and "expected a JSON object" in result.output
+    assert invoke("evaluate", run).exit_code == 2
+    (run / "metrics.jsonl").write_bytes(b"\xff\xfe\x00garbage")
+    cmp = invoke("compare", run, "--out", tmp_path / "c")
+    assert cmp.exit_code == 0 and "summary.json unreadable" in cmp.output
+    (run / "config.yaml").write_text("model: {depth: abc}\n")
+    result = invoke("diagnose", run)
+    assert result.exit_code == 2 and "model.depth" in result.output
+    assert invoke("compare", run, "--out", "/dev/null/x").exit_code == 2
+
+
+def test_bad_sweep_sections_and_metric_exit_2_before_training(tiny, tmp_path):
+    for args, message in [
+        (["--set", "sweep=3"], "sweep: expected a section"),
+        (["--set", "sweep.seeds=abc", "--grid", "train.epochs=1"], "sweep.seeds: must be a valid integer"),
+        (["--set", "sweep.grid=[1]"], "sweep.grid"),
+        (["--grid", "train.epochs=1,2", "--metric", "f1"], "--metric 'f1': choose one of"),
+    ]:
+        result = invoke("sweep", tiny, "--out", tmp_path / "s", *args)
+        assert result.exit_code == 2 and message in " ".join(result.output.split()), (args, result.output)
+    assert run_dirs(tmp_path / "s") == []
+
+
+def test_no_traceback_through_the_console_script(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "dnnlab", "run", str(tmp_path / "missing.yaml")], capture_output=True, text=True)
+    assert out.returncode == 2 and "config file not found" in out.stderr and "Traceback" not in out.stderr

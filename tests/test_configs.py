@@ -19,6 +19,6 @@ def test_shipped_config_is_valid_and_documented(path):
 def test_quickstart_reaches_095_on_digits_fast():
     from dnnlab import data, train
 
-    cfg = config.load_config(CONFIGS[0].parent / "quickstart.yaml")
+    cfg = config.load_config(Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml")
     result = train.fit(cfg, data.load(cfg.data, cfg.seed), progress=False)
     assert result.summary["final"]["test_accuracy"] >= 0.95

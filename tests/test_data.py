@@ -181,3 +181,11 @@ def test_download_reports_an_unreachable_server(tmp_path):
         data.download("fashion-mnist", tmp_path / "d", remote=remote, timeout=2)
     with pytest.raises(DataError, match="no download for 'digits'"):
         data.download("digits", tmp_path / "d")
+
+
+def test_images_keep_their_shape_and_standardize_per_channel(tmp_path, isolated_home):
+    write_idx_dataset(tmp_path / "m")
+    ds = data.load(DataConfig(dataset="mnist", path=str(tmp_path / "m"), normalize="standard"), seed=0)
+    assert ds.image_shape == (4, 4, 1) and ds.input_shape == (4, 4, 1)
+    assert abs(float(ds.train.x.mean())) < 1e-5 and float(ds.train.x.std()) == pytest.approx(1.0, rel=1e-4)
+    assert data.load(DataConfig(), 0).input_shape == (8, 8, 1)

@@ -165,7 +165,7 @@ def test_user_target_raises_the_bar():
 def test_edge_cases_one_epoch_no_epochs_no_validation():
     one = history([2.3, 0.5], [0.1, 0.9], [2.3, 0.6], [0.1, 0.88])
     d = diagnose(one, cfg(), SUMMARY)
-    assert d.verdict in VERDICTS and any("only one epoch" in w for w in d.warnings)
+    assert d.verdict == "good-fit" and any("only one epoch" in w for w in d.warnings)
     assert diagnose(one[:1], cfg(), {**SUMMARY, "status": "interrupted"}).verdict == "undertrained"
     noval = history([2.3, 0.5, 0.3, 0.2, 0.1, 0.05], [0.1, 0.9, 0.95, 0.97, 0.99, 1.0])
     d = diagnose(noval, cfg(**{"data.validation_split": 0}), SUMMARY)
@@ -197,3 +197,19 @@ def test_poor_training_is_never_overfitting_and_never_gets_dropout_or_l2(losses,
     assert set(d.causes) <= set(CAUSES)
     for r in d.remedies:
         assert not r.set.startswith("regularization.") and r.set not in ("model.dropout=0.5", "train.early_stopping.enabled=true")
+
+
+def test_remedies_never_repeat_the_current_setting_and_only_relu_units_die():
+    losses = [2.30] * 9
+    h = history(losses, [0.1] * 9, losses, [0.1] * 9, **HEALTHY)
+    d = diagnose(h, cfg(**{"optimizer.name": "adam", "optimizer.lr": 0.001}), SUMMARY)
+    assert d.causes == ["plateau"] and "optimizer.name=adam" not in [r.set for r in d.remedies]
+    dying = history([2.3] * 6, [0.1] * 6, [2.3] * 6, [0.1] * 6, **{**HEALTHY, "nonpositive_fraction": [0.95, 0.5]})
+    assert "dead-units" not in diagnose(dying, cfg(**{"model.activation": "leaky_relu"}), SUMMARY).causes
+    assert "dead-units" in diagnose(dying, cfg(**{"model.activation": "relu"}), SUMMARY).causes
+
+
+def test_a_finite_loss_beyond_the_divergence_factor_is_diverged():
+    h = history([2.3, 500.0], [0.1, 0.1])
+    d = diagnose(h, cfg(), {**SUMMARY, "status": "diverged"})
+    assert d.verdict == "diverged" and any("500 (> 100x the initial loss) at epoch 1" in e for e in d.evidence)

@@ -168,3 +168,56 @@ def test_residual_blocks_layout():
     assert config.residual_blocks((16, 8, 8)) == []
     with pytest.raises(config.ConfigError, match="residual: needs at least 3 hidden layers"):
         config.validate({"model": {"depth": 2, "residual": True}})
+
+
+def cnn(**dotted):
+    cfg = make_cfg(**{"model.arch": "cnn", "model.channels": [4, 6], "model.depth": 1, "model.width": 16, **dotted})
+    return models.build(cfg.model, (8, 8, 1), 3), cfg
+
+
+def test_cnn_shapes_and_parameter_count():
+    model, _ = cnn()
+    params = model.init(jax.random.PRNGKey(0))
+    assert params["conv"][0]["w"].shape == (3, 3, 1, 4) and params["conv"][1]["w"].shape == (3, 3, 4, 6)
+    assert params["hidden"][0]["w"].shape == (2 * 2 * 6, 16)  # two 2x2 poolings: 8 -> 4 -> 2
+    x = jax.random.uniform(jax.random.PRNGKey(1), (5, 64))
+    logits, aux = model.apply(params, x)
+    assert logits.shape == (5, 3) and aux["pre"][0].shape == (5, 8, 8, 4)
+    unpooled, _ = cnn(**{"model.pool": "none"})
+    assert unpooled.init(jax.random.PRNGKey(0))["hidden"][0]["w"].shape == (8 * 8 * 6, 16)
+
+
+def test_max_pooling_gradient_reaches_only_each_windows_maximum():
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 6, 6, 3))
+    r = jax.random.normal(jax.random.PRNGKey(1), (2, 3, 3, 3))
+    grad = np.asarray(jax.grad(lambda x: jnp.sum(models.max_pool(x) * r))(x))
+    xs = np.asarray(x)
+    for b in range(2):
+        for i in range(3):
+            for j in range(3):
+                for c in range(3):
+                    window = xs[b, 2 * i : 2 * i + 2, 2 * j : 2 * j + 2, c]
+                    g = grad[b, 2 * i : 2 * i + 2, 2 * j : 2 * j + 2, c]
+                    winner = np.unravel_index(np.argmax(window), (2, 2))
+                    assert g[winner] == pytest.approx(float(r[b, i, j, c]))
+                    assert np.count_nonzero(g) == 1
+
+
+def test_maxout_conv_with_one_piece_pinned_to_zero_equals_relu_conv():
+    maxout, _ = cnn(**{"model.activation": "maxout", "model.maxout_pieces": 2})
+    relu, _ = cnn(**{"model.activation": "relu"})
+    p_max, p_relu = maxout.init(jax.random.PRNGKey(0)), relu.init(jax.random.PRNGKey(1))
+    for group in ("conv", "hidden"):
+        for layer, rlayer in zip(p_max[group], p_relu[group]):
+            layer["w"] = layer["w"].at[..., 0::2].set(rlayer["w"]).at[..., 1::2].set(0.0)
+            layer["b"] = layer["b"].at[0::2].set(rlayer["b"]).at[1::2].set(0.0)
+    p_max["out"] = p_relu["out"]
+    x = jax.random.normal(jax.random.PRNGKey(2), (4, 64))
+    np.testing.assert_allclose(maxout.apply(p_max, x)[0], relu.apply(p_relu, x)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_cnn_config_errors():
+    with pytest.raises(config.ConfigError, match="kernel: must be odd"):
+        config.validate({"model": {"arch": "cnn", "kernel": 4}})
+    with pytest.raises(config.ConfigError, match="channels: give at least one"):
+        config.validate({"model": {"arch": "cnn", "channels": []}})

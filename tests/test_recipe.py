@@ -21,7 +21,7 @@ runner = CliRunner()
 def run_recipe(name, tmp_path, *extra):
     out = tmp_path / "runs"
     result = runner.invoke(app, ["run", str(RECIPE / f"{name}.yaml"), "--out", str(out), "--quiet", *extra])
-    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
     (run,) = list(out.iterdir())
     summary = json.loads((run / "summary.json").read_text())
     return result, run, summary, summary["diagnosis"]

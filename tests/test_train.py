@@ -169,3 +169,17 @@ def test_ctrl_c_writes_an_interrupted_summary(digits, tmp_path):
     assert [r["epoch"] for r in read_metrics(tmp_path)] == [0, 1, 2]
     assert read_summary(tmp_path)["status"] == "interrupted"
     assert (tmp_path / "last.npz").exists()
+
+
+def test_dropout_masks_are_resampled_every_step():
+    cfg = make_cfg(**{"model.hidden": [32], "model.dropout": 0.5, "optimizer.name": "sgd", "optimizer.lr": 1e-12})
+    model = train.models.build(cfg.model, 4, 3)
+    params = model.init(jax.random.PRNGKey(0))
+    tx = train.make_optimizer(cfg.optimizer, cfg.regularization, steps_per_epoch=1, epochs=1)[0]
+    x, y, w = jax.random.normal(jax.random.PRNGKey(1), (8, 4)), jnp.arange(8) % 3, jnp.ones(8)
+    key = jax.random.PRNGKey(5)
+    losses = []
+    for step in (0, 1, 0):
+        state = train.TrainState(params, tx.init(params), jnp.asarray(step, jnp.int32))
+        losses.append(float(train.train_step(state, x, y, w, key, model=model, tx=tx, reg=cfg.regularization)[1]["ce_sum"]))
+    assert losses[0] != losses[1] and losses[0] == losses[2]  # same key: the step alone picks the mask

@@ -96,6 +96,8 @@ def run(
 
     try:
         outcome = execute(cfg, ds, out, writers=writers, progress=not quiet, config_name=str(config), announce=announce)
+    except datasets.DataError as exc:
+        raise _fail(_escape(str(exc))) from None
     except OSError as exc:
         raise _fail(_escape(f"cannot write the run folder under {out}: {exc}")) from None
     except KeyboardInterrupt:
@@ -165,7 +167,10 @@ def diagnose_cmd(
     if write:
         from dnnlab.report import finalize
 
-        diagnosis, _ = finalize(run_dir, cfg, history, summary)
+        try:
+            diagnosis, _ = finalize(run_dir, cfg, history, summary)
+        except OSError as exc:
+            raise _fail(_escape(f"{run_dir}: cannot write the report ({exc})"), EXIT_FAILED) from None
     else:
         diagnosis = run_rules(history, cfg, summary)
     if as_json:
@@ -186,8 +191,13 @@ def check(config: ConfigArg, set_: SetOpt = None) -> None:
         ds = datasets.load(cfg.data, cfg.seed)
     except datasets.DataError as exc:
         raise _fail(_escape(str(exc))) from None
+    from dnnlab.pipeline import check_compatible
     from dnnlab.smoke import run_checks
 
+    try:
+        check_compatible(cfg, ds)
+    except datasets.DataError as exc:
+        raise _fail(_escape(str(exc))) from None
     checks = run_checks(cfg, ds)
     for c in checks:
         mark = "[green]ok  [/]" if c.ok else "[red]FAIL[/]"
@@ -217,8 +227,11 @@ def sweep(
 ) -> None:
     """Run CONFIG over a grid of overrides (and seeds), then compare the members side by side."""
     from dnnlab import sweep as sweeps
+    from dnnlab.compare import METRICS
     from dnnlab.config import ConfigError, _read_yaml, apply_overrides
 
+    if metric not in METRICS:
+        raise _fail(f"--metric {metric!r}: choose one of {', '.join(METRICS)}")
     try:
         raw = apply_overrides(_read_yaml(config), set_ or [])
         p = sweeps.plan(raw, grid or [], seeds)
@@ -229,6 +242,11 @@ def sweep(
                 raise sweeps.SweepError(
                     f"{resume}: its grid {job.manifest.get('grid')} x {job.manifest.get('seeds')} seeds differs from "
                     f"this command's {p.grid} x {p.seeds}; give the same --grid/--seeds to resume"
+                )
+            if job.manifest.get("base") != json.loads(json.dumps(p.base)):
+                raise sweeps.SweepError(
+                    f"{resume}: the config (or --set) differs from the one this sweep started with; resume with the "
+                    "same config, or start a new sweep"
                 )
         else:
             job = sweeps.Sweep.create(out, p.base.get("name", "run"), str(config), p.base, p.grid, p.seeds, p.variants)
@@ -270,9 +288,12 @@ def _compare_and_print(targets: list[str], out: Optional[Path], metric: str, as_
         comp, sweeps_found = comparing.compare(targets, metric)
     except comparing.CompareError as exc:
         raise _fail(_escape(str(exc))) from None
-    if out is None:
-        out = sweeps_found[0] if len(sweeps_found) == 1 and len(targets) == 1 else new_run_dir(Path("runs"), "compare")
-    problems = comparing.write(comp, out)
+    try:
+        if out is None:
+            out = sweeps_found[0] if len(sweeps_found) == 1 and len(targets) == 1 else new_run_dir(Path("runs"), "compare")
+        problems = comparing.write(comp, out)
+    except OSError as exc:
+        raise _fail(_escape(f"cannot write the comparison to {out}: {exc}")) from None
     if as_json:
         sys.stdout.write(json.dumps(comp.to_dict(), indent=2, default=str) + "\n")
         return
@@ -323,7 +344,7 @@ def evaluate(
         raise _fail(f"--checkpoint {checkpoint!r}: choose kept, best or last")
     try:
         _, cfg, summary = load_run(run_dir)
-    except (ConfigError, OSError) as exc:
+    except (ConfigError, ValueError, OSError) as exc:
         raise _fail(_escape(str(exc))) from None
     if cfg.model.dropout == 0 and cfg.model.input_dropout == 0:
         raise _fail(f"{run_dir}: this model has no dropout (model.dropout = model.input_dropout = 0): every mask is the identity")

@@ -92,7 +92,7 @@ def load_record(path: Path) -> RunRecord:
     rec = RunRecord(Path(path))
     cfg_path = rec.path / "config.yaml"
     try:
-        rec.config = flatten(yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {})
+        rec.config = flatten(yaml.safe_load(cfg_path.read_text(encoding="utf-8", errors="replace")) or {})
     except FileNotFoundError:
         rec.problems.append("no config.yaml")
     except (OSError, yaml.YAMLError) as exc:
@@ -101,12 +101,15 @@ def load_record(path: Path) -> RunRecord:
         rec.summary = read_summary(rec.path) or {}
         if not rec.summary:
             rec.problems.append("no summary.json (killed or still running)")
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:
         rec.problems.append(f"summary.json unreadable: {exc}")
     try:
         rec.history = read_metrics(rec.path)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         rec.problems.append(f"metrics.jsonl unreadable: {exc}")
+    if not isinstance(rec.config, dict):
+        rec.problems.append("config.yaml is not a mapping")
+        rec.config = {}
     return rec
 
 
@@ -132,8 +135,11 @@ def collect(targets: list[str]) -> tuple[list[RunRecord], list[Path]]:
                     paths += [match / m["dir"] for m in manifest.get("members", []) if m.get("dir")]
                 except (OSError, json.JSONDecodeError, KeyError, TypeError):
                     paths += sorted(p for p in match.iterdir() if (p / "config.yaml").exists())
-            elif match.is_dir():
+            elif (match / "config.yaml").exists() or (match / "metrics.jsonl").exists():
                 paths.append(match)
+            elif match.is_dir():
+                # a folder of runs (e.g. runs/): its run folders
+                paths += sorted(p for p in match.iterdir() if (p / "config.yaml").exists())
     if missing:
         raise CompareError(f"not found: {', '.join(missing)}; give run folders, sweep folders or globs")
     unique = list(dict.fromkeys(p.resolve() for p in paths))

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 # The registries' names live here so the config can be checked without importing JAX;
 # tests assert that the JAX-side registries hold exactly these names.
 DATASETS = ("digits", "mnist", "fashion-mnist")
-ARCHS = ("mlp",)
+ARCHS = ("mlp", "cnn")
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "prelu", "maxout", "elu", "gelu")
 INITS = ("auto", "glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_normal")
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw")
@@ -24,7 +24,9 @@ SCHEDULES = ("constant", "step", "cosine", "warmup_cosine")
 MONITORS = ("val_loss", "val_accuracy")
 
 Dataset = Literal["digits", "mnist", "fashion-mnist"]
-Arch = Literal["mlp"]
+Arch = Literal["mlp", "cnn"]
+PoolName = Literal["max", "none"]
+NormalizeName = Literal["unit", "standard"]
 ActivationName = Literal["sigmoid", "tanh", "relu", "leaky_relu", "prelu", "maxout", "elu", "gelu"]
 InitName = Literal["auto", "glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_normal"]
 OptimizerName = Literal["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"]
@@ -53,10 +55,16 @@ class DataConfig(_Section):
         None, gt=0, description="subsample the training set to this many examples"
     )
     batch_size: int = Field(128, gt=0)
+    normalize: NormalizeName = Field(
+        "unit", description="unit: pixels in [0, 1]; standard: per-channel zero mean, unit variance (training-set statistics)"
+    )
 
 
 class ModelConfig(_Section):
-    arch: Arch = "mlp"
+    arch: Arch = Field("mlp", description="mlp | cnn (conv blocks, then the dense layers)")
+    channels: list[int] = Field([32, 64], description="cnn: output channels of each conv block")
+    kernel: int = Field(3, ge=1, description="cnn: kernel size (odd), 'same' padding")
+    pool: PoolName = Field("max", description="cnn: 2x2 max pooling after each conv block, or none")
     depth: Optional[int] = Field(None, ge=0, description=f"hidden layers (default {DEFAULT_DEPTH})")
     width: Optional[int] = Field(None, gt=0, description=f"units per hidden layer (default {DEFAULT_WIDTH})")
     hidden: Optional[list[int]] = Field(None, description="hidden widths, instead of depth/width")
@@ -93,6 +101,14 @@ class ModelConfig(_Section):
             # frozen model: defaults are resolved once, here, so config.yaml shows them
             object.__setattr__(self, "depth", DEFAULT_DEPTH if self.depth is None else self.depth)
             object.__setattr__(self, "width", DEFAULT_WIDTH if self.width is None else self.width)
+        return self
+
+    @model_validator(mode="after")
+    def _cnn_keys(self) -> "ModelConfig":
+        if self.kernel % 2 == 0:
+            raise ValueError(f"kernel: must be odd for 'same' padding, got {self.kernel}")
+        if not self.channels or any(c <= 0 for c in self.channels):
+            raise ValueError(f"channels: give at least one positive channel count, got {self.channels}")
         return self
 
     @model_validator(mode="after")
@@ -226,7 +242,7 @@ class SweepConfig(_Section):
 
 class Config(_Section):
     name: str = Field("run", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**31, description="seeds the init, the splits, shuffling and dropout")
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     optimizer: OptimizerConfig = OptimizerConfig()
@@ -318,7 +334,9 @@ def _section_model(loc: tuple[Any, ...]) -> type[BaseModel] | None:
             return None
         ann = field.annotation
         if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
-            return None
+            ann = next((a for a in get_args(ann) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+            if ann is None:
+                return None
         model = ann
     return model
 

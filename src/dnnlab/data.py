@@ -80,10 +80,16 @@ class Dataset:
     test: Split
     num_classes: int
     source: str  # where the files were read from
+    image_shape: tuple[int, ...] = ()  # (H, W, C) of the images the rows of x flatten
 
     @property
     def input_dim(self) -> int:
         return int(self.train.x.shape[1])
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """(H, W, C) for images, else (D,): what a model is built for."""
+        return self.image_shape or (self.input_dim,)
 
 
 # ---------------------------------------------------------------- discovery
@@ -128,9 +134,9 @@ def _resolve(location: Path, name: str) -> Optional[Path]:
     if location.is_dir():
         if all(_idx_file(location, stem) for stem in IDX_FILES.values()):
             return location
-        for npz in (location / f"{name}.npz", location / "mnist.npz"):
-            if npz.is_file():
-                return npz
+        npz = location / f"{name}.npz"
+        if npz.is_file():
+            return npz
     return None
 
 
@@ -209,7 +215,16 @@ def _read_images(location: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
             raise DataError(
                 f"{location}: {part} images ({images.shape[0]}) and labels ({labels.shape[0]}) differ in count"
             )
+        if images.dtype != np.uint8 or images.ndim not in (3, 4):
+            raise DataError(f"{location}: {part} images must be uint8 of shape (N, H, W[, C]); got {images.dtype} {images.shape}")
+        if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer) or (labels.size and (labels.min() < 0 or labels.max() > 255)):
+            raise DataError(f"{location}: {part} labels must be a 1-D array of class numbers 0, 1, ...; got {labels.dtype} {labels.shape}")
     return xtr, ytr, xte, yte
+
+
+def _image_shape(images: np.ndarray) -> tuple[int, ...]:
+    """(H, W, C) of an image array (N, H, W) or (N, H, W, C)."""
+    return tuple(images.shape[1:3]) + ((images.shape[3],) if images.ndim == 4 else (1,))
 
 
 def _to_split(images: np.ndarray, labels: np.ndarray) -> Split:
@@ -255,12 +270,14 @@ def load(cfg: DataConfig, seed: int) -> Dataset:
     """
     if cfg.dataset == "digits":
         train, test, source = _load_digits()
+        shape: tuple[int, ...] = (8, 8, 1)
     else:
         location = find(cfg.dataset, cfg.path)
         if location is None:
             raise DataError(not_found_message(cfg.dataset, cfg.path))
         xtr, ytr, xte, yte = _read_images(location)
         train, test, source = _to_split(xtr, ytr), _to_split(xte, yte), str(location)
+        shape = _image_shape(xtr) if xtr.ndim >= 3 else ()
     num_classes = int(max(train.y.max(), test.y.max())) + 1
     rng = np.random.default_rng(seed)
     val = None
@@ -268,6 +285,11 @@ def load(cfg: DataConfig, seed: int) -> Dataset:
         val_idx = stratified_indices(train.y, cfg.validation_split, rng)
         keep = np.ones(len(train), bool)
         keep[val_idx] = False
+        if len(val_idx) == 0:
+            raise DataError(
+                f"data.validation_split {cfg.validation_split} of {len(train)} training examples holds no example; "
+                "raise it (e.g. 0.1) or set it to 0 for no validation"
+            )
         val = Split(train.x[val_idx], train.y[val_idx])
         train = Split(train.x[keep], train.y[keep])
     if cfg.train_size is not None and cfg.train_size < len(train):
@@ -275,7 +297,23 @@ def load(cfg: DataConfig, seed: int) -> Dataset:
         train = Split(train.x[sub], train.y[sub])
     if len(train) == 0:
         raise DataError(f"{cfg.dataset}: the training split is empty; lower data.validation_split")
-    return Dataset(cfg.dataset, train, val, test, num_classes, source)
+    if cfg.normalize == "standard":
+        train, val, test = standardize(train, val, test, shape[-1] if shape else 1)
+    return Dataset(cfg.dataset, train, val, test, num_classes, source, shape)
+
+
+def standardize(train: Split, val: Optional[Split], test: Split, channels: int) -> tuple[Split, Optional[Split], Split]:
+    """Per-channel zero mean and unit variance, with the training split's statistics."""
+    x = train.x.reshape(len(train), -1, channels)
+    mean, std = x.mean(axis=(0, 1)), x.std(axis=(0, 1)) + 1e-7
+
+    def apply(split: Optional[Split]) -> Optional[Split]:
+        if split is None:
+            return None
+        z = (split.x.reshape(len(split), -1, channels) - mean) / std
+        return Split(z.reshape(len(split), -1).astype(np.float32), split.y)
+
+    return apply(train), apply(val), apply(test)  # type: ignore[return-value]
 
 
 # ---------------------------------------------------------------- listing and download

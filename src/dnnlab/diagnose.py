@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from dnnlab.config import Config, ConfigError, DiagnosisConfig, load_config, validate
+from dnnlab.config import Config, ConfigError, DiagnosisConfig, load_config
 
 VERDICTS = ("good-fit", "overfitting", "failed-training", "diverged", "undertrained")
 CAUSES = (
@@ -49,10 +49,27 @@ class Diagnosis:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def add_remedy(self, setting: str, why: str) -> None:
-        key = setting.split("=", 1)[0]
+    def add_remedy(self, setting: str, why: str, current: Optional[Config] = None) -> None:
+        """Add a remedy unless its key already has one, or (given the config) it changes nothing."""
+        key, _, value = setting.partition("=")
+        if current is not None and _current_value(current, key) == value:
+            return
         if all(r.set.split("=", 1)[0] != key for r in self.remedies):
             self.remedies.append(Remedy(setting, why))
+
+
+def _current_value(cfg: Config, dotted: str) -> Optional[str]:
+    """The config's value at `dotted` as a --set value would spell it."""
+    node: Any = cfg
+    for part in dotted.split("."):
+        node = getattr(node, part, None)
+        if node is None:
+            return None
+    if isinstance(node, bool):
+        return str(node).lower()
+    if isinstance(node, float):
+        return _g(node)
+    return str(node)
 
 
 def _g(x: Optional[float]) -> str:
@@ -117,7 +134,7 @@ def diagnose(history: list[dict[str, Any]], cfg: Config, summary: Optional[dict[
         return _diverged(run)
     if not run.epochs:
         d = Diagnosis("undertrained", evidence=["no epoch finished: nothing to judge yet"])
-        d.add_remedy(f"train.epochs={max(cfg.train.epochs, 1)}", "let at least one epoch finish")
+        d.add_remedy(f"train.epochs={max(cfg.train.epochs, 1)}", "let at least one epoch finish", current=run.cfg)
         return d
     d = _judge_training(run)
     if d is None:
@@ -146,8 +163,8 @@ def _diverged(run: _Run) -> Diagnosis:
         d.causes.append("exploding-gradients")
         d.evidence.append(f"first/last layer gradient RMS ratio {_g(big[0][1])} at epoch {big[0][0]} (> {_g(run.th.exploding_ratio)})")
     lr = run.cfg.optimizer.lr
-    d.add_remedy(f"optimizer.lr={_g(lr / 10)}", f"lr {_g(lr)} takes steps so large that the loss explodes: try a tenth of it")
-    d.add_remedy("optimizer.clip_norm=1.0", "clip the gradient's global norm so that one bad batch cannot blow up the weights")
+    d.add_remedy(f"optimizer.lr={_g(lr / 10)}", f"lr {_g(lr)} takes steps so large that the loss explodes: try a tenth of it", current=run.cfg)
+    d.add_remedy("optimizer.clip_norm=1.0", "clip the gradient's global norm so that one bad batch cannot blow up the weights", current=run.cfg)
     return d
 
 
@@ -157,10 +174,11 @@ def _diverged(run: _Run) -> Diagnosis:
 def _training_causes(run: _Run, d: Diagnosis, progress: float, improving: bool) -> None:
     th, cfg = run.th, run.cfg
     ratio = [(e, v) for e, v in run.series("grad_ratio") if _finite(v)]
-    rms = run.series("grad_rms")
+    rms = dict(run.series("grad_rms"))
     if ratio and rms:
         vanishing = [
-            (e, v, g[0]) for (e, v), (_, g) in zip(ratio, rms) if v < th.vanishing_ratio and g and g[0] < th.vanishing_first_rms
+            (e, v, rms[e][0]) for e, v in ratio
+            if v < th.vanishing_ratio and rms.get(e) and _finite(rms[e][0]) and rms[e][0] < th.vanishing_first_rms
         ]
         if len(vanishing) * 2 > len(ratio):  # most epochs, not a blip
             e, v, first = vanishing[0]
@@ -174,7 +192,8 @@ def _training_causes(run: _Run, d: Diagnosis, progress: float, improving: bool) 
             d.causes.append("exploding-gradients")
             d.evidence.append(f"first/last layer gradient RMS ratio {_g(exploding[0][1])} at epoch {exploding[0][0]} (> {_g(th.exploding_ratio)})")
     last = run.last
-    nonpos = last.get("nonpositive_fraction") or []
+    # only a ReLU unit can die: leaky, PReLU, ELU and GELU keep a gradient below zero
+    nonpos = (last.get("nonpositive_fraction") or []) if cfg.model.activation == "relu" else []
     if nonpos and max(nonpos) >= th.dead_fraction:
         layer = max(range(len(nonpos)), key=lambda i: nonpos[i])
         dead = (last.get("dead_fraction") or [0.0] * len(nonpos))[layer]
@@ -222,34 +241,34 @@ def _training_remedies(run: _Run, d: Diagnosis) -> None:
     for cause in d.causes:
         if cause in ("vanishing-gradients", "saturation"):
             if m.activation in ("sigmoid", "tanh"):
-                d.add_remedy("model.activation=relu", f"{m.activation} squashes the gradient at every layer; ReLU passes it through (the lecture's first remedy)")
+                d.add_remedy("model.activation=relu", f"{m.activation} squashes the gradient at every layer; ReLU passes it through (the lecture's first remedy)", current=run.cfg)
             if opt.name not in ADAPTIVE:
-                d.add_remedy("optimizer.name=adam", "an adaptive learning rate per parameter rescues the small gradients of the early layers")
+                d.add_remedy("optimizer.name=adam", "an adaptive learning rate per parameter rescues the small gradients of the early layers", current=run.cfg)
             if len(m.layer_widths) > 4:
-                d.add_remedy(f"model.depth={max(2, len(m.layer_widths) // 2)}" if m.hidden is None else f"model.hidden={list(m.layer_widths[:2])}", "a shallower net has a shorter path for the gradient")
+                d.add_remedy(f"model.depth={max(2, len(m.layer_widths) // 2)}" if m.hidden is None else f"model.hidden={list(m.layer_widths[:2])}", "a shallower net has a shorter path for the gradient", current=run.cfg)
         elif cause == "dead-units":
-            d.add_remedy("model.activation=leaky_relu", "a leaky slope (0.01) keeps a gradient for negative inputs, so units cannot die")
-            d.add_remedy(f"optimizer.lr={_g(lr / 10)}", "large steps push units into the dead region")
+            d.add_remedy("model.activation=leaky_relu", "a leaky slope (0.01) keeps a gradient for negative inputs, so units cannot die", current=run.cfg)
+            d.add_remedy(f"optimizer.lr={_g(lr / 10)}", "large steps push units into the dead region", current=run.cfg)
         elif cause in ("exploding-gradients", "lr-too-high"):
-            d.add_remedy(f"optimizer.lr={_g(lr / 10)}", f"the loss rises or oscillates: lr {_g(lr)} overshoots")
-            d.add_remedy("optimizer.clip_norm=1.0", "clipping bounds each step")
+            d.add_remedy(f"optimizer.lr={_g(lr / 10)}", f"the loss rises or oscillates: lr {_g(lr)} overshoots", current=run.cfg)
+            d.add_remedy("optimizer.clip_norm=1.0", "clipping bounds each step", current=run.cfg)
         elif cause == "lr-too-low":
-            d.add_remedy(f"optimizer.lr={_g(lr * 10)}", f"the loss barely moves from its initial value at lr {_g(lr)}")
+            d.add_remedy(f"optimizer.lr={_g(lr * 10)}", f"the loss barely moves from its initial value at lr {_g(lr)}", current=run.cfg)
             if opt.name not in ADAPTIVE:
-                d.add_remedy("optimizer.name=adam", "Adam's steps are about lr in size whatever the gradient's scale")
+                d.add_remedy("optimizer.name=adam", "Adam's steps are about lr in size whatever the gradient's scale", current=run.cfg)
         elif cause == "plateau":
             if opt.name in ("sgd",):
-                d.add_remedy("optimizer.name=momentum", "momentum carries the weights across flat regions and saddle points")
-            d.add_remedy("optimizer.name=adam", "adaptive learning rates leave plateaus faster")
-            d.add_remedy(f"optimizer.lr={_g(lr * 3)}", "a larger step leaves the flat region")
+                d.add_remedy("optimizer.name=momentum", "momentum carries the weights across flat regions and saddle points", current=run.cfg)
+            d.add_remedy("optimizer.name=adam", "adaptive learning rates leave plateaus faster", current=run.cfg)
+            d.add_remedy(f"optimizer.lr={_g(lr * 3)}", "a larger step leaves the flat region", current=run.cfg)
         elif cause == "insufficient-capacity":
             if m.hidden is None:
-                d.add_remedy(f"model.width={m.width * 2}", "more units per layer")
-                d.add_remedy(f"model.depth={(m.depth or 0) + 1}", "one more hidden layer")
+                d.add_remedy(f"model.width={m.width * 2}", "more units per layer", current=run.cfg)
+                d.add_remedy(f"model.depth={(m.depth or 0) + 1}", "one more hidden layer", current=run.cfg)
             else:
-                d.add_remedy(f"model.hidden={[w * 2 for w in m.hidden]}", "more units per layer")
+                d.add_remedy(f"model.hidden={[w * 2 for w in m.hidden]}", "more units per layer", current=run.cfg)
             if m.activation in ("sigmoid", "tanh"):
-                d.add_remedy("model.activation=relu", "ReLU nets train deeper and faster")
+                d.add_remedy("model.activation=relu", "ReLU nets train deeper and faster", current=run.cfg)
 
 
 def _judge_training(run: _Run) -> Optional[Diagnosis]:
@@ -272,9 +291,9 @@ def _judge_training(run: _Run) -> Optional[Diagnosis]:
     if progress >= th.min_progress and improving and not hard & set(d.causes):
         d = Diagnosis("undertrained", evidence=d.evidence)
         d.evidence.append(f"the training loss is still falling {_g(100 * _rate([run.init_loss] + run.train_loss, th.window))}% per epoch over the last epochs")
-        d.add_remedy(f"train.epochs={run.cfg.train.epochs * 3}", "training had not converged when the budget ran out")
+        d.add_remedy(f"train.epochs={run.cfg.train.epochs * 3}", "training had not converged when the budget ran out", current=run.cfg)
         if run.cfg.optimizer.name not in ADAPTIVE:
-            d.add_remedy("optimizer.name=adam", "an adaptive optimizer converges in fewer epochs")
+            d.add_remedy("optimizer.name=adam", "an adaptive optimizer converges in fewer epochs", current=run.cfg)
         return d
     _training_remedies(run, d)
     # the recipe: a remedy for overfitting hurts a net that fails to train
@@ -326,23 +345,23 @@ def _judge_generalization(run: _Run) -> Diagnosis:
             d.evidence.append(f"train - validation accuracy gap {_g(gap)} ({_g(acc)} vs {_g(val_acc)}; > {_g(th.overfit_gap)})")
         es = cfg.train.early_stopping
         if not es.enabled:
-            d.add_remedy("train.early_stopping.enabled=true", f"stop at the validation minimum and keep its weights: epoch {best_epoch} here")
+            d.add_remedy("train.early_stopping.enabled=true", f"stop at the validation minimum and keep its weights: epoch {best_epoch} here", current=run.cfg)
         if cfg.model.dropout < 0.5:
-            d.add_remedy("model.dropout=0.5", "dropout trains an ensemble of thinned nets that cannot co-adapt")
+            d.add_remedy("model.dropout=0.5", "dropout trains an ensemble of thinned nets that cannot co-adapt", current=run.cfg)
         if cfg.regularization.l2 == 0 and cfg.regularization.weight_decay == 0:
-            d.add_remedy("regularization.l2=0.0001", "weight decay keeps the weights small: a smoother function")
+            d.add_remedy("regularization.l2=0.0001", "weight decay keeps the weights small: a smoother function", current=run.cfg)
         else:
-            d.add_remedy(f"regularization.l2={_g(max(cfg.regularization.l2, 1e-5) * 10)}", "stronger weight decay")
+            d.add_remedy(f"regularization.l2={_g(max(cfg.regularization.l2, 1e-5) * 10)}", "stronger weight decay", current=run.cfg)
         if cfg.data.train_size is not None:
-            d.add_remedy("data.train_size=null", "more training data is the surest remedy: the training set was subsampled")
+            d.add_remedy("data.train_size=null", "more training data is the surest remedy: the training set was subsampled", current=run.cfg)
         return d
     val_rate = _rate([v for _, v in val], th.window)
     if val_rate > th.improving_rate and last_epoch == best_epoch:
         d = Diagnosis("undertrained", evidence=[fit_line])
         d.evidence.append(f"validation loss still falling {_g(100 * val_rate)}% per epoch at the last epoch ({_g(last_val)} at epoch {last_epoch})")
-        d.add_remedy(f"train.epochs={cfg.train.epochs * 2}", "both losses were still improving when the budget ran out")
+        d.add_remedy(f"train.epochs={cfg.train.epochs * 2}", "both losses were still improving when the budget ran out", current=run.cfg)
         if not cfg.train.early_stopping.enabled:
-            d.add_remedy("train.early_stopping.enabled=true", "with a larger budget, let early stopping find the end")
+            d.add_remedy("train.early_stopping.enabled=true", "with a larger budget, let early stopping find the end", current=run.cfg)
         return d
     d = Diagnosis("good-fit", evidence=[fit_line])
     d.evidence.append(
@@ -375,10 +394,7 @@ def load_run(run_dir: Path) -> tuple[list[dict[str, Any]], Config, dict[str, Any
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").exists():
         raise ConfigError(f"{run_dir}: not a run folder (no config.yaml)")
-    try:
-        cfg = load_config(run_dir / "config.yaml")
-    except ConfigError:
-        cfg = validate({})
+    cfg = load_config(run_dir / "config.yaml")  # a broken config is an error, never the defaults
     return read_metrics(run_dir), cfg, read_summary(run_dir) or {}
 
 

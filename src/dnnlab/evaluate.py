@@ -45,7 +45,7 @@ def mc_dropout(cfg: Config, ds: Dataset, arrays: dict[str, np.ndarray], k: int, 
     Returns:
         {"weight_scaling": {"accuracy", "loss"}, "mc": [{"k", "accuracy", "loss"}, ...]}
     """
-    model = models.build(cfg.model, ds.input_dim, ds.num_classes)
+    model = models.build(cfg.model, ds.input_shape, ds.num_classes)
     params = unflatten_params(model.init(jax.random.PRNGKey(0)), arrays)
     x, y = jnp.asarray(ds.test.x), jnp.asarray(ds.test.y)
 

@@ -14,6 +14,7 @@ from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from dnnlab import activations
 from dnnlab.config import ModelConfig, residual_blocks
@@ -61,20 +62,56 @@ def _initializer(cfg: ModelConfig, act: activations.Activation) -> jax.nn.initia
     return jax.nn.initializers.lecun_normal() if act.name == "maxout" else jax.nn.initializers.he_normal()
 
 
-def build_mlp(cfg: ModelConfig, input_dim: int, num_classes: int) -> Model:
+def conv2d(x_BHWC: jax.Array, w_KKIO: jax.Array) -> jax.Array:
+    """'SAME' convolution, stride 1, NHWC inputs and HWIO kernels."""
+    return jax.lax.conv_general_dilated(x_BHWC, w_KKIO, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def max_pool(x_BHWC: jax.Array, size: int = 2) -> jax.Array:
+    """Non-overlapping size x size max pooling: the gradient reaches each window's maximum only,
+    as maxout's reaches only the winning piece."""
+    window = (1, size, size, 1)
+    return jax.lax.reduce_window(x_BHWC, -jnp.inf, jax.lax.max, window, window, "VALID")
+
+
+def build_feedforward(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> Model:
+    """The MLP, and the CNN (conv blocks, then the MLP's dense layers) when `cfg.arch` is cnn.
+
+    Params: {"conv": [{"w", "b", ...}], "hidden": [{"w", "b", ...}], "out": {"w", "b"}}.
+    """
     act = activations.get(cfg)
     widths = cfg.layer_widths
     w_init = _initializer(cfg, act)
     # the classifier gets glorot under `auto`: He-scaled logits start far from ln(C)
     out_init = jax.nn.initializers.glorot_uniform() if cfg.init == "auto" else w_init
-
+    channels = tuple(cfg.channels) if cfg.arch == "cnn" else ()
+    if channels and len(input_shape) != 3:
+        raise ValueError(f"a cnn needs image inputs (H, W, C); got input shape {input_shape}")
+    flat_in = int(np.prod(input_shape))
     blocks = set(residual_blocks(widths)) if cfg.residual else set()
     closes_block = {i + 1 for i in blocks}
+    pool = cfg.pool == "max"
+
+    def conv_out_dim() -> int:
+        h, w = input_shape[0], input_shape[1]
+        for _ in channels:
+            if pool:
+                h, w = h // 2, w // 2
+        return h * w * channels[-1]
 
     def init(key: jax.Array) -> Params:
-        keys = jax.random.split(key, len(widths) + 1)
-        hidden, fan_in = [], input_dim
-        for i, (k, width) in enumerate(zip(keys[:-1], widths)):
+        keys = jax.random.split(key, len(channels) + len(widths) + 1)
+        conv, c_in = [], input_shape[-1] if channels else 0
+        for k, c_out in zip(keys[: len(channels)], channels):
+            block = {
+                "w": w_init(k, (cfg.kernel, cfg.kernel, c_in, c_out * act.pieces), jnp.float32),
+                "b": jnp.zeros((c_out * act.pieces,), jnp.float32),
+            }
+            block.update(act.extra_params(c_out))
+            conv.append(block)
+            c_in = c_out
+        hidden, fan_in = [], conv_out_dim() if channels else flat_in
+        for i, (k, width) in enumerate(zip(keys[len(channels) : -1], widths)):
             # the last layer of each residual branch starts at zero, so that every block is the
             # identity at initialization (SkipInit / Fixup); plain He-initialized branches explode
             init_fn = jax.nn.initializers.zeros if i in closes_block else w_init
@@ -86,14 +123,26 @@ def build_mlp(cfg: ModelConfig, input_dim: int, num_classes: int) -> Model:
             hidden.append(layer)
             fan_in = width
         out = {"w": out_init(keys[-1], (fan_in, num_classes), jnp.float32), "b": jnp.zeros((num_classes,), jnp.float32)}
-        return {"hidden": hidden, "out": out}
+        return {"conv": conv, "hidden": hidden, "out": out}
 
     def apply(params: Params, x: jax.Array, *, key: Optional[jax.Array] = None, train: bool = False):
-        keys = jax.random.split(key, len(widths) + 1) if (train and key is not None) else [None] * (len(widths) + 1)
+        n_keys = 1 + len(channels) + len(widths)
+        keys = jax.random.split(key, n_keys) if (train and key is not None) else [None] * n_keys
         h = dropout(x, cfg.input_dropout, keys[0], train)
         pre, post = [], []
+        if channels:
+            h = h.reshape((-1,) + tuple(input_shape))
+            for block, k in zip(params["conv"], keys[1 : 1 + len(channels)]):
+                z = conv2d(h, block["w"]) + block["b"]
+                h = act.fn(z, block)
+                pre.append(z)
+                post.append(h)
+                if pool:
+                    h = max_pool(h)
+                h = dropout(h, cfg.dropout, k, train)
+            h = h.reshape(h.shape[0], -1)
         shortcut = None
-        for i, (layer, k) in enumerate(zip(params["hidden"], keys[1:])):
+        for i, (layer, k) in enumerate(zip(params["hidden"], keys[1 + len(channels) :])):
             if i in blocks:
                 shortcut = h
             z = h @ layer["w"] + layer["b"]
@@ -110,12 +159,17 @@ def build_mlp(cfg: ModelConfig, input_dim: int, num_classes: int) -> Model:
     return Model(init, apply, act, widths)
 
 
-ARCHITECTURES: dict[str, Callable[[ModelConfig, int, int], Model]] = {"mlp": build_mlp}
+ARCHITECTURES: dict[str, Callable[[ModelConfig, tuple[int, ...], int], Model]] = {
+    "mlp": build_feedforward,
+    "cnn": build_feedforward,
+}
 
 
-def build(cfg: ModelConfig, input_dim: int, num_classes: int) -> Model:
-    """The Model named by `cfg.arch` for inputs of `input_dim` features and `num_classes` outputs."""
-    return ARCHITECTURES[cfg.arch](cfg, input_dim, num_classes)
+def build(cfg: ModelConfig, input_shape: tuple[int, ...] | int, num_classes: int) -> Model:
+    """The Model named by `cfg.arch` for inputs of `input_shape` ((H, W, C) images, or (D,)) and
+    `num_classes` outputs. Inputs arrive flattened; a CNN reshapes them to `input_shape`."""
+    shape = (input_shape,) if isinstance(input_shape, int) else tuple(input_shape)
+    return ARCHITECTURES[cfg.arch](cfg, shape, num_classes)
 
 
 def param_count(params: Params) -> int:

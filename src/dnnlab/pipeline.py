@@ -12,6 +12,26 @@ from dnnlab.data import Dataset
 from dnnlab.diagnose import Diagnosis
 
 
+def check_compatible(cfg: Config, ds: Dataset) -> None:
+    """Raise DataError when the model cannot take the dataset's inputs (before any JAX work)."""
+    from dnnlab.data import DataError
+
+    if cfg.model.arch != "cnn":
+        return
+    if len(ds.input_shape) != 3:
+        raise DataError(f"model.arch=cnn needs images; {ds.name} gives flat vectors of {ds.input_dim} features")
+    h, w = ds.input_shape[:2]
+    for i, _ in enumerate(cfg.model.channels, 1):
+        if cfg.model.pool == "max":
+            h, w = h // 2, w // 2
+        if h < 1 or w < 1:
+            raise DataError(
+                f"model.channels: {len(cfg.model.channels)} conv blocks with 2x2 max pooling shrink the "
+                f"{ds.input_shape[0]}x{ds.input_shape[1]} images of {ds.name} to nothing at block {i}; "
+                f"use at most {i - 1} blocks or model.pool=none"
+            )
+
+
 @dataclass
 class Outcome:
     run_dir: Path
@@ -36,6 +56,7 @@ def execute(
     elsewhere writes an interrupted summary if none exists and re-raises. OSError from creating
     the folder propagates.
     """
+    check_compatible(cfg, ds)
     run_dir = runs.new_run_dir(out, cfg.name)
     run_writer = runs.RunDir(run_dir, dump_yaml(cfg))
     if announce is not None:

@@ -24,7 +24,7 @@ NEAR_ZERO = 1e-3  # |w| below this counts as zero (the sparsity L1 gives)
 
 def weight_layers(tree: Any) -> list[jax.Array]:
     """The weight matrices of a params-shaped tree, input to output (classifier last)."""
-    return [layer["w"] for layer in tree["hidden"]] + [tree["out"]["w"]]
+    return [layer["w"] for layer in tree.get("conv", [])] + [layer["w"] for layer in tree["hidden"]] + [tree["out"]["w"]]
 
 
 def _norm(x: jax.Array) -> jax.Array:
@@ -76,11 +76,12 @@ def probe(
         )
         out["saturated_pre_fraction"] = jnp.stack([jnp.mean(jnp.abs(z) > SATURATION_PRE) for z in pre])
     elif act.name != "maxout":
-        # a ReLU-family unit is dead when its pre-activation is <= 0 for every probe example
-        out["dead_fraction"] = jnp.stack([jnp.mean(jnp.all(z <= 0, axis=0)) for z in pre])
+        # a ReLU-family unit (a conv channel) is dead when its pre-activation is <= 0 for every
+        # probe example (and position)
+        out["dead_fraction"] = jnp.stack([jnp.mean(jnp.all(z <= 0, axis=tuple(range(z.ndim - 1)))) for z in pre])
         out["nonpositive_fraction"] = jnp.stack([jnp.mean(z <= 0) for z in pre])
     if act.name == "prelu":
-        out["prelu_slope"] = jnp.stack([jnp.mean(layer["slope"]) for layer in params["hidden"]])
+        out["prelu_slope"] = jnp.stack([jnp.mean(layer["slope"]) for layer in params.get("conv", []) + params["hidden"]])
     if act.name == "maxout":
         k = act.pieces
         evenness = []

@@ -121,7 +121,10 @@ class RunDir(Writer):
         fd, tmp = tempfile.mkstemp(prefix=f".{tag}.", suffix=".npz", dir=self.path)
         os.close(fd)
         try:
-            np.savez(tmp, **arrays)
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **arrays)
+                fh.flush()
+                os.fsync(fh.fileno())
             os.replace(tmp, self.path / f"{tag}.npz")
         finally:
             if os.path.exists(tmp):
@@ -140,13 +143,16 @@ def read_metrics(run: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         if not line.strip():
             continue
         try:
-            out.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
             break
+        if not isinstance(record, dict) or not isinstance(record.get("epoch"), int):
+            break
+        out.append(record)
     return out
 
 
@@ -154,7 +160,13 @@ def read_summary(run: Path) -> Optional[dict[str, Any]]:
     path = Path(run) / "summary.json"
     if not path.exists():
         return None
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8", errors="replace"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: corrupt JSON ({exc})") from None
+    if not isinstance(summary, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(summary).__name__}")
+    return summary
 
 
 def load_checkpoint(path: Path) -> dict[str, np.ndarray]:

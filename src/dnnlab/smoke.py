@@ -42,7 +42,7 @@ def _loss_and_acc(model, params, x, y):
 
 def run_checks(cfg: Config, data: Dataset) -> list[Check]:
     """Run every check; each reports ok and the numbers behind it."""
-    model = models.build(cfg.model, data.input_dim, data.num_classes)
+    model = models.build(cfg.model, data.input_shape, data.num_classes)
     params = model.init(jax.random.PRNGKey(cfg.seed))
     rng = np.random.default_rng(cfg.seed)
     n = len(data.train)

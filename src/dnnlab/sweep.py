@@ -176,11 +176,12 @@ def plan(raw: dict[str, Any], grid_items: list[str], seeds: Optional[int]) -> Pl
 
     Raises SweepError or ConfigError.
     """
-    section = raw.get("sweep") or {}
+    # the sweep section is checked by the schema before it is read
+    section = validate({"sweep": raw["sweep"]}).sweep.model_dump() if raw.get("sweep") is not None else {}
     base = {k: v for k, v in raw.items() if k != "sweep"}
     grid = dict(section.get("grid") or {})
     grid.update(parse_grid(grid_items))
-    seeds = seeds if seeds is not None else int(section.get("seeds", 1) or 1)
+    seeds = seeds if seeds is not None else int(section.get("seeds", 1))
     if seeds < 1:
         raise SweepError(f"--seeds must be at least 1, got {seeds}")
     variants = list(section.get("variants") or [])

@@ -98,6 +98,8 @@ def train_epoch(
 def evaluate(params, x_N: jax.Array, y_N: jax.Array, *, model: models.Model, chunk: int) -> tuple[jax.Array, jax.Array]:
     """Mean loss and accuracy in evaluation mode: sums over chunks, divided once."""
     n = x_N.shape[0]
+    if n == 0:
+        return jnp.float32(jnp.nan), jnp.float32(jnp.nan)
     chunk = min(chunk, n)
     steps = -(-n // chunk)
     flat = jnp.arange(steps * chunk)
@@ -206,7 +208,7 @@ def fit(cfg: Config, data: Dataset, writer: Writer = Writer(), *, progress: bool
     t_start = time.perf_counter()
     history: list[dict[str, Any]] = []
     status = "completed"
-    model = models.build(cfg.model, data.input_dim, data.num_classes)
+    model = models.build(cfg.model, data.input_shape, data.num_classes)
     key = jax.random.PRNGKey(cfg.seed)
     init_key, shuffle_key, dropout_key = jax.random.split(key, 3)
     params = model.init(init_key)
