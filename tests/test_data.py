@@ -189,3 +189,76 @@ def test_images_keep_their_shape_and_standardize_per_channel(tmp_path, isolated_
     assert ds.image_shape == (4, 4, 1) and ds.input_shape == (4, 4, 1)
     assert abs(float(ds.train.x.mean())) < 1e-5 and float(ds.train.x.std()) == pytest.approx(1.0, rel=1e-4)
     assert data.load(DataConfig(), 0).input_shape == (8, 8, 1)
+
+
+def write_cifar(folder: Path, n_per_batch: int = 12, seed: int = 0) -> None:
+    """A small CIFAR-10 in the official python-pickle format (dicts with bytes keys)."""
+    import pickle
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        labels = [int(v) for v in rng.integers(0, 10, n_per_batch)]
+        data_arr = rng.integers(0, 256, (n_per_batch, 3072), dtype=np.uint8)
+        with open(folder / name, "wb") as fh:
+            pickle.dump({b"batch_label": name.encode(), b"labels": labels, b"data": data_arr, b"filenames": [b"x.png"] * n_per_batch}, fh, protocol=2)
+
+
+def test_cifar10_batches_are_read_in_hwc_order(tmp_path, isolated_home):
+    folder = tmp_path / "cifar" / "cifar-10-batches-py"
+    write_cifar(folder)
+    ds = data.load(DataConfig(dataset="cifar10", path=str(tmp_path / "cifar"), validation_split=0.0), seed=0)
+    assert len(ds.train) == 60 and len(ds.test) == 12 and ds.image_shape == (32, 32, 3)
+    raw, labels = data.read_cifar_batch(folder / "test_batch")
+    assert raw.shape == (12, 32, 32, 3)
+    import pickle
+
+    with open(folder / "test_batch", "rb") as fh:
+        original = pickle.load(fh, encoding="bytes")[b"data"]
+    # channel-first rows (1024 R, 1024 G, 1024 B) become (H, W, C)
+    assert raw[3, 5, 7, 2] == original[3, 2 * 1024 + 5 * 32 + 7]
+    np.testing.assert_allclose(ds.test.x[3].reshape(32, 32, 3)[5, 7, 2], original[3, 2048 + 167] / 255.0)
+
+
+def test_cifar10_truncated_or_malicious_batches_are_rejected(tmp_path, isolated_home):
+    folder = tmp_path / "c" / "cifar-10-batches-py"
+    write_cifar(folder)
+    batch = folder / "data_batch_3"
+    batch.write_bytes(batch.read_bytes()[:500])
+    with pytest.raises(DataError, match="data_batch_3: corrupt or truncated CIFAR-10 batch"):
+        data.load(DataConfig(dataset="cifar10", path=str(tmp_path / "c")), seed=0)
+    import os
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    batch.write_bytes(pickle.dumps({b"data": Evil(), b"labels": []}))
+    with pytest.raises(DataError, match="refusing to load"):
+        data.load(DataConfig(dataset="cifar10", path=str(tmp_path / "c")), seed=0)
+
+
+def test_cifar10_download_unpacks_the_checked_archive(tmp_path, isolated_home):
+    import tarfile
+
+    src = tmp_path / "src" / "cifar-10-batches-py"
+    write_cifar(src)
+    served_root = tmp_path / "served"
+    served_root.mkdir()
+    archive = served_root / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(src, arcname="cifar-10-batches-py")
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(served_root))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        remote = Remote(f"http://127.0.0.1:{server.server_address[1]}/", {archive.name: hashlib.sha256(archive.read_bytes()).hexdigest()}, extract=True)
+        dest = data.download("cifar10", remote=remote)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert dest == isolated_home / ".cache/dnnlab/cifar10"
+    assert data.find("cifar10") == dest / "cifar-10-batches-py"
+    assert len(data.load(DataConfig(dataset="cifar10", validation_split=0.0), seed=0).test) == 12

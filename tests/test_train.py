@@ -183,3 +183,13 @@ def test_dropout_masks_are_resampled_every_step():
         state = train.TrainState(params, tx.init(params), jnp.asarray(step, jnp.int32))
         losses.append(float(train.train_step(state, x, y, w, key, model=model, tx=tx, reg=cfg.regularization)[1]["ce_sum"]))
     assert losses[0] != losses[1] and losses[0] == losses[2]  # same key: the step alone picks the mask
+
+
+def test_train_eval_size_measures_on_a_fixed_subset(digits):
+    cfg = make_cfg(**{**SMALL, "train.epochs": 1, "train.train_eval_size": 200})
+    result = train.fit(cfg, digits, progress=False)
+    assert result.summary["data"]["train_eval"] == 200 and result.summary["data"]["train"] == len(digits.train)
+    subset = np.sort(np.random.default_rng(cfg.seed + 1).permutation(len(digits.train))[:200])
+    model = train.models.build(cfg.model, digits.input_shape, 10)
+    loss, _ = train.evaluate(result.params, jnp.asarray(digits.train.x[subset]), jnp.asarray(digits.train.y[subset]), model=model, chunk=64)
+    assert float(loss) == pytest.approx(result.summary["final"]["train_loss"], rel=1e-5)

@@ -409,7 +409,7 @@ def data_list() -> None:
 
 @data_app.command("download")
 def data_download(
-    name: Annotated[str, typer.Argument(help="mnist | fashion-mnist")],
+    name: Annotated[str, typer.Argument(help="mnist | fashion-mnist | cifar10")],
     dest: Annotated[Optional[Path], typer.Option(help="Folder to put the files in (default: the dnnlab cache)")] = None,
 ) -> None:
     """Fetch a dataset's official files into the cache, checking their sha256."""

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 # The registries' names live here so the config can be checked without importing JAX;
 # tests assert that the JAX-side registries hold exactly these names.
-DATASETS = ("digits", "mnist", "fashion-mnist")
+DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10")
 ARCHS = ("mlp", "cnn")
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "prelu", "maxout", "elu", "gelu")
 INITS = ("auto", "glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_normal")
@@ -23,7 +23,7 @@ OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adam
 SCHEDULES = ("constant", "step", "cosine", "warmup_cosine")
 MONITORS = ("val_loss", "val_accuracy")
 
-Dataset = Literal["digits", "mnist", "fashion-mnist"]
+Dataset = Literal["digits", "mnist", "fashion-mnist", "cifar10"]
 Arch = Literal["mlp", "cnn"]
 PoolName = Literal["max", "none"]
 NormalizeName = Literal["unit", "standard"]
@@ -46,7 +46,7 @@ class _Section(BaseModel):
 
 
 class DataConfig(_Section):
-    dataset: Dataset = Field("digits", description="digits (embedded) | mnist | fashion-mnist")
+    dataset: Dataset = Field("digits", description="digits (embedded) | mnist | fashion-mnist | cifar10")
     path: Optional[str] = Field(None, description="folder that holds the dataset's files")
     validation_split: float = Field(
         0.1, ge=0.0, lt=1.0, description="fraction of the training set held out for validation"
@@ -176,6 +176,9 @@ class TrainConfig(_Section):
         description="stop as diverged when the training loss exceeds this multiple of the initial loss",
     )
     eval_batch_size: int = Field(2048, gt=0, description="examples per evaluation chunk")
+    train_eval_size: Optional[int] = Field(
+        None, gt=0, description="measure the training metrics on a fixed, seeded subset of this many examples (default: all)"
+    )
 
 
 class DiagnosisConfig(_Section):

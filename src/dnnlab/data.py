@@ -10,7 +10,10 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import pickle
+import shutil
 import struct
+import tarfile
 import tempfile
 import urllib.error
 import urllib.request
@@ -39,6 +42,7 @@ class Remote:
 
     base_url: str
     files: dict[str, str]
+    extract: bool = False  # a tar.gz archive, unpacked after its checksum matched
 
 
 # Official mirrors used by Keras, with the SHA-256 that Keras checks too.
@@ -56,7 +60,15 @@ REMOTES: dict[str, Remote] = {
         "https://storage.googleapis.com/tensorflow/tf-keras-datasets/",
         {"mnist.npz": "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"},
     ),
+    "cifar10": Remote(
+        "https://www.cs.toronto.edu/~kriz/",
+        {"cifar-10-python.tar.gz": "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"},
+        extract=True,
+    ),
 }
+CIFAR_DIR = "cifar-10-batches-py"
+CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
+CIFAR_TEST = "test_batch"
 
 
 class DataError(Exception):
@@ -106,8 +118,11 @@ def candidate_locations(name: str, path: Optional[str] = None) -> list[Path]:
     out.append(cache_dir(name))
     out.append(Path("/usr/share/datasets") / name)
     keras = Path("~/.keras/datasets").expanduser()
-    out.append(keras / f"{name}.npz")
-    out.append(keras / name)
+    if name == "cifar10":
+        out.append(keras / CIFAR_DIR)
+    else:
+        out.append(keras / f"{name}.npz")
+        out.append(keras / name)
     return out
 
 
@@ -128,7 +143,12 @@ def _idx_file(folder: Path, stem: str) -> Optional[Path]:
 
 
 def _resolve(location: Path, name: str) -> Optional[Path]:
-    """The npz file or IDX folder at `location` that holds `name`, if any."""
+    """The npz file, IDX folder or CIFAR batch folder at `location` that holds `name`, if any."""
+    if name == "cifar10":
+        for folder in (location, location / CIFAR_DIR):
+            if all((folder / f).is_file() for f in CIFAR_TRAIN + (CIFAR_TEST,)):
+                return folder
+        return None
     if location.is_file() and location.suffix == ".npz":
         return location
     if location.is_dir():
@@ -154,8 +174,9 @@ def not_found_message(name: str, path: Optional[str]) -> str:
     hint = f"dnnlab data download {name}"
     if name == "fashion-mnist":
         hint += "   (or, on Debian/Ubuntu: apt-get install dataset-fashion-mnist)"
+    what = f"its python batches ({CIFAR_DIR}/)" if name == "cifar10" else f"its IDX files (or {name}.npz)"
     return (
-        f"dataset {name!r} not found. Looked for its IDX files (or {name}.npz) in:\n{looked}\n"
+        f"dataset {name!r} not found. Looked for {what} in:\n{looked}\n"
         f"Get it with: {hint}\nor point data.path (or $DNNLAB_DATA) at a folder that holds it."
     )
 
@@ -202,8 +223,41 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarra
     return arrays  # type: ignore[return-value]
 
 
+class _BatchUnpickler(pickle.Unpickler):
+    """Unpickles CIFAR's python batches and nothing else: only NumPy's array reconstruction."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+        return super().find_class(module, name)
+
+
+def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR-10 python batch: images (N, 32, 32, 3) uint8 and labels (N,)."""
+    try:
+        with open(path, "rb") as fh:
+            batch = _BatchUnpickler(fh, encoding="bytes").load()
+        raw, labels = batch[b"data"], batch[b"labels"]
+        data_arr = np.asarray(raw, dtype=np.uint8)
+        labels_arr = np.asarray(labels, dtype=np.int64)
+        if data_arr.ndim != 2 or data_arr.shape[1] != 3072 or data_arr.shape[0] != labels_arr.shape[0]:
+            raise ValueError(f"data of shape {data_arr.shape} with {labels_arr.shape[0]} labels; expected (N, 3072)")
+    except (OSError, EOFError, pickle.UnpicklingError, KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        raise DataError(f"{path}: corrupt or truncated CIFAR-10 batch ({type(exc).__name__}: {exc}); delete it and fetch it again") from None
+    return data_arr.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels_arr
+
+
 def _read_images(location: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    if location.suffix == ".npz":
+    if (location / CIFAR_TEST).is_file():
+        parts = [read_cifar_batch(location / f) for f in CIFAR_TRAIN]
+        xtr, ytr = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        xte, yte = read_cifar_batch(location / CIFAR_TEST)
+    elif location.suffix == ".npz":
         xtr, ytr, xte, yte = _read_npz(location)
     else:
         xtr, ytr, xte, yte = (
@@ -322,7 +376,7 @@ def standardize(train: Split, val: Optional[Split], test: Split, channels: int) 
 def listing() -> list[dict[str, str]]:
     """One row per dataset: name, where it was found (or 'not found'), how to get it."""
     rows = [{"name": "digits", "found": "embedded (scikit-learn)", "get": "-"}]
-    for name in ("mnist", "fashion-mnist"):
+    for name in ("mnist", "fashion-mnist", "cifar10"):
         found = find(name)
         rows.append(
             {
@@ -400,4 +454,27 @@ def download(
         finally:
             if tmp.exists():
                 tmp.unlink()
+        if remote.extract:
+            _extract(target, dest)
     return dest
+
+
+def _extract(archive: Path, dest: Path) -> None:
+    """Unpack a checked tar.gz into `dest` through a temp folder (safe member paths only)."""
+    work = Path(tempfile.mkdtemp(prefix=".extract.", dir=dest))
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            for member in tar.getmembers():
+                target = (work / member.name).resolve()
+                if not str(target).startswith(str(work.resolve())) or member.issym() or member.islnk():
+                    raise DataError(f"{archive}: unsafe path in the archive: {member.name}")
+            tar.extractall(work)
+        for item in work.iterdir():
+            final = dest / item.name
+            if final.exists():
+                shutil.rmtree(final) if final.is_dir() else final.unlink()
+            os.replace(item, final)
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise DataError(f"{archive}: cannot unpack ({exc}); delete it and download again") from None
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
