@@ -213,3 +213,11 @@ def test_a_finite_loss_beyond_the_divergence_factor_is_diverged():
     h = history([2.3, 500.0], [0.1, 0.1])
     d = diagnose(h, cfg(), {**SUMMARY, "status": "diverged"})
     assert d.verdict == "diverged" and any("500 (> 100x the initial loss) at epoch 1" in e for e in d.evidence)
+
+
+def test_dropout_on_an_undertrained_poor_fit_is_warned_too():
+    losses = [2.3, 2.0, 1.8, 1.6, 1.45, 1.3]
+    h = history(losses, [0.1, 0.2, 0.22, 0.25, 0.27, 0.3], losses, [0.1, 0.2, 0.22, 0.25, 0.27, 0.3], **HEALTHY)
+    d = diagnose(h, cfg(**{"model.dropout": 0.5}), SUMMARY)
+    assert d.verdict == "undertrained" and d.remedies[0].set == "model.dropout=0"
+    assert any("dropout is on" in w for w in d.warnings)

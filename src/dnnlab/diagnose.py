@@ -294,24 +294,28 @@ def _judge_training(run: _Run) -> Optional[Diagnosis]:
         d.add_remedy(f"train.epochs={run.cfg.train.epochs * 3}", "training had not converged when the budget ran out", current=run.cfg)
         if run.cfg.optimizer.name not in ADAPTIVE:
             d.add_remedy("optimizer.name=adam", "an adaptive optimizer converges in fewer epochs", current=run.cfg)
-        return d
-    _training_remedies(run, d)
-    # the recipe: a remedy for overfitting hurts a net that fails to train
+    else:
+        _training_remedies(run, d)
+    _regularization_while_poor(run, d)
+    return d
+
+
+def _regularization_while_poor(run: _Run, d: Diagnosis) -> None:
+    """The recipe: a remedy for overfitting hurts a net that does not fit its training set."""
     m, reg = run.cfg.model, run.cfg.regularization
     if m.dropout > 0 or m.input_dropout > 0:
         d.warnings.append(
-            f"dropout is on (hidden {_g(m.dropout)}, input {_g(m.input_dropout)}) while training itself is failing: "
-            "dropout fights overfitting and makes a net that cannot fit its training set worse"
+            f"dropout is on (hidden {_g(m.dropout)}, input {_g(m.input_dropout)}) while the net does not fit its "
+            "training set: dropout fights overfitting and makes such a net worse"
         )
         d.remedies.insert(0, Remedy("model.dropout=0", "dropout is for overfitting; turn it off until the net fits its training set"))
         if m.input_dropout > 0:
             d.remedies.insert(1, Remedy("model.input_dropout=0", "the same for input dropout"))
     if reg.l2 > 0 or reg.l1 > 0 or reg.weight_decay > 0:
         d.warnings.append(
-            f"regularization is on (l2 {_g(reg.l2)}, l1 {_g(reg.l1)}, weight_decay {_g(reg.weight_decay)}) while training "
-            "is failing: it pulls the weights toward zero and fights the fit"
+            f"regularization is on (l2 {_g(reg.l2)}, l1 {_g(reg.l1)}, weight_decay {_g(reg.weight_decay)}) while the net "
+            "does not fit its training set: it pulls the weights toward zero and fights the fit"
         )
-    return d
 
 
 # ---------------------------------------------------------------- 2. then validation
