@@ -68,10 +68,14 @@ def conv2d(x_BHWC: jax.Array, w_KKIO: jax.Array) -> jax.Array:
 
 
 def max_pool(x_BHWC: jax.Array, size: int = 2) -> jax.Array:
-    """Non-overlapping size x size max pooling: the gradient reaches each window's maximum only,
-    as maxout's reaches only the winning piece."""
-    window = (1, size, size, 1)
-    return jax.lax.reduce_window(x_BHWC, -jnp.inf, jax.lax.max, window, window, "VALID")
+    """Non-overlapping size x size max pooling ('VALID': a ragged edge is dropped). The gradient
+    reaches each window's maximum only, as maxout's reaches only the winning piece. Written as
+    a reshape and a max: on the CPU, XLA's reduce_window gradient (select-and-scatter) is ~4x
+    slower than this."""
+    b, h, w, c = x_BHWC.shape
+    h2, w2 = h // size, w // size
+    x = x_BHWC[:, : h2 * size, : w2 * size, :].reshape(b, h2, size, w2, size, c)
+    return jnp.max(x, axis=(2, 4))
 
 
 def build_feedforward(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> Model:
