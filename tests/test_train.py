@@ -193,3 +193,23 @@ def test_train_eval_size_measures_on_a_fixed_subset(digits):
     model = train.models.build(cfg.model, digits.input_shape, 10)
     loss, _ = train.evaluate(result.params, jnp.asarray(digits.train.x[subset]), jnp.asarray(digits.train.y[subset]), model=model, chunk=64)
     assert float(loss) == pytest.approx(result.summary["final"]["train_loss"], rel=1e-5)
+
+
+def test_a_small_cnn_trains_digits_and_its_instruments_see_the_conv_layers(digits):
+    cfg = make_cfg(**{"model.arch": "cnn", "model.channels": [8, 16], "model.depth": 1, "model.width": 32,
+                      "train.epochs": 4, "optimizer.lr": 0.003, "data.batch_size": 64})
+    result = train.fit(cfg, digits, progress=False)
+    assert result.summary["final"]["train_accuracy"] > 0.85
+    last = result.history[-1]
+    assert len(last["grad_rms"]) == 4 and len(last["dead_fraction"]) == 3  # 2 conv + 1 dense (+ classifier)
+    assert result.params["conv"][1]["w"].shape == (3, 3, 8, 16)
+
+
+def test_the_stepwise_loop_gives_the_same_run_as_the_scan(digits):
+    base = {**SMALL, "train.epochs": 3, "model.dropout": 0.2}
+    scan = train.fit(make_cfg(**{**base, "train.loop": "scan"}), digits, progress=False).history
+    steps = train.fit(make_cfg(**{**base, "train.loop": "steps"}), digits, progress=False).history
+    for a, b in zip(scan, steps):
+        for key in train.METRICS + ("running_loss",):
+            if key in a:
+                assert b[key] == pytest.approx(a[key], rel=2e-4, abs=1e-6), key

@@ -176,6 +176,11 @@ class TrainConfig(_Section):
         description="stop as diverged when the training loss exceeds this multiple of the initial loss",
     )
     eval_batch_size: int = Field(2048, gt=0, description="examples per evaluation chunk")
+    loop: Literal["auto", "scan", "steps"] = Field(
+        "auto",
+        description="scan: a whole epoch in one compiled lax.scan; steps: a Python loop over a compiled step; "
+        "auto: steps for cnn (XLA's CPU convolutions are 20x slower inside a scan), scan otherwise",
+    )
     train_eval_size: Optional[int] = Field(
         None, gt=0, description="measure the training metrics on a fixed, seeded subset of this many examples (default: all)"
     )
