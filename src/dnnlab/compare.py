@@ -377,7 +377,8 @@ def write_plots(comp: Comparison, out: Path) -> list[tuple[str, str]]:
         ax.set_xlabel("epoch")
         ax.set_title(f"{metric}: train solid, validation dashed")
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))
+    if axes[1].get_legend_handles_labels()[0]:
+        axes[1].legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     fig.savefig(out / "curves.png", dpi=90)
     plt.close(fig)
