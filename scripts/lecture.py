@@ -13,16 +13,14 @@ About 10 minutes on 2 CPU cores.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
-import numpy as np
 
 from dnnlab import compare, config, sweep
 from dnnlab.runs import load_checkpoint

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import math
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dnnlab import config
-from dnnlab.diagnose import CAUSES, VERDICTS, diagnose
+from dnnlab.diagnose import CAUSES, diagnose
 
 LN10 = math.log(10)
 SUMMARY = {"status": "completed", "data": {"num_classes": 10}}

@@ -266,6 +266,11 @@ def _noise(pa: float, na: Optional[int], pb: float, nb: Optional[int]) -> float:
     return 1.96 * math.sqrt(pa * (1 - pa) / na + pb * (1 - pb) / nb)
 
 
+def _side(g: Group, key: str, along: list[str]) -> str:
+    """`key=value` of one side of a comparison, with the keys that vary along with it."""
+    return f"{key}={_show(g.values.get(key))}" + "".join(f", {k}={_show(g.values.get(k))}" for k in along)
+
+
 def comparisons(groups: list[Group], keys: list[str], metric: str) -> list[dict[str, Any]]:
     """The comparative verdict for every pair of groups that differ along one key."""
     out = []
@@ -278,12 +283,12 @@ def comparisons(groups: list[Group], keys: list[str], metric: str) -> list[dict[
         tol_v = max(TOLERANCE, sva + svb, _noise(va, a.size("val"), vb, b.size("val")))
         code, words = classify(tb - ta, vb - va, tol_t, tol_v)
         context = ", ".join(f"{k}={_show(v)}" for k, v in a.values.items() if k != key and k not in along)
-        side = lambda g: f"{key}={_show(g.values.get(key))}" + "".join(f", {k}={_show(g.values.get(k))}" for k in along)
         out.append({
             "key": key, "with": along, "a": _show(a.values.get(key)), "b": _show(b.values.get(key)), "context": context,
             "train": [ta, tb], "val": [va, vb], "tolerance": {"train": tol_t, "val": tol_v}, "call": code,
             "text": (
-                f"{side(b)} vs {side(a) if along else _show(a.values.get(key))}{f' ({context})' if context else ''}: "
+                f"{_side(b, key, along)} vs {_side(a, key, along) if along else _show(a.values.get(key))}"
+                f"{f' ({context})' if context else ''}: "
                 f"train {tb:.3f} vs {ta:.3f}, validation {vb:.3f} vs {va:.3f}: {words}"
             ),
         })

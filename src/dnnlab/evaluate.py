@@ -17,7 +17,6 @@ import numpy as np
 from dnnlab import models
 from dnnlab.config import Config
 from dnnlab.data import Dataset
-from dnnlab.runs import load_checkpoint
 from dnnlab.train import unflatten_params
 
 

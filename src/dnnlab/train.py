@@ -305,9 +305,13 @@ def fit(cfg: Config, data: Dataset, writer: Writer = Writer(), *, progress: bool
         probe_idx = np.sort(np.random.default_rng(cfg.seed).permutation(n)[: cfg.diagnosis.probe_size])
         probe_x, probe_y = jax.device_put(data.train.x[probe_idx]), jax.device_put(data.train.y[probe_idx])
         probe_jit = jax.jit(partial(probes.probe, model=model, tx=tx, reg=cfg.regularization))
-        measure = lambda st: {**eval_fn(st.params, splits), **probe_jit(st.params, st.opt_state, probe_x, probe_y)}
-    else:
-        measure = lambda st: eval_fn(st.params, splits)
+
+    def measure(st: TrainState) -> dict[str, Any]:
+        """Evaluation-mode metrics of every split, and the instruments when they are on."""
+        out = eval_fn(st.params, splits)
+        if cfg.diagnosis.instruments:
+            out = {**out, **probe_jit(st.params, st.opt_state, probe_x, probe_y)}
+        return out
     monitor = cfg.train.early_stopping.monitor if data.val is not None else "train_loss"
     stopper = EarlyStopping(cfg.train.early_stopping, monitor)
     best_arrays: Optional[dict[str, np.ndarray]] = None
