@@ -50,7 +50,7 @@ class Result:
 def run_section(config_name: str, out: Path) -> Result:
     t0 = time.perf_counter()
     path = CONFIGS / config_name
-    raw = config._read_yaml(path)
+    raw = config.read_yaml(path)
     p = sweep.plan(raw, [], None)
     job = sweep.Sweep.create(out, p.base["name"], str(path.relative_to(ROOT)), p.base, p.grid, p.seeds, p.variants)
     print(f"== {config_name}: {len(job.members)} runs in {job.path}", flush=True)

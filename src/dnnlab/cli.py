@@ -228,12 +228,12 @@ def sweep(
     """Run CONFIG over a grid of overrides (and seeds), then compare the members side by side."""
     from dnnlab import sweep as sweeps
     from dnnlab.compare import METRICS
-    from dnnlab.config import ConfigError, _read_yaml, apply_overrides
+    from dnnlab.config import ConfigError, read_yaml, apply_overrides
 
     if metric not in METRICS:
         raise _fail(f"--metric {metric!r}: choose one of {', '.join(METRICS)}")
     try:
-        raw = apply_overrides(_read_yaml(config), set_ or [])
+        raw = apply_overrides(read_yaml(config), set_ or [])
         p = sweeps.plan(raw, grid or [], seeds)
         if resume is not None:
             job = sweeps.Sweep.open(resume)

@@ -273,7 +273,8 @@ class Config(_Section):
 # ---------------------------------------------------------------- loading and errors
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml(path: Path) -> dict[str, Any]:
+    """The raw mapping of a YAML config file; ConfigError names the file (and line) when it cannot be used."""
     if not path.exists():
         raise ConfigError(f"{path}: config file not found")
     if path.is_dir():
@@ -413,7 +414,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
         The validated, frozen Config. Raises ConfigError with a readable message.
     """
     path = Path(path)
-    raw = apply_overrides(_read_yaml(path), overrides or [])
+    raw = apply_overrides(read_yaml(path), overrides or [])
     return validate(raw, source=str(path))
 
 
