@@ -94,8 +94,8 @@ def test_partial_last_batch_is_padded_with_zero_weight():
     x = jax.random.normal(jax.random.PRNGKey(1), (5, 4))
     y = jnp.array([0, 1, 2, 0, 1])
     reg = cfg.regularization
-    real = train.loss_fn(params, x[:3], y[:3], jnp.ones(3), None, model=model, reg=reg)[0]
-    padded = train.loss_fn(params, x, y, jnp.array([1.0, 1, 1, 0, 0]), None, model=model, reg=reg)[0]
+    real = train.loss_fn(params, None, x[:3], y[:3], jnp.ones(3), None, model=model, reg=reg)[0]
+    padded = train.loss_fn(params, None, x, y, jnp.array([1.0, 1, 1, 0, 0]), None, model=model, reg=reg)[0]
     assert float(real) == pytest.approx(float(padded), rel=1e-6)
 
 

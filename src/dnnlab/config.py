@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 # The registries' names live here so the config can be checked without importing JAX;
 # tests assert that the JAX-side registries hold exactly these names.
 DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10")
-ARCHS = ("mlp", "cnn")
+ARCHS = ("mlp", "cnn", "resnet")
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "prelu", "maxout", "elu", "gelu")
 INITS = ("auto", "glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_normal")
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw")
@@ -24,7 +24,10 @@ SCHEDULES = ("constant", "step", "cosine", "warmup_cosine")
 MONITORS = ("val_loss", "val_accuracy")
 
 Dataset = Literal["digits", "mnist", "fashion-mnist", "cifar10"]
-Arch = Literal["mlp", "cnn"]
+Arch = Literal["mlp", "cnn", "resnet"]
+ShortcutName = Literal["identity", "none"]
+NormName = Literal["none", "batch"]
+StackName = Literal["auto", "unrolled", "scanned"]
 PoolName = Literal["max", "none"]
 NormalizeName = Literal["unit", "standard"]
 ActivationName = Literal["sigmoid", "tanh", "relu", "leaky_relu", "prelu", "maxout", "elu", "gelu"]
@@ -61,7 +64,11 @@ class DataConfig(_Section):
 
 
 class ModelConfig(_Section):
-    arch: Arch = Field("mlp", description="mlp | cnn (conv blocks, then the dense layers)")
+    arch: Arch = Field(
+        "mlp",
+        description="mlp | cnn (conv blocks, then the dense layers) | resnet (the CIFAR ResNet of He et al. 2016: "
+        "a 3x3 conv, 3 stages of `blocks` residual blocks at 16/32/64 channels, global average pooling)",
+    )
     channels: list[int] = Field([32, 64], description="cnn: output channels of each conv block")
     kernel: int = Field(3, ge=1, description="cnn: kernel size (odd), 'same' padding")
     pool: PoolName = Field("max", description="cnn: 2x2 max pooling after each conv block, or none")
@@ -77,10 +84,26 @@ class ModelConfig(_Section):
     residual: bool = Field(
         False, description="identity shortcuts around pairs of equal-width hidden layers (after the first)"
     )
+    blocks: int = Field(3, ge=1, description="resnet: residual blocks per stage; depth = 6 * blocks + 2 (3: 20, 9: 56)")
+    shortcut: ShortcutName = Field(
+        "identity", description="resnet: identity shortcuts (zero-padded at stage changes), or none: the plain net"
+    )
+    norm: Optional[NormName] = Field(
+        None,
+        description="batch: batch normalization before each activation (running statistics at evaluation); "
+        "default batch for resnet, none otherwise",
+    )
 
     @model_validator(mode="before")
     @classmethod
     def _hidden_or_depth_width(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("arch") == "resnet":
+            given = [k for k in ("depth", "width", "hidden") if data.get(k) is not None]
+            if given:
+                raise ValueError(
+                    f"{'/'.join(given)}: a resnet has no dense hidden layers; its depth is set by model.blocks "
+                    "(depth = 6 * blocks + 2: blocks 3 -> resnet-20, 9 -> resnet-56)"
+                )
         if not isinstance(data, dict) or data.get("hidden") is None:
             return data
         given = [k for k in ("depth", "width") if data.get(k) is not None]
@@ -99,7 +122,8 @@ class ModelConfig(_Section):
     def _fill_depth_width(self) -> "ModelConfig":
         if self.hidden is None:
             # frozen model: defaults are resolved once, here, so config.yaml shows them
-            object.__setattr__(self, "depth", DEFAULT_DEPTH if self.depth is None else self.depth)
+            default_depth = 0 if self.arch == "resnet" else DEFAULT_DEPTH  # a resnet's depth is `blocks`
+            object.__setattr__(self, "depth", default_depth if self.depth is None else self.depth)
             object.__setattr__(self, "width", DEFAULT_WIDTH if self.width is None else self.width)
         return self
 
@@ -119,6 +143,19 @@ class ModelConfig(_Section):
                 f"(a projection, then pairs); got widths {list(self.layer_widths)}"
             )
         return self
+
+    @model_validator(mode="after")
+    def _fill_norm(self) -> "ModelConfig":
+        if self.norm is None:
+            object.__setattr__(self, "norm", "batch" if self.arch == "resnet" else "none")
+        if self.arch == "resnet" and self.residual:
+            raise ValueError("residual: is for mlp/cnn dense layers; a resnet sets its shortcuts with model.shortcut")
+        return self
+
+    @property
+    def resnet_depth(self) -> int:
+        """Weighted layers of the resnet: the stem conv, two convs per block, the classifier."""
+        return 6 * self.blocks + 2
 
     @property
     def layer_widths(self) -> tuple[int, ...]:
@@ -179,10 +216,24 @@ class TrainConfig(_Section):
     loop: Literal["auto", "scan", "steps"] = Field(
         "auto",
         description="scan: a whole epoch in one compiled lax.scan; steps: a Python loop over a compiled step; "
-        "auto: steps for cnn (XLA's CPU convolutions are 20x slower inside a scan), scan otherwise",
+        "auto: steps for cnn and resnet (XLA's CPU convolutions are 20x slower inside a scan), scan otherwise",
     )
     train_eval_size: Optional[int] = Field(
         None, gt=0, description="measure the training metrics on a fixed, seeded subset of this many examples (default: all)"
+    )
+    stack: StackName = Field(
+        "auto",
+        description="how stacks of identical layers (an MLP's equal-width hidden layers, a resnet stage's blocks) "
+        "are compiled: unrolled (fastest step, compile grows with depth), scanned (lax.scan over stacked "
+        "parameters: compile flat in depth), auto: chosen by depth and device (README: Speed)",
+    )
+    unroll: Optional[int] = Field(
+        None, ge=1, description="scanned stacks: layers per scan iteration (lax.scan's unroll); default: chosen by depth"
+    )
+    seeds: int = Field(
+        1, ge=1,
+        description="train this many copies that differ only in their seed (seed, seed+1, ...) in one compiled "
+        "program (jax.vmap), or one after another where that is faster",
     )
 
 

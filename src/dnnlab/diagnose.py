@@ -244,7 +244,14 @@ def _training_remedies(run: _Run, d: Diagnosis) -> None:
                 d.add_remedy("model.activation=relu", f"{m.activation} squashes the gradient at every layer; ReLU passes it through (the lecture's first remedy)", current=run.cfg)
             if opt.name not in ADAPTIVE:
                 d.add_remedy("optimizer.name=adam", "an adaptive learning rate per parameter rescues the small gradients of the early layers", current=run.cfg)
-            if len(m.layer_widths) > 4:
+            if m.arch == "resnet":
+                if m.shortcut == "none":
+                    d.add_remedy("model.shortcut=identity", "identity shortcuts give the gradient a path around every block (He et al. 2016)", current=run.cfg)
+                if m.norm == "none":
+                    d.add_remedy("model.norm=batch", "batch normalization keeps every layer's pre-activations at a trainable scale", current=run.cfg)
+                if m.blocks > 3:
+                    d.add_remedy(f"model.blocks={max(3, m.blocks // 3)}", "a shallower net has a shorter path for the gradient", current=run.cfg)
+            elif len(m.layer_widths) > 4:
                 d.add_remedy(f"model.depth={max(2, len(m.layer_widths) // 2)}" if m.hidden is None else f"model.hidden={list(m.layer_widths[:2])}", "a shallower net has a shorter path for the gradient", current=run.cfg)
         elif cause == "dead-units":
             d.add_remedy("model.activation=leaky_relu", "a leaky slope (0.01) keeps a gradient for negative inputs, so units cannot die", current=run.cfg)
@@ -262,7 +269,9 @@ def _training_remedies(run: _Run, d: Diagnosis) -> None:
             d.add_remedy("optimizer.name=adam", "adaptive learning rates leave plateaus faster", current=run.cfg)
             d.add_remedy(f"optimizer.lr={_g(lr * 3)}", "a larger step leaves the flat region", current=run.cfg)
         elif cause == "insufficient-capacity":
-            if m.hidden is None:
+            if m.arch == "resnet":
+                d.add_remedy(f"model.blocks={m.blocks * 2}", "more residual blocks per stage", current=run.cfg)
+            elif m.hidden is None:
                 d.add_remedy(f"model.width={m.width * 2}", "more units per layer", current=run.cfg)
                 d.add_remedy(f"model.depth={(m.depth or 0) + 1}", "one more hidden layer", current=run.cfg)
             else:

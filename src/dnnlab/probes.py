@@ -47,15 +47,17 @@ def probe(
         Arrays keyed by instrument name: per-layer vectors and a few scalars.
     """
 
+    trainable, stats = models.split_stats(params)
+
     def loss(p):
-        logits, aux = model.apply(p, x_P, train=False)
+        logits, aux = model.apply(models.merge_stats(p, stats), x_P, train=False)
         ce = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y_P))
         return ce + sum(losses.regularization_terms(p, reg).values()), aux
 
-    grads, aux = jax.grad(loss, has_aux=True)(params)
+    grads, aux = jax.grad(loss, has_aux=True)(trainable)
     # the step the optimizer would take from here: its size against the weights' size
-    updates, _ = tx.update(grads, opt_state, params)
-    ws, gs, us = weight_layers(params), weight_layers(grads), weight_layers(updates)
+    updates, _ = tx.update(grads, opt_state, trainable)
+    ws, gs, us = weight_layers(trainable), weight_layers(grads), weight_layers(updates)
     out: dict[str, jax.Array] = {
         "grad_rms": jnp.stack([jnp.sqrt(jnp.mean(jnp.square(g))) for g in gs]),
         "weight_norm": jnp.stack([_norm(w) for w in ws]),

@@ -60,9 +60,11 @@ def run_checks(cfg: Config, data: Dataset) -> list[Check]:
         opt = cfg.optimizer.model_copy(update={"schedule": "constant"}) if constant_lr else cfg.optimizer
         tx, _ = make_optimizer(
             opt, cfg.regularization, steps_per_epoch=steps_per_epoch, epochs=cfg.train.epochs,
-            decay_mask=losses.regularized_mask(params, cfg.regularization.include_biases),
+            decay_mask=losses.regularized_mask(trainable, cfg.regularization.include_biases),
         )
-        return tx, TrainState(jax.tree_util.tree_map(jnp.copy, params), tx.init(params), jnp.zeros((), jnp.int32))
+        return tx, TrainState(jax.tree_util.tree_map(jnp.copy, params), tx.init(trainable), jnp.zeros((), jnp.int32))
+
+    trainable = models.split_stats(params)[0]
 
     batch = min(cfg.data.batch_size, n)
     tx, state = fresh_state(max(1, n // batch))

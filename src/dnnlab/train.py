@@ -35,22 +35,31 @@ class TrainState(NamedTuple):
     step: jax.Array  # global step, int32
 
 
-def loss_fn(params, x, y, w, key, *, model: models.Model, reg: RegularizationConfig):
-    """Mean cross-entropy over the real (w = 1) examples plus the regularization terms."""
-    logits, _ = model.apply(params, x, key=key, train=True)
+def loss_fn(trainable, stats, x, y, w, key, *, model: models.Model, reg: RegularizationConfig):
+    """Mean cross-entropy over the real (w = 1) examples plus the regularization terms.
+
+    `stats` are batch norm's running statistics (None without batch norm): read-only here, the
+    updated ones come back in the aux output.
+    """
+    logits, aux = model.apply(models.merge_stats(trainable, stats), x, key=key, train=True)
     ce_sum = losses.cross_entropy_sum(logits, y, w)
-    terms = losses.regularization_terms(params, reg)
+    terms = losses.regularization_terms(trainable, reg)
     total = ce_sum / jnp.maximum(jnp.sum(w), 1.0) + sum(terms.values())
     correct = jnp.sum(w * (jnp.argmax(logits, -1) == y))
-    return total, (ce_sum, correct)
+    return total, (ce_sum, correct, aux.get("batch_stats"))
 
 
 def train_step(state: TrainState, x, y, w, dropout_key, *, model, tx, reg) -> tuple[TrainState, dict]:
-    """One optimizer step on one minibatch; the dropout key is folded with the global step."""
+    """One optimizer step on one minibatch; the dropout key is folded with the global step.
+    The optimizer updates the trainable parameters; batch norm's running statistics are
+    replaced by the step's new running averages."""
     key = jax.random.fold_in(dropout_key, state.step)
-    grads, (ce_sum, correct) = jax.grad(loss_fn, has_aux=True)(state.params, x, y, w, key, model=model, reg=reg)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
+    trainable, stats = models.split_stats(state.params)
+    grads, (ce_sum, correct, new_stats) = jax.grad(loss_fn, has_aux=True)(
+        trainable, stats, x, y, w, key, model=model, reg=reg
+    )
+    updates, opt_state = tx.update(grads, state.opt_state, trainable)
+    params = models.merge_stats(optax.apply_updates(trainable, updates), new_stats)
     return TrainState(params, opt_state, state.step + 1), {"ce_sum": ce_sum, "correct": correct}
 
 
@@ -256,7 +265,8 @@ def fit(cfg: Config, data: Dataset, writer: Writer = Writer(), *, progress: bool
     t_start = time.perf_counter()
     history: list[dict[str, Any]] = []
     status = "completed"
-    model = models.build(cfg.model, data.input_shape, data.num_classes)
+    plan = models.plan_stack(cfg.model, cfg.train.stack, cfg.train.unroll, jax.default_backend())
+    model = models.build(cfg.model, data.input_shape, data.num_classes, plan)
     key = jax.random.PRNGKey(cfg.seed)
     init_key, shuffle_key, dropout_key = jax.random.split(key, 3)
     params = model.init(init_key)
@@ -268,9 +278,9 @@ def fit(cfg: Config, data: Dataset, writer: Writer = Writer(), *, progress: bool
         cfg.regularization,
         steps_per_epoch=steps_per_epoch,
         epochs=cfg.train.epochs,
-        decay_mask=losses.regularized_mask(params, cfg.regularization.include_biases),
+        decay_mask=losses.regularized_mask(models.split_stats(params)[0], cfg.regularization.include_biases),
     )
-    state = TrainState(params, tx.init(params), jnp.zeros((), jnp.int32))
+    state = TrainState(params, tx.init(models.split_stats(params)[0]), jnp.zeros((), jnp.int32))
     x_N, y_N = jax.device_put(data.train.x), jax.device_put(data.train.y)
     splits = {"train": (x_N, y_N)}
     if cfg.train.train_eval_size is not None and cfg.train.train_eval_size < n:
@@ -284,7 +294,7 @@ def fit(cfg: Config, data: Dataset, writer: Writer = Writer(), *, progress: bool
     current_epoch = [0]
     every = max(1, steps_per_epoch // 20)
     on_step = (lambda step: writer.progress(current_epoch[0], int(step))) if progress else None
-    loop = cfg.train.loop if cfg.train.loop != "auto" else ("steps" if cfg.model.arch == "cnn" else "scan")
+    loop = cfg.train.loop if cfg.train.loop != "auto" else ("steps" if cfg.model.arch in ("cnn", "resnet") else "scan")
     if loop == "scan":
         epoch_fn = jax.jit(
             partial(
@@ -319,6 +329,7 @@ def fit(cfg: Config, data: Dataset, writer: Writer = Writer(), *, progress: bool
     info = {
         "epochs": cfg.train.epochs, "steps_per_epoch": steps_per_epoch, "params": models.param_count(params),
         "device": device_name(), "train_size": n, "batch_size": batch_size, "loop": loop,
+        "stack": ("scanned" if plan.scanned else "unrolled") + (f" (unroll {plan.unroll})" if plan.scanned else ""),
     }
 
     try:
@@ -378,6 +389,7 @@ def fit(cfg: Config, data: Dataset, writer: Writer = Writer(), *, progress: bool
         "versions": {"jax": jax.__version__, "optax": optax.__version__, "dnnlab": dnnlab.__version__},
         "device": info["device"],
         "loop": loop,
+        "stack": info["stack"],
         "data": {
             "dataset": data.name, "source": data.source, "train": n, "train_eval": int(splits["train"][1].shape[0]),
             "val": len(data.val) if data.val is not None else 0, "test": len(data.test),
