@@ -71,10 +71,14 @@ def run(
         Optional[str],
         typer.Option("--fail-on", help="Exit 3 when the verdict is one of these, e.g. overfitting,failed-training"),
     ] = None,
+    seeds: Annotated[
+        Optional[int],
+        typer.Option("--seeds", min=1, help="Train N copies that differ only in their seed (train.seeds): mean and std"),
+    ] = None,
 ) -> None:
     """Train CONFIG, write a run folder and diagnose it: failed training, overfitting or a good fit."""
     fail_verdicts = _parse_fail_on(fail_on)
-    cfg = _load(config, set_)
+    cfg = _load(config, [*(set_ or []), *([f"train.seeds={seeds}"] if seeds is not None else [])])
     from dnnlab import data as datasets
     from dnnlab.pipeline import execute
 
@@ -94,6 +98,13 @@ def run(
         if not quiet:
             console.print(f"[bold]{cfg.name}[/]: {ds.name} from {_escape(ds.source)} -> {run_dir}")
 
+    if cfg.train.seeds > 1:
+        try:
+            _run_seeds(cfg, ds, out, writers, quiet, config, announce, fail_verdicts)
+        finally:
+            for w in writers:
+                w.close()
+        return
     try:
         outcome = execute(cfg, ds, out, writers=writers, progress=not quiet, config_name=str(config), announce=announce)
     except datasets.DataError as exc:
@@ -139,6 +150,49 @@ def run(
     raise typer.Exit(code)
 
 
+def _run_seeds(cfg, ds, out: Path, writers, quiet: bool, config: Path, announce, fail_verdicts: set[str]) -> None:
+    """`dnnlab run` with train.seeds > 1: one line per seed, then the mean and std."""
+    from dnnlab import data as datasets
+    from dnnlab.pipeline import execute_seeds
+
+    try:
+        result = execute_seeds(cfg, ds, out, writers=writers, progress=not quiet, config_name=str(config), announce=announce)
+    except datasets.DataError as exc:
+        raise _fail(_escape(str(exc))) from None
+    except OSError as exc:
+        raise _fail(_escape(f"cannot write the run folder under {out}: {exc}")) from None
+    except KeyboardInterrupt:
+        raise _fail("interrupted; the finished epochs are in the seeds' folders", EXIT_INTERRUPTED) from None
+    summary = result.summary
+    for o in result.outcomes:
+        for problem in o.problems:
+            err_console.print(f"warning: {problem}", markup=False)
+        kept = (o.summary.get("best") if o.summary.get("restored_best") else o.summary.get("final")) or {}
+        console.print(
+            f"seed {o.summary.get('seed')}: {o.summary['status']}, {o.summary['epochs_run']} epochs, "
+            f"train acc {_acc(kept.get('train_accuracy'))}, val acc {_acc(kept.get('val_accuracy'))}, "
+            f"test acc {_acc(kept.get('test_accuracy'))}, verdict {o.diagnosis.verdict}",
+            markup=False,
+        )
+    mean, std = summary["mean"], summary["std"]
+
+    def pm(key: str) -> str:
+        return "-" if key not in mean else f"{mean[key]:.4f} ± {std[key]:.4f}"
+
+    console.print(
+        f"{summary['status']}: {len(result.outcomes)} seeds ({summary['seed_mode']}), train acc {pm('train_accuracy')}, "
+        f"val acc {pm('val_accuracy')}, test acc {pm('test_accuracy')}, {summary['wall_seconds']:.1f} s, "
+        f"verdicts {', '.join(summary['verdicts'])} -> {result.run_dir}",
+        markup=False,
+    )
+    code = STATUS_EXIT.get(summary["status"], EXIT_FAILED)
+    hit = sorted(set(summary["verdicts"]) & fail_verdicts)
+    if code == EXIT_OK and hit:
+        err_console.print(f"error: verdict {', '.join(hit)} (of some seed) is in --fail-on", markup=False)
+        code = EXIT_VERDICT
+    raise typer.Exit(code)
+
+
 def _parse_fail_on(text: Optional[str]) -> set[str]:
     from dnnlab.diagnose import VERDICTS
 
@@ -160,6 +214,24 @@ def diagnose_cmd(
     from dnnlab.diagnose import load_run
     from dnnlab.diagnose import diagnose as run_rules
 
+    if (run_dir / "seeds.json").exists():
+        # a multi-seed run (train.seeds): diagnose each seed's folder
+        members = sorted(p for p in run_dir.glob("seed-*") if p.is_dir())
+        results = {}
+        for member in members:
+            try:
+                history, cfg, summary = load_run(member)
+            except (ConfigError, ValueError, OSError) as exc:
+                raise _fail(_escape(str(exc))) from None
+            results[member.name] = run_rules(history, cfg, summary).to_dict()
+        if as_json:
+            sys.stdout.write(json.dumps(results, indent=2) + "\n")
+            return
+        from dnnlab.console import diagnosis_panel
+
+        for name, diagnosis in results.items():
+            console.print(diagnosis_panel(diagnosis, str(run_dir / name / "config.yaml")), soft_wrap=False)
+        return
     try:
         history, cfg, summary = load_run(run_dir)
     except (ConfigError, ValueError, OSError) as exc:

@@ -128,10 +128,12 @@ def collect(targets: list[str]) -> tuple[list[RunRecord], list[Path]]:
             missing.append(target)
             continue
         for match in map(Path, matches):
-            if (match / "sweep.json").exists():
+            manifest_path = next((match / m for m in ("sweep.json", "seeds.json") if (match / m).exists()), None)
+            if manifest_path is not None:
+                # a sweep folder, or a multi-seed run folder (`train.seeds`): its members
                 sweeps.append(match)
                 try:
-                    manifest = json.loads((match / "sweep.json").read_text(encoding="utf-8"))
+                    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
                     paths += [match / m["dir"] for m in manifest.get("members", []) if m.get("dir")]
                 except (OSError, json.JSONDecodeError, KeyError, TypeError):
                     paths += sorted(p for p in match.iterdir() if (p / "config.yaml").exists())

@@ -230,6 +230,11 @@ class TrainConfig(_Section):
     unroll: Optional[int] = Field(
         None, ge=1, description="scanned stacks: layers per scan iteration (lax.scan's unroll); default: chosen by depth"
     )
+    seed_mode: Literal["auto", "vmap", "sequential"] = Field(
+        "auto",
+        description="train.seeds > 1: vmap (one compiled program), sequential, or auto: vmap on accelerators "
+        "and for small nets on the CPU, where one large model already fills the cores",
+    )
     seeds: int = Field(
         1, ge=1,
         description="train this many copies that differ only in their seed (seed, seed+1, ...) in one compiled "

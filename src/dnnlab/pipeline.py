@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -16,10 +17,14 @@ def check_compatible(cfg: Config, ds: Dataset) -> None:
     """Raise DataError when the model cannot take the dataset's inputs (before any JAX work)."""
     from dnnlab.data import DataError
 
-    if cfg.model.arch != "cnn":
+    if cfg.model.arch not in ("cnn", "resnet"):
         return
     if len(ds.input_shape) != 3:
-        raise DataError(f"model.arch=cnn needs images; {ds.name} gives flat vectors of {ds.input_dim} features")
+        raise DataError(
+            f"model.arch={cfg.model.arch} needs images; {ds.name} gives flat vectors of {ds.input_dim} features"
+        )
+    if cfg.model.arch == "resnet":
+        return
     h, w = ds.input_shape[:2]
     for i, _ in enumerate(cfg.model.channels, 1):
         if cfg.model.pool == "max":
@@ -74,3 +79,132 @@ def execute(
 
     diagnosis, problems = finalize(run_dir, cfg, result.history, result.summary, config_name=config_name)
     return Outcome(run_dir, result.summary, diagnosis, problems)
+
+
+# ---------------------------------------------------------------- several seeds
+
+SEED_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy")
+SEEDS_MANIFEST = "seeds.json"
+
+
+def kept_metrics(summary: dict[str, Any]) -> dict[str, Any]:
+    """The metrics of the model a run kept: its best epoch's when it restored it, else its last."""
+    return (summary.get("best") if summary.get("restored_best") else summary.get("final")) or {}
+
+
+def aggregate(summaries: list[dict[str, Any]]) -> tuple[dict[str, float], dict[str, float]]:
+    """Mean and standard deviation (ddof 1; 0 for one seed) over seeds of the kept metrics."""
+    import statistics
+
+    mean, std = {}, {}
+    for key in SEED_METRICS:
+        values = [v for v in (kept_metrics(s).get(key) for s in summaries) if isinstance(v, (int, float))]
+        if values:
+            mean[key] = statistics.fmean(values)
+            std[key] = statistics.stdev(values) if len(values) > 1 else 0.0
+    return mean, std
+
+
+@dataclass
+class SeedsOutcome:
+    run_dir: Path
+    summary: dict[str, Any]  # the aggregate: members, mean, std
+    outcomes: list[Outcome]  # one per seed that ran, in seed order
+
+
+def execute_seeds(
+    cfg: Config,
+    ds: Dataset,
+    out: Path,
+    *,
+    writers: Sequence[runs.Writer] = (),
+    progress: bool = False,
+    config_name: str = "config.yaml",
+    announce: Optional[Callable[[Path], None]] = None,
+) -> SeedsOutcome:
+    """Train the `train.seeds` copies of `cfg` (seed, seed + 1, ...) in one run folder.
+
+    The folder holds the config, `seeds.json` (the members, as a sweep's manifest, so that
+    `dnnlab compare` reads it), summary.json with the mean and std over seeds, and one ordinary
+    run folder per seed (`seed-<s>/`: metrics.jsonl with a `seed` field, checkpoints, report).
+    `writers` (the console) follow the first seed.
+    """
+    import time
+
+    from dnnlab import train  # imports JAX
+    from dnnlab.report import finalize
+
+    check_compatible(cfg, ds)
+    t0 = time.perf_counter()
+    run_dir = runs.new_run_dir(out, cfg.name)
+    runs.atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
+    if announce is not None:
+        announce(run_dir)
+    cfgs = train.seed_configs(cfg)
+    mode = train.seeds_mode(cfg)
+    members = [{"index": i, "params": {"seed": c.seed}, "overrides": [f"seed={c.seed}"], "dir": f"seed-{c.seed}", "status": "pending"} for i, c in enumerate(cfgs)]
+
+    def write_manifest(status: str) -> None:
+        manifest = {"kind": "seeds", "status": status, "seed_mode": mode, "members": members}
+        runs.atomic_write_text(run_dir / SEEDS_MANIFEST, json.dumps(manifest, indent=2) + "\n")
+
+    write_manifest("running")
+    seed_writers = []
+    for i, c in enumerate(cfgs):
+        (run_dir / f"seed-{c.seed}").mkdir()
+        member_writer = _SeedTag(runs.RunDir(run_dir / f"seed-{c.seed}", dump_yaml(c)), c.seed)
+        seed_writers.append(runs.MultiWriter(member_writer, *(writers if i == 0 else ())))
+    try:
+        results = train.fit_seeds(cfg, ds, seed_writers, progress=progress, mode=mode)
+    except KeyboardInterrupt:
+        for m in members:
+            if m["status"] == "pending":
+                m["status"] = "interrupted"
+        write_manifest("interrupted")
+        raise
+    outcomes = []
+    for c, result, member in zip(cfgs, results, members):
+        seed_dir = run_dir / member["dir"]
+        diagnosis, problems = finalize(seed_dir, c, result.history, result.summary, config_name=config_name)
+        outcomes.append(Outcome(seed_dir, result.summary, diagnosis, problems))
+        member.update(status=result.summary["status"], verdict=diagnosis.verdict)
+    for member in members[len(results):]:
+        member["status"] = "not-run"
+    statuses = [o.summary["status"] for o in outcomes]
+    status = next((s for s in ("interrupted", "diverged") if s in statuses), "completed")
+    if len(outcomes) < len(cfgs):
+        status = "interrupted"
+    mean, std = aggregate([o.summary for o in outcomes])
+    summary = {
+        "name": cfg.name,
+        "status": status,
+        "seeds": [c.seed for c in cfgs],
+        "seed_mode": mode,
+        "members": [
+            {"seed": c.seed, "dir": m["dir"], "status": m["status"], "verdict": m.get("verdict"), "kept": kept_metrics(o.summary)}
+            for c, m, o in zip(cfgs, members, outcomes)
+        ],
+        "mean": mean,
+        "std": std,
+        "verdicts": sorted({o.diagnosis.verdict for o in outcomes}),
+        "wall_seconds": time.perf_counter() - t0,
+    }
+    runs.atomic_write_text(run_dir / "summary.json", json.dumps(runs.finite_or_none(summary), indent=2) + "\n")
+    write_manifest(status)
+    return SeedsOutcome(run_dir, summary, outcomes)
+
+
+class _SeedTag(runs.Writer):
+    """A run folder writer that adds `seed` to every metrics line."""
+
+    def __init__(self, inner: runs.RunDir, seed: int) -> None:
+        self.inner, self.seed = inner, seed
+
+    def write(self, epoch: int, metrics: dict[str, Any]) -> None:
+        self.inner.write(epoch, {"seed": self.seed, **metrics})
+
+    def checkpoint(self, tag: str, arrays: dict[str, Any]) -> None:
+        self.inner.checkpoint(tag, arrays)
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        self.inner.finish({**summary, "seed": self.seed})

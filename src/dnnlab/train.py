@@ -250,26 +250,31 @@ def _is_diverged(record: dict[str, Any], limit: float) -> bool:
     return False
 
 
-def fit(cfg: Config, data: Dataset, writer: Writer = Writer(), *, progress: bool = True) -> FitResult:
-    """Train `cfg`'s model on `data`, reporting every epoch to `writer`.
+@dataclass
+class _Setup:
+    """What every seed of a run shares: the model, the optimizer, the data on the device."""
 
-    Args:
-        cfg: the validated config.
-        data: the loaded dataset (train, optional validation, test).
-        writer: receives start, each epoch's metrics, checkpoints and the summary.
-        progress: report steps within an epoch through a JAX callback (about 20 per epoch).
-    Returns:
-        FitResult; `summary["status"]` is completed, stopped_early, diverged or interrupted.
-        Ctrl-C is caught here so that the summary is still written.
-    """
-    t_start = time.perf_counter()
-    history: list[dict[str, Any]] = []
-    status = "completed"
+    model: models.Model
+    plan: models.StackPlan
+    tx: optax.GradientTransformation
+    schedule: Callable[[Any], Any]
+    x_N: jax.Array
+    y_N: jax.Array
+    splits: dict[str, tuple[jax.Array, jax.Array]]
+    probe: Optional[tuple[jax.Array, jax.Array]]
+    n: int
+    batch_size: int
+    steps_per_epoch: int
+    loop: str
+    monitor: str
+    info: dict[str, Any]
+
+
+def _setup(cfg: Config, data: Dataset, data_seed: int) -> _Setup:
     plan = models.plan_stack(cfg.model, cfg.train.stack, cfg.train.unroll, jax.default_backend())
     model = models.build(cfg.model, data.input_shape, data.num_classes, plan)
-    key = jax.random.PRNGKey(cfg.seed)
-    init_key, shuffle_key, dropout_key = jax.random.split(key, 3)
-    params = model.init(init_key)
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0))
+    trainable = models.split_stats(shapes)[0]
     n = len(data.train)
     batch_size = min(cfg.data.batch_size, n)
     steps_per_epoch = -(-n // batch_size)
@@ -278,123 +283,308 @@ def fit(cfg: Config, data: Dataset, writer: Writer = Writer(), *, progress: bool
         cfg.regularization,
         steps_per_epoch=steps_per_epoch,
         epochs=cfg.train.epochs,
-        decay_mask=losses.regularized_mask(models.split_stats(params)[0], cfg.regularization.include_biases),
+        decay_mask=losses.regularized_mask(trainable, cfg.regularization.include_biases),
     )
-    state = TrainState(params, tx.init(models.split_stats(params)[0]), jnp.zeros((), jnp.int32))
     x_N, y_N = jax.device_put(data.train.x), jax.device_put(data.train.y)
     splits = {"train": (x_N, y_N)}
     if cfg.train.train_eval_size is not None and cfg.train.train_eval_size < n:
         # a fixed subset: the training metrics of a large set at a fraction of the cost
-        subset = np.sort(np.random.default_rng(cfg.seed + 1).permutation(n)[: cfg.train.train_eval_size])
+        subset = np.sort(np.random.default_rng(data_seed + 1).permutation(n)[: cfg.train.train_eval_size])
         splits["train"] = (jax.device_put(data.train.x[subset]), jax.device_put(data.train.y[subset]))
     if data.val is not None:
         splits["val"] = (jax.device_put(data.val.x), jax.device_put(data.val.y))
     splits["test"] = (jax.device_put(data.test.x), jax.device_put(data.test.y))
-
-    current_epoch = [0]
-    every = max(1, steps_per_epoch // 20)
-    on_step = (lambda step: writer.progress(current_epoch[0], int(step))) if progress else None
+    probe = None
+    if cfg.diagnosis.instruments:
+        # a fixed, seeded probe batch of training examples, the same every epoch
+        probe_idx = np.sort(np.random.default_rng(data_seed).permutation(n)[: cfg.diagnosis.probe_size])
+        probe = (jax.device_put(data.train.x[probe_idx]), jax.device_put(data.train.y[probe_idx]))
     loop = cfg.train.loop if cfg.train.loop != "auto" else ("steps" if cfg.model.arch in ("cnn", "resnet") else "scan")
-    if loop == "scan":
+    monitor = cfg.train.early_stopping.monitor if data.val is not None else "train_loss"
+    info = {
+        "epochs": cfg.train.epochs, "steps_per_epoch": steps_per_epoch, "params": models.param_count(shapes),
+        "device": device_name(), "train_size": n, "batch_size": batch_size, "loop": loop,
+        "stack": ("scanned" if plan.scanned else "unrolled") + (f" (unroll {plan.unroll})" if plan.scanned else ""),
+    }
+    return _Setup(model, plan, tx, schedule, x_N, y_N, splits, probe, n, batch_size, steps_per_epoch, loop, monitor, info)
+
+
+def _init_state(setup: _Setup, seed: int) -> tuple[TrainState, jax.Array, jax.Array]:
+    """The initial state and the (shuffle, dropout) keys of one seed."""
+    init_key, shuffle_key, dropout_key = jax.random.split(jax.random.PRNGKey(seed), 3)
+    params = setup.model.init(init_key)
+    state = TrainState(params, setup.tx.init(models.split_stats(params)[0]), jnp.zeros((), jnp.int32))
+    return state, shuffle_key, dropout_key
+
+
+class _SeedRecord:
+    """One seed's host-side bookkeeping: history, early stopping, divergence, checkpoints."""
+
+    def __init__(self, cfg: Config, setup: _Setup, writer: Writer, num_classes: int) -> None:
+        self.cfg, self.setup, self.writer, self.num_classes = cfg, setup, writer, num_classes
+        self.history: list[dict[str, Any]] = []
+        self.stopper = EarlyStopping(cfg.train.early_stopping, setup.monitor)
+        self.best_arrays: Optional[dict[str, np.ndarray]] = None
+        self.last_arrays: Optional[dict[str, np.ndarray]] = None
+        self.status = "completed"
+        self.active = True
+        self.limit = math.inf
+        self.t_start = time.perf_counter()
+
+    def initial(self, record: dict[str, Any]) -> None:
+        self.history.append({"epoch": 0, **record})
+        self.writer.write(0, record)
+        initial_loss = record["train_loss"]
+        self.limit = self.cfg.train.divergence_factor * max(initial_loss, math.log(self.num_classes))
+        if not math.isfinite(initial_loss):
+            self.status, self.active = "diverged", False
+
+    def epoch(self, epoch: int, record: dict[str, Any], params: Callable[[], Any]) -> None:
+        """Record one epoch; `params()` fetches this seed's parameters when they are needed."""
+        self.history.append({"epoch": epoch, **record})
+        self.writer.write(epoch, record)
+        if _is_diverged(record, self.limit):
+            self.status, self.active = "diverged", False
+            return
+        arrays = flatten_params(params())
+        self.last_arrays = arrays
+        self.writer.checkpoint("last", arrays)
+        if self.stopper.update(epoch, record.get(self.setup.monitor)):
+            self.best_arrays = arrays
+            self.writer.checkpoint("best", arrays)
+        if self.stopper.should_stop:
+            self.status, self.active = "stopped_early", False
+
+    def finish(self, data: Dataset, like: Any) -> FitResult:
+        cfg, setup, history, stopper = self.cfg, self.setup, self.history, self.stopper
+        status = self.status
+        final_params = None
+        if status in ("completed", "stopped_early") and self.last_arrays is not None:
+            final_params = unflatten_params(like, self.last_arrays)
+        restored = False
+        es = cfg.train.early_stopping
+        if es.enabled and es.restore_best and self.best_arrays is not None and status in ("completed", "stopped_early"):
+            final_params = unflatten_params(like, self.best_arrays)
+            restored = stopper.best_epoch != history[-1]["epoch"]
+        by_epoch = {h["epoch"]: h for h in history}
+        last = history[-1] if len(history) > 1 else None
+        summary = {
+            "name": cfg.name,
+            "seed": cfg.seed,
+            "status": status,
+            "epochs_run": len(history) - 1 if history else 0,
+            "best_epoch": stopper.best_epoch,
+            "monitor": setup.monitor,
+            "restored_best": restored,
+            "final": _pick(last),
+            "best": _pick(by_epoch.get(stopper.best_epoch)) if stopper.best_epoch else None,
+            "initial": _pick(history[0]) if history else None,
+            "wall_seconds": time.perf_counter() - self.t_start,
+            "params": setup.info["params"],
+            "versions": {"jax": jax.__version__, "optax": optax.__version__, "dnnlab": dnnlab.__version__},
+            "device": setup.info["device"],
+            "loop": setup.loop,
+            "stack": setup.info["stack"],
+            "data": {
+                "dataset": data.name, "source": data.source, "train": setup.n,
+                "train_eval": int(setup.splits["train"][1].shape[0]),
+                "val": len(data.val) if data.val is not None else 0, "test": len(data.test),
+                "num_classes": data.num_classes,
+            },
+        }
+        self.writer.finish(summary)
+        return FitResult(summary, final_params, history)
+
+
+def _epoch_and_measure(cfg: Config, setup: _Setup, on_step, every: int):
+    """(epoch_fn, measure_fn) for one seed: the compiled epoch and the evaluation + instruments."""
+    model, tx, reg = setup.model, setup.tx, cfg.regularization
+    if setup.loop == "scan":
         epoch_fn = jax.jit(
             partial(
-                train_epoch, model=model, tx=tx, reg=cfg.regularization, batch_size=batch_size,
+                train_epoch, model=model, tx=tx, reg=reg, batch_size=setup.batch_size,
                 progress=on_step, progress_every=every,
             ),
             donate_argnums=0,
         )
         eval_fn = jax.jit(partial(evaluate_splits, model=model, chunk=cfg.train.eval_batch_size))
     else:
-        step_jit = jax.jit(partial(indexed_step, model=model, tx=tx, reg=cfg.regularization), donate_argnums=0)
-        batches_jit = jax.jit(partial(batches, n, batch_size))
+        step_jit = jax.jit(partial(indexed_step, model=model, tx=tx, reg=reg), donate_argnums=0)
+        batches_jit = jax.jit(partial(batches, setup.n, setup.batch_size))
         epoch_fn = partial(stepwise_epoch, step_fn=step_jit, batches_fn=batches_jit, on_step=on_step, every=every)
         chunk_jit = jax.jit(partial(chunk_sums, model=model))
         eval_fn = partial(stepwise_evaluate, chunk_fn=chunk_jit, chunk=cfg.train.eval_batch_size)
-    if cfg.diagnosis.instruments:
-        # a fixed, seeded probe batch of training examples, the same every epoch
-        probe_idx = np.sort(np.random.default_rng(cfg.seed).permutation(n)[: cfg.diagnosis.probe_size])
-        probe_x, probe_y = jax.device_put(data.train.x[probe_idx]), jax.device_put(data.train.y[probe_idx])
-        probe_jit = jax.jit(partial(probes.probe, model=model, tx=tx, reg=cfg.regularization))
+    probe_jit = jax.jit(partial(probes.probe, model=model, tx=tx, reg=reg)) if setup.probe is not None else None
 
     def measure(st: TrainState) -> dict[str, Any]:
         """Evaluation-mode metrics of every split, and the instruments when they are on."""
-        out = eval_fn(st.params, splits)
-        if cfg.diagnosis.instruments:
-            out = {**out, **probe_jit(st.params, st.opt_state, probe_x, probe_y)}
+        out = eval_fn(st.params, setup.splits)
+        if probe_jit is not None:
+            out = {**out, **probe_jit(st.params, st.opt_state, *setup.probe)}
         return out
-    monitor = cfg.train.early_stopping.monitor if data.val is not None else "train_loss"
-    stopper = EarlyStopping(cfg.train.early_stopping, monitor)
-    best_arrays: Optional[dict[str, np.ndarray]] = None
-    restored = False
-    info = {
-        "epochs": cfg.train.epochs, "steps_per_epoch": steps_per_epoch, "params": models.param_count(params),
-        "device": device_name(), "train_size": n, "batch_size": batch_size, "loop": loop,
-        "stack": ("scanned" if plan.scanned else "unrolled") + (f" (unroll {plan.unroll})" if plan.scanned else ""),
-    }
 
+    return epoch_fn, measure
+
+
+def fit(
+    cfg: Config, data: Dataset, writer: Writer = Writer(), *, progress: bool = True, data_seed: Optional[int] = None
+) -> FitResult:
+    """Train `cfg`'s model on `data`, reporting every epoch to `writer`.
+
+    Args:
+        cfg: the validated config.
+        data: the loaded dataset (train, optional validation, test).
+        writer: receives start, each epoch's metrics, checkpoints and the summary.
+        progress: report steps within an epoch through a JAX callback (about 20 per epoch).
+        data_seed: seeds the probe batch and the training-metrics subset (default cfg.seed);
+            the seeds of one multi-seed run share them, as they share the data split.
+    Returns:
+        FitResult; `summary["status"]` is completed, stopped_early, diverged or interrupted.
+        Ctrl-C is caught here so that the summary is still written.
+    """
+    setup = _setup(cfg, data, cfg.seed if data_seed is None else data_seed)
+    rec = _SeedRecord(cfg, setup, writer, data.num_classes)
+    state, shuffle_key, dropout_key = _init_state(setup, cfg.seed)
+    like = state.params
+    current_epoch = [0]
+    every = max(1, setup.steps_per_epoch // 20)
+    on_step = (lambda step: writer.progress(current_epoch[0], int(step))) if progress else None
+    epoch_fn, measure = _epoch_and_measure(cfg, setup, on_step, every)
     try:
-        writer.start(info)
+        writer.start(setup.info)
         t0 = time.perf_counter()
         record = _to_python(jax.device_get(measure(state)))
-        record.update(lr=float(schedule(0)), seconds=time.perf_counter() - t0)
-        history.append({"epoch": 0, **record})
-        writer.write(0, record)
-        initial_loss = record["train_loss"]
-        limit = cfg.train.divergence_factor * max(initial_loss, math.log(data.num_classes))
-        if not math.isfinite(initial_loss):
-            status = "diverged"
-        for epoch in range(1, cfg.train.epochs + 1) if status != "diverged" else ():
+        record.update(lr=float(setup.schedule(0)), seconds=time.perf_counter() - t0)
+        rec.initial(record)
+        for epoch in range(1, cfg.train.epochs + 1) if rec.active else ():
             current_epoch[0] = epoch
             t0 = time.perf_counter()
-            state, running = epoch_fn(
-                state, x_N, y_N, jax.random.fold_in(shuffle_key, epoch), dropout_key
-            )
+            state, running = epoch_fn(state, setup.x_N, setup.y_N, jax.random.fold_in(shuffle_key, epoch), dropout_key)
             record = _to_python(jax.device_get({**running, **measure(state)}))
-            record.update(lr=float(schedule(int(state.step) - 1)), seconds=time.perf_counter() - t0)
-            history.append({"epoch": epoch, **record})
-            writer.write(epoch, record)
-            if _is_diverged(record, limit):
-                status = "diverged"
-                break
-            arrays = flatten_params(state.params)
-            writer.checkpoint("last", arrays)
-            if stopper.update(epoch, record.get(monitor)):
-                best_arrays = arrays
-                writer.checkpoint("best", arrays)
-            if stopper.should_stop:
-                status = "stopped_early"
+            record.update(lr=float(setup.schedule(int(state.step) - 1)), seconds=time.perf_counter() - t0)
+            rec.epoch(epoch, record, lambda: state.params)
+            if not rec.active:
                 break
     except KeyboardInterrupt:
-        status = "interrupted"
+        rec.status = "interrupted"
+    return rec.finish(data, like)
 
-    final_params = state.params if status in ("completed", "stopped_early") else None
-    es = cfg.train.early_stopping
-    if es.enabled and es.restore_best and best_arrays is not None and status in ("completed", "stopped_early"):
-        final_params = unflatten_params(params, best_arrays)
-        restored = stopper.best_epoch != history[-1]["epoch"]
-    by_epoch = {h["epoch"]: h for h in history}
-    last = history[-1] if len(history) > 1 else None
-    summary = {
-        "name": cfg.name,
-        "status": status,
-        "epochs_run": len(history) - 1 if history else 0,
-        "best_epoch": stopper.best_epoch,
-        "monitor": monitor,
-        "restored_best": restored,
-        "final": _pick(last),
-        "best": _pick(by_epoch.get(stopper.best_epoch)) if stopper.best_epoch else None,
-        "initial": _pick(history[0]) if history else None,
-        "wall_seconds": time.perf_counter() - t_start,
-        "params": info["params"],
-        "versions": {"jax": jax.__version__, "optax": optax.__version__, "dnnlab": dnnlab.__version__},
-        "device": info["device"],
-        "loop": loop,
-        "stack": info["stack"],
-        "data": {
-            "dataset": data.name, "source": data.source, "train": n, "train_eval": int(splits["train"][1].shape[0]),
-            "val": len(data.val) if data.val is not None else 0, "test": len(data.test),
-            "num_classes": data.num_classes,
-        },
-    }
-    writer.finish(summary)
-    return FitResult(summary, final_params, history)
+
+# ---------------------------------------------------------------- several seeds
+
+
+def seed_configs(cfg: Config) -> list[Config]:
+    """The configs of a `train.seeds: N` run: seed, seed + 1, ..., each with seeds 1."""
+    train_cfg = cfg.train.model_copy(update={"seeds": 1})
+    return [cfg.model_copy(update={"seed": cfg.seed + i, "train": train_cfg}) for i in range(cfg.train.seeds)]
+
+
+def seeds_mode(cfg: Config, platform: Optional[str] = None) -> str:
+    """vmap or sequential for a multi-seed run (`train.seed_mode`; see README: Speed)."""
+    if cfg.train.seeds < 2:
+        return "sequential"
+    loop = cfg.train.loop if cfg.train.loop != "auto" else ("steps" if cfg.model.arch in ("cnn", "resnet") else "scan")
+    if loop != "scan":
+        return "sequential"  # the per-step loop (convolutional nets) is not vmapped
+    if cfg.train.seed_mode != "auto":
+        return cfg.train.seed_mode
+    platform = platform or jax.default_backend()
+    if platform != "cpu":
+        return "vmap"
+    # on the CPU one model of this size already fills the cores; vmapping only pays for small nets
+    return "vmap" if max(cfg.model.layer_widths or (0,)) <= VMAP_MAX_WIDTH_CPU else "sequential"
+
+
+VMAP_MAX_WIDTH_CPU = 128  # bench/seeds.py: vmapped seeds beat sequential runs on 2 CPU cores up to about this width
+
+
+def fit_seeds(
+    cfg: Config, data: Dataset, writers: list[Writer], *, progress: bool = True, mode: Optional[str] = None
+) -> list[FitResult]:
+    """Train the `train.seeds` copies of `cfg` that differ only in their seed.
+
+    Args:
+        writers: one per seed (seed, seed + 1, ...).
+        mode: vmap (one compiled program, `jax.vmap` over parameters, optimizer state and keys)
+            or sequential; default `seeds_mode(cfg)`. Both give the same records.
+    Returns:
+        One FitResult per seed, in seed order; seeds not started after Ctrl-C are missing.
+    """
+    cfgs = seed_configs(cfg)
+    mode = mode or seeds_mode(cfg)
+    if mode != "vmap":
+        results = []
+        for c, w in zip(cfgs, writers):
+            results.append(fit(c, data, w, progress=progress, data_seed=cfg.seed))
+            if results[-1].summary["status"] == "interrupted":
+                break
+        return results
+    return _fit_vmapped(cfg, cfgs, data, writers, progress=progress)
+
+
+def _fit_vmapped(cfg: Config, cfgs: list[Config], data: Dataset, writers: list[Writer], *, progress: bool) -> list[FitResult]:
+    setup = _setup(cfg, data, cfg.seed)
+    n_seeds = len(cfgs)
+    recs = [_SeedRecord(c, setup, w, data.num_classes) for c, w in zip(cfgs, writers)]
+    inits = [_init_state(setup, c.seed) for c in cfgs]
+    like = inits[0][0].params
+    state = models.stack_trees([s for s, _, _ in inits])
+    shuffle_keys = jnp.stack([k for _, k, _ in inits])
+    dropout_keys = jnp.stack([k for _, _, k in inits])
+    del inits
+    model, tx, reg = setup.model, setup.tx, cfg.regularization
+    # every seed runs every epoch inside the one program; a seed that stopped (early stopping,
+    # divergence) is no longer recorded, so its records equal those of its own sequential run
+    epoch_fn = jax.jit(
+        jax.vmap(partial(train_epoch, model=model, tx=tx, reg=reg, batch_size=setup.batch_size), in_axes=(0, None, None, 0, 0)),
+        donate_argnums=0,
+    )
+    eval_fn = jax.jit(jax.vmap(partial(evaluate_splits, model=model, chunk=cfg.train.eval_batch_size), in_axes=(0, None)))
+    probe_fn = (
+        jax.jit(jax.vmap(partial(probes.probe, model=model, tx=tx, reg=reg), in_axes=(0, 0, None, None)))
+        if setup.probe is not None else None
+    )
+
+    def measure(st: TrainState) -> dict[str, Any]:
+        out = eval_fn(st.params, setup.splits)
+        if probe_fn is not None:
+            out = {**out, **probe_fn(st.params, st.opt_state, *setup.probe)}
+        return out
+
+    def per_seed(fetched: dict[str, Any]) -> list[dict[str, Any]]:
+        return [_to_python({k: v[i] for k, v in fetched.items()}) for i in range(n_seeds)]
+
+    def seed_params(i: int) -> Any:
+        return jax.tree_util.tree_map(lambda a: a[i], state.params)
+
+    info = {**setup.info, "seeds": n_seeds, "seed_mode": "vmap"}
+    try:
+        for r in recs:
+            r.writer.start(info)
+        t0 = time.perf_counter()
+        fetched = jax.device_get(measure(state))
+        seconds = time.perf_counter() - t0
+        for r, record in zip(recs, per_seed(fetched)):
+            record.update(lr=float(setup.schedule(0)), seconds=seconds)
+            r.initial(record)
+        for epoch in range(1, cfg.train.epochs + 1):
+            if not any(r.active for r in recs):
+                break
+            t0 = time.perf_counter()
+            keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(shuffle_keys, epoch)
+            state, running = epoch_fn(state, setup.x_N, setup.y_N, keys, dropout_keys)
+            fetched = jax.device_get({**running, **measure(state)})
+            seconds = time.perf_counter() - t0
+            lr = float(setup.schedule(int(state.step[0]) - 1))
+            for i, (r, record) in enumerate(zip(recs, per_seed(fetched))):
+                if r.active:
+                    record.update(lr=lr, seconds=seconds)
+                    r.epoch(epoch, record, partial(seed_params, i))
+            if progress:
+                for r in recs:
+                    r.writer.progress(epoch, setup.steps_per_epoch)
+    except KeyboardInterrupt:
+        for r in recs:
+            if r.active:
+                r.status = "interrupted"
+    return [r.finish(data, like) for r in recs]

@@ -1,0 +1,108 @@
+"""Several seeds of one config: vmapped in one compiled program, or one after another."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from dnnlab import cli, train
+from dnnlab.runs import Writer
+from conftest import make_cfg
+
+SMALL = {
+    "data.train_size": 400, "model.hidden": [32, 32, 32], "model.dropout": 0.2, "train.epochs": 4,
+    "data.batch_size": 64, "train.seeds": 3, "seed": 5,
+}
+
+
+class Recorder(Writer):
+    def __init__(self) -> None:
+        self.lines: list[dict] = []
+        self.summary: dict | None = None
+
+    def write(self, epoch, metrics):
+        self.lines.append({"epoch": epoch, **metrics})
+
+    def finish(self, summary):
+        self.summary = summary
+
+
+def run_all(cfg, data, mode):
+    writers = [Recorder() for _ in range(cfg.train.seeds)]
+    results = train.fit_seeds(cfg, data, writers, progress=False, mode=mode)
+    return results, writers
+
+
+def comparable(record):
+    return {k: v for k, v in record.items() if k not in ("seconds",)}
+
+
+@pytest.mark.parametrize("extra", [{}, {"train.early_stopping.enabled": True, "train.early_stopping.patience": 1, "train.early_stopping.min_delta": 0.1, "train.epochs": 8}])
+def test_vmapped_seeds_give_the_same_records_as_sequential_runs(digits, extra):
+    cfg = make_cfg(**{**SMALL, **extra})
+    vm, vm_writers = run_all(cfg, digits, "vmap")
+    sq, sq_writers = run_all(cfg, digits, "sequential")
+    assert [r.summary["seed"] for r in vm] == [5, 6, 7] == [r.summary["seed"] for r in sq]
+    for a, b in zip(vm_writers, sq_writers):
+        assert [r["epoch"] for r in a.lines] == [r["epoch"] for r in b.lines]
+        for ra, rb in zip(a.lines, b.lines):
+            ra, rb = comparable(ra), comparable(rb)
+            assert ra.keys() == rb.keys()
+            for key in ra:
+                np.testing.assert_allclose(ra[key], rb[key], rtol=2e-4, atol=2e-5, err_msg=key)
+        assert a.summary["status"] == b.summary["status"]
+        assert a.summary["best_epoch"] == b.summary["best_epoch"]
+    if extra:  # early stopping ends the seeds at different epochs
+        assert len({r.summary["epochs_run"] for r in vm}) > 1 or any(r.summary["status"] == "stopped_early" for r in vm)
+    # the seeds really differ
+    finals = [r.summary["final"]["train_loss"] for r in vm]
+    assert len({round(f, 6) for f in finals}) == 3
+    # the kept parameters too
+    for a, b in zip(vm, sq):
+        np.testing.assert_allclose(a.params["out"]["w"], b.params["out"]["w"], rtol=1e-3, atol=1e-5)
+
+
+def test_a_diverging_seed_does_not_stop_the_others(digits):
+    cfg = make_cfg(**{**SMALL, "optimizer.lr": 30.0, "optimizer.name": "sgd", "model.activation": "relu", "train.seeds": 2})
+    results, _ = run_all(cfg, digits, "vmap")
+    sequential, _ = run_all(cfg, digits, "sequential")
+    assert [r.summary["status"] for r in results] == [r.summary["status"] for r in sequential]
+    assert [r.summary["epochs_run"] for r in results] == [r.summary["epochs_run"] for r in sequential]
+
+
+def test_seed_mode_choice():
+    assert train.seeds_mode(make_cfg(**{"train.seeds": 1})) == "sequential"
+    small = make_cfg(**{"train.seeds": 8, "model.hidden": [100, 100]})
+    assert train.seeds_mode(small, "cpu") == "vmap" and train.seeds_mode(small, "gpu") == "vmap"
+    big = make_cfg(**{"train.seeds": 8, "model.hidden": [500, 500]})
+    assert train.seeds_mode(big, "cpu") == "sequential" and train.seeds_mode(big, "gpu") == "vmap"
+    assert train.seeds_mode(make_cfg(**{"train.seeds": 8, "train.seed_mode": "vmap", "model.hidden": [500]}), "cpu") == "vmap"
+    # the per-step loop of convolutional nets is not vmapped
+    assert train.seeds_mode(make_cfg(**{"train.seeds": 8, "model.arch": "cnn", "data.dataset": "digits"}), "gpu") == "sequential"
+
+
+def test_run_with_seeds_writes_one_folder_per_seed_and_the_mean_and_std(tmp_path):
+    cfg_path = tmp_path / "c.yaml"
+    cfg_path.write_text("name: multi\ndata: {train_size: 300}\nmodel: {hidden: [16]}\ntrain: {epochs: 2}\n")
+    out = tmp_path / "runs"
+    result = CliRunner().invoke(cli.app, ["run", str(cfg_path), "--seeds", "3", "--quiet", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    (run_dir,) = list(out.iterdir())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["seeds"] == [0, 1, 2] and len(summary["members"]) == 3
+    tests = [m["kept"]["test_accuracy"] for m in summary["members"]]
+    assert summary["mean"]["test_accuracy"] == pytest.approx(np.mean(tests))
+    assert summary["std"]["test_accuracy"] == pytest.approx(np.std(tests, ddof=1))
+    for seed in (0, 1, 2):
+        lines = [json.loads(x) for x in (run_dir / f"seed-{seed}" / "metrics.jsonl").read_text().splitlines()]
+        assert len(lines) == 3 and all(line["seed"] == seed for line in lines)
+        assert (run_dir / f"seed-{seed}" / "report.md").exists()
+    assert "± " in result.output and result.output.count("seed ") >= 3
+    # compare groups the seeds into one row; diagnose reads every seed
+    compared = CliRunner().invoke(cli.app, ["compare", str(run_dir), "--json", "--out", str(tmp_path / "cmp")])
+    assert compared.exit_code == 0, compared.output
+    diag = CliRunner().invoke(cli.app, ["diagnose", str(run_dir), "--json"])
+    assert diag.exit_code == 0 and set(json.loads(diag.output)) == {"seed-0", "seed-1", "seed-2"}
