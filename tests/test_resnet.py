@@ -141,6 +141,9 @@ def test_batch_norm_in_an_mlp_replaces_the_bias():
 def _outputs_and_grads(cfg, shape, plan, x, key):
     model = models.build(cfg, shape, 10, plan)
     params = models.build(cfg, shape, 10).init(jax.random.PRNGKey(0))
+    if "stack" in jax.eval_shape(model.init, jax.random.PRNGKey(0)):
+        # the scanned MLP stores its stack with a leading layer axis: the same numbers
+        params = models.stack_params(params)
     trainable, stats = models.split_stats(params)
 
     def loss(p):
@@ -149,14 +152,14 @@ def _outputs_and_grads(cfg, shape, plan, x, key):
 
     grads, (logits, aux) = jax.grad(loss, has_aux=True)(trainable)
     eval_logits, _ = model.apply(params, x)
-    return logits, eval_logits, grads, aux
+    return logits, eval_logits, models.unstack_params(grads), aux
 
 
 @pytest.mark.parametrize(
     "dotted,shape",
     [
         ({"model.depth": 7, "model.width": 24, "model.dropout": 0.3, "model.activation": "tanh"}, (12,)),
-        ({"model.depth": 5, "model.width": 16, "model.activation": "prelu", "model.norm": "batch"}, (12,)),
+        ({"model.depth": 5, "model.width": 16, "model.activation": "prelu", "model.input_dropout": 0.1}, (12,)),
         ({"model.arch": "resnet", "model.blocks": 3, "model.dropout": 0.2}, (8, 8, 1)),
         ({"model.arch": "resnet", "model.blocks": 3, "model.activation": "maxout", "model.norm": "none"}, (8, 8, 1)),
     ],
@@ -183,14 +186,26 @@ def test_stack_plan_by_depth_and_setting():
     mlp = lambda depth: make_cfg(**{"model.depth": depth}).model  # noqa: E731
     assert models.stack_length(mlp(2)) == 0 and models.stack_length(mlp(56)) == 55
     assert models.plan_stack(mlp(10)) == models.StackPlan(False)
-    assert models.plan_stack(mlp(56)).scanned
+    assert not models.plan_stack(mlp(56)).scanned
     assert models.plan_stack(mlp(56), "unrolled") == models.StackPlan(False)
     assert models.plan_stack(mlp(10), "scanned", 3) == models.StackPlan(True, 3)
     # convolutions inside a scan are ~25x slower on the CPU: resnets stay unrolled there
     assert not models.plan_stack(resnet(9), platform="cpu").scanned
-    assert models.plan_stack(resnet(9), platform="gpu").scanned
+    assert models.plan_stack(resnet(9), "scanned").scanned
     residual = make_cfg(**{"model.depth": 9, "model.residual": True}).model
     assert models.stack_length(residual) == 0
+    # batch norm's running statistics are kept per layer: such MLPs stay unrolled
+    assert not models.plan_stack(make_cfg(**{"model.depth": 56, "model.norm": "batch"}).model, "scanned").scanned
+
+
+def test_a_scanned_mlp_stores_its_stack_once_and_the_instruments_see_every_layer():
+    cfg = make_cfg(**{"model.depth": 6, "model.width": 8, "model.activation": "prelu"}).model
+    params = models.build(cfg, 4, 3, models.StackPlan(True, 2)).init(jax.random.PRNGKey(0))
+    assert len(params["hidden"]) == 1 and params["stack"]["w"].shape == (5, 8, 8)
+    assert len(models.layers(params)) == 6
+    assert models.param_count(params) == models.param_count(models.build(cfg, 4, 3).init(jax.random.PRNGKey(0)))
+    back = models.unstack_params(params)
+    assert len(back["hidden"]) == 6 and np.array_equal(back["hidden"][3]["w"], params["stack"]["w"][2])
 
 
 def test_fit_with_a_scanned_stack_matches_unrolled_and_records_every_layer(digits):

@@ -44,7 +44,8 @@ def mc_dropout(cfg: Config, ds: Dataset, arrays: dict[str, np.ndarray], k: int, 
     Returns:
         {"weight_scaling": {"accuracy", "loss"}, "mc": [{"k", "accuracy", "loss"}, ...]}
     """
-    model = models.build(cfg.model, ds.input_shape, ds.num_classes)
+    plan = models.plan_stack(cfg.model, cfg.train.stack, cfg.train.unroll, jax.default_backend())
+    model = models.build(cfg.model, ds.input_shape, ds.num_classes, plan)
     params = unflatten_params(model.init(jax.random.PRNGKey(0)), arrays)
     x, y = jnp.asarray(ds.test.x), jnp.asarray(ds.test.y)
 

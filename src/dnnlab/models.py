@@ -116,6 +116,26 @@ def merge_stats(trainable: Params, stats: Any) -> Params:
     return trainable if stats is None else {**trainable, "batch_stats": stats}
 
 
+def stack_params(params: Params) -> Params:
+    """The scanned layout of an MLP's params: hidden layers 1..L-1 as one stacked "stack" entry."""
+    return {**params, "hidden": params["hidden"][:1], "stack": stack_trees(params["hidden"][1:])}
+
+
+def unstack_params(params: Params) -> Params:
+    """The unrolled layout (one entry per hidden layer) of any params."""
+    if "stack" not in params:
+        return params
+    n = jax.tree_util.tree_leaves(params["stack"])[0].shape[0]
+    rest = {k: v for k, v in params.items() if k != "stack"}
+    return {**rest, "hidden": list(params["hidden"]) + unstack_tree(params["stack"], n)}
+
+
+def layers(params: Params) -> list[Params]:
+    """Every conv and hidden layer's dict, input to output, whatever the layout (the classifier
+    excluded); for the per-layer instruments."""
+    return list(params.get("conv", [])) + list(unstack_params(params)["hidden"])
+
+
 def stack_trees(trees: list[Any]) -> Any:
     """A list of equally shaped pytrees as one pytree with a leading layer axis."""
     return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *trees)
@@ -149,21 +169,19 @@ def stack_length(cfg: ModelConfig) -> int:
 # and its compile time grows with depth; a scan compiles in about constant time but steps
 # slower, and scan's `unroll` trades one for the other. Convolutions inside a scan run ~25x
 # slower on XLA's CPU backend (bench/conv.py), so CPU resnets stay unrolled.
-SCAN_FROM_LAYERS = 24  # an MLP stack of at least this many layers is scanned
-SCAN_UNROLL = 4  # layers per scan iteration
+SCAN_FROM_LAYERS = 512  # an MLP stack of at least this many layers is scanned (README: Speed)
+SCAN_UNROLL = 8  # layers per scan iteration
 
 
 def plan_stack(cfg: ModelConfig, stack: str = "auto", unroll: Optional[int] = None, platform: str = "cpu") -> StackPlan:
     """How to compile the model's stack of identical layers (`train.stack`, `train.unroll`)."""
     n = stack_length(cfg)
-    if stack == "unrolled" or n < 2:
+    if stack == "unrolled" or n < 2 or (cfg.arch != "resnet" and cfg.norm == "batch"):
         return StackPlan(False, 1)
     if stack == "scanned":
         return StackPlan(True, unroll or 1)
     if cfg.arch != "resnet" and n >= SCAN_FROM_LAYERS:
         return StackPlan(True, unroll or SCAN_UNROLL)
-    if cfg.arch == "resnet" and platform != "cpu" and n >= 4:
-        return StackPlan(True, unroll or 1)
     return StackPlan(False, 1)
 
 
@@ -240,7 +258,12 @@ def build_feedforward(
     pool = cfg.pool == "max"
     norm = cfg.norm == "batch"
     # the scanned stack: hidden layers 1..L-1 when they are identical in shape
-    stack_from = 1 if (plan.scanned and not blocks and len(set(widths[1:])) == 1 and len(widths) >= 3) else len(widths)
+    # the scanned stack: hidden layers 1..L-1 when they are identical in shape, stored as one
+    # pytree with a leading layer axis (params["stack"]), so that the program holds one copy of
+    # the layer and of its optimizer update whatever the depth
+    stored = plan.scanned and stack_length(cfg) >= 2
+    if stored and norm:
+        raise ValueError("a scanned MLP stack does not support model.norm=batch; use train.stack=unrolled")
 
     def conv_out_dim() -> int:
         h, w = input_shape[0], input_shape[1]
@@ -266,6 +289,8 @@ def build_feedforward(
             fan_in = width
         out = {"w": out_init(keys[-1], (fan_in, num_classes), jnp.float32), "b": jnp.zeros((num_classes,), jnp.float32)}
         params = {"conv": conv, "hidden": hidden, "out": out}
+        if stored:
+            params = stack_params(params)
         return merge_stats(params, stats if norm else None)
 
     def apply(params: Params, x: jax.Array, *, key: Optional[jax.Array] = None, train: bool = False):
@@ -295,7 +320,7 @@ def build_feedforward(
 
         shortcut = None
         hidden_keys, hidden_stats = keys[1 + len(channels) :], all_stats[len(channels) :]
-        for i, (layer, k, st) in enumerate(zip(params["hidden"][:stack_from], hidden_keys, hidden_stats)):
+        for i, (layer, k, st) in enumerate(zip(params["hidden"], hidden_keys, hidden_stats)):
             if i in blocks:
                 shortcut = h
             z, s = batch_norm(h @ layer["w"] + _shift(layer), layer, st, train)
@@ -305,15 +330,16 @@ def build_feedforward(
             post.append(h)
             new_stats.append(s)
             h = dropout(h, cfg.dropout, k, train)
-        rest = [
-            (layer, k if k is not None else jnp.zeros((2,), jnp.uint32), st)
-            for layer, k, st in zip(params["hidden"][stack_from:], hidden_keys[stack_from:], hidden_stats[stack_from:])
-        ]
-        h, outs = run_stack(dense, h, rest, plan)
-        for z, out, s in outs:
-            pre.append(z)
-            post.append(out)
-            new_stats.append(s)
+        if "stack" in params:
+            n_stack = len(widths) - 1
+            stack_keys = (
+                jnp.stack(hidden_keys[1:]) if (train and key is not None) else jnp.zeros((n_stack, 2), jnp.uint32)
+            )
+            h, (z_L, out_L, _) = jax.lax.scan(
+                dense, h, (params["stack"], stack_keys, None), unroll=min(plan.unroll, n_stack)
+            )
+            pre.extend(z_L[i] for i in range(n_stack))
+            post.extend(out_L[i] for i in range(n_stack))
         logits = h @ params["out"]["w"] + params["out"]["b"]
         aux = {"pre": pre, "post": post}
         if norm:

@@ -24,7 +24,7 @@ NEAR_ZERO = 1e-3  # |w| below this counts as zero (the sparsity L1 gives)
 
 def weight_layers(tree: Any) -> list[jax.Array]:
     """The weight matrices of a params-shaped tree, input to output (classifier last)."""
-    return [layer["w"] for layer in tree.get("conv", [])] + [layer["w"] for layer in tree["hidden"]] + [tree["out"]["w"]]
+    return [layer["w"] for layer in models.layers(tree)] + [tree["out"]["w"]]
 
 
 def _norm(x: jax.Array) -> jax.Array:
@@ -83,7 +83,7 @@ def probe(
         out["dead_fraction"] = jnp.stack([jnp.mean(jnp.all(z <= 0, axis=tuple(range(z.ndim - 1)))) for z in pre])
         out["nonpositive_fraction"] = jnp.stack([jnp.mean(z <= 0) for z in pre])
     if act.name == "prelu":
-        out["prelu_slope"] = jnp.stack([jnp.mean(layer["slope"]) for layer in params.get("conv", []) + params["hidden"]])
+        out["prelu_slope"] = jnp.stack([jnp.mean(layer["slope"]) for layer in models.layers(params)])
     if act.name == "maxout":
         k = act.pieces
         evenness = []
