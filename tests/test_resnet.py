@@ -219,3 +219,17 @@ def test_fit_with_a_scanned_stack_matches_unrolled_and_records_every_layer(digit
     for key in ("train_loss", "val_loss", "test_accuracy"):
         assert a.summary["final"][key] == pytest.approx(b.summary["final"][key], rel=1e-4, abs=1e-5)
     assert len(b.history[-1]["grad_rms"]) == 6 and len(b.history[-1]["pre_std"]) == 5
+
+
+@pytest.mark.parametrize("shortcut", ["identity", "none"])
+def test_resnet_56_starts_near_chance_in_evaluation_mode(shortcut):
+    # with identity shortcuts each block starts as the identity (zero-gamma): without it the
+    # evaluation-mode activations double per block and the initial loss was 36 instead of ln(10)
+    cfg = resnet(9, **{"model.shortcut": shortcut})
+    model = models.build(cfg, (8, 8, 1), 10)
+    params = model.init(jax.random.PRNGKey(0))
+    x = jax.random.normal(jax.random.PRNGKey(1), (64, 64))
+    y = jnp.arange(64) % 10
+    logits, _ = model.apply(params, x)
+    loss = float(jnp.mean(-jax.nn.log_softmax(logits)[jnp.arange(64), y]))
+    assert 0.5 * np.log(10) < loss < 2 * np.log(10)

@@ -358,9 +358,9 @@ def build_resnet(
 
     `shortcut: identity` adds each block's input to its second conv's output (option A: at a
     stage change the input is subsampled and zero-padded to the new channels, no parameters);
-    `none` is the paper's plain net. With `norm: batch` every conv is followed by batch norm;
-    without it (and with shortcuts) each block's second conv starts at zero, so that the block
-    starts as the identity. Params: {"conv": [stem, block 1 conv 1, block 1 conv 2, ...],
+    `none` is the paper's plain net. With `norm: batch` every conv is followed by batch norm.
+    With shortcuts each block starts as the identity: its last batch norm's scale starts at zero
+    (or, without batch norm, its second conv's weights). Params: {"conv": [stem, block 1 conv 1, block 1 conv 2, ...],
     "hidden": [], "out", "batch_stats"}. Under a scanned `plan`, blocks 2..n of each stage run
     as one lax.scan.
     """
@@ -386,6 +386,11 @@ def build_resnet(
             second = jax.nn.initializers.zeros if (identity and not norm) else w_init
             conv.append(_layer_params(w_init, keys[1 + 2 * b], (3, 3, c_in, c * p), c, act, norm))
             conv.append(_layer_params(second, keys[2 + 2 * b], (3, 3, c, c * p), c, act, norm))
+            if identity and norm:
+                # zero-gamma (Goyal et al. 2017, torchvision's zero_init_residual): the branch's
+                # last batch norm starts at scale 0, so every block starts as the identity and
+                # the evaluation-mode outputs at initialization do not grow with depth
+                conv[-1]["scale"] = jnp.zeros_like(conv[-1]["scale"])
             c_in = c
         out = {"w": out_init(keys[-1], (64, num_classes), jnp.float32), "b": jnp.zeros((num_classes,), jnp.float32)}
         stats = [_bn_stats(layer["w"].shape[-1]) for layer in conv]

@@ -93,11 +93,14 @@ def run_checks(cfg: Config, data: Dataset) -> list[Check]:
     step = jax.jit(partial(train_step, model=model, tx=tx, reg=cfg.regularization))
     w = jnp.ones(len(single))
 
-    @jax.jit
-    def many_steps(state):
-        return jax.lax.fori_loop(0, OVERFIT_STEPS, lambda i, s: step(s, xs, ys, w, key)[0], state)
-
-    state = many_steps(state)
+    if cfg.model.arch in ("cnn", "resnet"):
+        # XLA's CPU convolutions run ~25x slower inside a while loop (bench/conv.py)
+        for _ in range(OVERFIT_STEPS):
+            state = step(state, xs, ys, w, key)[0]
+    else:
+        state = jax.jit(
+            lambda state: jax.lax.fori_loop(0, OVERFIT_STEPS, lambda i, s: step(s, xs, ys, w, key)[0], state)
+        )(state)
     start_loss = float(evaluate(params, xs, ys)[0])
     end_loss, end_acc = (float(v) for v in evaluate(state.params, xs, ys))
     ok = math.isfinite(end_loss) and (end_acc == 1.0 or end_loss < 0.1 * start_loss)
