@@ -111,7 +111,7 @@ def test_batch_norm_uses_batch_statistics_in_training_and_running_ones_in_evalua
 
 def test_training_updates_running_statistics_but_not_through_the_optimizer(digits):
     cfg = make_cfg(**{
-        "model.arch": "resnet", "model.blocks": 1, "data.train_size": 256, "train.epochs": 1,
+        "model.arch": "resnet", "model.blocks": 1, "data.train_size": 800, "train.epochs": 3, "data.batch_size": 32,
         "diagnosis.instruments": False, "regularization.weight_decay": 0.1,
     })
     result = train.fit(cfg, digits, Writer(), progress=False)
