@@ -260,7 +260,7 @@ def s8(res: Result, docs: Path) -> tuple[bool, list[str]]:
 
     run = res.group(data__train_size=2000, model__dropout=0.5).runs[0]
     cfg = config.load_config(run.path / "config.yaml")
-    ds = data.load(cfg.data, cfg.seed)
+    ds = data.load(cfg.data, config.data_seed(cfg))
     out = mc_dropout(cfg, ds, load_checkpoint(run.path / "last.npz"), 64, seed=cfg.seed)
     ws = out["weight_scaling"]
     ks = [r["k"] for r in out["mc"]]

@@ -233,3 +233,21 @@ def test_resnet_56_starts_near_chance_in_evaluation_mode(shortcut):
     logits, _ = model.apply(params, x)
     loss = float(jnp.mean(-jax.nn.log_softmax(logits)[jnp.arange(64), y]))
     assert 0.5 * np.log(10) < loss < 2 * np.log(10)
+
+
+def test_a_resnet_run_config_reads_back_to_the_same_config():
+    cfg = make_cfg(**{"model.arch": "resnet", "model.blocks": 2})
+    again = config.validate(__import__("yaml").safe_load(config.dump_yaml(cfg)))
+    assert again == cfg and again.model.layer_widths == ()
+
+
+def test_checkpoints_of_a_scanned_stack_are_saved_one_entry_per_layer():
+    cfg = make_cfg(**{"model.depth": 5, "model.width": 8}).model
+    params = models.build(cfg, 4, 3, models.StackPlan(True)).init(jax.random.PRNGKey(0))
+    arrays = train.flatten_params(params)
+    assert "hidden.4.w" in arrays and not any(k.startswith("stack") for k in arrays)
+    back = train.unflatten_params(params, arrays)
+    assert back["stack"]["w"].shape == (4, 8, 8)
+    np.testing.assert_array_equal(back["stack"]["w"], params["stack"]["w"])
+    unrolled = models.build(cfg, 4, 3).init(jax.random.PRNGKey(1))
+    np.testing.assert_array_equal(train.unflatten_params(unrolled, arrays)["hidden"][2]["w"], params["stack"]["w"][1])

@@ -106,3 +106,26 @@ def test_run_with_seeds_writes_one_folder_per_seed_and_the_mean_and_std(tmp_path
     assert compared.exit_code == 0, compared.output
     diag = CliRunner().invoke(cli.app, ["diagnose", str(run_dir), "--json"])
     assert diag.exit_code == 0 and set(json.loads(diag.output)) == {"seed-0", "seed-1", "seed-2"}
+
+
+def test_each_seed_config_keeps_the_shared_data_split():
+    cfg = make_cfg(**{"seed": 3, "train.seeds": 3})
+    members = train.seed_configs(cfg)
+    assert [c.seed for c in members] == [3, 4, 5]
+    assert all(c.data.split_seed == 3 and c.train.seeds == 1 for c in members)
+
+
+def test_sweeps_refuse_train_seeds():
+    from dnnlab import sweep
+
+    with pytest.raises(sweep.SweepError, match="--seeds"):
+        sweep.plan({"train": {"seeds": 3}}, ["model.depth=1,2"], None)
+
+
+def test_the_mean_leaves_out_diverged_seeds():
+    from dnnlab.pipeline import aggregate
+
+    ok = {"status": "completed", "final": {"test_accuracy": 0.8}}
+    bad = {"status": "diverged", "final": {"test_accuracy": float("nan")}}
+    mean, std = aggregate([ok, {**ok, "final": {"test_accuracy": 0.9}}, bad])
+    assert mean["test_accuracy"] == pytest.approx(0.85) and std["test_accuracy"] == pytest.approx(0.0707, abs=1e-4)

@@ -55,6 +55,12 @@ def _load(config: Path, overrides: Optional[list[str]]):
         raise _fail(_escape(str(exc))) from None
 
 
+def _data_seed(cfg) -> int:
+    from dnnlab.config import data_seed
+
+    return data_seed(cfg)
+
+
 def _escape(text: str) -> str:
     from rich.markup import escape
 
@@ -83,7 +89,7 @@ def run(
     from dnnlab.pipeline import execute
 
     try:
-        ds = datasets.load(cfg.data, cfg.seed)
+        ds = datasets.load(cfg.data, _data_seed(cfg))
     except datasets.DataError as exc:
         raise _fail(_escape(str(exc))) from None
     except KeyboardInterrupt:
@@ -216,14 +222,27 @@ def diagnose_cmd(
 
     if (run_dir / "seeds.json").exists():
         # a multi-seed run (train.seeds): diagnose each seed's folder
-        members = sorted(p for p in run_dir.glob("seed-*") if p.is_dir())
+        try:
+            manifest = json.loads((run_dir / "seeds.json").read_text(encoding="utf-8"))
+            members = [run_dir / m["dir"] for m in manifest["members"] if m.get("status") not in ("pending", "not-run")]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise _fail(_escape(f"{run_dir / 'seeds.json'}: unreadable ({exc})")) from None
         results = {}
         for member in members:
             try:
                 history, cfg, summary = load_run(member)
             except (ConfigError, ValueError, OSError) as exc:
                 raise _fail(_escape(str(exc))) from None
-            results[member.name] = run_rules(history, cfg, summary).to_dict()
+            if write:
+                from dnnlab.report import finalize
+
+                try:
+                    diagnosis, _ = finalize(member, cfg, history, summary)
+                except OSError as exc:
+                    raise _fail(_escape(f"{member}: cannot write the report ({exc})"), EXIT_FAILED) from None
+            else:
+                diagnosis = run_rules(history, cfg, summary)
+            results[member.name] = diagnosis.to_dict()
         if as_json:
             sys.stdout.write(json.dumps(results, indent=2) + "\n")
             return
@@ -260,7 +279,7 @@ def check(config: ConfigArg, set_: SetOpt = None) -> None:
     from dnnlab import data as datasets
 
     try:
-        ds = datasets.load(cfg.data, cfg.seed)
+        ds = datasets.load(cfg.data, _data_seed(cfg))
     except datasets.DataError as exc:
         raise _fail(_escape(str(exc))) from None
     from dnnlab.pipeline import check_compatible
@@ -421,7 +440,7 @@ def evaluate(
     if cfg.model.dropout == 0 and cfg.model.input_dropout == 0:
         raise _fail(f"{run_dir}: this model has no dropout (model.dropout = model.input_dropout = 0): every mask is the identity")
     try:
-        ds = datasets.load(cfg.data, cfg.seed)
+        ds = datasets.load(cfg.data, _data_seed(cfg))
     except datasets.DataError as exc:
         raise _fail(_escape(str(exc))) from None
     from dnnlab.evaluate import kept_checkpoint

@@ -140,8 +140,14 @@ def collect(targets: list[str]) -> tuple[list[RunRecord], list[Path]]:
             elif (match / "config.yaml").exists() or (match / "metrics.jsonl").exists():
                 paths.append(match)
             elif match.is_dir():
-                # a folder of runs (e.g. runs/): its run folders
-                paths += sorted(p for p in match.iterdir() if (p / "config.yaml").exists())
+                # a folder of runs (e.g. runs/): its run folders, and the members of the
+                # sweep and multi-seed folders among them
+                for child in sorted(match.iterdir()):
+                    manifest = next((child / m for m in ("sweep.json", "seeds.json") if (child / m).exists()), None)
+                    if manifest is not None:
+                        paths += sorted(p for p in child.iterdir() if (p / "config.yaml").exists())
+                    elif (child / "config.yaml").exists():
+                        paths.append(child)
     if missing:
         raise CompareError(f"not found: {', '.join(missing)}; give run folders, sweep folders or globs")
     unique = list(dict.fromkeys(p.resolve() for p in paths))

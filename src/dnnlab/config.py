@@ -58,6 +58,11 @@ class DataConfig(_Section):
         None, gt=0, description="subsample the training set to this many examples"
     )
     batch_size: int = Field(128, gt=0)
+    split_seed: Optional[int] = Field(
+        None, ge=0, lt=2**31,
+        description="seeds the validation split and train_size subsample (default: the run's seed); "
+        "the seeds of a train.seeds run share their first seed's split",
+    )
     normalize: NormalizeName = Field(
         "unit", description="unit: pixels in [0, 1]; standard: per-channel zero mean, unit variance (training-set statistics)"
     )
@@ -122,8 +127,9 @@ class ModelConfig(_Section):
     def _fill_depth_width(self) -> "ModelConfig":
         if self.hidden is None:
             # frozen model: defaults are resolved once, here, so config.yaml shows them
-            default_depth = 0 if self.arch == "resnet" else DEFAULT_DEPTH  # a resnet's depth is `blocks`
-            object.__setattr__(self, "depth", default_depth if self.depth is None else self.depth)
+            if self.arch == "resnet":
+                return self  # a resnet's depth is `blocks`; depth/width stay unset
+            object.__setattr__(self, "depth", DEFAULT_DEPTH if self.depth is None else self.depth)
             object.__setattr__(self, "width", DEFAULT_WIDTH if self.width is None else self.width)
         return self
 
@@ -159,10 +165,17 @@ class ModelConfig(_Section):
 
     @property
     def layer_widths(self) -> tuple[int, ...]:
-        """Widths of the hidden layers, input to output."""
+        """Widths of the hidden (dense) layers, input to output; none for a resnet."""
+        if self.arch == "resnet":
+            return ()
         if self.hidden is not None:
             return tuple(self.hidden)
         return (self.width,) * self.depth  # type: ignore[operator]
+
+
+def data_seed(cfg: "Config") -> int:
+    """The seed of the data split and subsample: data.split_seed, else the run's seed."""
+    return cfg.seed if cfg.data.split_seed is None else cfg.data.split_seed
 
 
 def residual_blocks(widths: tuple[int, ...]) -> list[int]:

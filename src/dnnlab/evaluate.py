@@ -51,7 +51,8 @@ def mc_dropout(cfg: Config, ds: Dataset, arrays: dict[str, np.ndarray], k: int, 
 
     @jax.jit
     def probs(key):
-        return jax.nn.softmax(model.apply(params, x, key=key, train=key is not None)[0])
+        # dropout on, batch norm (if any) with its running statistics, as at evaluation
+        return jax.nn.softmax(model.apply(params, x, key=key, train=key is not None, norm_train=False)[0])
 
     def score(p):
         return {

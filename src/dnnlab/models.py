@@ -293,7 +293,12 @@ def build_feedforward(
             params = stack_params(params)
         return merge_stats(params, stats if norm else None)
 
-    def apply(params: Params, x: jax.Array, *, key: Optional[jax.Array] = None, train: bool = False):
+    def apply(
+        params: Params, x: jax.Array, *, key: Optional[jax.Array] = None, train: bool = False,
+        norm_train: Optional[bool] = None,
+    ):
+        # batch norm follows `train` unless told otherwise (MC dropout: dropout on, running statistics)
+        bn_train = train if norm_train is None else norm_train
         n_keys = 1 + len(channels) + len(widths)
         keys = list(jax.random.split(key, n_keys)) if (train and key is not None) else [None] * n_keys
         all_stats = params.get("batch_stats") or [None] * (len(channels) + len(widths))
@@ -302,7 +307,7 @@ def build_feedforward(
         if channels:
             h = h.reshape((-1,) + tuple(input_shape))
             for block, k, st in zip(params["conv"], keys[1 : 1 + len(channels)], all_stats):
-                z, s = batch_norm(conv2d(h, block["w"]) + _shift(block), block, st, train)
+                z, s = batch_norm(conv2d(h, block["w"]) + _shift(block), block, st, bn_train)
                 h = act.fn(z, block)
                 pre.append(z)
                 post.append(h)
@@ -314,7 +319,7 @@ def build_feedforward(
 
         def dense(h, item):
             layer, k, st = item
-            z, s = batch_norm(h @ layer["w"] + _shift(layer), layer, st, train)
+            z, s = batch_norm(h @ layer["w"] + _shift(layer), layer, st, bn_train)
             out = act.fn(z, layer)
             return dropout(out, cfg.dropout, k if train and key is not None else None, train), (z, out, s)
 
@@ -323,7 +328,7 @@ def build_feedforward(
         for i, (layer, k, st) in enumerate(zip(params["hidden"], hidden_keys, hidden_stats)):
             if i in blocks:
                 shortcut = h
-            z, s = batch_norm(h @ layer["w"] + _shift(layer), layer, st, train)
+            z, s = batch_norm(h @ layer["w"] + _shift(layer), layer, st, bn_train)
             z = _with_shortcut(z, shortcut if i in closes_block else None, act.pieces)
             h = act.fn(z, layer)
             pre.append(z)
@@ -396,23 +401,30 @@ def build_resnet(
         stats = [_bn_stats(layer["w"].shape[-1]) for layer in conv]
         return merge_stats({"conv": conv, "hidden": [], "out": out}, stats if norm else None)
 
-    def apply(params: Params, x: jax.Array, *, key: Optional[jax.Array] = None, train: bool = False):
+    def apply(
+        params: Params, x: jax.Array, *, key: Optional[jax.Array] = None, train: bool = False,
+        norm_train: Optional[bool] = None,
+    ):
+        # batch norm follows `train` unless told otherwise (MC dropout: dropout on, running statistics)
+        bn_train = train if norm_train is None else norm_train
         use_keys = train and key is not None
         # without dropout keys, a placeholder that `dropout` never reads (scan needs an array)
         keys = list(jax.random.split(key, 1 + len(layout))) if use_keys else [jnp.zeros((2,), jnp.uint32)] * (1 + len(layout))
 
         def block(h: jax.Array, item: tuple, stride: int) -> tuple[jax.Array, tuple]:
             (c1, c2), (s1, s2), k = item
-            z1, n1 = batch_norm(conv2d(h, c1["w"], stride) + _shift(c1), c1, s1, train)
+            z1, n1 = batch_norm(conv2d(h, c1["w"], stride) + _shift(c1), c1, s1, bn_train)
             h1 = act.fn(z1, c1)
-            z2, n2 = batch_norm(conv2d(h1, c2["w"]) + _shift(c2), c2, s2, train)
+            z2, n2 = batch_norm(conv2d(h1, c2["w"]) + _shift(c2), c2, s2, bn_train)
             shortcut = None
             if identity:
                 shortcut = h[:, ::stride, ::stride, :] if stride > 1 else h
                 extra = c2["w"].shape[-1] // p - shortcut.shape[-1]
                 if extra > 0:  # option A: zero-padded new channels, no parameters
                     shortcut = jnp.pad(shortcut, ((0, 0), (0, 0), (0, 0), (0, extra)))
-            h2 = act.fn(_with_shortcut(z2, shortcut, p), c2)
+            # the instruments read the pre-activation with the shortcut added, as in residual MLPs
+            z2 = _with_shortcut(z2, shortcut, p)
+            h2 = act.fn(z2, c2)
             h2 = dropout(h2, cfg.dropout, k if use_keys else None, train)
             return h2, ((z1, h1, n1), (z2, h2, n2))
 
@@ -422,7 +434,7 @@ def build_resnet(
         conv = params["conv"]
         stats = params.get("batch_stats") or [None] * len(conv)
         h = dropout(x, cfg.input_dropout, keys[0] if use_keys else None, train).reshape((-1,) + tuple(input_shape))
-        z, s = batch_norm(conv2d(h, conv[0]["w"]) + _shift(conv[0]), conv[0], stats[0], train)
+        z, s = batch_norm(conv2d(h, conv[0]["w"]) + _shift(conv[0]), conv[0], stats[0], bn_train)
         h = act.fn(z, conv[0])
         outs = [(z, h, s)]
         for stage in range(3):

@@ -93,9 +93,11 @@ def kept_metrics(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def aggregate(summaries: list[dict[str, Any]]) -> tuple[dict[str, float], dict[str, float]]:
-    """Mean and standard deviation (ddof 1; 0 for one seed) over seeds of the kept metrics."""
+    """Mean and standard deviation (ddof 1; 0 for one seed) over the seeds that finished
+    (completed or stopped early) of the kept metrics; diverged and interrupted seeds are left out."""
     import statistics
 
+    summaries = [s for s in summaries if s.get("status") in ("completed", "stopped_early")]
     mean, std = {}, {}
     for key in SEED_METRICS:
         values = [v for v in (kept_metrics(s).get(key) for s in summaries) if isinstance(v, (int, float))]
@@ -186,6 +188,7 @@ def execute_seeds(
         ],
         "mean": mean,
         "std": std,
+        "aggregated_seeds": [o.summary["seed"] for o in outcomes if o.summary["status"] in ("completed", "stopped_early")],
         "verdicts": sorted({o.diagnosis.verdict for o in outcomes}),
         "wall_seconds": time.perf_counter() - t0,
     }

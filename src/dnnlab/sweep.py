@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional
 
 import yaml
 
-from dnnlab.config import Config, ConfigError, apply_overrides, validate
+from dnnlab.config import Config, ConfigError, apply_overrides, data_seed, validate
 from dnnlab.runs import atomic_write_text, new_run_dir
 
 MANIFEST = "sweep.json"
@@ -187,7 +187,12 @@ def plan(raw: dict[str, Any], grid_items: list[str], seeds: Optional[int]) -> Pl
     variants = list(section.get("variants") or [])
     if not grid and seeds == 1 and len(variants) < 2:
         raise SweepError("nothing to sweep: give --grid KEY=V1,V2 (or a sweep: section) or --seeds N")
-    validate({**base, "sweep": {"grid": grid, "seeds": seeds, "variants": variants}})
+    checked = validate({**base, "sweep": {"grid": grid, "seeds": seeds, "variants": variants}})
+    if checked.train.seeds > 1 or any(str(k) == "train.seeds" for k in grid):
+        raise SweepError(
+            "train.seeds: a sweep runs its seeds as members; use `dnnlab sweep --seeds N` (or sweep.seeds) "
+            "and leave train.seeds at 1"
+        )
     errors, members = [], expand(grid, seeds, int(base.get("seed", 0) or 0), variants)
     for member in members:
         try:
@@ -223,7 +228,7 @@ def run(sweep: Sweep, *, on_start: Optional[MemberHook] = None, on_end: Optional
             cfg: Config = validate(raw, source=f"member {member['index']}")
             key = json.dumps([cfg.data.model_dump(mode="json"), cfg.seed])
             if key not in cache:
-                cache[key] = datasets.load(cfg.data, cfg.seed)
+                cache[key] = datasets.load(cfg.data, data_seed(cfg))
             outcome = execute(cfg, cache[key], sweep.path, config_name=sweep.manifest.get("config_path", "config.yaml"))
             member.update(
                 dir=outcome.run_dir.name, status=outcome.summary["status"], verdict=outcome.diagnosis.verdict,

@@ -21,7 +21,7 @@ import optax
 
 import dnnlab
 from dnnlab import losses, models, probes
-from dnnlab.config import Config, EarlyStoppingConfig, RegularizationConfig
+from dnnlab.config import Config, EarlyStoppingConfig, RegularizationConfig, data_seed
 from dnnlab.data import Dataset
 from dnnlab.optim import make_optimizer
 from dnnlab.runs import Writer
@@ -208,16 +208,19 @@ class EarlyStopping:
 
 
 def flatten_params(params: Any) -> dict[str, np.ndarray]:
-    """{"hidden.0.w": array, ...}: plain names for the checkpoint files."""
-    leaves = jax.tree_util.tree_flatten_with_path(jax.device_get(params))[0]
+    """{"hidden.0.w": array, ...}: plain names for the checkpoint files, one entry per layer
+    whatever the stack plan (a scanned stack is saved unstacked)."""
+    leaves = jax.tree_util.tree_flatten_with_path(jax.device_get(models.unstack_params(params)))[0]
     return {".".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path): np.asarray(v) for path, v in leaves}
 
 
 def unflatten_params(like: Any, arrays: dict[str, np.ndarray]) -> Any:
-    """Inverse of `flatten_params` with the structure of `like`."""
-    paths, treedef = jax.tree_util.tree_flatten_with_path(like)
+    """Inverse of `flatten_params` with the structure of `like` (restacked if `like` is)."""
+    unrolled = jax.eval_shape(models.unstack_params, like)  # the structure only
+    paths, treedef = jax.tree_util.tree_flatten_with_path(unrolled)
     names = [".".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in p) for p, _ in paths]
-    return jax.tree_util.tree_unflatten(treedef, [jnp.asarray(arrays[n]) for n in names])
+    out = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(arrays[n]) for n in names])
+    return models.stack_params(out) if "stack" in like else out
 
 
 def device_name() -> str:
@@ -426,9 +429,7 @@ def _epoch_and_measure(cfg: Config, setup: _Setup, on_step, every: int):
     return epoch_fn, measure
 
 
-def fit(
-    cfg: Config, data: Dataset, writer: Writer = Writer(), *, progress: bool = True, data_seed: Optional[int] = None
-) -> FitResult:
+def fit(cfg: Config, data: Dataset, writer: Writer = Writer(), *, progress: bool = True) -> FitResult:
     """Train `cfg`'s model on `data`, reporting every epoch to `writer`.
 
     Args:
@@ -436,16 +437,15 @@ def fit(
         data: the loaded dataset (train, optional validation, test).
         writer: receives start, each epoch's metrics, checkpoints and the summary.
         progress: report steps within an epoch through a JAX callback (about 20 per epoch).
-        data_seed: seeds the probe batch and the training-metrics subset (default cfg.seed);
-            the seeds of one multi-seed run share them, as they share the data split.
     Returns:
         FitResult; `summary["status"]` is completed, stopped_early, diverged or interrupted.
         Ctrl-C is caught here so that the summary is still written.
     """
-    setup = _setup(cfg, data, cfg.seed if data_seed is None else data_seed)
+    # the probe batch and the training-metrics subset follow the data split's seed
+    setup = _setup(cfg, data, data_seed(cfg))
     rec = _SeedRecord(cfg, setup, writer, data.num_classes)
     state, shuffle_key, dropout_key = _init_state(setup, cfg.seed)
-    like = state.params
+    like = jax.eval_shape(lambda: state.params)  # shapes only: the state's buffers are donated
     current_epoch = [0]
     every = max(1, setup.steps_per_epoch // 20)
     on_step = (lambda step: writer.progress(current_epoch[0], int(step))) if progress else None
@@ -476,7 +476,10 @@ def fit(
 def seed_configs(cfg: Config) -> list[Config]:
     """The configs of a `train.seeds: N` run: seed, seed + 1, ..., each with seeds 1."""
     train_cfg = cfg.train.model_copy(update={"seeds": 1})
-    return [cfg.model_copy(update={"seed": cfg.seed + i, "train": train_cfg}) for i in range(cfg.train.seeds)]
+    data_cfg = cfg.data.model_copy(update={"split_seed": data_seed(cfg)})
+    return [
+        cfg.model_copy(update={"seed": cfg.seed + i, "train": train_cfg, "data": data_cfg}) for i in range(cfg.train.seeds)
+    ]
 
 
 def seeds_mode(cfg: Config, platform: Optional[str] = None) -> str:
@@ -515,7 +518,12 @@ def fit_seeds(
     if mode != "vmap":
         results = []
         for c, w in zip(cfgs, writers):
-            results.append(fit(c, data, w, progress=progress, data_seed=cfg.seed))
+            try:
+                results.append(fit(c, data, w, progress=progress))
+            except KeyboardInterrupt:
+                # Ctrl-C before this seed's first epoch: it gets an interrupted summary
+                w.finish({"name": c.name, "seed": c.seed, "status": "interrupted", "epochs_run": 0})
+                break
             if results[-1].summary["status"] == "interrupted":
                 break
         return results
@@ -523,11 +531,11 @@ def fit_seeds(
 
 
 def _fit_vmapped(cfg: Config, cfgs: list[Config], data: Dataset, writers: list[Writer], *, progress: bool) -> list[FitResult]:
-    setup = _setup(cfg, data, cfg.seed)
+    setup = _setup(cfg, data, data_seed(cfg))
     n_seeds = len(cfgs)
     recs = [_SeedRecord(c, setup, w, data.num_classes) for c, w in zip(cfgs, writers)]
     inits = [_init_state(setup, c.seed) for c in cfgs]
-    like = inits[0][0].params
+    like = jax.eval_shape(lambda: inits[0][0].params)
     state = models.stack_trees([s for s, _, _ in inits])
     shuffle_keys = jnp.stack([k for _, k, _ in inits])
     dropout_keys = jnp.stack([k for _, _, k in inits])
