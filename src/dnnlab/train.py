@@ -535,7 +535,7 @@ def _fit_vmapped(cfg: Config, cfgs: list[Config], data: Dataset, writers: list[W
     n_seeds = len(cfgs)
     recs = [_SeedRecord(c, setup, w, data.num_classes) for c, w in zip(cfgs, writers)]
     inits = [_init_state(setup, c.seed) for c in cfgs]
-    like = jax.eval_shape(lambda: inits[0][0].params)
+    like = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), inits[0][0].params)
     state = models.stack_trees([s for s, _, _ in inits])
     shuffle_keys = jnp.stack([k for _, k, _ in inits])
     dropout_keys = jnp.stack([k for _, _, k in inits])
