@@ -159,7 +159,7 @@ def run(
 def _run_seeds(cfg, ds, out: Path, writers, quiet: bool, config: Path, announce, fail_verdicts: set[str]) -> None:
     """`dnnlab run` with train.seeds > 1: one line per seed, then the mean and std."""
     from dnnlab import data as datasets
-    from dnnlab.pipeline import execute_seeds
+    from dnnlab.pipeline import execute_seeds, kept_metrics
 
     try:
         result = execute_seeds(cfg, ds, out, writers=writers, progress=not quiet, config_name=str(config), announce=announce)
@@ -173,7 +173,7 @@ def _run_seeds(cfg, ds, out: Path, writers, quiet: bool, config: Path, announce,
     for o in result.outcomes:
         for problem in o.problems:
             err_console.print(f"warning: {problem}", markup=False)
-        kept = (o.summary.get("best") if o.summary.get("restored_best") else o.summary.get("final")) or {}
+        kept = kept_metrics(o.summary)
         console.print(
             f"seed {o.summary.get('seed')}: {o.summary['status']}, {o.summary['epochs_run']} epochs, "
             f"train acc {_acc(kept.get('train_accuracy'))}, val acc {_acc(kept.get('val_accuracy'))}, "
@@ -209,6 +209,26 @@ def _parse_fail_on(text: Optional[str]) -> set[str]:
     return names
 
 
+def _diagnose_folder(run_dir: Path, write: bool):
+    """The Diagnosis of one run folder; with `write`, also summary.json, report.md and plots."""
+    from dnnlab.config import ConfigError
+    from dnnlab.diagnose import diagnose as run_rules
+    from dnnlab.diagnose import load_run
+
+    try:
+        history, cfg, summary = load_run(run_dir)
+    except (ConfigError, ValueError, OSError) as exc:
+        raise _fail(_escape(str(exc))) from None
+    if not write:
+        return run_rules(history, cfg, summary)
+    from dnnlab.report import finalize
+
+    try:
+        return finalize(run_dir, cfg, history, summary)[0]
+    except OSError as exc:
+        raise _fail(_escape(f"{run_dir}: cannot write the report ({exc})"), EXIT_FAILED) from None
+
+
 @app.command("diagnose")
 def diagnose_cmd(
     run_dir: Annotated[Path, typer.Argument(help="A run folder (runs/<name>-...)", show_default=False)],
@@ -216,10 +236,6 @@ def diagnose_cmd(
     write: Annotated[bool, typer.Option("--write", help="Also (re)write summary.json's diagnosis, report.md and the plots")] = False,
 ) -> None:
     """Re-read a run folder and print its verdict, evidence and remedies (no JAX import)."""
-    from dnnlab.config import ConfigError
-    from dnnlab.diagnose import load_run
-    from dnnlab.diagnose import diagnose as run_rules
-
     if (run_dir / "seeds.json").exists():
         # a multi-seed run (train.seeds): diagnose each seed's folder
         try:
@@ -227,22 +243,7 @@ def diagnose_cmd(
             members = [run_dir / m["dir"] for m in manifest["members"] if m.get("status") not in ("pending", "not-run")]
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise _fail(_escape(f"{run_dir / 'seeds.json'}: unreadable ({exc})")) from None
-        results = {}
-        for member in members:
-            try:
-                history, cfg, summary = load_run(member)
-            except (ConfigError, ValueError, OSError) as exc:
-                raise _fail(_escape(str(exc))) from None
-            if write:
-                from dnnlab.report import finalize
-
-                try:
-                    diagnosis, _ = finalize(member, cfg, history, summary)
-                except OSError as exc:
-                    raise _fail(_escape(f"{member}: cannot write the report ({exc})"), EXIT_FAILED) from None
-            else:
-                diagnosis = run_rules(history, cfg, summary)
-            results[member.name] = diagnosis.to_dict()
+        results = {member.name: _diagnose_folder(member, write).to_dict() for member in members}
         if as_json:
             sys.stdout.write(json.dumps(results, indent=2) + "\n")
             return
@@ -251,19 +252,7 @@ def diagnose_cmd(
         for name, diagnosis in results.items():
             console.print(diagnosis_panel(diagnosis, str(run_dir / name / "config.yaml")), soft_wrap=False)
         return
-    try:
-        history, cfg, summary = load_run(run_dir)
-    except (ConfigError, ValueError, OSError) as exc:
-        raise _fail(_escape(str(exc))) from None
-    if write:
-        from dnnlab.report import finalize
-
-        try:
-            diagnosis, _ = finalize(run_dir, cfg, history, summary)
-        except OSError as exc:
-            raise _fail(_escape(f"{run_dir}: cannot write the report ({exc})"), EXIT_FAILED) from None
-    else:
-        diagnosis = run_rules(history, cfg, summary)
+    diagnosis = _diagnose_folder(run_dir, write)
     if as_json:
         sys.stdout.write(json.dumps(diagnosis.to_dict(), indent=2) + "\n")
     else:
