@@ -173,6 +173,14 @@ class ModelConfig(_Section):
         return (self.width,) * self.depth  # type: ignore[operator]
 
 
+def training_loop(cfg: "Config") -> str:
+    """`train.loop` resolved: auto is the per-step loop for convolutional nets (XLA:CPU runs
+    convolutions inside a while loop about 25x slower; bench/conv.py) and one scan per epoch otherwise."""
+    if cfg.train.loop != "auto":
+        return cfg.train.loop
+    return "steps" if cfg.model.arch in ("cnn", "resnet") else "scan"
+
+
 def data_seed(cfg: "Config") -> int:
     """The seed of the data split and subsample: data.split_seed, else the run's seed."""
     return cfg.seed if cfg.data.split_seed is None else cfg.data.split_seed

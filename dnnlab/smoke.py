@@ -17,7 +17,7 @@ import numpy as np
 import optax
 
 from dnnlab import losses, models
-from dnnlab.config import Config
+from dnnlab.config import Config, training_loop
 from dnnlab.data import Dataset
 from dnnlab.optim import make_optimizer
 from dnnlab.train import TrainState, train_step
@@ -93,8 +93,7 @@ def run_checks(cfg: Config, data: Dataset) -> list[Check]:
     step = jax.jit(partial(train_step, model=model, tx=tx, reg=cfg.regularization))
     w = jnp.ones(len(single))
 
-    if cfg.model.arch in ("cnn", "resnet"):
-        # XLA's CPU convolutions run ~25x slower inside a while loop (bench/conv.py)
+    if training_loop(cfg) == "steps":
         for _ in range(OVERFIT_STEPS):
             state = step(state, xs, ys, w, key)[0]
     else:

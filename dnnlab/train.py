@@ -21,7 +21,7 @@ import optax
 
 import dnnlab
 from dnnlab import losses, models, probes
-from dnnlab.config import Config, EarlyStoppingConfig, RegularizationConfig, data_seed
+from dnnlab.config import Config, EarlyStoppingConfig, RegularizationConfig, data_seed, training_loop
 from dnnlab.data import Dataset
 from dnnlab.optim import make_optimizer
 from dnnlab.runs import Writer
@@ -302,7 +302,7 @@ def _setup(cfg: Config, data: Dataset, data_seed: int) -> _Setup:
         # a fixed, seeded probe batch of training examples, the same every epoch
         probe_idx = np.sort(np.random.default_rng(data_seed).permutation(n)[: cfg.diagnosis.probe_size])
         probe = (jax.device_put(data.train.x[probe_idx]), jax.device_put(data.train.y[probe_idx]))
-    loop = cfg.train.loop if cfg.train.loop != "auto" else ("steps" if cfg.model.arch in ("cnn", "resnet") else "scan")
+    loop = training_loop(cfg)
     monitor = cfg.train.early_stopping.monitor if data.val is not None else "train_loss"
     info = {
         "epochs": cfg.train.epochs, "steps_per_epoch": steps_per_epoch, "params": models.param_count(shapes),
@@ -486,7 +486,7 @@ def seeds_mode(cfg: Config, platform: Optional[str] = None) -> str:
     """vmap or sequential for a multi-seed run (`train.seed_mode`; see README: Speed)."""
     if cfg.train.seeds < 2:
         return "sequential"
-    loop = cfg.train.loop if cfg.train.loop != "auto" else ("steps" if cfg.model.arch in ("cnn", "resnet") else "scan")
+    loop = training_loop(cfg)
     if loop != "scan":
         return "sequential"  # the per-step loop (convolutional nets) is not vmapped
     if cfg.train.seed_mode != "auto":
