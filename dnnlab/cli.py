@@ -12,14 +12,34 @@ from __future__ import annotations
 import json
 import os
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
 
+# the exit codes (dnnlab.experiment raises ExperimentError with one of them)
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_VERDICT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 STATUS_EXIT = {"completed": EXIT_OK, "stopped_early": EXIT_OK, "diverged": EXIT_FAILED, "interrupted": EXIT_INTERRUPTED}
+
+
+class Metric(str, Enum):
+    """The metrics that rank runs (runs.METRICS)."""
+
+    train_loss = "train_loss"
+    train_accuracy = "train_accuracy"
+    val_loss = "val_loss"
+    val_accuracy = "val_accuracy"
+    test_loss = "test_loss"
+    test_accuracy = "test_accuracy"
+
+
+class Checkpoint(str, Enum):
+    kept = "kept"
+    best = "best"
+    last = "last"
+
 
 app = typer.Typer(
     name="dnnlab",
@@ -55,16 +75,29 @@ def _load(config: Path, overrides: Optional[list[str]]):
         raise _fail(_escape(str(exc))) from None
 
 
-def _data_seed(cfg) -> int:
-    from dnnlab.config import data_seed
+def _load_data(cfg):
+    from dnnlab.experiment import ExperimentError, load_data
 
-    return data_seed(cfg)
+    try:
+        return load_data(cfg)
+    except ExperimentError as exc:
+        raise _fail(_escape(str(exc)), exc.code) from None
 
 
 def _escape(text: str) -> str:
     from rich.markup import escape
 
     return escape(text)
+
+
+def _verdicts(text: Optional[str]) -> Optional[str]:
+    """--fail-on's check: comma-separated verdicts, each one of diagnose.VERDICTS."""
+    from dnnlab.diagnose import VERDICTS
+
+    unknown = sorted({v.strip() for v in (text or "").split(",") if v.strip()} - set(VERDICTS))
+    if unknown:
+        raise typer.BadParameter(f"unknown verdict {', '.join(unknown)}; choose from {', '.join(VERDICTS)}")
+    return text
 
 
 @app.command()
@@ -75,7 +108,10 @@ def run(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the final summary line")] = False,
     fail_on: Annotated[
         Optional[str],
-        typer.Option("--fail-on", help="Exit 3 when the verdict is one of these, e.g. overfitting,failed-training"),
+        typer.Option(
+            "--fail-on", callback=_verdicts,
+            help="Exit 3 when the verdict is one of these, e.g. overfitting,failed-training",
+        ),
     ] = None,
     seeds: Annotated[
         Optional[int],
@@ -83,17 +119,11 @@ def run(
     ] = None,
 ) -> None:
     """Train CONFIG, write a run folder and diagnose it: failed training, overfitting or a good fit."""
-    fail_verdicts = _parse_fail_on(fail_on)
+    fail_verdicts = {v.strip() for v in (fail_on or "").split(",") if v.strip()}
     cfg = _load(config, [*(set_ or []), *([f"train.seeds={seeds}"] if seeds is not None else [])])
-    from dnnlab import data as datasets
-    from dnnlab.pipeline import execute
+    ds = _load_data(cfg)
+    from dnnlab import experiment
 
-    try:
-        ds = datasets.load(cfg.data, _data_seed(cfg))
-    except datasets.DataError as exc:
-        raise _fail(_escape(str(exc))) from None
-    except KeyboardInterrupt:
-        raise _fail("interrupted while loading the data; nothing was written", EXIT_INTERRUPTED) from None
     writers = []
     if not quiet:
         from dnnlab.console import RichWriter
@@ -104,24 +134,22 @@ def run(
         if not quiet:
             console.print(f"[bold]{cfg.name}[/]: {ds.name} from {_escape(ds.source)} -> {run_dir}")
 
-    if cfg.train.seeds > 1:
-        try:
-            _run_seeds(cfg, ds, out, writers, quiet, config, announce, fail_verdicts)
-        finally:
-            for w in writers:
-                w.close()
-        return
     try:
-        outcome = execute(cfg, ds, out, writers=writers, progress=not quiet, config_name=str(config), announce=announce)
-    except datasets.DataError as exc:
-        raise _fail(_escape(str(exc))) from None
-    except OSError as exc:
-        raise _fail(_escape(f"cannot write the run folder under {out}: {exc}")) from None
-    except KeyboardInterrupt:
-        raise _fail("interrupted; the finished epochs are in the run folder", EXIT_INTERRUPTED) from None
+        outcome = experiment.run(
+            cfg, ds, out, writers=writers, progress=not quiet, config_name=str(config), announce=announce
+        )
+    except experiment.ExperimentError as exc:
+        raise _fail(_escape(str(exc)), exc.code) from None
     finally:
         for w in writers:
             w.close()
+    if isinstance(outcome, experiment.SeedsOutcome):
+        _print_seeds(outcome, fail_verdicts)
+    _print_run(outcome, quiet, config, fail_verdicts)
+
+
+def _print_run(outcome, quiet: bool, config: Path, fail_verdicts: set[str]) -> None:
+    """The diagnosis panel and the summary line of one run; exits with its code."""
     summary, diagnosis, run_dir = outcome.summary, outcome.diagnosis, outcome.run_dir
     for problem in outcome.problems:
         err_console.print(f"warning: {problem}", markup=False)
@@ -156,19 +184,10 @@ def run(
     raise typer.Exit(code)
 
 
-def _run_seeds(cfg, ds, out: Path, writers, quiet: bool, config: Path, announce, fail_verdicts: set[str]) -> None:
-    """`dnnlab run` with train.seeds > 1: one line per seed, then the mean and std."""
-    from dnnlab import data as datasets
-    from dnnlab.pipeline import execute_seeds, kept_metrics
+def _print_seeds(result, fail_verdicts: set[str]) -> None:
+    """`dnnlab run` with train.seeds > 1: one line per seed, then the mean and std; exits."""
+    from dnnlab.runs import kept_metrics
 
-    try:
-        result = execute_seeds(cfg, ds, out, writers=writers, progress=not quiet, config_name=str(config), announce=announce)
-    except datasets.DataError as exc:
-        raise _fail(_escape(str(exc))) from None
-    except OSError as exc:
-        raise _fail(_escape(f"cannot write the run folder under {out}: {exc}")) from None
-    except KeyboardInterrupt:
-        raise _fail("interrupted; the finished epochs are in the seeds' folders", EXIT_INTERRUPTED) from None
     summary = result.summary
     for o in result.outcomes:
         for problem in o.problems:
@@ -199,21 +218,11 @@ def _run_seeds(cfg, ds, out: Path, writers, quiet: bool, config: Path, announce,
     raise typer.Exit(code)
 
 
-def _parse_fail_on(text: Optional[str]) -> set[str]:
-    from dnnlab.diagnose import VERDICTS
-
-    names = {v.strip() for v in (text or "").split(",") if v.strip()}
-    unknown = sorted(names - set(VERDICTS))
-    if unknown:
-        raise _fail(f"--fail-on: unknown verdict {', '.join(unknown)}; choose from {', '.join(VERDICTS)}")
-    return names
-
-
 def _diagnose_folder(run_dir: Path, write: bool):
     """The Diagnosis of one run folder; with `write`, also summary.json, report.md and plots."""
     from dnnlab.config import ConfigError
     from dnnlab.diagnose import diagnose as run_rules
-    from dnnlab.diagnose import load_run
+    from dnnlab.runs import load_run
 
     try:
         history, cfg, summary = load_run(run_dir)
@@ -236,48 +245,31 @@ def diagnose_cmd(
     write: Annotated[bool, typer.Option("--write", help="Also (re)write summary.json's diagnosis, report.md and the plots")] = False,
 ) -> None:
     """Re-read a run folder and print its verdict, evidence and remedies (no JAX import)."""
-    if (run_dir / "seeds.json").exists():
-        # a multi-seed run (train.seeds): diagnose each seed's folder
-        try:
-            manifest = json.loads((run_dir / "seeds.json").read_text(encoding="utf-8"))
-            members = [run_dir / m["dir"] for m in manifest["members"] if m.get("status") not in ("pending", "not-run")]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise _fail(_escape(f"{run_dir / 'seeds.json'}: unreadable ({exc})")) from None
-        results = {member.name: _diagnose_folder(member, write).to_dict() for member in members}
-        if as_json:
-            sys.stdout.write(json.dumps(results, indent=2) + "\n")
-            return
-        from dnnlab.console import diagnosis_panel
+    from dnnlab import runs
 
-        for name, diagnosis in results.items():
-            console.print(diagnosis_panel(diagnosis, str(run_dir / name / "config.yaml")), soft_wrap=False)
-        return
-    diagnosis = _diagnose_folder(run_dir, write)
+    try:
+        found = runs.read_manifest(run_dir)
+    except ValueError as exc:
+        raise _fail(_escape(str(exc))) from None
+    # a multi-seed run (train.seeds) or a sweep: each member's folder
+    members = runs.member_dirs(run_dir, found[1]) if found else [run_dir]
+    results = {member.name: _diagnose_folder(member, write).to_dict() for member in members}
     if as_json:
-        sys.stdout.write(json.dumps(diagnosis.to_dict(), indent=2) + "\n")
-    else:
-        from dnnlab.console import diagnosis_panel
+        sys.stdout.write(json.dumps(results if found else results[run_dir.name], indent=2) + "\n")
+        return
+    from dnnlab.console import diagnosis_panel
 
-        console.print(diagnosis_panel(diagnosis.to_dict(), str(run_dir / "config.yaml")), soft_wrap=False)
+    for member in members:
+        console.print(diagnosis_panel(results[member.name], str(member / runs.CONFIG)), soft_wrap=False)
 
 
 @app.command()
 def check(config: ConfigArg, set_: SetOpt = None) -> None:
     """Smoke-test CONFIG in seconds: initial loss, finite steps, overfitting one batch, real vs zeroed inputs."""
     cfg = _load(config, set_)
-    from dnnlab import data as datasets
-
-    try:
-        ds = datasets.load(cfg.data, _data_seed(cfg))
-    except datasets.DataError as exc:
-        raise _fail(_escape(str(exc))) from None
-    from dnnlab.pipeline import check_compatible
+    ds = _load_data(cfg)
     from dnnlab.smoke import run_checks
 
-    try:
-        check_compatible(cfg, ds)
-    except datasets.DataError as exc:
-        raise _fail(_escape(str(exc))) from None
     checks = run_checks(cfg, ds)
     for c in checks:
         mark = "[green]ok  [/]" if c.ok else "[red]FAIL[/]"
@@ -303,31 +295,17 @@ def sweep(
     set_: SetOpt = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Parent folder of the sweep folder")] = Path("runs"),
     resume: Annotated[Optional[Path], typer.Option("--resume", help="A sweep folder to finish: finished members are skipped")] = None,
-    metric: Annotated[str, typer.Option("--metric", help="Metric that ranks the runs")] = "val_accuracy",
+    metric: Annotated[Metric, typer.Option("--metric", help="Metric that ranks the runs")] = Metric.val_accuracy,
 ) -> None:
     """Run CONFIG over a grid of overrides (and seeds), then compare the members side by side."""
     from dnnlab import sweep as sweeps
-    from dnnlab.compare import METRICS
-    from dnnlab.config import ConfigError, read_yaml, apply_overrides
+    from dnnlab.config import ConfigError, apply_overrides, read_yaml
 
-    if metric not in METRICS:
-        raise _fail(f"--metric {metric!r}: choose one of {', '.join(METRICS)}")
     try:
         raw = apply_overrides(read_yaml(config), set_ or [])
         p = sweeps.plan(raw, grid or [], seeds)
         if resume is not None:
-            job = sweeps.Sweep.open(resume)
-            same = [job.manifest.get("grid"), job.manifest.get("seeds"), job.manifest.get("variants", [])]
-            if same != json.loads(json.dumps([p.grid, p.seeds, p.variants])):
-                raise sweeps.SweepError(
-                    f"{resume}: its grid {job.manifest.get('grid')} x {job.manifest.get('seeds')} seeds differs from "
-                    f"this command's {p.grid} x {p.seeds}; give the same --grid/--seeds to resume"
-                )
-            if job.manifest.get("base") != json.loads(json.dumps(p.base)):
-                raise sweeps.SweepError(
-                    f"{resume}: the config (or --set) differs from the one this sweep started with; resume with the "
-                    "same config, or start a new sweep"
-                )
+            job = sweeps.Sweep.resume(resume, p)
         else:
             job = sweeps.Sweep.create(out, p.base.get("name", "run"), str(config), p.base, p.grid, p.seeds, p.variants)
     except (ConfigError, sweeps.SweepError) as exc:
@@ -352,7 +330,7 @@ def sweep(
     except KeyboardInterrupt:
         raise _fail(f"interrupted; finish it with: dnnlab sweep {config} ... --resume {job.path}", EXIT_INTERRUPTED) from None
     failed = [m for m in job.members if m["status"] == "failed"]
-    _compare_and_print([str(job.path)], job.path, metric, as_json=False)
+    _compare_and_print([str(job.path)], job.path, metric.value, as_json=False)
     if failed:
         err_console.print(f"{len(failed)} member(s) failed; see {job.path / 'sweep.json'}", markup=False)
     raise typer.Exit(EXIT_FAILED if len(failed) == len(job.members) else EXIT_OK)
@@ -399,46 +377,36 @@ def compare_cmd(
     targets: Annotated[list[str], typer.Argument(help="Run folders, sweep folders or globs", show_default=False)],
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for compare.md and the plots (default: the sweep folder, or a new runs/compare-...)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the comparison as JSON")] = False,
-    metric: Annotated[str, typer.Option("--metric", help="Metric that ranks the runs")] = "val_accuracy",
+    metric: Annotated[Metric, typer.Option("--metric", help="Metric that ranks the runs")] = Metric.val_accuracy,
 ) -> None:
     """Put runs side by side: the keys that differ, metrics (mean ± std over seeds), verdicts, and
     which runs failed to train rather than overfit."""
-    _compare_and_print(targets, out, metric, as_json)
+    _compare_and_print(targets, out, metric.value, as_json)
 
 
 @app.command()
 def evaluate(
     run_dir: Annotated[Path, typer.Argument(help="A run folder", show_default=False)],
-    mc_dropout: Annotated[int, typer.Option("--mc-dropout", help="Average the softmax of K sampled dropout masks (K >= 1)")] = 32,
-    checkpoint: Annotated[str, typer.Option(help="kept (the model the run kept) | best | last")] = "kept",
+    mc_dropout: Annotated[int, typer.Option("--mc-dropout", min=1, help="Average the softmax of K sampled dropout masks")] = 32,
+    checkpoint: Annotated[Checkpoint, typer.Option(help="kept (the model the run kept) | best | last")] = Checkpoint.kept,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
 ) -> None:
     """Test accuracy of MC dropout (K masks averaged) next to weight scaling: dropout as an ensemble."""
-    from dnnlab import data as datasets
+    from dnnlab import runs
     from dnnlab.config import ConfigError
-    from dnnlab.diagnose import load_run
 
-    if mc_dropout < 1:
-        raise _fail(f"--mc-dropout must be at least 1, got {mc_dropout}")
-    if checkpoint not in ("kept", "best", "last"):
-        raise _fail(f"--checkpoint {checkpoint!r}: choose kept, best or last")
     try:
-        _, cfg, summary = load_run(run_dir)
+        _, cfg, summary = runs.load_run(run_dir)
     except (ConfigError, ValueError, OSError) as exc:
         raise _fail(_escape(str(exc))) from None
     if cfg.model.dropout == 0 and cfg.model.input_dropout == 0:
         raise _fail(f"{run_dir}: this model has no dropout (model.dropout = model.input_dropout = 0): every mask is the identity")
-    try:
-        ds = datasets.load(cfg.data, _data_seed(cfg))
-    except datasets.DataError as exc:
-        raise _fail(_escape(str(exc))) from None
-    from dnnlab.evaluate import kept_checkpoint
+    ds = _load_data(cfg)
     from dnnlab.evaluate import mc_dropout as run_mc
-    from dnnlab.runs import load_checkpoint
 
     try:
-        path = kept_checkpoint(run_dir, summary, checkpoint)
-        arrays = load_checkpoint(path)
+        path = runs.kept_checkpoint(run_dir, summary, checkpoint.value)
+        arrays = runs.load_checkpoint(path)
         result = run_mc(cfg, ds, arrays, mc_dropout, seed=cfg.seed)
     except (FileNotFoundError, KeyError, ValueError, OSError) as exc:
         raise _fail(_escape(f"{run_dir}: cannot load the checkpoint ({type(exc).__name__}: {exc})")) from None

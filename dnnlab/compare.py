@@ -17,9 +17,8 @@ from typing import Any, Optional
 
 import yaml
 
-from dnnlab.runs import read_metrics, read_summary
-
-METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy")
+from dnnlab import runs
+from dnnlab.runs import METRICS
 IGNORED_KEYS = ("name", "seed")  # seeds of one config are aggregated; names differ per member
 TOLERANCE = 0.005  # accuracy differences below half a point are "the same" ...
 # ... and so are those within the seeds' spread or 1.96 two-proportion standard errors of the split sizes
@@ -65,14 +64,9 @@ class RunRecord:
     def verdict(self) -> Optional[str]:
         return (self.summary.get("diagnosis") or {}).get("verdict")
 
-    def held(self) -> dict[str, Any]:
-        """Metrics of the model the run kept: the restored best epoch, else the last epoch."""
-        if self.summary.get("restored_best") and self.summary.get("best"):
-            return self.summary["best"]
-        if self.summary.get("final"):
-            return self.summary["final"]
-        done = [r for r in self.history if r.get("epoch", 0) > 0]
-        return {k: done[-1].get(k) for k in METRICS} if done else {}
+    def kept(self) -> dict[str, Any]:
+        """Metrics of the model the run kept (`runs.kept_metrics`)."""
+        return runs.kept_metrics(self.summary, self.history)
 
     def best(self, metric: str) -> tuple[Optional[float], Optional[int]]:
         """The best value of `metric` over the epochs, and its epoch."""
@@ -90,21 +84,21 @@ def _num(x: Any) -> bool:
 def load_record(path: Path) -> RunRecord:
     """Whatever a run folder holds; problems are noted, never raised."""
     rec = RunRecord(Path(path))
-    cfg_path = rec.path / "config.yaml"
+    cfg_path = rec.path / runs.CONFIG
     try:
         rec.config = flatten(yaml.safe_load(cfg_path.read_text(encoding="utf-8", errors="replace")) or {})
     except FileNotFoundError:
-        rec.problems.append("no config.yaml")
+        rec.problems.append(f"no {runs.CONFIG}")
     except (OSError, yaml.YAMLError) as exc:
         rec.problems.append(f"config.yaml unreadable: {exc}")
     try:
-        rec.summary = read_summary(rec.path) or {}
+        rec.summary = runs.read_summary(rec.path) or {}
         if not rec.summary:
             rec.problems.append("no summary.json (killed or still running)")
     except (OSError, ValueError) as exc:
         rec.problems.append(f"summary.json unreadable: {exc}")
     try:
-        rec.history = read_metrics(rec.path)
+        rec.history = runs.read_metrics(rec.path)
     except (OSError, ValueError) as exc:
         rec.problems.append(f"metrics.jsonl unreadable: {exc}")
     if not isinstance(rec.config, dict):
@@ -128,25 +122,19 @@ def collect(targets: list[str]) -> tuple[list[RunRecord], list[Path]]:
             missing.append(target)
             continue
         for match in map(Path, matches):
-            manifest_path = next((match / m for m in ("sweep.json", "seeds.json") if (match / m).exists()), None)
-            if manifest_path is not None:
+            if _is_folder_of_runs(match):
                 # a sweep folder, or a multi-seed run folder (`train.seeds`): its members
                 sweeps.append(match)
-                try:
-                    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-                    paths += [match / m["dir"] for m in manifest.get("members", []) if m.get("dir")]
-                except (OSError, json.JSONDecodeError, KeyError, TypeError):
-                    paths += sorted(p for p in match.iterdir() if (p / "config.yaml").exists())
-            elif (match / "config.yaml").exists() or (match / "metrics.jsonl").exists():
+                paths += _members(match)
+            elif (match / runs.CONFIG).exists() or (match / runs.METRICS_FILE).exists():
                 paths.append(match)
             elif match.is_dir():
                 # a folder of runs (e.g. runs/): its run folders, and the members of the
                 # sweep and multi-seed folders among them
                 for child in sorted(match.iterdir()):
-                    manifest = next((child / m for m in ("sweep.json", "seeds.json") if (child / m).exists()), None)
-                    if manifest is not None:
-                        paths += sorted(p for p in child.iterdir() if (p / "config.yaml").exists())
-                    elif (child / "config.yaml").exists():
+                    if _is_folder_of_runs(child):
+                        paths += _members(child)
+                    elif (child / runs.CONFIG).exists():
                         paths.append(child)
     if missing:
         raise CompareError(f"not found: {', '.join(missing)}; give run folders, sweep folders or globs")
@@ -154,6 +142,22 @@ def collect(targets: list[str]) -> tuple[list[RunRecord], list[Path]]:
     if not unique:
         raise CompareError("no run folders among: " + ", ".join(targets))
     return [load_record(p) for p in unique], sweeps
+
+
+def _is_folder_of_runs(path: Path) -> bool:
+    return any((path / name).exists() for name in runs.MANIFESTS)
+
+
+def _members(folder: Path) -> list[Path]:
+    """The members a sweep or multi-seed folder's manifest lists; every run folder inside it
+    when the manifest cannot be read."""
+    try:
+        found = runs.read_manifest(folder)
+    except ValueError:
+        found = None
+    if found is None:
+        return sorted(p for p in folder.iterdir() if (p / runs.CONFIG).exists())
+    return runs.member_dirs(folder, found[1])
 
 
 @dataclass
@@ -176,12 +180,10 @@ class Group:
         return min(sizes) if sizes else None
 
     def stat(self, metric: str) -> tuple[Optional[float], float]:
-        """Mean and standard deviation of the held model's `metric` over the seeds."""
-        xs = [r.held().get(metric) for r in self.runs]
-        xs = [x for x in xs if _num(x)]
-        if not xs:
-            return None, 0.0
-        return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
+        """Mean and standard deviation of the kept model's `metric` over the seeds that
+        finished (`runs.seed_stats`: diverged, interrupted and killed runs are left out)."""
+        mean, std, _ = runs.seed_stats([r.summary for r in self.runs], metric)
+        return mean, std
 
 
 def _show(v: Any) -> str:
@@ -462,7 +464,8 @@ def markdown(comp: Comparison, plots: list[tuple[str, str]]) -> str:
     best = comp.best
     lines = ["# Comparison", "", f"{len(comp.records)} runs in {len(comp.groups)} configurations; "
              f"they differ in: {', '.join(comp.keys) or 'nothing but the seed'}. Metrics are the kept model's "
-             f"(the restored best epoch, else the last); ± is the standard deviation over seeds.", ""]
+             f"(the restored best epoch, else the last), averaged over the seeds that finished (diverged, "
+             f"interrupted and killed runs are listed, never averaged in); ± is the standard deviation over seeds.", ""]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     if best:
@@ -479,14 +482,12 @@ def markdown(comp: Comparison, plots: list[tuple[str, str]]) -> str:
 
 def write(comp: Comparison, out: Path) -> list[str]:
     """compare.md, compare.json and the plots into `out`; returns problems (plots not drawn)."""
-    from dnnlab.runs import atomic_write_text
-
     out.mkdir(parents=True, exist_ok=True)
     problems = []
     try:
         plots = write_plots(comp, out)
     except Exception as exc:  # a plot must never cost the comparison
         plots, problems = [], [f"plots not drawn: {type(exc).__name__}: {exc}"]
-    atomic_write_text(out / "compare.md", markdown(comp, plots))
-    atomic_write_text(out / "compare.json", json.dumps(comp.to_dict(), indent=2, default=str) + "\n")
+    runs.atomic_write_text(out / "compare.md", markdown(comp, plots))
+    runs.atomic_write_text(out / "compare.json", json.dumps(comp.to_dict(), indent=2, default=str) + "\n")
     return problems

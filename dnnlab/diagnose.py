@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Optional
 
-from dnnlab.config import Config, ConfigError, DiagnosisConfig, load_config
+from dnnlab.config import Config, DiagnosisConfig
 
 VERDICTS = ("good-fit", "overfitting", "failed-training", "diverged", "undertrained")
 CAUSES = (
@@ -395,23 +394,3 @@ def _general_warnings(run: _Run, d: Diagnosis) -> None:
     best, ran = s.get("best_epoch"), s.get("epochs_run")
     if s.get("restored_best") and best and ran and best < 0.5 * ran:
         d.warnings.append(f"early stopping restored epoch {best}, far before the end (epoch {ran}): most of the budget was spent overfitting")
-
-
-# ---------------------------------------------------------------- reading a run folder
-
-
-def load_run(run_dir: Path) -> tuple[list[dict[str, Any]], Config, dict[str, Any]]:
-    """history, config and summary of a run folder (summary may be {} for a killed run)."""
-    from dnnlab.runs import read_metrics, read_summary
-
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").exists():
-        raise ConfigError(f"{run_dir}: not a run folder (no config.yaml)")
-    cfg = load_config(run_dir / "config.yaml")  # a broken config is an error, never the defaults
-    return read_metrics(run_dir), cfg, read_summary(run_dir) or {}
-
-
-def diagnose_run(run_dir: Path) -> Diagnosis:
-    """`diagnose` on a run folder."""
-    history, cfg, summary = load_run(run_dir)
-    return diagnose(history, cfg, summary)

@@ -7,27 +7,16 @@ are equal for a linear net; for a deep nonlinear net weight scaling approximates
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dnnlab import models
+from dnnlab import losses, models
+from dnnlab.checkpoints import unflatten_params
 from dnnlab.config import Config
 from dnnlab.data import Dataset
-from dnnlab.train import unflatten_params
-
-
-def kept_checkpoint(run_dir: Path, summary: dict[str, Any], which: str = "kept") -> Path:
-    """best.npz when the run kept its best epoch (or when asked), else last.npz."""
-    if which == "kept":
-        which = "best" if summary.get("restored_best") else "last"
-    path = Path(run_dir) / f"{which}.npz"
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such checkpoint")
-    return path
 
 
 def powers_of_two(k: int) -> list[int]:
@@ -44,7 +33,7 @@ def mc_dropout(cfg: Config, ds: Dataset, arrays: dict[str, np.ndarray], k: int, 
     Returns:
         {"weight_scaling": {"accuracy", "loss"}, "mc": [{"k", "accuracy", "loss"}, ...]}
     """
-    plan = models.plan_stack(cfg.model, cfg.train.stack, cfg.train.unroll, jax.default_backend())
+    plan = models.plan_stack(cfg.model, cfg.train.stack, cfg.train.unroll)
     model = models.build(cfg.model, ds.input_shape, ds.num_classes, plan)
     params = unflatten_params(model.init(jax.random.PRNGKey(0)), arrays)
     x, y = jnp.asarray(ds.test.x), jnp.asarray(ds.test.y)
@@ -55,10 +44,9 @@ def mc_dropout(cfg: Config, ds: Dataset, arrays: dict[str, np.ndarray], k: int, 
         return jax.nn.softmax(model.apply(params, x, key=key, train=key is not None, norm_train=False)[0])
 
     def score(p):
-        return {
-            "accuracy": float(jnp.mean(jnp.argmax(p, -1) == y)),
-            "loss": float(-jnp.mean(jnp.log(jnp.take_along_axis(p, y[:, None], 1) + 1e-12))),
-        }
+        # the averaged probabilities' log as logits: log_softmax(log p) = log p, as sum(p) = 1
+        loss, correct = losses.loss_and_correct(jnp.log(p + 1e-12), y, jnp.ones(y.shape[0]))
+        return {"accuracy": float(correct) / len(y), "loss": float(loss) / len(y)}
 
     eval_probs = jax.jit(lambda: jax.nn.softmax(model.apply(params, x, train=False)[0]))()
     out = {"weight_scaling": score(eval_probs), "mc": []}

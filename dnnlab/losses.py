@@ -33,6 +33,13 @@ def cross_entropy_sum(logits: jax.Array, labels: jax.Array, weights: jax.Array) 
     return jnp.sum(weights * optax.softmax_cross_entropy_with_integer_labels(logits, labels))
 
 
+def loss_and_correct(logits: jax.Array, labels: jax.Array, weights: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(summed weighted cross-entropy, weighted count of correct predictions) of a batch: the
+    sums that training, evaluation, the smoke checks and `evaluate` divide once."""
+    correct = jnp.sum(weights * (jnp.argmax(logits, -1) == labels))
+    return cross_entropy_sum(logits, labels, weights), correct
+
+
 def regularization_terms(params: Any, cfg: RegularizationConfig) -> dict[str, jax.Array]:
     """The loss-side terms: l2/2 * ||w||^2 and l1 * ||w||_1 over the masked leaves."""
     mask = regularized_mask(params, cfg.include_biases)

@@ -35,7 +35,6 @@ class Model:
     init: Callable[[jax.Array], Params]
     apply: Callable[..., tuple[jax.Array, dict[str, Any]]]
     activation: activations.Activation
-    widths: tuple[int, ...]
 
 
 def dropout(x: jax.Array, rate: float, key: Optional[jax.Array], train: bool) -> jax.Array:
@@ -165,15 +164,15 @@ def stack_length(cfg: ModelConfig) -> int:
     return len(widths) - 1
 
 
-# Measured on a 2-core CPU (bench/depth.py, README: Speed): an unrolled stack steps fastest,
+# Measured on a 2-core CPU (bench/depth.py, docs/speed.md): an unrolled stack steps fastest,
 # and its compile time grows with depth; a scan compiles in about constant time but steps
 # slower, and scan's `unroll` trades one for the other. Convolutions inside a scan run ~25x
 # slower on XLA's CPU backend (bench/conv.py), so CPU resnets stay unrolled.
-SCAN_FROM_LAYERS = 512  # an MLP stack of at least this many layers is scanned (README: Speed)
+SCAN_FROM_LAYERS = 512  # an MLP stack of at least this many layers is scanned (docs/speed.md)
 SCAN_UNROLL = 8  # layers per scan iteration
 
 
-def plan_stack(cfg: ModelConfig, stack: str = "auto", unroll: Optional[int] = None, platform: str = "cpu") -> StackPlan:
+def plan_stack(cfg: ModelConfig, stack: str = "auto", unroll: Optional[int] = None) -> StackPlan:
     """How to compile the model's stack of identical layers (`train.stack`, `train.unroll`)."""
     n = stack_length(cfg)
     if stack == "unrolled" or n < 2 or (cfg.arch != "resnet" and cfg.norm == "batch"):
@@ -351,7 +350,7 @@ def build_feedforward(
             aux["batch_stats"] = new_stats
         return logits, aux
 
-    return Model(init, apply, act, widths)
+    return Model(init, apply, act)
 
 
 def build_resnet(
@@ -452,7 +451,7 @@ def build_resnet(
             aux["batch_stats"] = [o[2] for o in outs]
         return logits, aux
 
-    return Model(init, apply, act, (16,) * (1 + 2 * n) + (32,) * (2 * n) + (64,) * (2 * n))
+    return Model(init, apply, act)
 
 
 ARCHITECTURES: dict[str, Callable[..., Model]] = {

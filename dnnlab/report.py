@@ -5,13 +5,12 @@ Imports no JAX; matplotlib only when plots are drawn.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Optional
 
 from dnnlab.config import Config
 from dnnlab.diagnose import Diagnosis, diagnose
-from dnnlab.runs import atomic_write_text, finite_or_none
+from dnnlab import runs
 
 SPLITS = ("train", "val", "test")
 
@@ -135,11 +134,11 @@ def finalize(run_dir: Path, cfg: Config, history: list[dict[str, Any]], summary:
     """
     diagnosis = diagnose(history, cfg, summary)
     summary = {**summary, "diagnosis": diagnosis.to_dict()}
-    atomic_write_text(run_dir / "summary.json", json.dumps(finite_or_none(summary), indent=2) + "\n")
+    runs.write_summary(run_dir, summary)
     problems: list[str] = []
     try:
         plots = write_plots(run_dir, history, summary)
     except Exception as exc:  # a plot must never cost the run its report
         plots, problems = [], [f"plots not drawn: {type(exc).__name__}: {exc}"]
-    atomic_write_text(run_dir / "report.md", markdown(cfg, summary, diagnosis, plots, config_name))
+    runs.atomic_write_text(run_dir / runs.REPORT, markdown(cfg, summary, diagnosis, plots, config_name))
     return diagnosis, problems

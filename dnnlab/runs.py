@@ -1,7 +1,12 @@
-"""Run folders: creation, atomic writes, metrics.jsonl, summary.json, checkpoints, reading back.
+"""Run folders: their file names, creation, atomic writes, metrics.jsonl, summary.json,
+checkpoints, reading back, and the rules every reader shares (the kept model's metrics, the
+statistics over seeds).
 
-Every file is written to a temp file in the same folder and renamed into place, so a killed run
-leaves each finished epoch readable and never a half-written file.
+This module is the one owner of the run folder's format: training writes through `RunDir`,
+summary.json is written only by `write_summary`, and diagnose, compare, evaluate and the CLI
+read through `load_run`, `read_manifest` and `kept_metrics`. Every file is written to a temp
+file in the same folder and renamed into place, so a killed run leaves each finished epoch
+readable and never a half-written file.
 """
 
 from __future__ import annotations
@@ -13,9 +18,25 @@ import secrets
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-import numpy as np
+if TYPE_CHECKING:  # numpy is imported where checkpoints are read or written: the CLI starts without it
+    import numpy as np
+
+CONFIG = "config.yaml"
+METRICS_FILE = "metrics.jsonl"
+SUMMARY = "summary.json"
+REPORT = "report.md"
+SEEDS_MANIFEST = "seeds.json"  # a multi-seed run folder (train.seeds): its seed-<s>/ members
+SWEEP_MANIFEST = "sweep.json"  # a sweep folder: its members
+MANIFESTS = (SWEEP_MANIFEST, SEEDS_MANIFEST)
+CHECKPOINTS = ("best", "last")  # <tag>.npz
+
+# the six evaluation-mode metrics every epoch records
+METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy")
+# the statuses whose kept model counts in a mean over seeds; diverged, interrupted and killed
+# runs are listed, never averaged in
+FINISHED = ("completed", "stopped_early")
 
 
 class Writer:
@@ -117,7 +138,9 @@ class RunDir(Writer):
         # the whole file is rewritten atomically: a reader never sees a half line
         atomic_write_text(self.path / "metrics.jsonl", "\n".join(self.lines) + "\n")
 
-    def checkpoint(self, tag: str, arrays: dict[str, np.ndarray]) -> None:
+    def checkpoint(self, tag: str, arrays: dict[str, "np.ndarray"]) -> None:
+        import numpy as np
+
         fd, tmp = tempfile.mkstemp(prefix=f".{tag}.", suffix=".npz", dir=self.path)
         os.close(fd)
         try:
@@ -131,7 +154,19 @@ class RunDir(Writer):
                 os.unlink(tmp)
 
     def finish(self, summary: dict[str, Any]) -> None:
-        atomic_write_text(self.path / "summary.json", json.dumps(finite_or_none(summary), indent=2) + "\n")
+        write_summary(self.path, summary)
+
+
+def write_manifest(folder: Path, name: str, manifest: dict[str, Any]) -> None:
+    """sweep.json or seeds.json: the members of a folder of runs."""
+    assert name in MANIFESTS, name
+    atomic_write_text(Path(folder) / name, json.dumps(manifest, indent=2) + "\n")
+
+
+def write_summary(folder: Path, summary: dict[str, Any]) -> None:
+    """The one writer of summary.json (a run's, with its diagnosis once diagnosed; or a
+    multi-seed folder's aggregate)."""
+    atomic_write_text(Path(folder) / SUMMARY, json.dumps(finite_or_none(summary), indent=2) + "\n")
 
 
 # ---------------------------------------------------------------- reading runs back
@@ -139,7 +174,7 @@ class RunDir(Writer):
 
 def read_metrics(run: Path) -> list[dict[str, Any]]:
     """The epoch records of a run; a torn last line (from an older writer) is skipped."""
-    path = Path(run) / "metrics.jsonl"
+    path = Path(run) / METRICS_FILE
     if not path.exists():
         return []
     out = []
@@ -157,7 +192,7 @@ def read_metrics(run: Path) -> list[dict[str, Any]]:
 
 
 def read_summary(run: Path) -> Optional[dict[str, Any]]:
-    path = Path(run) / "summary.json"
+    path = Path(run) / SUMMARY
     if not path.exists():
         return None
     try:
@@ -169,6 +204,86 @@ def read_summary(run: Path) -> Optional[dict[str, Any]]:
     return summary
 
 
-def load_checkpoint(path: Path) -> dict[str, np.ndarray]:
+def load_checkpoint(path: Path) -> dict[str, "np.ndarray"]:
+    import numpy as np
+
     with np.load(path, allow_pickle=False) as f:
         return {k: np.asarray(f[k]) for k in f.files}
+
+
+def load_run(run_dir: Path) -> tuple[list[dict[str, Any]], Any, dict[str, Any]]:
+    """(history, Config, summary) of a run folder; summary is {} for a killed run.
+
+    Raises ConfigError for a folder without a usable config.yaml (never the defaults), and
+    ValueError for a corrupt summary.json.
+    """
+    from dnnlab.config import ConfigError, load_config
+
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG).exists():
+        raise ConfigError(f"{run_dir}: not a run folder (no {CONFIG})")
+    cfg = load_config(run_dir / CONFIG)
+    return read_metrics(run_dir), cfg, read_summary(run_dir) or {}
+
+
+def read_manifest(folder: Path) -> Optional[tuple[str, dict[str, Any]]]:
+    """(file name, manifest) of a sweep or multi-seed folder; None for any other folder.
+
+    Raises ValueError when the manifest exists but cannot be read.
+    """
+    for name in MANIFESTS:
+        path = Path(folder) / name
+        if path.exists():
+            try:
+                manifest = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError) as exc:
+                raise ValueError(f"{path}: unreadable ({exc})") from None
+            if not isinstance(manifest, dict) or not isinstance(manifest.get("members"), list):
+                raise ValueError(f"{path}: expected an object with a list of members")
+            return name, manifest
+    return None
+
+
+def member_dirs(folder: Path, manifest: dict[str, Any]) -> list[Path]:
+    """The member folders a manifest lists that were started (they have a folder)."""
+    return [
+        Path(folder) / m["dir"] for m in manifest["members"]
+        if isinstance(m, dict) and m.get("dir") and m.get("status") not in ("pending", "not-run")
+    ]
+
+
+def kept_metrics(summary: dict[str, Any], history: Optional[list[dict[str, Any]]] = None) -> dict[str, Any]:
+    """The metrics of the model a run kept: its best epoch's when it restored it, else its last
+    epoch's; for a run with no summary (killed), the last recorded epoch of `history`."""
+    if summary.get("restored_best") and summary.get("best"):
+        return summary["best"]
+    if summary.get("final"):
+        return summary["final"]
+    done = [r for r in history or [] if isinstance(r.get("epoch"), int) and r["epoch"] > 0]
+    return {k: done[-1].get(k) for k in METRICS} if done else {}
+
+
+def _number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def seed_stats(summaries: list[dict[str, Any]], metric: str) -> tuple[Optional[float], float, int]:
+    """Mean, standard deviation (ddof 1; 0 for one value) and count of the kept `metric` over
+    the runs that finished (completed or stopped early); None when none did."""
+    import statistics
+
+    values = [kept_metrics(s).get(metric) for s in summaries if s.get("status") in FINISHED]
+    values = [v for v in values if _number(v)]
+    if not values:
+        return None, 0.0, 0
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0), len(values)
+
+
+def kept_checkpoint(run_dir: Path, summary: dict[str, Any], which: str = "kept") -> Path:
+    """best.npz when the run kept its best epoch (or when asked), else last.npz."""
+    if which == "kept":
+        which = "best" if summary.get("restored_best") else "last"
+    path = Path(run_dir) / f"{which}.npz"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such checkpoint")
+    return path

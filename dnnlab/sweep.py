@@ -14,11 +14,11 @@ from typing import Any, Callable, Optional
 
 import yaml
 
+from dnnlab import runs
 from dnnlab.config import Config, ConfigError, apply_overrides, data_seed, validate
-from dnnlab.runs import atomic_write_text, new_run_dir
 
-MANIFEST = "sweep.json"
-FINISHED = ("completed", "stopped_early", "diverged")
+MANIFEST = runs.SWEEP_MANIFEST
+DONE = ("completed", "stopped_early", "diverged")  # members that --resume does not run again
 
 
 class SweepError(Exception):
@@ -123,7 +123,7 @@ class Sweep:
 
     @classmethod
     def create(cls, parent: Path, name: str, config_path: str, base: dict[str, Any], grid: dict[str, list[Any]], seeds: int, variants: Optional[list[dict[str, Any]]] = None) -> "Sweep":
-        path = new_run_dir(parent, f"{name}-sweep")
+        path = runs.new_run_dir(parent, f"{name}-sweep")
         members = expand(grid, seeds, int(base.get("seed", 0) or 0), variants)
         manifest = {
             "name": name,
@@ -140,6 +140,24 @@ class Sweep:
         return sweep
 
     @classmethod
+    def resume(cls, path: Path, plan: "Plan") -> "Sweep":
+        """Open the sweep folder `path` to finish it; SweepError unless `plan` (the grid, seeds,
+        variants and base config of this command) is the one it started with."""
+        job = cls.open(path)
+        same = [job.manifest.get("grid"), job.manifest.get("seeds"), job.manifest.get("variants", [])]
+        if same != json.loads(json.dumps([plan.grid, plan.seeds, plan.variants])):
+            raise SweepError(
+                f"{path}: its grid {job.manifest.get('grid')} x {job.manifest.get('seeds')} seeds differs from "
+                f"this command's {plan.grid} x {plan.seeds}; give the same --grid/--seeds to resume"
+            )
+        if job.manifest.get("base") != json.loads(json.dumps(plan.base)):
+            raise SweepError(
+                f"{path}: the config (or --set) differs from the one this sweep started with; resume with the "
+                "same config, or start a new sweep"
+            )
+        return job
+
+    @classmethod
     def open(cls, path: Path) -> "Sweep":
         try:
             manifest = json.loads((Path(path) / MANIFEST).read_text(encoding="utf-8"))
@@ -150,17 +168,14 @@ class Sweep:
         return cls(Path(path), manifest)
 
     def save(self) -> None:
-        atomic_write_text(self.path / MANIFEST, json.dumps(self.manifest, indent=2) + "\n")
+        runs.write_manifest(self.path, MANIFEST, self.manifest)
 
     @property
     def members(self) -> list[dict[str, Any]]:
         return self.manifest["members"]
 
     def pending(self) -> list[dict[str, Any]]:
-        return [m for m in self.members if m["status"] not in FINISHED]
-
-    def member_dirs(self) -> list[Path]:
-        return [self.path / m["dir"] for m in self.members if m.get("dir")]
+        return [m for m in self.members if m["status"] not in DONE]
 
 
 @dataclass
@@ -214,7 +229,7 @@ def run(sweep: Sweep, *, on_start: Optional[MemberHook] = None, on_end: Optional
     on. Ctrl-C marks the running member interrupted, saves and re-raises.
     """
     from dnnlab import data as datasets
-    from dnnlab.pipeline import execute
+    from dnnlab.experiment import execute
 
     base, name = sweep.manifest["base"], sweep.manifest["name"]
     cache: dict[str, Any] = {}

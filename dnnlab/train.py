@@ -24,10 +24,8 @@ from dnnlab import losses, models, probes
 from dnnlab.config import Config, EarlyStoppingConfig, RegularizationConfig, data_seed, training_loop
 from dnnlab.data import Dataset
 from dnnlab.optim import make_optimizer
-from dnnlab.runs import Writer
-
-METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy")
-
+from dnnlab.checkpoints import flatten_params, unflatten_params
+from dnnlab.runs import FINISHED, METRICS, Writer
 
 class TrainState(NamedTuple):
     params: Any
@@ -42,10 +40,9 @@ def loss_fn(trainable, stats, x, y, w, key, *, model: models.Model, reg: Regular
     updated ones come back in the aux output.
     """
     logits, aux = model.apply(models.merge_stats(trainable, stats), x, key=key, train=True)
-    ce_sum = losses.cross_entropy_sum(logits, y, w)
+    ce_sum, correct = losses.loss_and_correct(logits, y, w)
     terms = losses.regularization_terms(trainable, reg)
     total = ce_sum / jnp.maximum(jnp.sum(w), 1.0) + sum(terms.values())
-    correct = jnp.sum(w * (jnp.argmax(logits, -1) == y))
     return total, (ce_sum, correct, aux.get("batch_stats"))
 
 
@@ -79,8 +76,8 @@ def indexed_step(state, x_N, y_N, idx_B, w_B, dropout_key, *, model, tx, reg):
 
 def stepwise_epoch(state, x_N, y_N, shuffle_key, dropout_key, *, step_fn, batches_fn, on_step=None, every=1):
     """The same epoch as `train_epoch`, as a Python loop over a jitted step: on the CPU, XLA runs
-    convolutions inside a while loop (lax.scan) 20x slower than outside one (1.7 s vs 75 ms per
-    step for the Fashion-MNIST CNN), so convolutional models train this way."""
+    convolutions inside a while loop (lax.scan) about 25x slower than outside one
+    (bench/conv.py), so convolutional models train this way."""
     idx_SxB, w_SxB = batches_fn(shuffle_key)
     ce_sum = correct = 0.0
     for i in range(idx_SxB.shape[0]):
@@ -111,7 +108,7 @@ def stepwise_evaluate(params, splits, *, chunk_fn, chunk: int) -> dict[str, jax.
 def chunk_sums(params, x_N, y_N, idx, w, *, model):
     """Summed loss and correct count of one evaluation chunk."""
     logits, _ = model.apply(params, x_N[idx], train=False)
-    return losses.cross_entropy_sum(logits, y_N[idx], w), jnp.sum(w * (jnp.argmax(logits, -1) == y_N[idx]))
+    return losses.loss_and_correct(logits, y_N[idx], w)
 
 
 def train_epoch(
@@ -164,10 +161,7 @@ def evaluate(params, x_N: jax.Array, y_N: jax.Array, *, model: models.Model, chu
     w_SxC = (flat < n).astype(jnp.float32).reshape(steps, chunk)
 
     def body(carry, inputs):
-        idx, w = inputs
-        logits, _ = model.apply(params, x_N[idx], train=False)
-        loss = losses.cross_entropy_sum(logits, y_N[idx], w)
-        correct = jnp.sum(w * (jnp.argmax(logits, -1) == y_N[idx]))
+        loss, correct = chunk_sums(params, x_N, y_N, *inputs, model=model)
         return (carry[0] + loss, carry[1] + correct), None
 
     (loss_sum, correct), _ = jax.lax.scan(body, (jnp.float32(0), jnp.float32(0)), (idx_SxC, w_SxC))
@@ -207,22 +201,6 @@ class EarlyStopping:
         return improved
 
 
-def flatten_params(params: Any) -> dict[str, np.ndarray]:
-    """{"hidden.0.w": array, ...}: plain names for the checkpoint files, one entry per layer
-    whatever the stack plan (a scanned stack is saved unstacked)."""
-    leaves = jax.tree_util.tree_flatten_with_path(jax.device_get(models.unstack_params(params)))[0]
-    return {".".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path): np.asarray(v) for path, v in leaves}
-
-
-def unflatten_params(like: Any, arrays: dict[str, np.ndarray]) -> Any:
-    """Inverse of `flatten_params` with the structure of `like` (restacked if `like` is)."""
-    unrolled = jax.eval_shape(models.unstack_params, like)  # the structure only
-    paths, treedef = jax.tree_util.tree_flatten_with_path(unrolled)
-    names = [".".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in p) for p, _ in paths]
-    out = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(arrays[n]) for n in names])
-    return models.stack_params(out) if "stack" in like else out
-
-
 def device_name() -> str:
     d = jax.devices()[0]
     kind = getattr(d, "device_kind", d.platform)
@@ -258,7 +236,6 @@ class _Setup:
     """What every seed of a run shares: the model, the optimizer, the data on the device."""
 
     model: models.Model
-    plan: models.StackPlan
     tx: optax.GradientTransformation
     schedule: Callable[[Any], Any]
     x_N: jax.Array
@@ -273,8 +250,9 @@ class _Setup:
     info: dict[str, Any]
 
 
-def _setup(cfg: Config, data: Dataset, data_seed: int) -> _Setup:
-    plan = models.plan_stack(cfg.model, cfg.train.stack, cfg.train.unroll, jax.default_backend())
+def _setup(cfg: Config, data: Dataset) -> _Setup:
+    """Build the model and optimizer and upload the data, once for every seed of `cfg`."""
+    plan = models.plan_stack(cfg.model, cfg.train.stack, cfg.train.unroll)
     model = models.build(cfg.model, data.input_shape, data.num_classes, plan)
     shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0))
     trainable = models.split_stats(shapes)[0]
@@ -288,11 +266,13 @@ def _setup(cfg: Config, data: Dataset, data_seed: int) -> _Setup:
         epochs=cfg.train.epochs,
         decay_mask=losses.regularized_mask(trainable, cfg.regularization.include_biases),
     )
+    # the probe batch and the training-metrics subset follow the data split's seed
+    split_seed = data_seed(cfg)
     x_N, y_N = jax.device_put(data.train.x), jax.device_put(data.train.y)
     splits = {"train": (x_N, y_N)}
     if cfg.train.train_eval_size is not None and cfg.train.train_eval_size < n:
         # a fixed subset: the training metrics of a large set at a fraction of the cost
-        subset = np.sort(np.random.default_rng(data_seed + 1).permutation(n)[: cfg.train.train_eval_size])
+        subset = np.sort(np.random.default_rng(split_seed + 1).permutation(n)[: cfg.train.train_eval_size])
         splits["train"] = (jax.device_put(data.train.x[subset]), jax.device_put(data.train.y[subset]))
     if data.val is not None:
         splits["val"] = (jax.device_put(data.val.x), jax.device_put(data.val.y))
@@ -300,7 +280,7 @@ def _setup(cfg: Config, data: Dataset, data_seed: int) -> _Setup:
     probe = None
     if cfg.diagnosis.instruments:
         # a fixed, seeded probe batch of training examples, the same every epoch
-        probe_idx = np.sort(np.random.default_rng(data_seed).permutation(n)[: cfg.diagnosis.probe_size])
+        probe_idx = np.sort(np.random.default_rng(split_seed).permutation(n)[: cfg.diagnosis.probe_size])
         probe = (jax.device_put(data.train.x[probe_idx]), jax.device_put(data.train.y[probe_idx]))
     loop = training_loop(cfg)
     monitor = cfg.train.early_stopping.monitor if data.val is not None else "train_loss"
@@ -309,7 +289,7 @@ def _setup(cfg: Config, data: Dataset, data_seed: int) -> _Setup:
         "device": device_name(), "train_size": n, "batch_size": batch_size, "loop": loop,
         "stack": ("scanned" if plan.scanned else "unrolled") + (f" (unroll {plan.unroll})" if plan.scanned else ""),
     }
-    return _Setup(model, plan, tx, schedule, x_N, y_N, splits, probe, n, batch_size, steps_per_epoch, loop, monitor, info)
+    return _Setup(model, tx, schedule, x_N, y_N, splits, probe, n, batch_size, steps_per_epoch, loop, monitor, info)
 
 
 def _init_state(setup: _Setup, seed: int) -> tuple[TrainState, jax.Array, jax.Array]:
@@ -362,11 +342,11 @@ class _SeedRecord:
         cfg, setup, history, stopper = self.cfg, self.setup, self.history, self.stopper
         status = self.status
         final_params = None
-        if status in ("completed", "stopped_early") and self.last_arrays is not None:
+        if status in FINISHED and self.last_arrays is not None:
             final_params = unflatten_params(like, self.last_arrays)
         restored = False
         es = cfg.train.early_stopping
-        if es.enabled and es.restore_best and self.best_arrays is not None and status in ("completed", "stopped_early"):
+        if es.enabled and es.restore_best and self.best_arrays is not None and status in FINISHED:
             final_params = unflatten_params(like, self.best_arrays)
             restored = stopper.best_epoch != history[-1]["epoch"]
         by_epoch = {h["epoch"]: h for h in history}
@@ -399,38 +379,108 @@ class _SeedRecord:
         return FitResult(summary, final_params, history)
 
 
-def _epoch_and_measure(cfg: Config, setup: _Setup, on_step, every: int):
-    """(epoch_fn, measure_fn) for one seed: the compiled epoch and the evaluation + instruments."""
-    model, tx, reg = setup.model, setup.tx, cfg.regularization
-    if setup.loop == "scan":
-        epoch_fn = jax.jit(
-            partial(
-                train_epoch, model=model, tx=tx, reg=reg, batch_size=setup.batch_size,
-                progress=on_step, progress_every=every,
-            ),
-            donate_argnums=0,
-        )
-        eval_fn = jax.jit(partial(evaluate_splits, model=model, chunk=cfg.train.eval_batch_size))
-    else:
-        step_jit = jax.jit(partial(indexed_step, model=model, tx=tx, reg=reg), donate_argnums=0)
-        batches_jit = jax.jit(partial(batches, setup.n, setup.batch_size))
-        epoch_fn = partial(stepwise_epoch, step_fn=step_jit, batches_fn=batches_jit, on_step=on_step, every=every)
-        chunk_jit = jax.jit(partial(chunk_sums, model=model))
-        eval_fn = partial(stepwise_evaluate, chunk_fn=chunk_jit, chunk=cfg.train.eval_batch_size)
-    probe_jit = jax.jit(partial(probes.probe, model=model, tx=tx, reg=reg)) if setup.probe is not None else None
+class _Programs:
+    """The compiled epoch and measurement of a run, for one seed at a time or for N seeds
+    vmapped over a leading axis (parameters, optimizer state and keys; the data is shared)."""
 
-    def measure(st: TrainState) -> dict[str, Any]:
+    def __init__(self, cfg: Config, setup: _Setup, *, vmapped: bool, on_step: Optional[Callable[[Any], None]]) -> None:
+        model, tx, reg = setup.model, setup.tx, cfg.regularization
+        self.vmapped, self.setup = vmapped, setup
+        every = max(1, setup.steps_per_epoch // 20)
+        if setup.loop == "scan":
+            epoch = partial(train_epoch, model=model, tx=tx, reg=reg, batch_size=setup.batch_size)
+            evaluate_all = partial(evaluate_splits, model=model, chunk=cfg.train.eval_batch_size)
+            if vmapped:
+                epoch, evaluate_all = jax.vmap(epoch, in_axes=(0, None, None, 0, 0)), jax.vmap(evaluate_all, in_axes=(0, None))
+            else:
+                epoch = partial(epoch, progress=on_step, progress_every=every)
+            self.epoch_fn = jax.jit(epoch, donate_argnums=0)
+            self.eval_fn = jax.jit(evaluate_all)
+        else:  # the per-step loop (convolutional nets on the CPU); never vmapped
+            step_jit = jax.jit(partial(indexed_step, model=model, tx=tx, reg=reg), donate_argnums=0)
+            batches_jit = jax.jit(partial(batches, setup.n, setup.batch_size))
+            self.epoch_fn = partial(stepwise_epoch, step_fn=step_jit, batches_fn=batches_jit, on_step=on_step, every=every)
+            chunk_jit = jax.jit(partial(chunk_sums, model=model))
+            self.eval_fn = partial(stepwise_evaluate, chunk_fn=chunk_jit, chunk=cfg.train.eval_batch_size)
+        self.probe_fn = None
+        if setup.probe is not None:
+            instruments = partial(probes.probe, model=model, tx=tx, reg=reg)
+            self.probe_fn = jax.jit(jax.vmap(instruments, in_axes=(0, 0, None, None)) if vmapped else instruments)
+
+    def measure(self, state: TrainState) -> dict[str, Any]:
         """Evaluation-mode metrics of every split, and the instruments when they are on."""
-        out = eval_fn(st.params, setup.splits)
-        if probe_jit is not None:
-            out = {**out, **probe_jit(st.params, st.opt_state, *setup.probe)}
+        out = self.eval_fn(state.params, self.setup.splits)
+        if self.probe_fn is not None:
+            out = {**out, **self.probe_fn(state.params, state.opt_state, *self.setup.probe)}
         return out
 
-    return epoch_fn, measure
+    def per_seed(self, fetched: dict[str, Any], n_seeds: int) -> list[dict[str, Any]]:
+        if not self.vmapped:
+            return [_to_python(fetched)]
+        return [_to_python({k: v[i] for k, v in fetched.items()}) for i in range(n_seeds)]
+
+    def seed_params(self, state: TrainState, i: int) -> Any:
+        return jax.tree_util.tree_map(lambda a: a[i], state.params) if self.vmapped else state.params
+
+    def last_step(self, state: TrainState) -> int:
+        return int(state.step[0] if self.vmapped else state.step) - 1
+
+
+def _train_group(
+    recs: list[_SeedRecord], seeds: list[int], programs: _Programs, cfg: Config, setup: _Setup, current: dict[str, Any]
+) -> Any:
+    """The training loop: train the seeds of one group (one seed, or N vmapped) to the end.
+
+    Every seed of a vmapped group runs every epoch inside the one program; a seed that stopped
+    (early stopping, divergence) is no longer recorded, so its records equal those of its own
+    run. Returns the parameters' shapes (for the checkpoints). Ctrl-C marks the active seeds
+    interrupted and returns.
+    """
+    inits = [_init_state(setup, s) for s in seeds]
+    # shapes only: the state's buffers are donated
+    like = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), inits[0][0].params)
+    if programs.vmapped:
+        state = models.stack_trees([s for s, _, _ in inits])
+        shuffle_key, dropout_key = jnp.stack([k for _, k, _ in inits]), jnp.stack([k for _, _, k in inits])
+        fold = jax.vmap(jax.random.fold_in, in_axes=(0, None))
+    else:
+        (state, shuffle_key, dropout_key), = inits
+        fold = jax.random.fold_in
+    del inits
+    try:
+        for r in recs:
+            r.writer.start({**setup.info, "seeds": len(seeds), "seed_mode": "vmap"} if programs.vmapped else setup.info)
+        t0 = time.perf_counter()
+        fetched = jax.device_get(programs.measure(state))
+        seconds = time.perf_counter() - t0
+        for r, record in zip(recs, programs.per_seed(fetched, len(seeds))):
+            record.update(lr=float(setup.schedule(0)), seconds=seconds)
+            r.initial(record)
+        for epoch in range(1, cfg.train.epochs + 1):
+            if not any(r.active for r in recs):
+                break
+            current["epoch"] = epoch
+            t0 = time.perf_counter()
+            state, running = programs.epoch_fn(state, setup.x_N, setup.y_N, fold(shuffle_key, epoch), dropout_key)
+            fetched = jax.device_get({**running, **programs.measure(state)})
+            seconds = time.perf_counter() - t0
+            lr = float(setup.schedule(programs.last_step(state)))
+            for i, (r, record) in enumerate(zip(recs, programs.per_seed(fetched, len(seeds)))):
+                if r.active:
+                    record.update(lr=lr, seconds=seconds)
+                    r.epoch(epoch, record, partial(programs.seed_params, state, i))
+            if programs.vmapped and current["progress"]:
+                for r in recs:
+                    r.writer.progress(epoch, setup.steps_per_epoch)
+    except KeyboardInterrupt:
+        for r in recs:
+            if r.active:
+                r.status = "interrupted"
+    return like
 
 
 def fit(cfg: Config, data: Dataset, writer: Writer = Writer(), *, progress: bool = True) -> FitResult:
-    """Train `cfg`'s model on `data`, reporting every epoch to `writer`.
+    """Train `cfg`'s model on `data` (one seed: `cfg.seed`), reporting every epoch to `writer`.
 
     Args:
         cfg: the validated config.
@@ -441,33 +491,56 @@ def fit(cfg: Config, data: Dataset, writer: Writer = Writer(), *, progress: bool
         FitResult; `summary["status"]` is completed, stopped_early, diverged or interrupted.
         Ctrl-C is caught here so that the summary is still written.
     """
-    # the probe batch and the training-metrics subset follow the data split's seed
-    setup = _setup(cfg, data, data_seed(cfg))
-    rec = _SeedRecord(cfg, setup, writer, data.num_classes)
-    state, shuffle_key, dropout_key = _init_state(setup, cfg.seed)
-    like = jax.eval_shape(lambda: state.params)  # shapes only: the state's buffers are donated
-    current_epoch = [0]
-    every = max(1, setup.steps_per_epoch // 20)
-    on_step = (lambda step: writer.progress(current_epoch[0], int(step))) if progress else None
-    epoch_fn, measure = _epoch_and_measure(cfg, setup, on_step, every)
-    try:
-        writer.start(setup.info)
-        t0 = time.perf_counter()
-        record = _to_python(jax.device_get(measure(state)))
-        record.update(lr=float(setup.schedule(0)), seconds=time.perf_counter() - t0)
-        rec.initial(record)
-        for epoch in range(1, cfg.train.epochs + 1) if rec.active else ():
-            current_epoch[0] = epoch
-            t0 = time.perf_counter()
-            state, running = epoch_fn(state, setup.x_N, setup.y_N, jax.random.fold_in(shuffle_key, epoch), dropout_key)
-            record = _to_python(jax.device_get({**running, **measure(state)}))
-            record.update(lr=float(setup.schedule(int(state.step) - 1)), seconds=time.perf_counter() - t0)
-            rec.epoch(epoch, record, lambda: state.params)
-            if not rec.active:
-                break
-    except KeyboardInterrupt:
-        rec.status = "interrupted"
-    return rec.finish(data, like)
+    results = _fit(cfg, [cfg], data, [writer], progress=progress, vmapped=False)
+    if not results:
+        raise KeyboardInterrupt  # before the first record; the writer has an interrupted summary
+    return results[0]
+
+
+def fit_seeds(
+    cfg: Config, data: Dataset, writers: list[Writer], *, progress: bool = True, mode: Optional[str] = None
+) -> list[FitResult]:
+    """Train the `train.seeds` copies of `cfg` that differ only in their seed.
+
+    Args:
+        writers: one per seed (seed, seed + 1, ...).
+        mode: vmap (one compiled program over a leading seed axis: parameters, optimizer state
+            and keys) or sequential (one after another, sharing the uploaded data and the
+            compiled programs); default `seeds_mode(cfg)`. Both give the same records.
+    Returns:
+        One FitResult per seed that started, in seed order; after Ctrl-C the seeds that had
+        not started are missing.
+    """
+    vmapped = (mode or seeds_mode(cfg)) == "vmap"
+    return _fit(cfg, seed_configs(cfg), data, writers, progress=progress, vmapped=vmapped)
+
+
+def _fit(cfg: Config, cfgs: list[Config], data: Dataset, writers: list[Writer], *, progress: bool, vmapped: bool) -> list[FitResult]:
+    """`fit` and `fit_seeds`: one setup and one set of compiled programs for every seed, then
+    the training loop over one vmapped group of seeds, or over each seed in turn."""
+    setup = _setup(cfg, data)
+    current: dict[str, Any] = {"epoch": 0, "writer": writers[0], "progress": progress}
+
+    def on_step(step: Any) -> None:
+        current["writer"].progress(current["epoch"], int(step))
+
+    programs = _Programs(cfg, setup, vmapped=vmapped, on_step=on_step if progress else None)
+    groups = [list(range(len(cfgs)))] if vmapped else [[i] for i in range(len(cfgs))]
+    results: list[FitResult] = []
+    for group in groups:
+        recs = [_SeedRecord(cfgs[i], setup, writers[i], data.num_classes) for i in group]
+        current.update(epoch=0, writer=writers[group[0]])
+        try:
+            like = _train_group(recs, [cfgs[i].seed for i in group], programs, cfg, setup, current)
+        except KeyboardInterrupt:
+            # Ctrl-C before this group's first record: its seeds get an interrupted summary
+            for r in recs:
+                r.writer.finish({"name": r.cfg.name, "seed": r.cfg.seed, "status": "interrupted", "epochs_run": 0})
+            break
+        results += [r.finish(data, like) for r in recs]
+        if any(r.status == "interrupted" for r in recs):
+            break
+    return results
 
 
 # ---------------------------------------------------------------- several seeds
@@ -482,12 +555,14 @@ def seed_configs(cfg: Config) -> list[Config]:
     ]
 
 
+VMAP_MAX_WIDTH_CPU = 128  # bench/seeds.py: vmapped seeds beat sequential runs on 2 CPU cores up to about this width
+
+
 def seeds_mode(cfg: Config, platform: Optional[str] = None) -> str:
-    """vmap or sequential for a multi-seed run (`train.seed_mode`; see README: Speed)."""
+    """vmap or sequential for a multi-seed run (`train.seed_mode`; docs/speed.md)."""
     if cfg.train.seeds < 2:
         return "sequential"
-    loop = training_loop(cfg)
-    if loop != "scan":
+    if training_loop(cfg) != "scan":
         return "sequential"  # the per-step loop (convolutional nets) is not vmapped
     if cfg.train.seed_mode != "auto":
         return cfg.train.seed_mode
@@ -496,103 +571,3 @@ def seeds_mode(cfg: Config, platform: Optional[str] = None) -> str:
         return "vmap"
     # on the CPU one model of this size already fills the cores; vmapping only pays for small nets
     return "vmap" if max(cfg.model.layer_widths or (0,)) <= VMAP_MAX_WIDTH_CPU else "sequential"
-
-
-VMAP_MAX_WIDTH_CPU = 128  # bench/seeds.py: vmapped seeds beat sequential runs on 2 CPU cores up to about this width
-
-
-def fit_seeds(
-    cfg: Config, data: Dataset, writers: list[Writer], *, progress: bool = True, mode: Optional[str] = None
-) -> list[FitResult]:
-    """Train the `train.seeds` copies of `cfg` that differ only in their seed.
-
-    Args:
-        writers: one per seed (seed, seed + 1, ...).
-        mode: vmap (one compiled program, `jax.vmap` over parameters, optimizer state and keys)
-            or sequential; default `seeds_mode(cfg)`. Both give the same records.
-    Returns:
-        One FitResult per seed, in seed order; seeds not started after Ctrl-C are missing.
-    """
-    cfgs = seed_configs(cfg)
-    mode = mode or seeds_mode(cfg)
-    if mode != "vmap":
-        results = []
-        for c, w in zip(cfgs, writers):
-            try:
-                results.append(fit(c, data, w, progress=progress))
-            except KeyboardInterrupt:
-                # Ctrl-C before this seed's first epoch: it gets an interrupted summary
-                w.finish({"name": c.name, "seed": c.seed, "status": "interrupted", "epochs_run": 0})
-                break
-            if results[-1].summary["status"] == "interrupted":
-                break
-        return results
-    return _fit_vmapped(cfg, cfgs, data, writers, progress=progress)
-
-
-def _fit_vmapped(cfg: Config, cfgs: list[Config], data: Dataset, writers: list[Writer], *, progress: bool) -> list[FitResult]:
-    setup = _setup(cfg, data, data_seed(cfg))
-    n_seeds = len(cfgs)
-    recs = [_SeedRecord(c, setup, w, data.num_classes) for c, w in zip(cfgs, writers)]
-    inits = [_init_state(setup, c.seed) for c in cfgs]
-    like = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), inits[0][0].params)
-    state = models.stack_trees([s for s, _, _ in inits])
-    shuffle_keys = jnp.stack([k for _, k, _ in inits])
-    dropout_keys = jnp.stack([k for _, _, k in inits])
-    del inits
-    model, tx, reg = setup.model, setup.tx, cfg.regularization
-    # every seed runs every epoch inside the one program; a seed that stopped (early stopping,
-    # divergence) is no longer recorded, so its records equal those of its own sequential run
-    epoch_fn = jax.jit(
-        jax.vmap(partial(train_epoch, model=model, tx=tx, reg=reg, batch_size=setup.batch_size), in_axes=(0, None, None, 0, 0)),
-        donate_argnums=0,
-    )
-    eval_fn = jax.jit(jax.vmap(partial(evaluate_splits, model=model, chunk=cfg.train.eval_batch_size), in_axes=(0, None)))
-    probe_fn = (
-        jax.jit(jax.vmap(partial(probes.probe, model=model, tx=tx, reg=reg), in_axes=(0, 0, None, None)))
-        if setup.probe is not None else None
-    )
-
-    def measure(st: TrainState) -> dict[str, Any]:
-        out = eval_fn(st.params, setup.splits)
-        if probe_fn is not None:
-            out = {**out, **probe_fn(st.params, st.opt_state, *setup.probe)}
-        return out
-
-    def per_seed(fetched: dict[str, Any]) -> list[dict[str, Any]]:
-        return [_to_python({k: v[i] for k, v in fetched.items()}) for i in range(n_seeds)]
-
-    def seed_params(i: int) -> Any:
-        return jax.tree_util.tree_map(lambda a: a[i], state.params)
-
-    info = {**setup.info, "seeds": n_seeds, "seed_mode": "vmap"}
-    try:
-        for r in recs:
-            r.writer.start(info)
-        t0 = time.perf_counter()
-        fetched = jax.device_get(measure(state))
-        seconds = time.perf_counter() - t0
-        for r, record in zip(recs, per_seed(fetched)):
-            record.update(lr=float(setup.schedule(0)), seconds=seconds)
-            r.initial(record)
-        for epoch in range(1, cfg.train.epochs + 1):
-            if not any(r.active for r in recs):
-                break
-            t0 = time.perf_counter()
-            keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(shuffle_keys, epoch)
-            state, running = epoch_fn(state, setup.x_N, setup.y_N, keys, dropout_keys)
-            fetched = jax.device_get({**running, **measure(state)})
-            seconds = time.perf_counter() - t0
-            lr = float(setup.schedule(int(state.step[0]) - 1))
-            for i, (r, record) in enumerate(zip(recs, per_seed(fetched))):
-                if r.active:
-                    record.update(lr=lr, seconds=seconds)
-                    r.epoch(epoch, record, partial(seed_params, i))
-            if progress:
-                for r in recs:
-                    r.writer.progress(epoch, setup.steps_per_epoch)
-    except KeyboardInterrupt:
-        for r in recs:
-            if r.active:
-                r.status = "interrupted"
-    return [r.finish(data, like) for r in recs]

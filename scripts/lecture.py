@@ -172,7 +172,7 @@ def s5(res: Result, docs: Path) -> tuple[bool, list[str]]:
     full = res.group(train__early_stopping__enabled=False).runs[0]
     es = res.group(train__early_stopping__enabled=True).runs[0]
     best_val, best_epoch = full.best("val_loss")
-    f_final, e_kept = full.summary["final"], es.held()
+    f_final, e_kept = full.summary["final"], es.kept()
     ok = es.summary["status"] == "stopped_early" and e_kept["test_loss"] < f_final["test_loss"]
     lines = [
         f"Full run ({full.summary['epochs_run']} epochs): the validation loss is lowest ({best_val:.3f}) at epoch "
@@ -198,7 +198,7 @@ def s6(res: Result, docs: Path) -> tuple[bool, list[str]]:
         label = "L1" if g.values.get("regularization.l1") else "L2" if g.values.get("regularization.l2") else "none"
         run = g.runs[0]
         sparsity[label] = last_record(run)["near_zero_fraction"][0]
-        accs[label] = run.held()["test_accuracy"]
+        accs[label] = run.kept()["test_accuracy"]
         w = load_checkpoint(run.path / "last.npz")["hidden.0.w"].ravel()
         ax.hist(w, bins=200, range=(-0.15, 0.15), histtype="step", label=f"{label}: {100 * sparsity[label]:.1f}% |w| < 1e-3", log=True)
     ax.set_xlabel("first-layer weight")

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dnnlab import config, models, train
+from dnnlab import checkpoints, config, models, train
 from dnnlab.runs import Writer
 from conftest import make_cfg
 
@@ -190,7 +190,7 @@ def test_stack_plan_by_depth_and_setting():
     assert models.plan_stack(mlp(56), "unrolled") == models.StackPlan(False)
     assert models.plan_stack(mlp(10), "scanned", 3) == models.StackPlan(True, 3)
     # convolutions inside a scan are ~25x slower on the CPU: resnets stay unrolled there
-    assert not models.plan_stack(resnet(9), platform="cpu").scanned
+    assert not models.plan_stack(resnet(9)).scanned
     assert models.plan_stack(resnet(9), "scanned").scanned
     residual = make_cfg(**{"model.depth": 9, "model.residual": True}).model
     assert models.stack_length(residual) == 0
@@ -244,10 +244,10 @@ def test_a_resnet_run_config_reads_back_to_the_same_config():
 def test_checkpoints_of_a_scanned_stack_are_saved_one_entry_per_layer():
     cfg = make_cfg(**{"model.depth": 5, "model.width": 8}).model
     params = models.build(cfg, 4, 3, models.StackPlan(True)).init(jax.random.PRNGKey(0))
-    arrays = train.flatten_params(params)
+    arrays = checkpoints.flatten_params(params)
     assert "hidden.4.w" in arrays and not any(k.startswith("stack") for k in arrays)
-    back = train.unflatten_params(params, arrays)
+    back = checkpoints.unflatten_params(params, arrays)
     assert back["stack"]["w"].shape == (4, 8, 8)
     np.testing.assert_array_equal(back["stack"]["w"], params["stack"]["w"])
     unrolled = models.build(cfg, 4, 3).init(jax.random.PRNGKey(1))
-    np.testing.assert_array_equal(train.unflatten_params(unrolled, arrays)["hidden"][2]["w"], params["stack"]["w"][1])
+    np.testing.assert_array_equal(checkpoints.unflatten_params(unrolled, arrays)["hidden"][2]["w"], params["stack"]["w"][1])

@@ -122,10 +122,27 @@ def test_sweeps_refuse_train_seeds():
         sweep.plan({"train": {"seeds": 3}}, ["model.depth=1,2"], None)
 
 
-def test_the_mean_leaves_out_diverged_seeds():
-    from dnnlab.pipeline import aggregate
+def test_one_rule_for_the_mean_over_seeds_everywhere(tmp_path):
+    """runs.seed_stats leaves out diverged, interrupted and killed seeds; the multi-seed
+    summary and compare's groups use that one rule, so they cannot disagree."""
+    from pathlib import Path
+
+    from dnnlab import compare, runs
 
     ok = {"status": "completed", "final": {"test_accuracy": 0.8}}
-    bad = {"status": "diverged", "final": {"test_accuracy": float("nan")}}
-    mean, std = aggregate([ok, {**ok, "final": {"test_accuracy": 0.9}}, bad])
-    assert mean["test_accuracy"] == pytest.approx(0.85) and std["test_accuracy"] == pytest.approx(0.0707, abs=1e-4)
+    summaries = [
+        ok,
+        {**ok, "final": {"test_accuracy": 0.9}},
+        {"status": "diverged", "final": {"test_accuracy": float("nan")}},
+        {"status": "interrupted", "final": {"test_accuracy": 0.1}},
+        {},  # killed: no summary
+    ]
+    mean, std, count = runs.seed_stats(summaries, "test_accuracy")
+    assert count == 2 and mean == pytest.approx(0.85) and std == pytest.approx(0.0707, abs=1e-4)
+    records = [compare.RunRecord(Path(f"r{i}"), summary=s) for i, s in enumerate(summaries)]
+    assert compare.Group({}, records).stat("test_accuracy") == (mean, std)
+    # the kept model: the restored best epoch, else the last; a killed run's last record
+    assert runs.kept_metrics({"restored_best": True, "best": {"a": 1}, "final": {"a": 2}}) == {"a": 1}
+    assert runs.kept_metrics({"restored_best": False, "best": {"a": 1}, "final": {"a": 2}}) == {"a": 2}
+    history = [{"epoch": 0, "test_accuracy": 0.1}, {"epoch": 1, "test_accuracy": 0.7}]
+    assert runs.kept_metrics({}, history)["test_accuracy"] == 0.7

@@ -12,7 +12,7 @@ import pytest
 
 from dnnlab import config, train
 from dnnlab.config import EarlyStoppingConfig
-from dnnlab.runs import RunDir, Writer, read_metrics, read_summary
+from dnnlab.runs import METRICS, RunDir, Writer, read_metrics, read_summary
 from conftest import make_cfg
 
 SMALL = {"model.hidden": [64], "train.epochs": 6, "data.batch_size": 64}
@@ -61,12 +61,12 @@ def test_metrics_records_and_summary(digits):
     assert epochs == list(range(0, 7))
     init = rec.epochs[0][1]
     assert init["train_loss"] == pytest.approx(math.log(10), rel=0.3)  # near ln(C) at initialization
-    for key in train.METRICS + ("lr", "seconds"):
+    for key in METRICS + ("lr", "seconds"):
         assert key in rec.epochs[-1][1]
     assert rec.epochs[-1][1]["lr"] == pytest.approx(0.001)
     s = result.summary
     assert s["status"] == "completed" and s["epochs_run"] == 6 and s["params"] == 64 * 64 + 64 + 64 * 10 + 10
-    assert set(s["final"]) == set(train.METRICS) and s["best_epoch"] in range(1, 7)
+    assert set(s["final"]) == set(METRICS) and s["best_epoch"] in range(1, 7)
     assert s["device"].startswith(jax.devices()[0].platform)
     assert rec.checkpoints.count("last") == 6 and "best" in rec.checkpoints
     # the training loss is the evaluation-mode loss on the whole training set
@@ -210,6 +210,6 @@ def test_the_stepwise_loop_gives_the_same_run_as_the_scan(digits):
     scan = train.fit(make_cfg(**{**base, "train.loop": "scan"}), digits, progress=False).history
     steps = train.fit(make_cfg(**{**base, "train.loop": "steps"}), digits, progress=False).history
     for a, b in zip(scan, steps):
-        for key in train.METRICS + ("running_loss",):
+        for key in METRICS + ("running_loss",):
             if key in a:
                 assert b[key] == pytest.approx(a[key], rel=2e-4, abs=1e-6), key

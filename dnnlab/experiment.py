@@ -1,22 +1,51 @@
-"""One experiment end to end: run folder -> fit -> diagnosis and report. Used by `run` and `sweep`."""
+"""One experiment end to end: data -> run folder -> fit -> diagnosis and report.
+
+`run` is what the CLI's `run` and the sweep call: it loads nothing itself, trains one seed or
+several, and turns every known failure into an `ExperimentError` that carries its exit code,
+so the CLI only parses, calls, prints and exits.
+"""
 
 from __future__ import annotations
 
-import json
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 from dnnlab import runs
-from dnnlab.config import Config, dump_yaml
-from dnnlab.data import Dataset
+from dnnlab.config import Config, data_seed, dump_yaml
+from dnnlab.data import Dataset, DataError
 from dnnlab.diagnose import Diagnosis
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_VERDICT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+STATUS_EXIT = {"completed": EXIT_OK, "stopped_early": EXIT_OK, "diverged": EXIT_FAILED, "interrupted": EXIT_INTERRUPTED}
+
+
+class ExperimentError(Exception):
+    """A known failure: `str()` is the message for the user, `code` the exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_BAD_INPUT) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def load_data(cfg: Config) -> Dataset:
+    """The config's dataset, checked against its model; ExperimentError when it cannot be used."""
+    from dnnlab import data
+
+    try:
+        ds = data.load(cfg.data, data_seed(cfg))
+        check_compatible(cfg, ds)
+    except DataError as exc:
+        raise ExperimentError(str(exc)) from None
+    except KeyboardInterrupt:
+        raise ExperimentError("interrupted while loading the data; nothing was written", EXIT_INTERRUPTED) from None
+    return ds
 
 
 def check_compatible(cfg: Config, ds: Dataset) -> None:
     """Raise DataError when the model cannot take the dataset's inputs (before any JAX work)."""
-    from dnnlab.data import DataError
-
     if cfg.model.arch not in ("cnn", "resnet"):
         return
     if len(ds.input_shape) != 3:
@@ -45,6 +74,47 @@ class Outcome:
     problems: list[str]  # non-fatal: plots that could not be drawn
 
 
+@dataclass
+class SeedsOutcome:
+    run_dir: Path
+    summary: dict[str, Any]  # the aggregate: members, mean, std
+    outcomes: list[Outcome]  # one per seed that ran, in seed order
+
+
+@contextmanager
+def _known_failures(out: Path, interrupted: str) -> Iterator[None]:
+    """Map the failures a run can meet to ExperimentError with their exit codes."""
+    try:
+        yield
+    except DataError as exc:
+        raise ExperimentError(str(exc)) from None
+    except OSError as exc:
+        raise ExperimentError(f"cannot write the run folder under {out}: {exc}") from None
+    except KeyboardInterrupt:
+        raise ExperimentError(interrupted, EXIT_INTERRUPTED) from None
+
+
+def run(
+    cfg: Config,
+    ds: Dataset,
+    out: Path,
+    *,
+    writers: Sequence[runs.Writer] = (),
+    progress: bool = False,
+    config_name: str = "config.yaml",
+    announce: Optional[Callable[[Path], None]] = None,
+) -> "Outcome | SeedsOutcome":
+    """Train `cfg` (one seed, or `train.seeds` of them) under `out`, diagnose and report it.
+
+    Raises ExperimentError (bad data, an unwritable folder, Ctrl-C) with the exit code.
+    """
+    if cfg.train.seeds > 1:
+        with _known_failures(out, "interrupted; the finished epochs are in the seeds' folders"):
+            return execute_seeds(cfg, ds, out, writers=writers, progress=progress, config_name=config_name, announce=announce)
+    with _known_failures(out, "interrupted; the finished epochs are in the run folder"):
+        return execute(cfg, ds, out, writers=writers, progress=progress, config_name=config_name, announce=announce)
+
+
 def execute(
     cfg: Config,
     ds: Dataset,
@@ -71,7 +141,7 @@ def execute(
 
         result = train.fit(cfg, ds, runs.MultiWriter(run_writer, *writers), progress=progress)
     except KeyboardInterrupt:
-        if not (run_dir / "summary.json").exists():
+        if not (run_dir / runs.SUMMARY).exists():
             done = runs.read_metrics(run_dir)
             run_writer.finish({"name": cfg.name, "status": "interrupted", "epochs_run": max(len(done) - 1, 0)})
         raise
@@ -79,39 +149,6 @@ def execute(
 
     diagnosis, problems = finalize(run_dir, cfg, result.history, result.summary, config_name=config_name)
     return Outcome(run_dir, result.summary, diagnosis, problems)
-
-
-# ---------------------------------------------------------------- several seeds
-
-SEED_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy")
-SEEDS_MANIFEST = "seeds.json"
-
-
-def kept_metrics(summary: dict[str, Any]) -> dict[str, Any]:
-    """The metrics of the model a run kept: its best epoch's when it restored it, else its last."""
-    return (summary.get("best") if summary.get("restored_best") else summary.get("final")) or {}
-
-
-def aggregate(summaries: list[dict[str, Any]]) -> tuple[dict[str, float], dict[str, float]]:
-    """Mean and standard deviation (ddof 1; 0 for one seed) over the seeds that finished
-    (completed or stopped early) of the kept metrics; diverged and interrupted seeds are left out."""
-    import statistics
-
-    summaries = [s for s in summaries if s.get("status") in ("completed", "stopped_early")]
-    mean, std = {}, {}
-    for key in SEED_METRICS:
-        values = [v for v in (kept_metrics(s).get(key) for s in summaries) if isinstance(v, (int, float))]
-        if values:
-            mean[key] = statistics.fmean(values)
-            std[key] = statistics.stdev(values) if len(values) > 1 else 0.0
-    return mean, std
-
-
-@dataclass
-class SeedsOutcome:
-    run_dir: Path
-    summary: dict[str, Any]  # the aggregate: members, mean, std
-    outcomes: list[Outcome]  # one per seed that ran, in seed order
 
 
 def execute_seeds(
@@ -131,24 +168,24 @@ def execute_seeds(
     run folder per seed (`seed-<s>/`: metrics.jsonl with a `seed` field, checkpoints, report).
     `writers` (the console) follow the first seed.
     """
-    import time
-
     from dnnlab import train  # imports JAX
     from dnnlab.report import finalize
 
     check_compatible(cfg, ds)
     t0 = time.perf_counter()
     run_dir = runs.new_run_dir(out, cfg.name)
-    runs.atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
+    runs.atomic_write_text(run_dir / runs.CONFIG, dump_yaml(cfg))
     if announce is not None:
         announce(run_dir)
     cfgs = train.seed_configs(cfg)
     mode = train.seeds_mode(cfg)
-    members = [{"index": i, "params": {"seed": c.seed}, "overrides": [f"seed={c.seed}"], "dir": f"seed-{c.seed}", "status": "pending"} for i, c in enumerate(cfgs)]
+    members = [
+        {"index": i, "params": {"seed": c.seed}, "overrides": [f"seed={c.seed}"], "dir": f"seed-{c.seed}", "status": "pending"}
+        for i, c in enumerate(cfgs)
+    ]
 
     def write_manifest(status: str) -> None:
-        manifest = {"kind": "seeds", "status": status, "seed_mode": mode, "members": members}
-        runs.atomic_write_text(run_dir / SEEDS_MANIFEST, json.dumps(manifest, indent=2) + "\n")
+        runs.write_manifest(run_dir, runs.SEEDS_MANIFEST, {"kind": "seeds", "status": status, "seed_mode": mode, "members": members})
 
     write_manifest("running")
     seed_writers = []
@@ -176,23 +213,28 @@ def execute_seeds(
     status = next((s for s in ("interrupted", "diverged") if s in statuses), "completed")
     if len(outcomes) < len(cfgs):
         status = "interrupted"
-    mean, std = aggregate([o.summary for o in outcomes])
+    summaries = [o.summary for o in outcomes]
+    mean, std = {}, {}
+    for key in runs.METRICS:
+        m, s, count = runs.seed_stats(summaries, key)
+        if count:
+            mean[key], std[key] = m, s
     summary = {
         "name": cfg.name,
         "status": status,
         "seeds": [c.seed for c in cfgs],
         "seed_mode": mode,
         "members": [
-            {"seed": c.seed, "dir": m["dir"], "status": m["status"], "verdict": m.get("verdict"), "kept": kept_metrics(o.summary)}
+            {"seed": c.seed, "dir": m["dir"], "status": m["status"], "verdict": m.get("verdict"), "kept": runs.kept_metrics(o.summary)}
             for c, m, o in zip(cfgs, members, outcomes)
         ],
         "mean": mean,
         "std": std,
-        "aggregated_seeds": [o.summary["seed"] for o in outcomes if o.summary["status"] in ("completed", "stopped_early")],
+        "aggregated_seeds": [s["seed"] for s in summaries if s["status"] in runs.FINISHED],
         "verdicts": sorted({o.diagnosis.verdict for o in outcomes}),
         "wall_seconds": time.perf_counter() - t0,
     }
-    runs.atomic_write_text(run_dir / "summary.json", json.dumps(runs.finite_or_none(summary), indent=2) + "\n")
+    runs.write_summary(run_dir, summary)
     write_manifest(status)
     return SeedsOutcome(run_dir, summary, outcomes)
 
