@@ -5,7 +5,7 @@
 Each net trains on 60k random Fashion-MNIST-shaped examples (one epoch = one jitted lax.scan,
 dnnlab's train_epoch); samples/s counts every seed's samples. Rounds are interleaved and
 medians reported; compile time is excluded (the first call of each program is discarded).
-The last column is what `train.seed_mode: auto` picks on this device (train.seeds_mode).
+The last column is what `train.seed_mode: auto` picks on this device (experiment.seeds_mode).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dnnlab import config, models, train
+from dnnlab import config, experiment, models, train
 from dnnlab.optim import make_optimizer
 
 NETS = {  # name: (hidden widths, activation, batch)
@@ -73,7 +73,7 @@ def main() -> None:
             vm.append(time.perf_counter() - t0)
         s_med, v_med = statistics.median(seq), statistics.median(vm)
         total = args.seeds * args.n
-        print(f"{name:<28}{s_med:>13.2f}{v_med:>11.2f}{total / s_med:>15,.0f}{total / v_med:>16,.0f}{s_med / v_med:>9.2f}x{train.seeds_mode(cfg):>12}", flush=True)
+        print(f"{name:<28}{s_med:>13.2f}{v_med:>11.2f}{total / s_med:>15,.0f}{total / v_med:>16,.0f}{s_med / v_med:>9.2f}x{experiment.seeds_mode(cfg):>12}", flush=True)
 
 
 if __name__ == "__main__":

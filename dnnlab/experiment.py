@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence
 
 from dnnlab import runs
-from dnnlab.config import Config, data_seed, dump_yaml
+from dnnlab.config import Config, data_seed, dump_yaml, training_loop
 from dnnlab.data import Dataset, DataError
 from dnnlab.diagnose import Diagnosis
 
@@ -178,7 +178,7 @@ def execute_seeds(
     if announce is not None:
         announce(run_dir)
     cfgs = train.seed_configs(cfg)
-    mode = train.seeds_mode(cfg)
+    mode = seeds_mode(cfg)
     members = [
         {"index": i, "params": {"seed": c.seed}, "overrides": [f"seed={c.seed}"], "dir": f"seed-{c.seed}", "status": "pending"}
         for i, c in enumerate(cfgs)
@@ -237,6 +237,29 @@ def execute_seeds(
     runs.write_summary(run_dir, summary)
     write_manifest(status)
     return SeedsOutcome(run_dir, summary, outcomes)
+
+
+# ---------------------------------------------------------------- the seed policy
+
+VMAP_MAX_WIDTH_CPU = 128  # bench/seeds.py: vmapped seeds beat sequential runs on 2 CPU cores up to about this width
+
+
+def seeds_mode(cfg: Config, platform: Optional[str] = None) -> str:
+    """vmap or sequential for a multi-seed run (`train.seed_mode`; docs/speed.md)."""
+    if cfg.train.seeds < 2:
+        return "sequential"
+    if training_loop(cfg) != "scan":
+        return "sequential"  # the per-step loop (convolutional nets) is not vmapped
+    if cfg.train.seed_mode != "auto":
+        return cfg.train.seed_mode
+    if platform is None:
+        import jax
+
+        platform = jax.default_backend()
+    if platform != "cpu":
+        return "vmap"
+    # on the CPU one model of this size already fills the cores; vmapping only pays for small nets
+    return "vmap" if max(cfg.model.layer_widths or (0,)) <= VMAP_MAX_WIDTH_CPU else "sequential"
 
 
 class _SeedTag(runs.Writer):

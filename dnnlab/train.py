@@ -497,22 +497,19 @@ def fit(cfg: Config, data: Dataset, writer: Writer = Writer(), *, progress: bool
     return results[0]
 
 
-def fit_seeds(
-    cfg: Config, data: Dataset, writers: list[Writer], *, progress: bool = True, mode: Optional[str] = None
-) -> list[FitResult]:
+def fit_seeds(cfg: Config, data: Dataset, writers: list[Writer], *, mode: str, progress: bool = True) -> list[FitResult]:
     """Train the `train.seeds` copies of `cfg` that differ only in their seed.
 
     Args:
         writers: one per seed (seed, seed + 1, ...).
         mode: vmap (one compiled program over a leading seed axis: parameters, optimizer state
             and keys) or sequential (one after another, sharing the uploaded data and the
-            compiled programs); default `seeds_mode(cfg)`. Both give the same records.
+            compiled programs): `experiment.seeds_mode` decides. Both give the same records.
     Returns:
         One FitResult per seed that started, in seed order; after Ctrl-C the seeds that had
         not started are missing.
     """
-    vmapped = (mode or seeds_mode(cfg)) == "vmap"
-    return _fit(cfg, seed_configs(cfg), data, writers, progress=progress, vmapped=vmapped)
+    return _fit(cfg, seed_configs(cfg), data, writers, progress=progress, vmapped=mode == "vmap")
 
 
 def _fit(cfg: Config, cfgs: list[Config], data: Dataset, writers: list[Writer], *, progress: bool, vmapped: bool) -> list[FitResult]:
@@ -553,21 +550,3 @@ def seed_configs(cfg: Config) -> list[Config]:
     return [
         cfg.model_copy(update={"seed": cfg.seed + i, "train": train_cfg, "data": data_cfg}) for i in range(cfg.train.seeds)
     ]
-
-
-VMAP_MAX_WIDTH_CPU = 128  # bench/seeds.py: vmapped seeds beat sequential runs on 2 CPU cores up to about this width
-
-
-def seeds_mode(cfg: Config, platform: Optional[str] = None) -> str:
-    """vmap or sequential for a multi-seed run (`train.seed_mode`; docs/speed.md)."""
-    if cfg.train.seeds < 2:
-        return "sequential"
-    if training_loop(cfg) != "scan":
-        return "sequential"  # the per-step loop (convolutional nets) is not vmapped
-    if cfg.train.seed_mode != "auto":
-        return cfg.train.seed_mode
-    platform = platform or jax.default_backend()
-    if platform != "cpu":
-        return "vmap"
-    # on the CPU one model of this size already fills the cores; vmapping only pays for small nets
-    return "vmap" if max(cfg.model.layer_widths or (0,)) <= VMAP_MAX_WIDTH_CPU else "sequential"

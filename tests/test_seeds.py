@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from dnnlab import cli, train
+from dnnlab import cli, experiment, train
 from dnnlab.runs import Writer
 from conftest import make_cfg
 
@@ -74,14 +74,14 @@ def test_a_diverging_seed_does_not_stop_the_others(digits):
 
 
 def test_seed_mode_choice():
-    assert train.seeds_mode(make_cfg(**{"train.seeds": 1})) == "sequential"
+    assert experiment.seeds_mode(make_cfg(**{"train.seeds": 1})) == "sequential"
     small = make_cfg(**{"train.seeds": 8, "model.hidden": [100, 100]})
-    assert train.seeds_mode(small, "cpu") == "vmap" and train.seeds_mode(small, "gpu") == "vmap"
+    assert experiment.seeds_mode(small, "cpu") == "vmap" and experiment.seeds_mode(small, "gpu") == "vmap"
     big = make_cfg(**{"train.seeds": 8, "model.hidden": [500, 500]})
-    assert train.seeds_mode(big, "cpu") == "sequential" and train.seeds_mode(big, "gpu") == "vmap"
-    assert train.seeds_mode(make_cfg(**{"train.seeds": 8, "train.seed_mode": "vmap", "model.hidden": [500]}), "cpu") == "vmap"
+    assert experiment.seeds_mode(big, "cpu") == "sequential" and experiment.seeds_mode(big, "gpu") == "vmap"
+    assert experiment.seeds_mode(make_cfg(**{"train.seeds": 8, "train.seed_mode": "vmap", "model.hidden": [500]}), "cpu") == "vmap"
     # the per-step loop of convolutional nets is not vmapped
-    assert train.seeds_mode(make_cfg(**{"train.seeds": 8, "model.arch": "cnn", "data.dataset": "digits"}), "gpu") == "sequential"
+    assert experiment.seeds_mode(make_cfg(**{"train.seeds": 8, "model.arch": "cnn", "data.dataset": "digits"}), "gpu") == "sequential"
 
 
 def test_run_with_seeds_writes_one_folder_per_seed_and_the_mean_and_std(tmp_path):
@@ -146,3 +146,35 @@ def test_one_rule_for_the_mean_over_seeds_everywhere(tmp_path):
     assert runs.kept_metrics({"restored_best": False, "best": {"a": 1}, "final": {"a": 2}}) == {"a": 2}
     history = [{"epoch": 0, "test_accuracy": 0.1}, {"epoch": 1, "test_accuracy": 0.7}]
     assert runs.kept_metrics({}, history)["test_accuracy"] == 0.7
+
+
+def _backend_compiles(fn) -> int:
+    """XLA compilations while `fn()` runs (jax.monitoring's backend-compile events)."""
+    import jax.monitoring
+
+    events: list[str] = []
+
+    def listen(name, duration, **kwargs):
+        if name == "/jax/core/compile/backend_compile_duration":
+            events.append(name)
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        fn()
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+    return len(events)
+
+
+def test_sequential_seeds_share_one_setup_and_compile_once(digits, monkeypatch):
+    """Three sequential seeds upload the data once and compile no more programs than one seed."""
+    cfg = make_cfg(**{**SMALL, "train.epochs": 2})
+    one = cfg.model_copy(update={"train": cfg.train.model_copy(update={"seeds": 1})})
+    train.fit(one, digits, progress=False)  # warm the eager-op caches
+    setups = []
+    real_setup = train._setup
+    monkeypatch.setattr(train, "_setup", lambda *a: setups.append(1) or real_setup(*a))
+    compiles_one = _backend_compiles(lambda: train.fit(one, digits, progress=False))
+    compiles_three = _backend_compiles(lambda: run_all(cfg, digits, "sequential"))
+    assert setups == [1, 1]
+    assert compiles_three == compiles_one > 0
