@@ -135,9 +135,7 @@ def run(
             console.print(f"[bold]{cfg.name}[/]: {ds.name} from {_escape(ds.source)} -> {run_dir}")
 
     try:
-        outcome = experiment.run(
-            cfg, ds, out, writers=writers, progress=not quiet, config_name=str(config), announce=announce
-        )
+        outcome = experiment.run(cfg, ds, out, experiment.Shown(writers, not quiet, str(config), announce))
     except experiment.ExperimentError as exc:
         raise _fail(_escape(str(exc)), exc.code) from None
     finally:

@@ -66,6 +66,17 @@ def check_compatible(cfg: Config, ds: Dataset) -> None:
             )
 
 
+@dataclass(frozen=True)
+class Shown:
+    """How a run is shown while it trains: the live writers (the console), steps within an
+    epoch, the config's name for the report's commands, and a hook told the new folder."""
+
+    writers: Sequence[runs.Writer] = ()
+    progress: bool = False
+    config_name: str = "config.yaml"
+    announce: Optional[Callable[[Path], None]] = None
+
+
 @dataclass
 class Outcome:
     run_dir: Path
@@ -94,52 +105,35 @@ def _known_failures(out: Path, interrupted: str) -> Iterator[None]:
         raise ExperimentError(interrupted, EXIT_INTERRUPTED) from None
 
 
-def run(
-    cfg: Config,
-    ds: Dataset,
-    out: Path,
-    *,
-    writers: Sequence[runs.Writer] = (),
-    progress: bool = False,
-    config_name: str = "config.yaml",
-    announce: Optional[Callable[[Path], None]] = None,
-) -> "Outcome | SeedsOutcome":
+def run(cfg: Config, ds: Dataset, out: Path, shown: Optional["Shown"] = None) -> "Outcome | SeedsOutcome":
     """Train `cfg` (one seed, or `train.seeds` of them) under `out`, diagnose and report it.
 
     Raises ExperimentError (bad data, an unwritable folder, Ctrl-C) with the exit code.
     """
     if cfg.train.seeds > 1:
         with _known_failures(out, "interrupted; the finished epochs are in the seeds' folders"):
-            return execute_seeds(cfg, ds, out, writers=writers, progress=progress, config_name=config_name, announce=announce)
+            return execute_seeds(cfg, ds, out, shown)
     with _known_failures(out, "interrupted; the finished epochs are in the run folder"):
-        return execute(cfg, ds, out, writers=writers, progress=progress, config_name=config_name, announce=announce)
+        return execute(cfg, ds, out, shown)
 
 
-def execute(
-    cfg: Config,
-    ds: Dataset,
-    out: Path,
-    *,
-    writers: Sequence[runs.Writer] = (),
-    progress: bool = False,
-    config_name: str = "config.yaml",
-    announce: Optional[Callable[[Path], None]] = None,
-) -> Outcome:
+def execute(cfg: Config, ds: Dataset, out: Path, shown: Optional["Shown"] = None) -> Outcome:
     """Train `cfg` on `ds` in a new run folder under `out`, then diagnose and report it.
 
     Ctrl-C during training ends the run with status `interrupted` (and returns); Ctrl-C
     elsewhere writes an interrupted summary if none exists and re-raises. OSError from creating
     the folder propagates.
     """
+    shown = shown or Shown()
     check_compatible(cfg, ds)
     run_dir = runs.new_run_dir(out, cfg.name)
     run_writer = runs.RunDir(run_dir, dump_yaml(cfg))
-    if announce is not None:
-        announce(run_dir)
+    if shown.announce is not None:
+        shown.announce(run_dir)
     try:
         from dnnlab import train  # imports JAX
 
-        result = train.fit(cfg, ds, runs.MultiWriter(run_writer, *writers), progress=progress)
+        result = train.fit(cfg, ds, runs.MultiWriter(run_writer, *shown.writers), progress=shown.progress)
     except KeyboardInterrupt:
         if not (run_dir / runs.SUMMARY).exists():
             done = runs.read_metrics(run_dir)
@@ -147,36 +141,28 @@ def execute(
         raise
     from dnnlab.report import finalize
 
-    diagnosis, problems = finalize(run_dir, cfg, result.history, result.summary, config_name=config_name)
+    diagnosis, problems = finalize(run_dir, cfg, result.history, result.summary, config_name=shown.config_name)
     return Outcome(run_dir, result.summary, diagnosis, problems)
 
 
-def execute_seeds(
-    cfg: Config,
-    ds: Dataset,
-    out: Path,
-    *,
-    writers: Sequence[runs.Writer] = (),
-    progress: bool = False,
-    config_name: str = "config.yaml",
-    announce: Optional[Callable[[Path], None]] = None,
-) -> SeedsOutcome:
+def execute_seeds(cfg: Config, ds: Dataset, out: Path, shown: Optional["Shown"] = None) -> SeedsOutcome:
     """Train the `train.seeds` copies of `cfg` (seed, seed + 1, ...) in one run folder.
 
     The folder holds the config, `seeds.json` (the members, as a sweep's manifest, so that
     `dnnlab compare` reads it), summary.json with the mean and std over seeds, and one ordinary
     run folder per seed (`seed-<s>/`: metrics.jsonl with a `seed` field, checkpoints, report).
-    `writers` (the console) follow the first seed.
+    The live writers (`shown.writers`, the console) follow the first seed.
     """
     from dnnlab import train  # imports JAX
     from dnnlab.report import finalize
 
+    shown = shown or Shown()
     check_compatible(cfg, ds)
     t0 = time.perf_counter()
     run_dir = runs.new_run_dir(out, cfg.name)
     runs.atomic_write_text(run_dir / runs.CONFIG, dump_yaml(cfg))
-    if announce is not None:
-        announce(run_dir)
+    if shown.announce is not None:
+        shown.announce(run_dir)
     cfgs = train.seed_configs(cfg)
     mode = seeds_mode(cfg)
     members = [
@@ -192,9 +178,9 @@ def execute_seeds(
     for i, c in enumerate(cfgs):
         (run_dir / f"seed-{c.seed}").mkdir()
         member_writer = _SeedTag(runs.RunDir(run_dir / f"seed-{c.seed}", dump_yaml(c)), c.seed)
-        seed_writers.append(runs.MultiWriter(member_writer, *(writers if i == 0 else ())))
+        seed_writers.append(runs.MultiWriter(member_writer, *(shown.writers if i == 0 else ())))
     try:
-        results = train.fit_seeds(cfg, ds, seed_writers, progress=progress, mode=mode)
+        results = train.fit_seeds(cfg, ds, seed_writers, progress=shown.progress, mode=mode)
     except KeyboardInterrupt:
         for m in members:
             if m["status"] == "pending":
@@ -204,7 +190,7 @@ def execute_seeds(
     outcomes = []
     for c, result, member in zip(cfgs, results, members):
         seed_dir = run_dir / member["dir"]
-        diagnosis, problems = finalize(seed_dir, c, result.history, result.summary, config_name=config_name)
+        diagnosis, problems = finalize(seed_dir, c, result.history, result.summary, config_name=shown.config_name)
         outcomes.append(Outcome(seed_dir, result.summary, diagnosis, problems))
         member.update(status=result.summary["status"], verdict=diagnosis.verdict)
     for member in members[len(results):]:

@@ -229,7 +229,7 @@ def run(sweep: Sweep, *, on_start: Optional[MemberHook] = None, on_end: Optional
     on. Ctrl-C marks the running member interrupted, saves and re-raises.
     """
     from dnnlab import data as datasets
-    from dnnlab.experiment import execute
+    from dnnlab.experiment import Shown, execute
 
     base, name = sweep.manifest["base"], sweep.manifest["name"]
     cache: dict[str, Any] = {}
@@ -244,7 +244,7 @@ def run(sweep: Sweep, *, on_start: Optional[MemberHook] = None, on_end: Optional
             key = json.dumps([cfg.data.model_dump(mode="json"), cfg.seed])
             if key not in cache:
                 cache[key] = datasets.load(cfg.data, data_seed(cfg))
-            outcome = execute(cfg, cache[key], sweep.path, config_name=sweep.manifest.get("config_path", "config.yaml"))
+            outcome = execute(cfg, cache[key], sweep.path, Shown(config_name=sweep.manifest.get("config_path", "config.yaml")))
             member.update(
                 dir=outcome.run_dir.name, status=outcome.summary["status"], verdict=outcome.diagnosis.verdict,
                 causes=outcome.diagnosis.causes,
