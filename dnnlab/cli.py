@@ -310,28 +310,43 @@ def sweep(
         raise _fail(_escape(str(exc))) from None
     except OSError as exc:
         raise _fail(_escape(f"cannot write the sweep folder under {out}: {exc}")) from None
-    todo = job.pending()
-    console.print(f"sweep {job.path}: {len(job.members)} members, {len(todo)} to run", markup=False)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console)
-    task = bar.add_task("members", total=len(todo))
-
-    def on_end(member: dict) -> None:
-        outcome = member.get("verdict") or member.get("error", "").splitlines()[0]
-        bar.console.print(f"  {member['index']:03d} {' '.join(member['overrides'])}: {member['status']}, {outcome}", markup=False)
-        bar.advance(task)
-
-    try:
-        with bar:
-            sweeps.run(job, on_start=lambda m: bar.update(task, description=f"member {m['index']:03d} {' '.join(m['overrides'])}"), on_end=on_end)
-    except KeyboardInterrupt:
-        raise _fail(f"interrupted; finish it with: dnnlab sweep {config} ... --resume {job.path}", EXIT_INTERRUPTED) from None
+    _run_members(job, f"dnnlab sweep {config} ... --resume {job.path}", quiet=False)
     failed = [m for m in job.members if m["status"] == "failed"]
     _compare_and_print([str(job.path)], job.path, metric.value, as_json=False)
     if failed:
         err_console.print(f"{len(failed)} member(s) failed; see {job.path / 'sweep.json'}", markup=False)
     raise typer.Exit(EXIT_FAILED if len(failed) == len(job.members) else EXIT_OK)
+
+
+def _run_members(job, resume_hint: str, quiet: bool) -> None:
+    """Run a sweep's pending members with a progress bar and one line per member."""
+    from dnnlab import sweep as sweeps
+
+    todo = job.pending()
+    if not quiet:
+        console.print(f"sweep {job.path}: {len(job.members)} members, {len(todo)} to run", markup=False)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=console, disable=quiet,
+    )
+    task = bar.add_task("members", total=len(todo))
+
+    def on_start(member: dict) -> None:
+        bar.update(task, description=f"member {member['index']:03d} {' '.join(member['overrides'])}")
+
+    def on_end(member: dict) -> None:
+        outcome = member.get("verdict") or member.get("error", "").splitlines()[0]
+        if not quiet:
+            bar.console.print(f"  {member['index']:03d} {' '.join(member['overrides'])}: {member['status']}, {outcome}", markup=False)
+        bar.advance(task)
+
+    try:
+        with bar:
+            sweeps.run(job, on_start=on_start, on_end=on_end)
+    except KeyboardInterrupt:
+        raise _fail(f"interrupted; finish it with: {resume_hint}", EXIT_INTERRUPTED) from None
 
 
 def _compare_and_print(targets: list[str], out: Optional[Path], metric: str, as_json: bool) -> None:
@@ -420,6 +435,86 @@ def evaluate(
     for row in result["mc"]:
         table.add_row(f"MC dropout, K = {row['k']}", f"{row['accuracy']:.4f}", f"{row['loss']:.4f}")
     console.print(table, soft_wrap=False)
+
+
+@app.command()
+def fix(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder (or a fix folder, to finish it)", show_default=False)],
+    top: Annotated[int, typer.Option("--top", min=1, help="How many of the diagnosis's remedies to try")] = 3,
+    seeds: Annotated[Optional[int], typer.Option("--seeds", min=1, help="Seeds per remedy (default: the run's)")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Epochs per remedy (default: the run's)")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Parent folder of the fix's sweep folder")] = Path("runs"),
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the result")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON (compare's shape plus fixed, winner, fixed_config)")] = False,
+) -> None:
+    """Apply the diagnosis's top remedies to RUN_DIR's config, train each, measure them against the
+    run, and keep what worked: exit 0 when a remedy fixed the problem, 1 when none did."""
+    from dnnlab import fix as fixing
+    from dnnlab.sweep import SweepError
+
+    try:
+        job = fixing.resume(run_dir) if (run_dir / "sweep.json").exists() else fixing.plan(run_dir, out, top=top, seeds=seeds, epochs=epochs)
+    except (fixing.FixError, SweepError) as exc:
+        raise _fail(_escape(str(exc))) from None
+    except OSError as exc:
+        raise _fail(_escape(f"cannot write the fix folder under {out}: {exc}")) from None
+    if job.sweep is None:
+        if as_json:
+            nothing = {"run": str(run_dir), "verdict": job.verdict, "fixed": None, "winner": None, "fixed_config": None}
+            sys.stdout.write(json.dumps(nothing) + "\n")
+        else:
+            console.print(f"{run_dir}: verdict {job.verdict}: nothing to fix, nothing trained", markup=False)
+        raise typer.Exit(EXIT_OK)
+    for skipped in job.skipped:
+        err_console.print(f"note: remedy skipped, its config is invalid: {skipped}", markup=False)
+    _run_members(job.sweep, f"dnnlab fix {job.sweep.path}", quiet=quiet or as_json)
+    fixing.judge(job)
+    _report_fix(job, as_json)
+
+
+def _report_fix(job, as_json: bool) -> None:
+    """The fix's table (or JSON) and its exit code."""
+    from rich.table import Table
+
+    from dnnlab import compare as comparing
+
+    winner = job.winner
+    comp, _ = comparing.compare([str(job.sweep.path)])
+    comparing.write(comp, job.sweep.path)
+    if as_json:
+        out = {
+            **comp.to_dict(), "run": str(job.run_dir), "verdict": job.verdict,
+            "remedies": [r.to_dict() for r in job.results], "skipped": job.skipped,
+            "fixed": winner is not None, "winner": winner.to_dict()["command"] if winner else None,
+            "fixed_config": str(job.fixed_config) if job.fixed_config else None,
+        }
+        sys.stdout.write(json.dumps(out, indent=2, default=str) + "\n")
+        raise typer.Exit(EXIT_OK if winner else EXIT_FAILED)
+    table = Table("remedy", "verdict", "train acc", "val acc", "val loss", "fixed", title=f"{job.run_dir.name} was {job.verdict}: the remedies, measured")
+    table.add_row("(the run itself)", job.verdict, _acc(job.results[0].train[0]) if job.results else "-",
+                  _acc(job.results[0].val[0]) if job.results else "-", _acc(job.results[0].val_loss[0]) if job.results else "-", "")
+    for r in job.results:
+        table.add_row(
+            " ".join(r.remedy["sets"]), ", ".join(v or s for v, s in zip(r.verdicts, r.status)) or "-",
+            _delta(*r.train), _delta(*r.val), _acc(r.val_loss[1]), ("yes: " if r.fixed else "no: ") + r.words,
+        )
+    console.print(table, soft_wrap=False)
+    if winner is None:
+        err_console.print(f"no remedy fixed {job.verdict}; the table says what each did ({job.sweep.path})", markup=False)
+        raise typer.Exit(EXIT_FAILED)
+    console.print(f"fixed by {winner.to_dict()['command']}: wrote {job.fixed_config}", markup=False)
+    console.print(f"run it: dnnlab run {job.fixed_config}", markup=False)
+    raise typer.Exit(EXIT_OK)
+
+
+def _delta(control: Optional[float], value: Optional[float], tol: float) -> str:
+    """`0.9123 (+0.1234)`, the change marked when it is within the noise."""
+    if value is None:
+        return "-"
+    if control is None:
+        return _acc(value)
+    d = value - control
+    return f"{value:.4f} ({d:+.4f}{'' if abs(d) > tol else ', noise'})"
 
 
 @app.command()

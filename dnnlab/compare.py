@@ -276,6 +276,15 @@ def _noise(pa: float, na: Optional[int], pb: float, nb: Optional[int]) -> float:
     return 1.96 * math.sqrt(pa * (1 - pa) / na + pb * (1 - pb) / nb)
 
 
+def tolerance(a: Group, b: Group, split: str) -> float:
+    """The noise of a difference in `split` accuracy between two groups: the largest of half a
+    point, the seeds' spread, and 1.96 standard errors of the split sizes."""
+    (ma, sa), (mb, sb) = a.stat(f"{split}_accuracy"), b.stat(f"{split}_accuracy")
+    if ma is None or mb is None:
+        return TOLERANCE
+    return max(TOLERANCE, sa + sb, _noise(ma, a.size(split), mb, b.size(split)))
+
+
 def _side(g: Group, key: str, along: list[str]) -> str:
     """`key=value` of one side of a comparison, with the keys that vary along with it."""
     return f"{key}={_show(g.values.get(key))}" + "".join(f", {k}={_show(g.values.get(k))}" for k in along)
@@ -285,12 +294,11 @@ def comparisons(groups: list[Group], keys: list[str], metric: str) -> list[dict[
     """The comparative verdict for every pair of groups that differ along one key."""
     out = []
     for a, b, key, along in _pairs(groups, keys, metric):
-        (ta, sa), (tb, sb) = a.stat("train_accuracy"), b.stat("train_accuracy")
-        (va, sva), (vb, svb) = a.stat("val_accuracy"), b.stat("val_accuracy")
+        (ta, _), (tb, _) = a.stat("train_accuracy"), b.stat("train_accuracy")
+        (va, _), (vb, _) = a.stat("val_accuracy"), b.stat("val_accuracy")
         if None in (ta, tb, va, vb):
             continue
-        tol_t = max(TOLERANCE, sa + sb, _noise(ta, a.size("train"), tb, b.size("train")))
-        tol_v = max(TOLERANCE, sva + svb, _noise(va, a.size("val"), vb, b.size("val")))
+        tol_t, tol_v = tolerance(a, b, "train"), tolerance(a, b, "val")
         code, words = classify(tb - ta, vb - va, tol_t, tol_v)
         context = ", ".join(f"{k}={_show(v)}" for k, v in a.values.items() if k != key and k not in along)
         out.append({

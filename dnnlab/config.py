@@ -298,6 +298,16 @@ class DiagnosisConfig(_Section):
         0.4, gt=0.0, le=1.0, description="fraction of epochs whose training loss rose that marks oscillation"
     )
     low_update_ratio: float = Field(1e-4, gt=0.0, description="update/weight ratio below this marks a learning rate too low")
+    reference: Literal["linear", "none"] = Field(
+        "linear",
+        description="linear: also fit a softmax regression on the same training examples (cached) and call a net "
+        "that fits its training set worse than it failed-training; none: no reference",
+    )
+    reference_margin: float = Field(
+        0.05, ge=0.0, lt=1.0,
+        description="training is poor when the kept model's training accuracy is below the reference's minus this "
+        "(and its validation accuracy is not above the reference's plus this)",
+    )
 
 
 class SweepConfig(_Section):

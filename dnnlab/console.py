@@ -100,6 +100,11 @@ VERDICT_STYLE = {
 }
 
 
+def remedy_options(remedy: dict[str, Any]) -> str:
+    """A remedy (as in summary.json) as command-line options: `--set a --set b`."""
+    return " ".join(f"--set {s}" for s in remedy.get("sets") or [remedy["set"]])
+
+
 def diagnosis_panel(diagnosis: dict[str, Any], config_name: str = "CONFIG"):
     """The verdict, its evidence, warnings and remedies as a Rich panel (hanging indents)."""
     from rich.console import Group
@@ -123,6 +128,6 @@ def diagnosis_panel(diagnosis: dict[str, Any], config_name: str = "CONFIG"):
     if remedies:
         grid.add_row("", Text("remedies, in order", style="bold"))
         for i, r in enumerate(remedies, 1):
-            grid.add_row(f"{i}.", Text.assemble((f"--set {r['set']}", "bold"), "  ", r["why"]))
-        grid.add_row("try:", Text(f"dnnlab run {config_name} --set {remedies[0]['set']}"))
+            grid.add_row(f"{i}.", Text.assemble((remedy_options(r), "bold"), "  ", r["why"]))
+        grid.add_row("try:", Text(f"dnnlab run {config_name} {remedy_options(remedies[0])}"))
     return Panel(Group(head, grid), title="diagnosis", border_style=style, expand=False)

@@ -15,7 +15,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
-from dnnlab.config import Config, DiagnosisConfig
+from dnnlab.config import Config, DiagnosisConfig, residual_blocks
+from dnnlab.runs import kept_metrics
 
 VERDICTS = ("good-fit", "overfitting", "failed-training", "diverged", "undertrained")
 CAUSES = (
@@ -27,14 +28,31 @@ CAUSES = (
     "lr-too-low",
     "plateau",
     "insufficient-capacity",
+    "depth-degradation",
 )
 ADAPTIVE = ("adagrad", "rmsprop", "adam", "adamw")
+# the learning rate each optimizer is usually run at: a remedy that switches the optimizer sets it
+USUAL_LR = {"sgd": 0.1, "momentum": 0.01, "nesterov": 0.01, "adagrad": 0.01, "rmsprop": 0.001, "adam": 0.001, "adamw": 0.001}
+# hidden layers from which a plain net (no shortcuts) counts as deep: the lecture's 20 vs 56
+# layers (a 16-layer plain ReLU net still beats a linear model on Fashion-MNIST; 50 layers do not)
+DEEP_LAYERS = 20
 
 
 @dataclass
 class Remedy:
-    set: str  # a `--set` override, e.g. "model.activation=relu"
+    set: str  # the `--set` override that names the change, e.g. "optimizer.name=adam"
     why: str
+    also: list[str] = field(default_factory=list)  # overrides applied with it (the new optimizer's usual lr)
+
+    @property
+    def sets(self) -> list[str]:
+        """Every override of this remedy, to be applied together."""
+        return [self.set, *self.also]
+
+    @property
+    def command(self) -> str:
+        """The remedy as command-line options: `--set a --set b`."""
+        return " ".join(f"--set {s}" for s in self.sets)
 
 
 @dataclass
@@ -46,15 +64,26 @@ class Diagnosis:
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        for r, remedy in zip(out["remedies"], self.remedies):
+            r["sets"] = remedy.sets
+        return out
 
-    def add_remedy(self, setting: str, why: str, current: Optional[Config] = None) -> None:
-        """Add a remedy unless its key already has one, or (given the config) it changes nothing."""
+    def add_remedy(self, setting: str, why: str, current: Optional[Config] = None, also: tuple[str, ...] = ()) -> None:
+        """Add a remedy unless its key already has one, or (given the config) it changes nothing.
+        `also` are overrides that make the change complete; those that change nothing are dropped."""
         key, _, value = setting.partition("=")
         if current is not None and _current_value(current, key) == value:
             return
+        also_needed = [
+            s for s in also if current is None or _current_value(current, s.partition("=")[0]) != s.partition("=")[2]
+        ]
         if all(r.set.split("=", 1)[0] != key for r in self.remedies):
-            self.remedies.append(Remedy(setting, why))
+            self.remedies.append(Remedy(setting, why, also_needed))
+
+    def add_optimizer(self, name: str, why: str, current: Config) -> None:
+        """Switch the optimizer, at that optimizer's usual learning rate."""
+        self.add_remedy(f"optimizer.name={name}", why, current=current, also=(f"optimizer.lr={_g(USUAL_LR[name])}",))
 
 
 def _current_value(cfg: Config, dotted: str) -> Optional[str]:
@@ -111,6 +140,31 @@ class _Run:
         self.has_val = any(_finite(r.get("val_loss")) for r in self.epochs)
         self.last = self.epochs[-1] if self.epochs else {}
         self.target = self.th.target_train_accuracy or self.chance + self.th.poor_train_margin * (1 - self.chance)
+        self.kept = kept_metrics(summary, history)
+        ref = summary.get("reference")
+        self.reference = ref if isinstance(ref, dict) and _finite(ref.get("train_accuracy")) else None
+
+    def below_reference(self) -> bool:
+        """The kept model fits its training set worse than the linear reference on the same
+        examples (beyond the margin), and does not make up for it on validation."""
+        ref, kept, margin = self.reference, self.kept, self.th.reference_margin
+        if ref is None or not _finite(kept.get("train_accuracy")):
+            return False
+        if kept["train_accuracy"] >= ref["train_accuracy"] - margin:
+            return False
+        # better on validation than the linear model: regularization at work, not a failed fit
+        return not (_finite(kept.get("val_accuracy")) and _finite(ref.get("val_accuracy"))
+                    and kept["val_accuracy"] > ref["val_accuracy"] + margin)
+
+    def deep_plain(self) -> Optional[str]:
+        """Words for a deep net without shortcuts (the degradation problem), else None."""
+        m = self.cfg.model
+        if m.arch == "resnet":
+            return f"a {m.resnet_depth}-layer resnet without shortcuts" if m.shortcut == "none" else None
+        n = len(m.layer_widths)
+        if n >= DEEP_LAYERS and not m.residual:
+            return f"{n} hidden layers with no shortcuts" + (" and no normalization" if m.norm == "none" else "")
+        return None
 
     def series(self, key: str) -> list[tuple[int, Any]]:
         """(epoch, value) for every record with `key`, epoch 0 included."""
@@ -162,8 +216,13 @@ def _diverged(run: _Run) -> Diagnosis:
         d.causes.append("exploding-gradients")
         d.evidence.append(f"first/last layer gradient RMS ratio {_g(big[0][1])} at epoch {big[0][0]} (> {_g(run.th.exploding_ratio)})")
     lr = run.cfg.optimizer.lr
-    d.add_remedy(f"optimizer.lr={_g(lr / 10)}", f"lr {_g(lr)} takes steps so large that the loss explodes: try a tenth of it", current=run.cfg)
-    d.add_remedy("optimizer.clip_norm=1.0", "clip the gradient's global norm so that one bad batch cannot blow up the weights", current=run.cfg)
+    _lower_lr(run, d, f"lr {_g(lr)} takes steps so large that the loss explodes")
+    if run.cfg.optimizer.name != "adam":
+        d.add_optimizer("adam", "Adam's steps are about lr in size whatever the gradient's scale", run.cfg)
+    d.add_remedy(
+        "optimizer.clip_norm=1.0", "clip the gradient's global norm so that one bad batch cannot blow up the weights, "
+        "with smaller steps", current=run.cfg, also=(f"optimizer.lr={_g(_lower(run))}",),
+    )
     return d
 
 
@@ -216,6 +275,14 @@ def _training_causes(run: _Run, d: Diagnosis, progress: float, improving: bool) 
         d.evidence.append(f"training loss rose in {rises} of {len(losses) - 1} epochs; {_g(run.init_loss)} at init, {_g(losses[-1])} at the end")
     if d.causes:
         return
+    deep = run.deep_plain()
+    if deep:
+        d.causes.append("depth-degradation")
+        d.evidence.append(
+            f"{deep}, and the instruments show no vanishing gradients, dead units or saturation: the degradation "
+            "problem of deep plain nets (He et al. 2016), which fit their training set worse than shallower ones"
+        )
+        return
     updates = run.last.get("update_ratio") or []
     median_update = sorted(updates)[len(updates) // 2] if updates else None
     if progress < th.min_progress:
@@ -228,6 +295,19 @@ def _training_causes(run: _Run, d: Diagnosis, progress: float, improving: bool) 
             d.causes.append("plateau")
             if median_update is not None:
                 d.evidence.append(f"gradients are healthy and steps are not small (update/weight ratio {_g(median_update)}), yet the loss does not move")
+    elif not improving and (run.last.get("train_accuracy") or 0.0) < run.chance + 0.1 * (1 - run.chance):
+        # a net at chance has learned nothing: it has not converged, whatever its loss did
+        d.causes.append("plateau")
+        d.evidence.append(
+            f"training accuracy {_g(run.last.get('train_accuracy'))} is at chance ({_g(run.chance)}): the net has not "
+            "started to learn"
+        )
+    elif not improving and run.below_reference():
+        d.causes.append("plateau")
+        d.evidence.append(
+            "the loss has stopped falling well short of what a linear model reaches on the same examples: "
+            "optimization, not capacity, holds this net back"
+        )
     elif not improving:
         d.causes.append("insufficient-capacity")
         d.evidence.append("the training loss has converged with healthy gradients and no dead or saturated layers")
@@ -240,9 +320,20 @@ def _training_remedies(run: _Run, d: Diagnosis) -> None:
     for cause in d.causes:
         if cause in ("vanishing-gradients", "saturation"):
             if m.activation in ("sigmoid", "tanh"):
-                d.add_remedy("model.activation=relu", f"{m.activation} squashes the gradient at every layer; ReLU passes it through (the lecture's first remedy)", current=run.cfg)
-            if opt.name not in ADAPTIVE:
-                d.add_remedy("optimizer.name=adam", "an adaptive learning rate per parameter rescues the small gradients of the early layers", current=run.cfg)
+                # measured on configs/recipe/deep-sigmoid-sgd.yaml: ReLU with the SGD step of a
+                # sigmoid net is unstable, and Adam alone leaves a 10-layer sigmoid net at chance;
+                # the lecture's two remedies together train it, and so does batch norm
+                also = () if opt.name in ADAPTIVE else ("optimizer.name=adam", f"optimizer.lr={_g(USUAL_LR['adam'])}")
+                d.add_remedy(
+                    "model.activation=relu",
+                    f"{m.activation} squashes the gradient at every layer; ReLU passes it through"
+                    + ("" if not also else ", and Adam at its usual lr scales each step (the lecture's two remedies)"),
+                    current=run.cfg, also=also,
+                )
+                if m.norm == "none":
+                    d.add_remedy("model.norm=batch", f"batch normalization keeps the {m.activation} units in their responsive range", current=run.cfg)
+            elif opt.name not in ADAPTIVE:
+                d.add_optimizer("adam", "an adaptive learning rate per parameter rescues the small gradients of the early layers", run.cfg)
             if m.arch == "resnet":
                 if m.shortcut == "none":
                     d.add_remedy("model.shortcut=identity", "identity shortcuts give the gradient a path around every block (He et al. 2016)", current=run.cfg)
@@ -250,22 +341,28 @@ def _training_remedies(run: _Run, d: Diagnosis) -> None:
                     d.add_remedy("model.norm=batch", "batch normalization keeps every layer's pre-activations at a trainable scale", current=run.cfg)
                 if m.blocks > 3:
                     d.add_remedy(f"model.blocks={max(3, m.blocks // 3)}", "a shallower net has a shorter path for the gradient", current=run.cfg)
-            elif len(m.layer_widths) > 4:
+            elif len(m.layer_widths) > DEEP_LAYERS:
                 d.add_remedy(f"model.depth={max(2, len(m.layer_widths) // 2)}" if m.hidden is None else f"model.hidden={list(m.layer_widths[:2])}", "a shallower net has a shorter path for the gradient", current=run.cfg)
         elif cause == "dead-units":
             d.add_remedy("model.activation=leaky_relu", "a leaky slope (0.01) keeps a gradient for negative inputs, so units cannot die", current=run.cfg)
-            d.add_remedy(f"optimizer.lr={_g(lr / 10)}", "large steps push units into the dead region", current=run.cfg)
+            _lower_lr(run, d, "large steps push units into the dead region")
         elif cause in ("exploding-gradients", "lr-too-high"):
-            d.add_remedy(f"optimizer.lr={_g(lr / 10)}", f"the loss rises or oscillates: lr {_g(lr)} overshoots", current=run.cfg)
-            d.add_remedy("optimizer.clip_norm=1.0", "clipping bounds each step", current=run.cfg)
+            _lower_lr(run, d, f"the loss rises or oscillates: lr {_g(lr)} overshoots")
+            d.add_remedy("optimizer.clip_norm=1.0", "clipping bounds each step", current=run.cfg, also=(f"optimizer.lr={_g(_lower(run))}",))
         elif cause == "lr-too-low":
-            d.add_remedy(f"optimizer.lr={_g(lr * 10)}", f"the loss barely moves from its initial value at lr {_g(lr)}", current=run.cfg)
+            usual = USUAL_LR[opt.name]
+            higher = usual if lr < usual / 10 else lr * 10
+            d.add_remedy(f"optimizer.lr={_g(higher)}", f"the loss barely moves from its initial value at lr {_g(lr)}", current=run.cfg)
             if opt.name not in ADAPTIVE:
-                d.add_remedy("optimizer.name=adam", "Adam's steps are about lr in size whatever the gradient's scale", current=run.cfg)
+                d.add_optimizer("adam", "Adam's steps are about lr in size whatever the gradient's scale", run.cfg)
+        elif cause == "depth-degradation":
+            _structural_remedies(run, d)
         elif cause == "plateau":
+            if m.activation in ("sigmoid", "tanh"):
+                d.add_remedy("model.activation=relu", f"{m.activation} units in their flat regions pass almost no gradient; ReLU does", current=run.cfg)
             if opt.name in ("sgd",):
-                d.add_remedy("optimizer.name=momentum", "momentum carries the weights across flat regions and saddle points", current=run.cfg)
-            d.add_remedy("optimizer.name=adam", "adaptive learning rates leave plateaus faster", current=run.cfg)
+                d.add_optimizer("momentum", "momentum carries the weights across flat regions and saddle points", run.cfg)
+            d.add_optimizer("adam", "adaptive learning rates leave plateaus faster", run.cfg)
             d.add_remedy(f"optimizer.lr={_g(lr * 3)}", "a larger step leaves the flat region", current=run.cfg)
         elif cause == "insufficient-capacity":
             if m.arch == "resnet":
@@ -279,31 +376,74 @@ def _training_remedies(run: _Run, d: Diagnosis) -> None:
                 d.add_remedy("model.activation=relu", "ReLU nets train deeper and faster", current=run.cfg)
 
 
+def _lower(run: _Run) -> float:
+    """A lower learning rate: the optimizer's usual one when lr is far above it, else a tenth."""
+    lr, usual = run.cfg.optimizer.lr, USUAL_LR[run.cfg.optimizer.name]
+    return usual if lr > 10 * usual else lr / 10
+
+
+def _lower_lr(run: _Run, d: Diagnosis, why: str) -> None:
+    new = _lower(run)
+    d.add_remedy(f"optimizer.lr={_g(new)}", why + (f": {_g(new)} is the usual lr for {run.cfg.optimizer.name}" if new == USUAL_LR[run.cfg.optimizer.name] else ": try a tenth of it"), current=run.cfg)
+
+
+def _structural_remedies(run: _Run, d: Diagnosis) -> None:
+    """Shortcuts, normalization and fewer layers: the remedies of a deep plain net."""
+    m = run.cfg.model
+    if m.arch == "resnet":
+        d.add_remedy("model.shortcut=identity", "identity shortcuts let a deep net be at least as good as a shallower one (He et al. 2016)", current=run.cfg)
+        d.add_remedy(f"model.blocks={max(1, m.blocks // 3)}", "a shallower plain net fits its training set better", current=run.cfg)
+        return
+    # batch norm is no remedy here: He et al.'s plain nets had it and still degraded, and a
+    # 50-layer plain MLP with it stays at chance on the digits (configs/recipe/deep-plain-mlp.yaml)
+    widths = m.layer_widths
+    if m.hidden is None and residual_blocks(widths):
+        d.add_remedy("model.residual=true", "identity shortcuts around pairs of layers let a deep net be at least as good as a shallower one (He et al. 2016)", current=run.cfg)
+    shallower = max(2, min(len(widths) // 5, DEEP_LAYERS // 2))
+    d.add_remedy(
+        f"model.depth={shallower}" if m.hidden is None else f"model.hidden={list(widths[:shallower])}",
+        "a shallower plain net fits its training set better", current=run.cfg,
+    )
+
+
 def _judge_training(run: _Run) -> Optional[Diagnosis]:
     """failed-training or undertrained when the TRAINING set is poorly fit; None when it is fit well."""
     th = run.th
     acc, loss = run.last.get("train_accuracy"), run.last["train_loss"]
-    if acc is None or acc >= run.target:
+    poor = acc is not None and acc < run.target
+    below_reference = run.below_reference()
+    if not (poor or below_reference):
         return None
     progress = 1.0 - loss / run.init_loss if run.init_loss > 0 else 0.0
     improving = _rate([run.init_loss] + run.train_loss, th.window) > th.improving_rate
     d = Diagnosis("failed-training")
     target_words = "your target" if th.target_train_accuracy else f"chance {_g(run.chance)} + {_g(th.poor_train_margin)} x (1 - chance)"
-    d.evidence.append(
-        f"training accuracy {_g(acc)} at epoch {run.last['epoch']} is below {_g(run.target)} ({target_words}); "
-        f"chance is {_g(run.chance)}"
-    )
+    if poor:
+        d.evidence.append(
+            f"training accuracy {_g(acc)} at epoch {run.last['epoch']} is below {_g(run.target)} ({target_words}); "
+            f"chance is {_g(run.chance)}"
+        )
+    if below_reference:
+        ref = run.reference
+        d.evidence.append(
+            f"training accuracy {_g(run.kept['train_accuracy'])} vs {_g(ref['train_accuracy'])} for a linear model on the "
+            f"same examples (validation {_g(run.kept.get('val_accuracy'))} vs {_g(ref.get('val_accuracy'))}): this net "
+            "fits its training set worse than a linear model"
+        )
     d.evidence.append(f"training loss {_g(run.init_loss)} at init -> {_g(loss)} at epoch {run.last['epoch']} ({_g(100 * progress)}% lower; ln(C) = {_g(run.ln_c)})")
     _training_causes(run, d, progress, improving)
     hard = {"vanishing-gradients", "exploding-gradients", "dead-units", "saturation", "lr-too-high"}
-    if progress >= th.min_progress and improving and not hard & set(d.causes):
+    # still improving is undertrained, unless a linear model already fits the training set better
+    if progress >= th.min_progress and improving and not hard & set(d.causes) and not below_reference:
         d = Diagnosis("undertrained", evidence=d.evidence)
         d.evidence.append(f"the training loss is still falling {_g(100 * _rate([run.init_loss] + run.train_loss, th.window))}% per epoch over the last epochs")
         d.add_remedy(f"train.epochs={run.cfg.train.epochs * 3}", "training had not converged when the budget ran out", current=run.cfg)
         if run.cfg.optimizer.name not in ADAPTIVE:
-            d.add_remedy("optimizer.name=adam", "an adaptive optimizer converges in fewer epochs", current=run.cfg)
+            d.add_optimizer("adam", "an adaptive optimizer converges in fewer epochs", run.cfg)
     else:
         _training_remedies(run, d)
+        if run.deep_plain():
+            _structural_remedies(run, d)  # after the cause's own remedies: a deep plain net's way out
     _regularization_while_poor(run, d)
     return d
 
@@ -316,9 +456,10 @@ def _regularization_while_poor(run: _Run, d: Diagnosis) -> None:
             f"dropout is on (hidden {_g(m.dropout)}, input {_g(m.input_dropout)}) while the net does not fit its "
             "training set: dropout fights overfitting and makes such a net worse"
         )
-        d.remedies.insert(0, Remedy("model.dropout=0", "dropout is for overfitting; turn it off until the net fits its training set"))
-        if m.input_dropout > 0:
-            d.remedies.insert(1, Remedy("model.input_dropout=0", "the same for input dropout"))
+        off = [s for s, rate in (("model.dropout=0", m.dropout), ("model.input_dropout=0", m.input_dropout)) if rate > 0]
+        for r in d.remedies:  # each remedy is a complete change: it trains without dropout too
+            r.also += [s for s in off if s not in r.sets]
+        d.remedies.insert(0, Remedy(off[0], "dropout is for overfitting; turn it off until the net fits its training set", off[1:]))
     if reg.l2 > 0 or reg.l1 > 0 or reg.weight_decay > 0:
         d.warnings.append(
             f"regularization is on (l2 {_g(reg.l2)}, l1 {_g(reg.l1)}, weight_decay {_g(reg.weight_decay)}) while the net "
@@ -333,6 +474,8 @@ def _judge_generalization(run: _Run) -> Diagnosis:
     th, cfg = run.th, run.cfg
     acc = run.last["train_accuracy"]
     fit_line = f"training accuracy {_g(acc)} at epoch {run.last['epoch']} (good: >= {_g(run.target)}; chance {_g(run.chance)})"
+    if run.reference is not None:
+        fit_line += f"; a linear model reaches {_g(run.reference['train_accuracy'])} on the same examples"
     if not run.has_val:
         d = Diagnosis("good-fit", evidence=[fit_line])
         d.warnings.append("no validation split (data.validation_split = 0): overfitting cannot be judged")

@@ -139,10 +139,31 @@ def execute(cfg: Config, ds: Dataset, out: Path, shown: Optional["Shown"] = None
             done = runs.read_metrics(run_dir)
             run_writer.finish({"name": cfg.name, "status": "interrupted", "epochs_run": max(len(done) - 1, 0)})
         raise
+    summary, interrupted = with_reference(cfg, ds, result.summary)
     from dnnlab.report import finalize
 
-    diagnosis, problems = finalize(run_dir, cfg, result.history, result.summary, config_name=shown.config_name)
-    return Outcome(run_dir, result.summary, diagnosis, problems)
+    diagnosis, problems = finalize(run_dir, cfg, result.history, summary, config_name=shown.config_name)
+    if interrupted:
+        raise KeyboardInterrupt
+    return Outcome(run_dir, summary, diagnosis, problems)
+
+
+def with_reference(cfg: Config, ds: Dataset, summary: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """(`summary` with the linear reference's result, whether Ctrl-C stopped the reference).
+
+    Only a run that trained gets one; an interrupted reference is left out, never half-used.
+    """
+    if summary.get("status") not in runs.FINISHED or cfg.diagnosis.reference == "none":
+        return summary, False
+    from dnnlab.reference import fit_reference
+
+    try:
+        reference = fit_reference(cfg, ds)
+    except KeyboardInterrupt:
+        return summary, True
+    if reference is None or reference.get("status") != "completed":
+        return summary, reference is not None and reference.get("status") == "interrupted"
+    return {**summary, "reference": {k: v for k, v in reference.items() if k != "status"}}, False
 
 
 def execute_seeds(cfg: Config, ds: Dataset, out: Path, shown: Optional["Shown"] = None) -> SeedsOutcome:
@@ -188,10 +209,14 @@ def execute_seeds(cfg: Config, ds: Dataset, out: Path, shown: Optional["Shown"] 
         write_manifest("interrupted")
         raise
     outcomes = []
+    interrupted = False
     for c, result, member in zip(cfgs, results, members):
         seed_dir = run_dir / member["dir"]
-        diagnosis, problems = finalize(seed_dir, c, result.history, result.summary, config_name=shown.config_name)
-        outcomes.append(Outcome(seed_dir, result.summary, diagnosis, problems))
+        # the seeds share their split: the reference is computed once (then cached)
+        summary, stopped = with_reference(c, ds, result.summary) if not interrupted else (result.summary, False)
+        interrupted = interrupted or stopped
+        diagnosis, problems = finalize(seed_dir, c, result.history, summary, config_name=shown.config_name)
+        outcomes.append(Outcome(seed_dir, summary, diagnosis, problems))
         member.update(status=result.summary["status"], verdict=diagnosis.verdict)
     for member in members[len(results):]:
         member["status"] = "not-run"
@@ -222,6 +247,8 @@ def execute_seeds(cfg: Config, ds: Dataset, out: Path, shown: Optional["Shown"] 
     }
     runs.write_summary(run_dir, summary)
     write_manifest(status)
+    if interrupted:
+        raise KeyboardInterrupt
     return SeedsOutcome(run_dir, summary, outcomes)
 
 

@@ -36,3 +36,11 @@ def require_fashion() -> None:
         if os.environ.get("CI"):
             pytest.fail(f"{FASHION_DIR} is missing: .ci/run must apt-get install dataset-fashion-mnist")
         pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """The reference models' cache lives in a temp folder for the session, never in ~/.cache."""
+    os.environ["DNNLAB_CACHE"] = str(tmp_path_factory.mktemp("dnnlab-cache"))
+    yield
+    os.environ.pop("DNNLAB_CACHE", None)

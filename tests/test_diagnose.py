@@ -45,12 +45,14 @@ def test_vanishing_gradients_in_a_deep_sigmoid_net():
     h = history([2.33] + [2.31] * n, [0.1] * (n + 1), [2.31] * (n + 1), [0.1] * (n + 1),
                 grad_ratio=4e-6, grad_rms=[1e-8, 1e-6, 1e-4, 1e-2], update_ratio=[1e-8, 1e-6, 1e-4, 1e-2],
                 saturated_pre_fraction=[0.0, 0.0, 0.0])
-    d = diagnose(h, cfg(**{"model.activation": "sigmoid", "optimizer.name": "sgd", "model.depth": 10}), SUMMARY)
+    d = diagnose(h, cfg(**{"model.activation": "sigmoid", "optimizer.name": "sgd", "optimizer.lr": 0.1, "model.depth": 10}), SUMMARY)
     assert d.verdict == "failed-training" and d.causes == ["vanishing-gradients"]
     assert any("ratio 4e-06 at epoch 0" in e for e in d.evidence)
     assert any("training accuracy 0.1 " in e and "chance is 0.1" in e for e in d.evidence)
-    assert remedy_keys(d)[:2] == ["model.activation", "optimizer.name"]
-    assert d.remedies[0].set == "model.activation=relu" and d.remedies[1].set == "optimizer.name=adam"
+    assert remedy_keys(d)[:2] == ["model.activation", "model.norm"]
+    # complete changes: ReLU comes with Adam at Adam's usual learning rate (not SGD's)
+    assert d.remedies[0].sets == ["model.activation=relu", "optimizer.name=adam", "optimizer.lr=0.001"]
+    assert d.remedies[1].sets == ["model.norm=batch"]
     assert "model.dropout" not in remedy_keys(d) and not any(k.startswith("regularization") for k in remedy_keys(d))
 
 
@@ -88,7 +90,8 @@ def test_diverged_with_nan_at_epoch_1():
     d = diagnose(h, cfg(**{"optimizer.lr": 10.0}), {**SUMMARY, "status": "diverged"})
     assert d.verdict == "diverged" and "lr-too-high" in d.causes
     assert any("non-finite at epoch 1" in e for e in d.evidence)
-    assert d.remedies[0].set == "optimizer.lr=1"
+    # lr 10 is far above Adam's usual 1e-3: the remedy goes there, not to a tenth (still 1000x)
+    assert d.remedies[0].set == "optimizer.lr=0.001"
 
 
 def test_diverged_with_exploding_gradients():
@@ -102,7 +105,12 @@ def test_lr_too_high_when_the_loss_oscillates():
     h = history(losses, [0.1] + [0.3] * 8, losses, [0.1] + [0.3] * 8, **HEALTHY)
     d = diagnose(h, cfg(**{"optimizer.lr": 0.5}), SUMMARY)
     assert d.verdict == "failed-training" and "lr-too-high" in d.causes
-    assert d.remedies[0].set == "optimizer.lr=0.05"
+    assert d.remedies[0].set == "optimizer.lr=0.001"  # Adam's usual lr
+    # within 10x of the usual lr: a tenth of it
+    near = diagnose(h, cfg(**{"optimizer.lr": 0.005}), SUMMARY)
+    assert near.remedies[0].set == "optimizer.lr=0.0005"
+    clip = next(r for r in near.remedies if r.set == "optimizer.clip_norm=1.0")
+    assert clip.sets == ["optimizer.clip_norm=1.0", "optimizer.lr=0.0005"]
 
 
 def test_lr_too_low_when_the_loss_barely_moves_with_tiny_updates():
@@ -110,7 +118,9 @@ def test_lr_too_low_when_the_loss_barely_moves_with_tiny_updates():
     h = history(losses, [0.1] * 9, losses, [0.1] * 9, grad_ratio=0.5, grad_rms=[0.01, 0.01], update_ratio=[1e-7, 1e-7])
     d = diagnose(h, cfg(**{"optimizer.name": "sgd", "optimizer.lr": 1e-5}), SUMMARY)
     assert d.verdict == "failed-training" and d.causes == ["lr-too-low"]
-    assert d.remedies[0].set == "optimizer.lr=0.0001"
+    assert d.remedies[0].set == "optimizer.lr=0.1"  # SGD's usual lr: 10x of 1e-5 would still crawl
+    near = diagnose(h, cfg(**{"optimizer.name": "sgd", "optimizer.lr": 0.02}), SUMMARY)
+    assert near.remedies[0].set == "optimizer.lr=0.2"
 
 
 def test_plateau_when_healthy_steps_do_not_move_the_loss():

@@ -32,7 +32,9 @@ def test_deep_sigmoid_sgd_fails_to_train_with_vanishing_gradients(tmp_path):
     assert result.exit_code == 0
     assert d["verdict"] == "failed-training" and "vanishing-gradients" in d["causes"]
     sets = [r["set"] for r in d["remedies"]]
-    assert sets[:2] == ["model.activation=relu", "optimizer.name=adam"]
+    assert sets[:2] == ["model.activation=relu", "model.norm=batch"]
+    # a complete change: ReLU with Adam at Adam's usual learning rate, not at SGD's 0.1
+    assert d["remedies"][0]["sets"] == ["model.activation=relu", "optimizer.name=adam", "optimizer.lr=0.001"]
     assert not any(s.startswith(("model.dropout", "regularization.")) for s in sets)
     assert summary["final"]["train_accuracy"] < 0.2
     report = (run / "report.md").read_text()
@@ -54,7 +56,7 @@ def test_huge_learning_rate_diverges_with_lr_too_high(tmp_path):
     result, _, summary, d = run_recipe("huge-lr", tmp_path)
     assert result.exit_code == 1 and summary["status"] == "diverged"
     assert d["verdict"] == "diverged" and "lr-too-high" in d["causes"]
-    assert d["remedies"][0]["set"] == "optimizer.lr=5"
+    assert d["remedies"][0]["set"] == "optimizer.lr=0.1"  # SGD's usual lr, not a tenth of 50
 
 
 def test_reasonable_setup_is_a_good_fit_and_fail_on_exits_3(tmp_path):
@@ -66,7 +68,7 @@ def test_reasonable_setup_is_a_good_fit_and_fail_on_exits_3(tmp_path):
 def test_tiny_learning_rate_is_lr_too_low(tmp_path):
     _, _, _, d = run_recipe("lr-too-low", tmp_path)
     assert d["verdict"] == "failed-training" and d["causes"] == ["lr-too-low"]
-    assert d["remedies"][0]["set"] == "optimizer.lr=0.0001"
+    assert d["remedies"][0]["set"] == "optimizer.lr=0.1"  # SGD's usual lr, not 10x of 1e-5
 
 
 def test_dropout_on_a_failing_net_is_warned_and_removed_first(tmp_path):
