@@ -459,7 +459,8 @@ def _regularization_while_poor(run: _Run, d: Diagnosis) -> None:
         off = [s for s, rate in (("model.dropout=0", m.dropout), ("model.input_dropout=0", m.input_dropout)) if rate > 0]
         for r in d.remedies:  # each remedy is a complete change: it trains without dropout too
             r.also += [s for s in off if s not in r.sets]
-        d.remedies.insert(0, Remedy(off[0], "dropout is for overfitting; turn it off until the net fits its training set", off[1:]))
+        if not d.remedies:  # alone only when nothing else is known to help
+            d.remedies.append(Remedy(off[0], "dropout is for overfitting; turn it off until the net fits its training set", off[1:]))
     if reg.l2 > 0 or reg.l1 > 0 or reg.weight_decay > 0:
         d.warnings.append(
             f"regularization is on (l2 {_g(reg.l2)}, l1 {_g(reg.l1)}, weight_decay {_g(reg.weight_decay)}) while the net "

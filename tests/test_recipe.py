@@ -74,7 +74,8 @@ def test_tiny_learning_rate_is_lr_too_low(tmp_path):
 def test_dropout_on_a_failing_net_is_warned_and_removed_first(tmp_path):
     _, _, _, d = run_recipe("dropout-on-failing", tmp_path)
     assert d["verdict"] == "failed-training"
-    assert d["remedies"][0]["set"] == "model.dropout=0"
+    # every remedy turns dropout off as well: dropout makes a net that fails to train worse
+    assert d["remedies"] and all("model.dropout=0" in r["sets"] for r in d["remedies"])
     assert any("dropout is on" in w for w in d["warnings"])
 
 
