@@ -322,6 +322,15 @@ class Comparison:
     comparisons: list[dict[str, Any]]
 
     @property
+    def reference(self) -> Optional[dict[str, Any]]:
+        """The linear reference when every run that has one shares it (same examples), else None."""
+        refs = [r.summary.get("reference") for r in self.records if isinstance(r.summary.get("reference"), dict)]
+        if not refs or len(refs) != len(self.records):
+            return None
+        shared = {json.dumps([x.get("train_accuracy"), x.get("val_accuracy")]) for x in refs}
+        return refs[0] if len(shared) == 1 else None
+
+    @property
     def best(self) -> Optional[Group]:
         scored = [g for g in self.groups if g.stat(self.metric)[0] is not None]
         if not scored:
@@ -351,7 +360,7 @@ class Comparison:
         best = self.best
         return {
             "metric": self.metric, "differing_keys": self.keys, "best": best.label if best else None,
-            "groups": self.rows(), "comparisons": self.comparisons,
+            "groups": self.rows(), "comparisons": self.comparisons, "reference": self.reference,
         }
 
 
@@ -463,6 +472,11 @@ def table_rows(comp: Comparison) -> tuple[list[str], list[list[str]]]:
         row.append(f"{statistics.fmean(walls):.1f}" if walls else "-")
         verdicts = [r.verdict or r.status for r in g.runs]
         row.append(", ".join(f"{v} x{verdicts.count(v)}" if verdicts.count(v) > 1 else v for v in dict.fromkeys(verdicts)))
+        rows.append(row)
+    ref = comp.reference
+    if ref is not None:
+        row = ["linear reference"] + [""] * (len(comp.keys) - 1) if comp.keys else []
+        row += ([""] if seeds else []) + [_cell(ref.get("train_accuracy"), 0.0, 1), _cell(ref.get("val_accuracy"), 0.0, 1), "-", "-", str(ref.get("epochs", "-")), "-", "reference"]
         rows.append(row)
     return header, rows
 

@@ -203,3 +203,20 @@ def test_keys_that_vary_together_count_as_one_axis(tmp_path):
     assert texts == ["optimizer.name=momentum, optimizer.lr=0.01 vs optimizer.name=adam, optimizer.lr=0.001",
                      "optimizer.name=sgd, optimizer.lr=0.01 vs optimizer.name=adam, optimizer.lr=0.001"]
     assert {c["call"] for c in comp.comparisons} == {"failed-to-train"}
+
+
+def test_compare_shows_a_shared_reference_as_a_row(tmp_path):
+    ref = {"model": "linear", "train_accuracy": 0.84, "val_accuracy": 0.81, "epochs": 10}
+    for name, depth, acc in (("d20", 20, 0.83), ("d56", 56, 0.64)):
+        run = fake_run(tmp_path, name, {"model": {"depth": depth}}, acc, acc - 0.02)
+        summary = json.loads((run / "summary.json").read_text())
+        (run / "summary.json").write_text(json.dumps({**summary, "reference": ref}))
+    comp, _ = compare.compare([str(tmp_path / "*")])
+    assert comp.reference == ref
+    header, rows = compare.table_rows(comp)
+    assert rows[-1][0] == "linear reference" and "0.8400" in rows[-1] and len(rows[-1]) == len(header)
+    # a run with another reference (other examples): no shared row
+    other = fake_run(tmp_path, "other", {"model": {"depth": 2}}, 0.9, 0.9)
+    summary = json.loads((other / "summary.json").read_text())
+    (other / "summary.json").write_text(json.dumps({**summary, "reference": {**ref, "train_accuracy": 0.9}}))
+    assert compare.compare([str(tmp_path / "*")])[0].reference is None
