@@ -1,4 +1,4 @@
-"""Every benchmark of issue 5 in one invocation, on one machine, one after another:
+"""Every benchmark in one invocation, on one machine, one after another:
 
     pip install -e '.[bench]'      # PyTorch (CPU) and Keras 3, for contenders.py only
     python bench/all.py [--quick]
@@ -9,8 +9,8 @@
 4. seeds.py       8 seeds vmapped vs 8 sequential runs, samples/s
 5. conv.py        why convolutional nets train with a per-step loop on the CPU
 
-Each script prints its own table of medians and ratios; the targets and the numbers measured
-on the development machine are in the README (Speed) and the issue's closing note.
+Each script prints its own table of medians and ratios; the numbers measured on the
+development machine are in docs/speed.md.
 `--quick` uses fewer repetitions (noisier; for a smoke run of the scripts).
 """
 

@@ -4,7 +4,7 @@ resnet-20 and resnet-56 with and without shortcuts (batch norm, 32x32x3 inputs).
 
     python bench/depth.py [--depths 10 20 56] [--resnets 3 9] [--steps 200] [--reps 3]
 
-MLP: compile = first epoch minus a steady epoch (the issue's definition); step = steady
+MLP: compile = first epoch minus a steady epoch; step = steady
 epoch / steps. The epoch is dnnlab's: one jitted lax.scan over the minibatches.
 ResNet: dnnlab trains convolutional nets with a per-step loop (convolutions inside a scan are
 ~25x slower on the CPU, bench/conv.py), so compile = first step minus a steady step.
