@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from dnnlab import models
@@ -29,5 +28,6 @@ def unflatten_params(like: Any, arrays: dict[str, np.ndarray]) -> Any:
     """Inverse of `flatten_params` with the structure of `like` (restacked if `like` is)."""
     unrolled = jax.eval_shape(models.unstack_params, like)  # the structure only
     paths, treedef = jax.tree_util.tree_flatten_with_path(unrolled)
-    out = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(arrays[_name(p)]) for p, _ in paths])
+    # device_put, not jnp.asarray: an eager asarray compiles a program per shape
+    out = jax.tree_util.tree_unflatten(treedef, [jax.device_put(arrays[_name(p)]) for p, _ in paths])
     return models.stack_params(out) if "stack" in like else out

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
-from pathlib import Path
 from typing import Any, Optional
 
 import dnnlab
@@ -31,11 +29,6 @@ MODEL = "linear"  # softmax regression
 # Adam at 1e-2: softmax regression is convex, and at 1e-3 it is still far from its optimum after
 # 10 epochs on the digits (0.44 training accuracy at batch 128, 8 epochs; 0.94 at 1e-2)
 BUDGET = {"optimizer": "adam", "lr": 1e-2, "epochs": 20, "seed": 0}  # epochs: at most 20, at most the run's
-
-
-def cache_root() -> Path:
-    """`$DNNLAB_CACHE`, else `~/.cache/dnnlab`."""
-    return Path(os.environ.get("DNNLAB_CACHE") or Path("~/.cache/dnnlab").expanduser())
 
 
 def reference_config(cfg: Config) -> Config:
@@ -85,7 +78,7 @@ def fit_reference(cfg: Config, ds: Dataset, *, use_cache: bool = True) -> Option
 
     ref_cfg = reference_config(cfg)
     key = cache_key(ref_cfg, ds)
-    path = cache_root() / "reference" / f"{key}.json"
+    path = runs.cache_root() / "reference" / f"{key}.json"
     if use_cache and path.exists():
         try:
             cached = json.loads(path.read_text(encoding="utf-8"))

@@ -112,6 +112,12 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def cache_root() -> Path:
+    """Where dnnlab keeps what it can recompute (the reference models, compiled programs):
+    `$DNNLAB_CACHE`, else `~/.cache/dnnlab`."""
+    return Path(os.environ.get("DNNLAB_CACHE") or Path("~/.cache/dnnlab").expanduser())
+
+
 def new_run_dir(parent: Path, name: str, now: Optional[float] = None) -> Path:
     """Create `parent/<name>-<YYYYMMDD-HHMMSS>-<4 hex>/`, never reusing an existing folder."""
     parent.mkdir(parents=True, exist_ok=True)

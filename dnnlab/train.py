@@ -9,8 +9,10 @@ prints: output goes through a `runs.Writer`.
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from functools import partial
 from typing import Any, Callable, NamedTuple, Optional
 
@@ -25,7 +27,7 @@ from dnnlab.config import Config, EarlyStoppingConfig, RegularizationConfig, dat
 from dnnlab.data import Dataset
 from dnnlab.optim import make_optimizer
 from dnnlab.checkpoints import flatten_params, unflatten_params
-from dnnlab.runs import FINISHED, METRICS, Writer
+from dnnlab.runs import FINISHED, METRICS, Writer, cache_root
 
 class TrainState(NamedTuple):
     params: Any
@@ -201,6 +203,21 @@ class EarlyStopping:
         return improved
 
 
+def use_compile_cache() -> Optional[Path]:
+    """Keep compiled programs in `<cache>/xla` (JAX's persistent compilation cache), so a rerun
+    or a sweep member in a new process loads them instead of compiling; off with
+    DNNLAB_NO_COMPILE_CACHE=1. Returns the folder, or None when off."""
+    if os.environ.get("DNNLAB_NO_COMPILE_CACHE", "") not in ("", "0"):
+        return None
+    folder = cache_root() / "xla"
+    if jax.config.jax_compilation_cache_dir != str(folder):
+        jax.config.update("jax_compilation_cache_dir", str(folder))
+        # every program: a run's are small, and compiling them is most of a small run's time
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return folder
+
+
 def device_name() -> str:
     d = jax.devices()[0]
     kind = getattr(d, "device_kind", d.platform)
@@ -254,7 +271,7 @@ def _setup(cfg: Config, data: Dataset) -> _Setup:
     """Build the model and optimizer and upload the data, once for every seed of `cfg`."""
     plan = models.plan_stack(cfg.model, cfg.train.stack, cfg.train.unroll)
     model = models.build(cfg.model, data.input_shape, data.num_classes, plan)
-    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0))
+    shapes = jax.eval_shape(model.init, jax.ShapeDtypeStruct((2,), jnp.uint32))  # a key's shape: nothing runs
     trainable = models.split_stats(shapes)[0]
     n = len(data.train)
     batch_size = min(cfg.data.batch_size, n)
@@ -292,11 +309,12 @@ def _setup(cfg: Config, data: Dataset) -> _Setup:
     return _Setup(model, tx, schedule, x_N, y_N, splits, probe, n, batch_size, steps_per_epoch, loop, monitor, info)
 
 
-def _init_state(setup: _Setup, seed: int) -> tuple[TrainState, jax.Array, jax.Array]:
-    """The initial state and the (shuffle, dropout) keys of one seed."""
+def init_state(seed: jax.Array, *, model: models.Model, tx: optax.GradientTransformation) -> tuple[TrainState, jax.Array, jax.Array]:
+    """The initial state and the (shuffle, dropout) keys of one seed: one compiled program (run
+    eagerly, initialization would compile every initializer's ops one by one)."""
     init_key, shuffle_key, dropout_key = jax.random.split(jax.random.PRNGKey(seed), 3)
-    params = setup.model.init(init_key)
-    state = TrainState(params, setup.tx.init(models.split_stats(params)[0]), jnp.zeros((), jnp.int32))
+    params = model.init(init_key)
+    state = TrainState(params, tx.init(models.split_stats(params)[0]), jnp.zeros((), jnp.int32))
     return state, shuffle_key, dropout_key
 
 
@@ -402,6 +420,9 @@ class _Programs:
             self.epoch_fn = partial(stepwise_epoch, step_fn=step_jit, batches_fn=batches_jit, on_step=on_step, every=every)
             chunk_jit = jax.jit(partial(chunk_sums, model=model))
             self.eval_fn = partial(stepwise_evaluate, chunk_fn=chunk_jit, chunk=cfg.train.eval_batch_size)
+        init = partial(init_state, model=model, tx=tx)
+        self.init_fn = jax.jit(jax.vmap(init) if vmapped else init)
+        self.param_shapes = jax.eval_shape(init, np.int32(0))[0].params
         self.probe_fn = None
         if setup.probe is not None:
             instruments = partial(probes.probe, model=model, tx=tx, reg=reg)
@@ -436,17 +457,13 @@ def _train_group(
     run. Returns the parameters' shapes (for the checkpoints). Ctrl-C marks the active seeds
     interrupted and returns.
     """
-    inits = [_init_state(setup, s) for s in seeds]
-    # shapes only: the state's buffers are donated
-    like = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), inits[0][0].params)
     if programs.vmapped:
-        state = models.stack_trees([s for s, _, _ in inits])
-        shuffle_key, dropout_key = jnp.stack([k for _, k, _ in inits]), jnp.stack([k for _, _, k in inits])
+        state, shuffle_key, dropout_key = programs.init_fn(np.asarray(seeds, np.int32))
         fold = jax.vmap(jax.random.fold_in, in_axes=(0, None))
     else:
-        (state, shuffle_key, dropout_key), = inits
+        state, shuffle_key, dropout_key = programs.init_fn(np.int32(seeds[0]))
         fold = jax.random.fold_in
-    del inits
+    like = programs.param_shapes  # the state's buffers are donated: keep the shapes
     try:
         for r in recs:
             r.writer.start({**setup.info, "seeds": len(seeds), "seed_mode": "vmap"} if programs.vmapped else setup.info)
@@ -515,6 +532,7 @@ def fit_seeds(cfg: Config, data: Dataset, writers: list[Writer], *, mode: str, p
 def _fit(cfg: Config, cfgs: list[Config], data: Dataset, writers: list[Writer], *, progress: bool, vmapped: bool) -> list[FitResult]:
     """`fit` and `fit_seeds`: one setup and one set of compiled programs for every seed, then
     the training loop over one vmapped group of seeds, or over each seed in turn."""
+    use_compile_cache()
     setup = _setup(cfg, data)
     current: dict[str, Any] = {"epoch": 0, "writer": writers[0], "progress": progress}
 

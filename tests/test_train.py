@@ -3,6 +3,7 @@ divergence, early stopping, interruption."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import jax
@@ -213,3 +214,84 @@ def test_the_stepwise_loop_gives_the_same_run_as_the_scan(digits):
         for key in METRICS + ("running_loss",):
             if key in a:
                 assert b[key] == pytest.approx(a[key], rel=2e-4, abs=1e-6), key
+
+
+def test_a_quickstart_run_compiles_a_handful_of_programs(tmp_path):
+    """One run compiles its init, epoch, evaluation and probes once each (not per epoch, not op by
+    op); the linear reference adds its own three. Counted in a fresh process from jax.monitoring's
+    backend-compile events."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(
+        """
+        import json, sys
+        import jax.monitoring
+        from typer.testing import CliRunner
+        from dnnlab.cli import app
+        counts = []
+        jax.monitoring.register_event_duration_secs_listener(
+            lambda name, d, **kw: counts.append(name) if name == "/jax/core/compile/backend_compile_duration" else None)
+        out = []
+        for reference in ("none", "linear"):
+            counts.clear()
+            r = CliRunner().invoke(app, ["run", "configs/quickstart.yaml", "--out", sys.argv[1], "--quiet",
+                                         "--set", "train.epochs=6", "--set", f"diagnosis.reference={reference}",
+                                         "--set", f"seed={len(out)}"])
+            assert r.exit_code == 0, r.output
+            out.append(len(counts))
+        print(json.dumps(out))
+        """
+    )
+    env = {**__import__("os").environ, "DNNLAB_CACHE": str(tmp_path / "cache"), "DNNLAB_NO_COMPILE_CACHE": "1"}
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, env=env, check=True)
+    alone, with_reference = json.loads(result.stdout.strip().splitlines()[-1])
+    assert alone <= 6, alone
+    # the second run reuses nothing from the first but the eager ops' caches: its own programs
+    # and the reference's (init, epoch, evaluation)
+    assert with_reference <= alone + 3, (alone, with_reference)
+
+
+def test_the_persistent_compilation_cache_serves_a_second_process(tmp_path):
+    """A rerun in a new process loads its programs from <cache>/xla instead of compiling them,
+    with the same metrics; DNNLAB_NO_COMPILE_CACHE=1 writes no cache."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(
+        """
+        import json, sys
+        import jax.monitoring
+        from typer.testing import CliRunner
+        from dnnlab.cli import app
+        counts = []
+        jax.monitoring.register_event_listener(
+            lambda name, **kw: counts.append(name) if name == "/jax/compilation_cache/cache_hits" else None)
+        r = CliRunner().invoke(app, ["run", "configs/quickstart.yaml", "--out", sys.argv[1], "--quiet",
+                                     "--set", "train.epochs=3", "--set", "diagnosis.reference=none"])
+        assert r.exit_code == 0, r.output
+        print(json.dumps(len(counts)))
+        """
+    )
+
+    def run(out, **env):
+        full = {**os.environ, "DNNLAB_CACHE": str(tmp_path / "cache"), **env}
+        result = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True, env=full, check=True)
+        (run_dir,) = out.iterdir()
+        return json.loads(result.stdout.strip().splitlines()[-1]), read_metrics(run_dir)
+
+    def same(a, b):
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in a] == [{k: v for k, v in r.items() if k != "seconds"} for r in b]
+
+    off, off_metrics = run(tmp_path / "off", DNNLAB_NO_COMPILE_CACHE="1")
+    assert not (tmp_path / "cache" / "xla").exists()
+    cold, cold_metrics = run(tmp_path / "cold")
+    assert len(list((tmp_path / "cache" / "xla").iterdir())) >= 4
+    warm, warm_metrics = run(tmp_path / "warm")
+    # cache hits: none without the cache or on the first run; every program (init, epoch,
+    # evaluation, probes, ...) on the second
+    assert (off, cold) == (0, 0) and warm >= 4, (off, cold, warm)
+    assert same(off_metrics, cold_metrics) and same(cold_metrics, warm_metrics)
