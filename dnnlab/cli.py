@@ -149,8 +149,6 @@ def run(
 def _print_run(outcome, quiet: bool, config: Path, fail_verdicts: set[str]) -> None:
     """The diagnosis panel and the summary line of one run; exits with its code."""
     summary, diagnosis, run_dir = outcome.summary, outcome.diagnosis, outcome.run_dir
-    for problem in outcome.problems:
-        err_console.print(f"warning: {problem}", markup=False)
     if not quiet:
         from dnnlab.console import diagnosis_panel
 
@@ -175,6 +173,12 @@ def _print_run(outcome, quiet: bool, config: Path, fail_verdicts: set[str]) -> N
             "optimizer.clip_norm. The epochs before it are in metrics.jsonl.",
             markup=False,
         )
+    try:
+        outcome.complete()  # the plots, after the answer
+    except KeyboardInterrupt:
+        raise _fail("interrupted while drawing the plots; report.md has the verdict", EXIT_INTERRUPTED) from None
+    for problem in outcome.problems:
+        err_console.print(f"warning: {problem}", markup=False)
     code = STATUS_EXIT.get(summary["status"], EXIT_FAILED)
     if code == EXIT_OK and diagnosis.verdict in fail_verdicts:
         err_console.print(f"error: verdict {diagnosis.verdict} is in --fail-on", markup=False)

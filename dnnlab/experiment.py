@@ -83,6 +83,14 @@ class Outcome:
     summary: dict[str, Any]
     diagnosis: Diagnosis
     problems: list[str]  # non-fatal: plots that could not be drawn
+    pending: Optional[Callable[[], list[str]]] = None  # draws the plots, when `complete` is called
+
+    def complete(self) -> "Outcome":
+        """Draw the plots that were left for after the verdict; the run folder is then whole."""
+        if self.pending is not None:
+            pending, self.pending = self.pending, None
+            self.problems += pending()
+        return self
 
 
 @dataclass
@@ -108,8 +116,12 @@ def _known_failures(out: Path, interrupted: str) -> Iterator[None]:
 def run(cfg: Config, ds: Dataset, out: Path, shown: Optional["Shown"] = None) -> "Outcome | SeedsOutcome":
     """Train `cfg` (one seed, or `train.seeds` of them) under `out`, diagnose and report it.
 
-    Raises ExperimentError (bad data, an unwritable folder, Ctrl-C) with the exit code.
+    Raises ExperimentError (bad data, an unwritable folder, Ctrl-C) with the exit code. A
+    single run's plots are left for `Outcome.complete`, after the verdict is shown.
     """
+    from dnnlab.report import preload_matplotlib
+
+    preload_matplotlib()
     if cfg.train.seeds > 1:
         with _known_failures(out, "interrupted; the finished epochs are in the seeds' folders"):
             return execute_seeds(cfg, ds, out, shown)
@@ -140,12 +152,17 @@ def execute(cfg: Config, ds: Dataset, out: Path, shown: Optional["Shown"] = None
             run_writer.finish({"name": cfg.name, "status": "interrupted", "epochs_run": max(len(done) - 1, 0)})
         raise
     summary, interrupted = with_reference(cfg, ds, result.summary)
-    from dnnlab.report import finalize
+    from functools import partial
 
-    diagnosis, problems = finalize(run_dir, cfg, result.history, summary, config_name=shown.config_name)
+    from dnnlab.report import draw_plots, finalize
+
+    diagnosis, problems = finalize(run_dir, cfg, result.history, summary, config_name=shown.config_name, draw=False)
+    pending = partial(draw_plots, run_dir, cfg, result.history, {**summary, "diagnosis": diagnosis.to_dict()}, diagnosis, shown.config_name)
+    outcome = Outcome(run_dir, summary, diagnosis, problems, pending)
     if interrupted:
+        outcome.complete()
         raise KeyboardInterrupt
-    return Outcome(run_dir, summary, diagnosis, problems)
+    return outcome
 
 
 def with_reference(cfg: Config, ds: Dataset, summary: dict[str, Any]) -> tuple[dict[str, Any], bool]:

@@ -140,19 +140,52 @@ def markdown(
     return "\n".join(lines) + "\n"
 
 
-def finalize(run_dir: Path, cfg: Config, history: list[dict[str, Any]], summary: dict[str, Any], config_name: str = "config.yaml") -> tuple[Diagnosis, list[str]]:
+def finalize(
+    run_dir: Path, cfg: Config, history: list[dict[str, Any]], summary: dict[str, Any], config_name: str = "config.yaml",
+    *, draw: bool = True,
+) -> tuple[Diagnosis, list[str]]:
     """Diagnose the run and write summary.json (with `diagnosis`), report.md and the plots.
 
+    With `draw=False` report.md is written without its plots; `draw_plots` adds them later
+    (the CLI prints the verdict first: plotting is most of what follows training).
     Returns:
         (diagnosis, problems): problems are non-fatal (a plot that could not be drawn).
     """
     diagnosis = diagnose(history, cfg, summary)
     summary = {**summary, "diagnosis": diagnosis.to_dict()}
     runs.write_summary(run_dir, summary)
+    if not draw:
+        runs.atomic_write_text(run_dir / runs.REPORT, markdown(cfg, summary, diagnosis, [], config_name, str(run_dir)))
+        return diagnosis, []
+    return diagnosis, draw_plots(run_dir, cfg, history, summary, diagnosis, config_name)
+
+
+def draw_plots(
+    run_dir: Path, cfg: Config, history: list[dict[str, Any]], summary: dict[str, Any], diagnosis: Diagnosis,
+    config_name: str = "config.yaml",
+) -> list[str]:
+    """Draw the plots and write report.md with them; returns the problems (plots not drawn)."""
     problems: list[str] = []
     try:
         plots = write_plots(run_dir, history, summary)
     except Exception as exc:  # a plot must never cost the run its report
         plots, problems = [], [f"plots not drawn: {type(exc).__name__}: {exc}"]
     runs.atomic_write_text(run_dir / runs.REPORT, markdown(cfg, summary, diagnosis, plots, config_name, str(run_dir)))
-    return diagnosis, problems
+    return problems
+
+
+def preload_matplotlib() -> None:
+    """Import matplotlib (Agg) in a background thread: it overlaps with XLA's compilation and the
+    training, which release the GIL, instead of following them."""
+    import threading
+
+    def load() -> None:
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot  # noqa: F401
+        except Exception:  # the plots report their own failure later
+            pass
+
+    threading.Thread(target=load, name="dnnlab-preload-matplotlib", daemon=True).start()

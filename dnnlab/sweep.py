@@ -244,7 +244,7 @@ def run(sweep: Sweep, *, on_start: Optional[MemberHook] = None, on_end: Optional
             key = json.dumps([cfg.data.model_dump(mode="json"), cfg.seed])
             if key not in cache:
                 cache[key] = datasets.load(cfg.data, data_seed(cfg))
-            outcome = execute(cfg, cache[key], sweep.path, Shown(config_name=sweep.manifest.get("config_path", "config.yaml")))
+            outcome = execute(cfg, cache[key], sweep.path, Shown(config_name=sweep.manifest.get("config_path", "config.yaml"))).complete()
             member.update(
                 dir=outcome.run_dir.name, status=outcome.summary["status"], verdict=outcome.diagnosis.verdict,
                 causes=outcome.diagnosis.causes,

@@ -263,3 +263,17 @@ def test_no_traceback_through_the_entry_points(tmp_path, entry):
     assert command[0], "the dnnlab console script is not installed (pip install -e .)"
     out = subprocess.run([*command, "run", str(tmp_path / "missing.yaml")], capture_output=True, text=True)
     assert out.returncode == 2 and "config file not found" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_the_verdict_is_written_before_the_plots_and_complete_draws_them(tiny, tmp_path):
+    from dnnlab import config, experiment
+
+    cfg = config.load_config(tiny, ["train.epochs=2", "diagnosis.reference=none"])
+    outcome = experiment.execute(cfg, experiment.load_data(cfg), tmp_path / "r")
+    report = (outcome.run_dir / "report.md").read_text()
+    summary = json.loads((outcome.run_dir / "summary.json").read_text())
+    assert summary["diagnosis"]["verdict"] == outcome.diagnosis.verdict and "](curves.png)" not in report
+    assert not (outcome.run_dir / "curves.png").exists()
+    assert outcome.complete() is outcome and outcome.pending is None
+    assert (outcome.run_dir / "curves.png").stat().st_size > 5000
+    assert "](curves.png)" in (outcome.run_dir / "report.md").read_text()
