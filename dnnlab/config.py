@@ -13,31 +13,55 @@ from typing import Any, Literal, Optional, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-# The registries' names live here so the config can be checked without importing JAX;
-# tests assert that the JAX-side registries hold exactly these names.
-DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10")
-ARCHS = ("mlp", "cnn", "resnet")
-ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "prelu", "maxout", "elu", "gelu")
-INITS = ("auto", "glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_normal")
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw")
-SCHEDULES = ("constant", "step", "cosine", "warmup_cosine")
-MONITORS = ("val_loss", "val_accuracy")
-
+# The names of every registry live here, as Literal types, so that the config can be checked
+# without importing JAX. tests/test_registries.py holds each registry to exactly its type's names:
+# data.LOADERS (Dataset), models.ARCHITECTURES (Arch), activations.REGISTRY (ActivationName),
+# models.INITIALIZERS (InitializerName), optim.OPTIMIZERS (OptimizerName), optim.SCHEDULES
+# (ScheduleName).
 Dataset = Literal["digits", "mnist", "fashion-mnist", "cifar10"]
 Arch = Literal["mlp", "cnn", "resnet"]
-ShortcutName = Literal["identity", "none"]
-NormName = Literal["none", "batch"]
-StackName = Literal["auto", "unrolled", "scanned"]
-PoolName = Literal["max", "none"]
-NormalizeName = Literal["unit", "standard"]
 ActivationName = Literal["sigmoid", "tanh", "relu", "leaky_relu", "prelu", "maxout", "elu", "gelu"]
-InitName = Literal["auto", "glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_normal"]
+InitializerName = Literal["glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_normal"]
+InitName = Literal["auto", InitializerName]  # auto: picked from the activation (models._initializer)
 OptimizerName = Literal["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"]
 ScheduleName = Literal["constant", "step", "cosine", "warmup_cosine"]
+ShortcutName = Literal["identity", "none"]
+NormName = Literal["none", "batch"]
+PoolName = Literal["max", "none"]
+NormalizeName = Literal["unit", "standard"]
 Monitor = Literal["val_loss", "val_accuracy"]
+LoopName = Literal["auto", "scan", "steps"]
+StackName = Literal["auto", "unrolled", "scanned"]
+SeedModeName = Literal["auto", "vmap", "sequential"]
+ReferenceName = Literal["linear", "none"]
+
+ACTIVATIONS: tuple[str, ...] = get_args(ActivationName)
+OPTIMIZERS: tuple[str, ...] = get_args(OptimizerName)
+
+# The optimizer-section keys that each optimizer and each schedule reads (optim.OPTIMIZERS,
+# optim.SCHEDULES); any other is ignored, and `config_warnings` says so when it is set.
+# tests/test_registries.py checks both ways: each listed key changes the update, no other does.
+OPTIMIZER_KEYS: dict[str, tuple[str, ...]] = {
+    "sgd": (),
+    "momentum": ("momentum",),
+    "nesterov": ("momentum",),
+    "adagrad": ("eps",),
+    "rmsprop": ("rho", "eps"),
+    "adam": ("b1", "b2", "eps"),
+    "adamw": ("b1", "b2", "eps"),
+}
+SCHEDULE_KEYS: dict[str, tuple[str, ...]] = {
+    "constant": (),
+    "step": ("step_epochs", "step_factor"),
+    "cosine": ("min_lr_ratio",),
+    "warmup_cosine": ("warmup_epochs", "min_lr_ratio"),
+}
 
 DEFAULT_DEPTH = 2
 DEFAULT_WIDTH = 256
+# How `train.stack: auto` compiles a stack (see `stack_plan`; measured in bench/depth.py, docs/speed.md).
+SCAN_FROM_LAYERS = 512  # an mlp or cnn stack of at least this many layers is scanned
+SCAN_UNROLL = 8  # layers per scan iteration when auto scans
 
 
 class ConfigError(Exception):
@@ -64,7 +88,9 @@ class DataConfig(_Section):
         "the seeds of a train.seeds run share their first seed's split",
     )
     normalize: NormalizeName = Field(
-        "unit", description="unit: pixels in [0, 1]; standard: per-channel zero mean, unit variance (training-set statistics)"
+        "unit",
+        description="unit: pixels scaled to [0, 1]; standard: then shifted and scaled to zero mean and unit variance "
+        "per channel, with the training split's statistics (values are no longer in [0, 1])",
     )
 
 
@@ -85,7 +111,11 @@ class ModelConfig(_Section):
     maxout_pieces: int = Field(2, ge=2, description="linear pieces per maxout unit")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="drop rate of hidden units")
     input_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="drop rate of input units")
-    init: InitName = Field("auto", description="auto: glorot for sigmoid/tanh, he for the ReLU family")
+    init: InitName = Field(
+        "auto",
+        description="auto: glorot_uniform for sigmoid/tanh, lecun_normal for maxout, he_normal for the rest of "
+        "the ReLU family (the classifier: glorot_uniform)",
+    )
     residual: bool = Field(
         False, description="identity shortcuts around pairs of equal-width hidden layers (after the first)"
     )
@@ -181,6 +211,34 @@ def training_loop(cfg: "Config") -> str:
     return "steps" if cfg.model.arch in ("cnn", "resnet") else "scan"
 
 
+def stack_length(model: ModelConfig) -> int:
+    """Layers in the model's scannable stack: an mlp's or cnn's dense layers 2..L of equal width (no
+    residual pairs), or a resnet stage's blocks 2..n (per stage); 0 when there is none."""
+    if model.arch == "resnet":
+        return model.blocks - 1
+    widths = model.layer_widths
+    if model.residual or len(widths) < 3 or len(set(widths[1:])) != 1:
+        return 0
+    return len(widths) - 1
+
+
+def stack_plan(model: ModelConfig, stack: str = "auto", unroll: Optional[int] = None) -> tuple[bool, int]:
+    """`train.stack` and `train.unroll` resolved: (scanned, layers per scan iteration).
+
+    A stack shorter than 2 layers, and a batch-normalized mlp or cnn, is always unrolled; auto
+    scans an mlp or cnn stack of SCAN_FROM_LAYERS layers or more and keeps resnets unrolled (their
+    convolutions run about 25x slower inside a scan on XLA:CPU; bench/conv.py). The same rule as
+    models.plan_stack (tests/test_config.py holds the two equal).
+    """
+    if stack == "unrolled" or stack_length(model) < 2 or (model.arch != "resnet" and model.norm == "batch"):
+        return False, 1
+    if stack == "scanned":
+        return True, unroll or 1
+    if model.arch != "resnet" and stack_length(model) >= SCAN_FROM_LAYERS:
+        return True, unroll or SCAN_UNROLL
+    return False, 1
+
+
 def data_seed(cfg: "Config") -> int:
     """The seed of the data split and subsample: data.split_seed, else the run's seed."""
     return cfg.seed if cfg.data.split_seed is None else cfg.data.split_seed
@@ -234,27 +292,34 @@ class TrainConfig(_Section):
         description="stop as diverged when the training loss exceeds this multiple of the initial loss",
     )
     eval_batch_size: int = Field(2048, gt=0, description="examples per evaluation chunk")
-    loop: Literal["auto", "scan", "steps"] = Field(
+    loop: LoopName = Field(
         "auto",
         description="scan: a whole epoch in one compiled lax.scan; steps: a Python loop over a compiled step; "
-        "auto: steps for cnn and resnet (XLA's CPU convolutions are 20x slower inside a scan), scan otherwise",
+        "auto: steps for cnn and resnet (XLA's CPU convolutions are about 25x slower inside a scan; bench/conv.py), "
+        "scan otherwise",
     )
     train_eval_size: Optional[int] = Field(
         None, gt=0, description="measure the training metrics on a fixed, seeded subset of this many examples (default: all)"
     )
     stack: StackName = Field(
         "auto",
-        description="how stacks of identical layers (an MLP's equal-width hidden layers, a resnet stage's blocks) "
-        "are compiled: unrolled (fastest step, compile grows with depth), scanned (lax.scan over stacked "
-        "parameters: compile flat in depth), auto: chosen by depth and device (README: Speed)",
+        description="how a stack of identical layers (an mlp's or cnn's dense layers 2..L when they have equal "
+        "widths and no residual pairs; a resnet stage's blocks 2..n) is compiled: unrolled (fastest step, compile "
+        "grows with depth), scanned (lax.scan over the layers: compile flat in depth; a batch-normalized mlp or cnn "
+        f"stays unrolled), auto: scanned for an mlp or cnn stack of at least {SCAN_FROM_LAYERS} layers without batch "
+        "norm, unrolled otherwise, resnets always (docs/speed.md)",
     )
     unroll: Optional[int] = Field(
-        None, ge=1, description="scanned stacks: layers per scan iteration (lax.scan's unroll); default: chosen by depth"
+        None,
+        ge=1,
+        description=f"scanned stacks: layers per scan iteration (lax.scan's unroll); default: {SCAN_UNROLL} when "
+        "auto scans the stack, 1 under stack: scanned",
     )
-    seed_mode: Literal["auto", "vmap", "sequential"] = Field(
+    seed_mode: SeedModeName = Field(
         "auto",
-        description="train.seeds > 1: vmap (one compiled program), sequential, or auto: vmap on accelerators "
-        "and for small nets on the CPU, where one large model already fills the cores",
+        description="train.seeds > 1: vmap (one compiled program), sequential, or auto: vmap on accelerators and, "
+        "on the CPU, for nets no wider than 128 units (a wider one already fills the cores); the per-step loop "
+        "(train.loop steps, the default for cnn and resnet) always runs its seeds sequentially (docs/speed.md)",
     )
     seeds: int = Field(
         1, ge=1,
@@ -264,7 +329,7 @@ class TrainConfig(_Section):
 
 
 class DiagnosisConfig(_Section):
-    """Instruments and the thresholds of the verdict (README: "The diagnosis")."""
+    """Instruments and the thresholds of the verdict (docs/diagnosis.md)."""
 
     instruments: bool = Field(True, description="record the per-layer instruments every epoch")
     probe_size: int = Field(512, gt=0, description="training examples in the fixed probe batch")
@@ -298,15 +363,15 @@ class DiagnosisConfig(_Section):
         0.4, gt=0.0, le=1.0, description="fraction of epochs whose training loss rose that marks oscillation"
     )
     low_update_ratio: float = Field(1e-4, gt=0.0, description="update/weight ratio below this marks a learning rate too low")
-    reference: Literal["linear", "none"] = Field(
+    reference: ReferenceName = Field(
         "linear",
         description="linear: also fit a softmax regression on the same training examples (cached) and call a net "
         "that fits its training set worse than it failed-training; none: no reference",
     )
     reference_margin: float = Field(
-        0.05, ge=0.0, lt=1.0,
+        0.1, ge=0.0, lt=1.0,
         description="training is poor when the kept model's training accuracy is below the reference's minus this "
-        "(and its validation accuracy is not above the reference's plus this)",
+        "(and its validation accuracy is not above the reference's)",
     )
 
 
@@ -500,9 +565,161 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     Returns:
         The validated, frozen Config. Raises ConfigError with a readable message.
     """
+    return load_config_with_warnings(path, overrides)[0]
+
+
+def load_config_with_warnings(path: str | Path, overrides: list[str] | None = None) -> tuple[Config, list[str]]:
+    """`load_config`, and the `config_warnings` of what the file and the overrides set.
+
+    Returns:
+        (the validated Config, one message per option set but not honoured). Raises ConfigError.
+    """
     path = Path(path)
     raw = apply_overrides(read_yaml(path), overrides or [])
-    return validate(raw, source=str(path))
+    cfg = validate(raw, source=str(path))
+    return cfg, config_warnings(cfg, raw)
+
+
+# ---------------------------------------------------------------- options set but not honoured
+
+
+def config_warnings(cfg: Config, raw: dict[str, Any]) -> list[str]:
+    """Options set explicitly in `raw` that the run will not honour, one message each.
+
+    A key counts as set when `raw` holds it, except in a section that holds every key of its
+    schema (what `dump_yaml` writes: a run's config.yaml, fixed.yaml), where only a value other
+    than the default counts: there the presence of a key says nothing about what was chosen.
+
+    Args:
+        cfg: `validate(raw)`.
+        raw: the mapping that was validated (the YAML file after `--set` overrides).
+    Returns:
+        Messages that name the dotted key, its value, what happens instead and the fix.
+    """
+    out: list[str] = []
+
+    def given(key: str) -> bool:
+        return _explicit(raw, key, _value(cfg, key))
+
+    def ignored(key: str, why: str) -> None:
+        out.append(f"{key}: {_show(_value(cfg, key))} is ignored: {why}")
+
+    m, t, es = cfg.model, cfg.train, cfg.train.early_stopping
+    if cfg.data.dataset == "digits" and given("data.path"):
+        ignored("data.path", "the digits are embedded (scikit-learn); data.path is for mnist, fashion-mnist and cifar10")
+    if m.arch != "cnn":
+        what = (
+            "a resnet's layout is fixed (3x3 convs at 16/32/64 channels, no pooling)"
+            if m.arch == "resnet" else "an mlp has no conv blocks"
+        )
+        for key in ("model.channels", "model.kernel", "model.pool"):
+            if given(key):
+                ignored(key, f"{what}; remove it, or set model.arch=cnn")
+    if m.arch != "resnet":
+        for key in ("model.blocks", "model.shortcut"):
+            if given(key):
+                ignored(key, f"only a resnet has residual blocks (an {m.arch}'s shortcuts are model.residual); "
+                        "remove it, or set model.arch=resnet")
+    if m.arch != "resnet" and m.hidden is None and m.depth == 0 and given("model.width"):
+        ignored("model.width", "model.depth is 0 (no hidden layers)")
+    if m.activation != "leaky_relu" and given("model.leaky_slope"):
+        ignored("model.leaky_slope", f"it is leaky_relu's slope and model.activation is {m.activation}")
+    if m.activation != "maxout" and given("model.maxout_pieces"):
+        ignored("model.maxout_pieces", f"it is maxout's and model.activation is {m.activation}")
+    o = cfg.optimizer
+    for key in _OPTIMIZER_HYPERPARAMETERS:
+        if key not in OPTIMIZER_KEYS[o.name] and given(f"optimizer.{key}"):
+            users = ", ".join(n for n, keys in OPTIMIZER_KEYS.items() if key in keys)
+            ignored(f"optimizer.{key}", f"optimizer {o.name} does not use it (only {users} do)")
+    for key in _SCHEDULE_HYPERPARAMETERS:
+        if key not in SCHEDULE_KEYS[o.schedule] and given(f"optimizer.{key}"):
+            users = ", ".join(n for n, keys in SCHEDULE_KEYS.items() if key in keys)
+            ignored(f"optimizer.{key}", f"the {o.schedule} schedule does not use it (only {users} do)")
+    if not es.enabled:
+        if es.restore_best and given("train.early_stopping.restore_best"):
+            out.append(
+                "train.early_stopping.restore_best: true is ignored while early stopping is disabled: the last "
+                "epoch's model is kept; set train.early_stopping.enabled=true to keep the best epoch's"
+            )
+        if given("train.early_stopping.patience"):
+            ignored("train.early_stopping.patience", "early stopping is disabled (every epoch runs); "
+                    "set train.early_stopping.enabled=true")
+    if cfg.data.validation_split == 0 and given("train.early_stopping.monitor"):
+        ignored("train.early_stopping.monitor", "data.validation_split is 0 (no validation set), so the best epoch "
+                "is judged by train_loss; set data.validation_split above 0 (e.g. 0.1)")
+    scanned, _ = stack_plan(m, t.stack, t.unroll)
+    if t.stack == "scanned" and not scanned:
+        out.append(f"train.stack: scanned is not honoured: {_unscanned_reason(m, t.stack)}; the stack runs unrolled")
+    elif t.unroll is not None and not scanned and given("train.unroll"):
+        ignored("train.unroll", f"it applies to a scanned stack only, and {_unscanned_reason(m, t.stack)}")
+    if t.seed_mode == "vmap" and given("train.seed_mode"):
+        if t.seeds < 2:
+            ignored("train.seed_mode", "it applies to train.seeds > 1, and this run has one seed")
+        elif training_loop(cfg) != "scan":
+            out.append(
+                f"train.seed_mode: vmap is not honoured: the {t.seeds} seeds run sequentially, since the per-step "
+                f"loop (train.loop {t.loop}: steps for a {m.arch}) is not vmapped; set train.loop=scan to vmap them "
+                "(slow for convolutions on the CPU; docs/speed.md)"
+            )
+    if not cfg.diagnosis.instruments and given("diagnosis.probe_size"):
+        ignored("diagnosis.probe_size", "diagnosis.instruments is false (no probe batch)")
+    if cfg.diagnosis.reference == "none" and given("diagnosis.reference_margin"):
+        ignored("diagnosis.reference_margin", "diagnosis.reference is none")
+    return out
+
+
+_OPTIMIZER_HYPERPARAMETERS = tuple(dict.fromkeys(k for keys in OPTIMIZER_KEYS.values() for k in keys))
+_SCHEDULE_HYPERPARAMETERS = tuple(dict.fromkeys(k for keys in SCHEDULE_KEYS.values() for k in keys))
+# defaults that validation fills in, so that a dumped section shows them as given
+_RESOLVED_DEFAULTS = {"model.depth": DEFAULT_DEPTH, "model.width": DEFAULT_WIDTH}
+
+
+def _unscanned_reason(model: ModelConfig, stack: str) -> str:
+    """Why `stack_plan` leaves the model's stack unrolled, in words."""
+    n = stack_length(model)
+    if stack == "unrolled":
+        return "train.stack is unrolled"
+    if n < 2:
+        if model.arch == "resnet":
+            return f"a resnet with model.blocks {model.blocks} has no stack of 2 or more identical blocks per stage"
+        return (
+            f"this {model.arch} has no stack of 2 or more identical dense layers (layers 2..L of equal width, "
+            f"no residual pairs; widths {list(model.layer_widths)})"
+        )
+    if model.arch != "resnet" and model.norm == "batch":
+        return f"a batch-normalized {model.arch} stack is never scanned"
+    if model.arch == "resnet":
+        return "train.stack auto keeps resnets unrolled; set train.stack=scanned"
+    return f"train.stack auto scans stacks of {SCAN_FROM_LAYERS} or more layers only (this one has {n}); set train.stack=scanned"
+
+
+def _value(cfg: Config, dotted: str) -> Any:
+    node: Any = cfg
+    for part in dotted.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def _explicit(raw: dict[str, Any], dotted: str, value: Any) -> bool:
+    """Whether `raw` sets `dotted` (see `config_warnings`: a complete section counts non-defaults only)."""
+    *parents, key = dotted.split(".")
+    section: Any = raw
+    for part in parents:
+        section = section.get(part) if isinstance(section, dict) else None
+    if not isinstance(section, dict) or key not in section:
+        return False
+    owner = _section_model(tuple(dotted.split(".")))
+    if owner is None or not set(owner.model_fields) <= set(section):
+        return True
+    default = _RESOLVED_DEFAULTS.get(dotted, owner.model_fields[key].default)
+    return value != default
+
+
+def _show(value: Any) -> str:
+    """A value as the YAML a user writes."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "null" if value is None else str(value)
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:

@@ -154,7 +154,7 @@ class _Run:
             return False
         # better on validation than the linear model: regularization at work, not a failed fit
         return not (_finite(kept.get("val_accuracy")) and _finite(ref.get("val_accuracy"))
-                    and kept["val_accuracy"] > ref["val_accuracy"] + margin)
+                    and kept["val_accuracy"] > ref["val_accuracy"])
 
     def deep_plain(self) -> Optional[str]:
         """Words for a deep net without shortcuts (the degradation problem), else None."""

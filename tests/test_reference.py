@@ -127,12 +127,13 @@ def test_below_the_reference_while_the_loss_still_falls_is_failed_training():
 def test_within_the_margin_or_better_on_validation_is_not_failed():
     # a healthy 16-layer plain net at 0.87 against a linear 0.84 is not failed-training
     assert diagnose(_history(0.87, 0.85, falling=False), _cfg(16), _summary(0.84)).verdict != "failed-training"
-    # just inside the margin (0.05)
-    assert diagnose(_history(0.80, 0.78, falling=False), _cfg(4), _summary(0.84)).verdict != "failed-training"
+    # just inside the margin (0.1): calibrated on configs/lecture, where shallow SGD-trained nets
+    # end 0.03-0.06 below the linear model and the 56-layer plain net 0.2 below it
+    assert diagnose(_history(0.75, 0.73, falling=False), _cfg(4), _summary(0.84)).verdict != "failed-training"
     # worse on training but better on validation than the linear model: regularization at work
     assert diagnose(_history(0.75, 0.90, falling=False), _cfg(4), _summary(0.95, 0.80)).verdict != "failed-training"
     # below it on both, converged, shallow: failed, and not for lack of capacity
-    d = diagnose(_history(0.70, 0.68, falling=False), _cfg(4), _summary(0.84))
+    d = diagnose(_history(0.70, 0.68, falling=False), _cfg(4), _summary(0.84))  # 0.14 below
     assert d.verdict == "failed-training" and "insufficient-capacity" not in d.causes and d.causes == ["plateau"]
 
 
