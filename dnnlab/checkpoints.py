@@ -28,6 +28,13 @@ def unflatten_params(like: Any, arrays: dict[str, np.ndarray]) -> Any:
     """Inverse of `flatten_params` with the structure of `like` (restacked if `like` is)."""
     unrolled = jax.eval_shape(models.unstack_params, like)  # the structure only
     paths, treedef = jax.tree_util.tree_flatten_with_path(unrolled)
-    # device_put, not jnp.asarray: an eager asarray compiles a program per shape
-    out = jax.tree_util.tree_unflatten(treedef, [jax.device_put(arrays[_name(p)]) for p, _ in paths])
+    leaves = []
+    for path, shape in paths:
+        name = _name(path)
+        if name not in arrays:
+            raise ValueError(f"the checkpoint has no `{name}`: it belongs to another model")
+        if tuple(arrays[name].shape) != tuple(shape.shape):
+            raise ValueError(f"`{name}` has shape {tuple(arrays[name].shape)}; this model needs {tuple(shape.shape)}")
+        leaves.append(jax.device_put(arrays[name]))  # not jnp.asarray: an eager asarray compiles per shape
+    out = jax.tree_util.tree_unflatten(treedef, leaves)
     return models.stack_params(out) if "stack" in like else out

@@ -173,6 +173,8 @@ def _print_run(outcome, quiet: bool, config: Path, fail_verdicts: set[str]) -> N
             "optimizer.clip_norm. The epochs before it are in metrics.jsonl.",
             markup=False,
         )
+    elif summary["status"] == "interrupted":
+        err_console.print(f"interrupted after {summary['epochs_run']} epochs; the finished epochs are in {run_dir}", markup=False)
     try:
         outcome.complete()  # the plots, after the answer
     except KeyboardInterrupt:
@@ -232,6 +234,9 @@ def _diagnose_folder(run_dir: Path, write: bool):
         raise _fail(_escape(str(exc))) from None
     if not write:
         return run_rules(history, cfg, summary)
+    if not summary.get("status"):
+        # a killed run: its summary says so, never a status-less one
+        summary = {"name": cfg.name, "status": "unfinished", "epochs_run": max(len(history) - 1, 0), **summary}
     from dnnlab.report import finalize
 
     try:
@@ -298,6 +303,7 @@ def sweep(
     out: Annotated[Path, typer.Option("--out", "-o", help="Parent folder of the sweep folder")] = Path("runs"),
     resume: Annotated[Optional[Path], typer.Option("--resume", help="A sweep folder to finish: finished members are skipped")] = None,
     metric: Annotated[Metric, typer.Option("--metric", help="Metric that ranks the runs")] = Metric.val_accuracy,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no line per member")] = False,
 ) -> None:
     """Run CONFIG over a grid of overrides (and seeds), then compare the members side by side."""
     from dnnlab import sweep as sweeps
@@ -305,16 +311,16 @@ def sweep(
 
     try:
         raw = apply_overrides(read_yaml(config), set_ or [])
-        p = sweeps.plan(raw, grid or [], seeds)
         if resume is not None:
-            job = sweeps.Sweep.resume(resume, p)
+            job = sweeps.Sweep.resume(resume, sweeps.resume_plan(resume, raw, grid or [], seeds))
         else:
+            p = sweeps.plan(raw, grid or [], seeds)
             job = sweeps.Sweep.create(out, p.base.get("name", "run"), str(config), p.base, p.grid, p.seeds, p.variants)
     except (ConfigError, sweeps.SweepError) as exc:
         raise _fail(_escape(str(exc))) from None
     except OSError as exc:
         raise _fail(_escape(f"cannot write the sweep folder under {out}: {exc}")) from None
-    _run_members(job, f"dnnlab sweep {config} ... --resume {job.path}", quiet=False)
+    _run_members(job, f"dnnlab sweep {config} --resume {job.path}", quiet=quiet)
     failed = [m for m in job.members if m["status"] == "failed"]
     _compare_and_print([str(job.path)], job.path, metric.value, as_json=False)
     if failed:
@@ -350,7 +356,9 @@ def _run_members(job, resume_hint: str, quiet: bool) -> None:
         with bar:
             sweeps.run(job, on_start=on_start, on_end=on_end)
     except KeyboardInterrupt:
-        raise _fail(f"interrupted; finish it with: {resume_hint}", EXIT_INTERRUPTED) from None
+        raise _fail(f"interrupted; the pending members did not start. Finish it with: {resume_hint}", EXIT_INTERRUPTED) from None
+    except sweeps.SweepError as exc:
+        raise _fail(_escape(str(exc))) from None
 
 
 def _compare_and_print(targets: list[str], out: Optional[Path], metric: str, as_json: bool) -> None:
@@ -578,13 +586,33 @@ def data_download(
     console.print(f"{name}: ready in {folder}", markup=False)
 
 
+EXIT_TERMINATED = 143  # 128 + SIGTERM: what Slurm preemption, `docker stop` and `timeout` send
+_signal_received: list[int] = []
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    """SIGINT and SIGTERM stop the run the same way: the state is written, the summary says
+    interrupted. A second signal during that cleanup is ignored, so the cleanup finishes."""
+    if _signal_received:
+        return
+    _signal_received.append(signum)
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     """Console entry point: no traceback reaches the user unless DNNLAB_DEBUG is set."""
+    import signal
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _on_signal)
+    terminated = lambda code: EXIT_TERMINATED if code == EXIT_INTERRUPTED and signal.SIGTERM in _signal_received else code  # noqa: E731
     try:
         app()
+    except SystemExit as exc:
+        sys.exit(terminated(exc.code))
     except KeyboardInterrupt:
         err_console.print("interrupted", markup=False)
-        sys.exit(EXIT_INTERRUPTED)
+        sys.exit(terminated(EXIT_INTERRUPTED))
     except Exception as exc:  # a bug: say so plainly, keep the traceback for DNNLAB_DEBUG=1
         if os.environ.get("DNNLAB_DEBUG"):
             raise

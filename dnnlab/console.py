@@ -114,7 +114,10 @@ def diagnosis_panel(diagnosis: dict[str, Any], config_name: str = "CONFIG"):
 
     verdict = diagnosis["verdict"]
     style = VERDICT_STYLE.get(verdict, "white")
-    head = Text.from_markup(f"[bold {style}]{verdict}[/]" + (f"  ({escape(', '.join(diagnosis['causes']))})" if diagnosis.get("causes") else ""))
+    head = Text.from_markup(
+        f"[bold {style}]{verdict}[/]" + (f"  ({escape(', '.join(diagnosis['causes']))})" if diagnosis.get("causes") else "")
+        + ("  [yellow]provisional: the run did not finish[/]" if diagnosis.get("provisional") else "")
+    )
     grid = Table.grid(padding=(0, 1))
     grid.add_column(no_wrap=True)
     grid.add_column()

@@ -62,6 +62,7 @@ class Diagnosis:
     evidence: list[str] = field(default_factory=list)
     remedies: list[Remedy] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    provisional: bool = False  # the run never finished (killed, or still running)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -193,6 +194,12 @@ def diagnose(history: list[dict[str, Any]], cfg: Config, summary: Optional[dict[
     if d is None:
         d = _judge_generalization(run)
     _general_warnings(run, d)
+    if not run.summary.get("status") or run.summary.get("status") in ("unfinished", "interrupted"):
+        d.provisional = True
+        d.warnings.insert(0, (
+            "the run was interrupted" if run.summary.get("status") == "interrupted"
+            else "the run never finished (no summary.json: it was killed, or is still running)"
+        ) + f": a provisional verdict after {len(run.epochs)} of {run.cfg.train.epochs} epochs")
     return d
 
 

@@ -179,20 +179,28 @@ def write_summary(folder: Path, summary: dict[str, Any]) -> None:
 
 
 def read_metrics(run: Path) -> list[dict[str, Any]]:
-    """The epoch records of a run; a torn last line (from an older writer) is skipped."""
+    """The epoch records of a run.
+
+    Raises ValueError naming the line for a line that is not an epoch record, or whose metrics
+    are not numbers (null stands for a non-finite value): epochs are never dropped silently.
+    """
     path = Path(run) / METRICS_FILE
     if not path.exists():
         return []
     out = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
-        except json.JSONDecodeError:
-            break
-        if not isinstance(record, dict) or not isinstance(record.get("epoch"), int):
-            break
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}, line {number}: not JSON ({exc.msg}); repair or delete that line") from None
+        if not isinstance(record, dict) or isinstance(record.get("epoch"), bool) or not isinstance(record.get("epoch"), int):
+            raise ValueError(f"{path}, line {number}: not an epoch record (an object with an integer `epoch`)")
+        for key in METRICS:
+            value = record.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise ValueError(f"{path}, line {number}: {key} is {value!r}, not a number")
         out.append(record)
     return out
 
@@ -207,14 +215,36 @@ def read_summary(run: Path) -> Optional[dict[str, Any]]:
         raise ValueError(f"{path}: corrupt JSON ({exc})") from None
     if not isinstance(summary, dict):
         raise ValueError(f"{path}: expected a JSON object, got {type(summary).__name__}")
+    for key, types in SUMMARY_TYPES.items():
+        value = summary.get(key)
+        if value is not None and (not isinstance(value, types) or (isinstance(value, bool) and bool not in types)):
+            raise ValueError(f"{path}: `{key}` is {value!r}; expected {' or '.join(t.__name__ for t in types)}")
+    for key in ("final", "best", "initial"):
+        for metric, value in (summary.get(key) or {}).items():
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise ValueError(f"{path}: `{key}.{metric}` is {value!r}, not a number")
     return summary
 
 
+# the fields every reader relies on, and their JSON types (null is allowed for each)
+SUMMARY_TYPES: dict[str, tuple[type, ...]] = {
+    "status": (str,), "epochs_run": (int,), "best_epoch": (int,), "restored_best": (bool,),
+    "final": (dict,), "best": (dict,), "initial": (dict,), "data": (dict,), "diagnosis": (dict,),
+    "reference": (dict,), "wall_seconds": (int, float), "monitor": (str,),
+}
+
+
 def load_checkpoint(path: Path) -> dict[str, "np.ndarray"]:
+    """The named arrays of a checkpoint; ValueError for a damaged or truncated file."""
+    import zipfile
+
     import numpy as np
 
-    with np.load(path, allow_pickle=False) as f:
-        return {k: np.asarray(f[k]) for k in f.files}
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return {k: np.asarray(f[k]) for k in f.files}
+    except (zipfile.BadZipFile, EOFError, ValueError) as exc:
+        raise ValueError(f"{path}: damaged or truncated ({type(exc).__name__}: {exc})") from None
 
 
 def load_run(run_dir: Path) -> tuple[list[dict[str, Any]], Any, dict[str, Any]]:
@@ -251,10 +281,11 @@ def read_manifest(folder: Path) -> Optional[tuple[str, dict[str, Any]]]:
 
 
 def member_dirs(folder: Path, manifest: dict[str, Any]) -> list[Path]:
-    """The member folders a manifest lists that were started (they have a folder)."""
+    """The member folders a manifest lists that exist (a killed run's started members too);
+    folders it does not list (orphans) are never members."""
     return [
         Path(folder) / m["dir"] for m in manifest["members"]
-        if isinstance(m, dict) and m.get("dir") and m.get("status") not in ("pending", "not-run")
+        if isinstance(m, dict) and isinstance(m.get("dir"), str) and (Path(folder) / m["dir"] / CONFIG).exists()
     ]
 
 

@@ -219,6 +219,61 @@ def plan(raw: dict[str, Any], grid_items: list[str], seeds: Optional[int]) -> Pl
     return Plan(base, grid, seeds, variants)
 
 
+def resume_plan(path: Path, raw: dict[str, Any], grid_items: list[str], seeds: Optional[int]) -> Plan:
+    """The plan to finish the sweep at `path`: its own grid, seeds and variants from sweep.json
+    unless --grid/--seeds are given (then `Sweep.resume` checks that they match)."""
+    if grid_items or seeds is not None or raw.get("sweep") is not None:
+        return plan(raw, grid_items, seeds)
+    manifest = Sweep.open(path).manifest
+    return Plan({k: v for k, v in raw.items() if k != "sweep"}, manifest.get("grid") or {}, int(manifest.get("seeds") or 1), manifest.get("variants") or [])
+
+
+LOCK = "sweep.lock"
+
+
+class _Lock:
+    """`sweep.lock` holds the PID of the process running a sweep's members: a second `--resume`
+    of the same sweep is refused while that process lives; a dead one's lock is taken over."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = Path(folder) / LOCK
+
+    def __enter__(self) -> "_Lock":
+        import os
+
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                try:
+                    pid = int(self.path.read_text().strip() or "0")
+                except (OSError, ValueError):
+                    pid = 0
+                if pid and pid != os.getpid() and _alive(pid):
+                    raise SweepError(f"{self.path.parent}: process {pid} is running this sweep ({LOCK}); wait for it or stop it") from None
+                self.path.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            with os.fdopen(fd, "w") as fh:
+                fh.write(f"{os.getpid()}\n")
+            return self
+        raise SweepError(f"{self.path}: cannot take the lock")
+
+    def __exit__(self, *exc: Any) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 MemberHook = Callable[[dict[str, Any]], None]
 
 
@@ -226,8 +281,15 @@ def run(sweep: Sweep, *, on_start: Optional[MemberHook] = None, on_end: Optional
     """Run every unfinished member in order, saving the manifest after each.
 
     A member that fails (a bad value, missing data, divergence) is recorded and the sweep goes
-    on. Ctrl-C marks the running member interrupted, saves and re-raises.
+    on. Ctrl-C marks the running member interrupted, saves and re-raises: the members after it
+    stay pending for `--resume`.
     """
+
+    with _Lock(sweep.path):
+        _run_pending(sweep, on_start, on_end)
+
+
+def _run_pending(sweep: Sweep, on_start: Optional[MemberHook], on_end: Optional[MemberHook]) -> None:
     from dnnlab import data as datasets
     from dnnlab.experiment import Shown, execute
 
@@ -249,6 +311,8 @@ def run(sweep: Sweep, *, on_start: Optional[MemberHook] = None, on_end: Optional
                 dir=outcome.run_dir.name, status=outcome.summary["status"], verdict=outcome.diagnosis.verdict,
                 causes=outcome.diagnosis.causes,
             )
+            if member["status"] == "interrupted":
+                raise KeyboardInterrupt  # Ctrl-C (or SIGTERM) stops the sweep, not just this member
         except KeyboardInterrupt:
             member["status"] = "interrupted"
             sweep.save()

@@ -1,0 +1,182 @@
+"""Faults on real processes and damaged run folders: what is written, what is said, the exit code.
+
+Signals go to `python -m dnnlab` subprocesses training the digits; damaged folders are made by
+hand from a short run. Nothing here may end in a traceback or an "unexpected" error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from dnnlab import runs, sweep
+from dnnlab.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+LONG = ["--set", "train.epochs=400", "--set", "train.early_stopping.enabled=false", "--set", "diagnosis.reference=none"]
+
+
+def start(tmp_path, *args):
+    env = {**os.environ, "DNNLAB_CACHE": str(tmp_path / "cache")}
+    return subprocess.Popen([sys.executable, "-m", "dnnlab", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_epochs(folder: Path, n: int, timeout: float = 60.0) -> Path:
+    """The first metrics.jsonl under `folder` once it holds epoch `n`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for path in folder.rglob("metrics.jsonl"):
+            try:
+                if len(path.read_text().splitlines()) > n:
+                    return path.parent
+            except OSError:
+                pass
+        time.sleep(0.1)
+    raise AssertionError(f"no epoch {n} under {folder} within {timeout} s")
+
+
+@pytest.mark.parametrize("signals, code", [([signal.SIGTERM], 143), ([signal.SIGINT, signal.SIGINT], 130)])
+def test_a_signal_mid_run_writes_an_interrupted_summary(tmp_path, signals, code):
+    proc = start(tmp_path, "run", "configs/quickstart.yaml", "--out", str(tmp_path / "runs"), "--quiet", *LONG)
+    run = wait_for_epochs(tmp_path / "runs", 2)
+    for s in signals:  # a second Ctrl-C during the first one's cleanup must not crash it
+        proc.send_signal(s)
+        time.sleep(0.05)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    assert "Traceback" not in err and "unexpected" not in err and "interrupted" in err
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["epochs_run"] >= 2
+    assert summary["epochs_run"] == len(runs.read_metrics(run)) - 1 and (run / "last.npz").exists()
+
+
+def test_ctrl_c_stops_a_whole_sweep_and_says_how_to_resume(tmp_path):
+    proc = start(tmp_path, "sweep", "configs/quickstart.yaml", "--grid", "model.depth=1,2,3", "--out", str(tmp_path / "s"), "--quiet", *LONG)
+    wait_for_epochs(tmp_path / "s", 1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err and "--resume" in err, err
+    (folder,) = (tmp_path / "s").iterdir()
+    manifest = json.loads((folder / "sweep.json").read_text())
+    assert [m["status"] for m in manifest["members"]] == ["interrupted", "pending", "pending"]
+    assert not (folder / sweep.LOCK).exists()
+    # --resume needs no grid: sweep.json has it; a different grid is refused
+    job = sweep.Sweep.resume(folder, sweep.resume_plan(folder, manifest["base"], [], None))
+    assert [m["status"] for m in job.pending()] == ["interrupted", "pending", "pending"]
+    with pytest.raises(sweep.SweepError, match="differs"):
+        sweep.Sweep.resume(folder, sweep.resume_plan(folder, manifest["base"], ["model.depth=1,2"], None))
+
+
+def test_a_second_resume_of_a_running_sweep_is_refused_and_a_stale_lock_taken_over(tmp_path):
+    job = sweep.Sweep.create(tmp_path, "x", "x.yaml", {"train": {"epochs": 1}}, {"model.depth": [1]}, 1)
+    lock = job.path / sweep.LOCK
+    lock.write_text(f"{os.getppid()}\n")  # a live process
+    with pytest.raises(sweep.SweepError, match=f"process {os.getppid()} is running this sweep"):
+        sweep.run(job)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    lock.write_text(dead.stdout)
+    with sweep._Lock(job.path):
+        assert lock.read_text().strip() == str(os.getpid())
+    assert not lock.exists()
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A short finished run with dropout (so that evaluate applies), to damage in copies."""
+    out = tmp_path_factory.mktemp("finished")
+    result = runner.invoke(app, ["run", "configs/quickstart.yaml", "--out", str(out), "--quiet", "--set", "train.epochs=3",
+                                 "--set", "model.dropout=0.2", "--set", "diagnosis.reference=none"])
+    assert result.exit_code == 0, result.output
+    (run,) = out.iterdir()
+    return run
+
+
+def damaged(finished, tmp_path):
+    import shutil
+
+    copy = tmp_path / finished.name
+    shutil.copytree(finished, copy)
+    return copy
+
+
+def test_a_bad_line_in_metrics_is_named_never_dropped(finished, tmp_path):
+    run = damaged(finished, tmp_path)
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    (run / "metrics.jsonl").write_text("\n".join(lines[:2] + ["{garbage"] + lines[2:]) + "\n")
+    result = runner.invoke(app, ["diagnose", str(run)])
+    assert result.exit_code == 2 and "line 3" in result.output and "not JSON" in result.output
+    record = json.loads(lines[1])
+    (run / "metrics.jsonl").write_text("\n".join([lines[0], json.dumps({**record, "train_loss": "high"})] + lines[2:]) + "\n")
+    result = runner.invoke(app, ["diagnose", str(run)])
+    assert result.exit_code == 2 and "train_loss is 'high', not a number" in " ".join(result.output.split())
+    cmp = runner.invoke(app, ["compare", str(run), "--out", str(tmp_path / "c")])
+    assert cmp.exit_code == 0 and "metrics.jsonl unreadable" in cmp.output
+
+
+@pytest.mark.parametrize("field, value", [("status", 5), ("epochs_run", "3"), ("final", "x"), ("restored_best", "yes")])
+def test_wrong_typed_summary_fields_are_bad_input(finished, tmp_path, field, value):
+    run = damaged(finished, tmp_path)
+    summary = json.loads((run / "summary.json").read_text())
+    (run / "summary.json").write_text(json.dumps({**summary, field: value}))
+    for command in (["diagnose", str(run)], ["evaluate", str(run), "--mc-dropout", "2"]):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 2 and f"`{field}`" in result.output, (command, result.output)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "wrong-shape", "missing-entry"])
+def test_bad_checkpoints_are_bad_input(finished, tmp_path, damage):
+    run = damaged(finished, tmp_path)
+    path = run / "last.npz"
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[:200])
+    else:
+        arrays = runs.load_checkpoint(path)
+        if damage == "wrong-shape":
+            arrays["out.w"] = np.zeros((3, 3), np.float32)
+        else:
+            del arrays["out.b"]
+        np.savez(path, **arrays)
+    result = runner.invoke(app, ["evaluate", str(run), "--mc-dropout", "2", "--checkpoint", "last"])
+    assert result.exit_code == 2 and "cannot load the checkpoint" in result.output and "unexpected" not in result.output
+
+
+def test_a_killed_run_gets_a_provisional_verdict_and_an_unfinished_status(finished, tmp_path):
+    run = damaged(finished, tmp_path)
+    (run / "summary.json").unlink()
+    result = runner.invoke(app, ["diagnose", str(run), "--json"])
+    d = json.loads(result.output)
+    assert result.exit_code == 0 and d["provisional"] is True and "never finished" in d["warnings"][0]
+    assert runner.invoke(app, ["diagnose", str(run), "--write"]).exit_code == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "unfinished" and summary["epochs_run"] == 3
+    assert "Status **unfinished** after 3 epochs" in (run / "report.md").read_text()
+    comp = json.loads(runner.invoke(app, ["compare", str(run), "--json", "--out", str(tmp_path / "c")]).output)
+    assert comp["groups"][0]["status"] == ["unfinished"] and comp["groups"][0]["val_accuracy"]["mean"] is None
+
+
+def test_a_killed_multi_seed_run_diagnoses_the_seeds_that_exist(tmp_path):
+    out = tmp_path / "r"
+    result = runner.invoke(app, ["run", "configs/quickstart.yaml", "--out", str(out), "--quiet", "--seeds", "2",
+                                 "--set", "train.epochs=2", "--set", "diagnosis.reference=none"])
+    assert result.exit_code == 0
+    (folder,) = out.iterdir()
+    # as a kill -9 leaves it: the manifest still says running, the seeds have no summary
+    manifest = json.loads((folder / "seeds.json").read_text())
+    for m in manifest["members"]:
+        m["status"] = "pending"
+        (folder / m["dir"] / "summary.json").unlink()
+    (folder / "seeds.json").write_text(json.dumps({**manifest, "status": "running"}))
+    (folder / "summary.json").unlink()
+    result = runner.invoke(app, ["diagnose", str(folder), "--json"])
+    d = json.loads(result.output)
+    assert result.exit_code == 0 and sorted(d) == ["seed-0", "seed-1"] and all(x["provisional"] for x in d.values())
