@@ -228,7 +228,7 @@ def stack_plan(model: ModelConfig, stack: str = "auto", unroll: Optional[int] = 
     A stack shorter than 2 layers, and a batch-normalized mlp or cnn, is always unrolled; auto
     scans an mlp or cnn stack of SCAN_FROM_LAYERS layers or more and keeps resnets unrolled (their
     convolutions run about 25x slower inside a scan on XLA:CPU; bench/conv.py). The same rule as
-    models.plan_stack (tests/test_config.py holds the two equal).
+    models.plan_stack (tests/test_registries.py holds the two equal).
     """
     if stack == "unrolled" or stack_length(model) < 2 or (model.arch != "resnet" and model.norm == "batch"):
         return False, 1
@@ -618,7 +618,8 @@ def config_warnings(cfg: Config, raw: dict[str, Any]) -> list[str]:
     if m.arch != "resnet":
         for key in ("model.blocks", "model.shortcut"):
             if given(key):
-                ignored(key, f"only a resnet has residual blocks (an {m.arch}'s shortcuts are model.residual); "
+                ignored(key, f"only a resnet has residual blocks ({'an' if m.arch == 'mlp' else 'a'} {m.arch}'s "
+                        "shortcuts are model.residual); "
                         "remove it, or set model.arch=resnet")
     if m.arch != "resnet" and m.hidden is None and m.depth == 0 and given("model.width"):
         ignored("model.width", "model.depth is 0 (no hidden layers)")
@@ -630,11 +631,11 @@ def config_warnings(cfg: Config, raw: dict[str, Any]) -> list[str]:
     for key in _OPTIMIZER_HYPERPARAMETERS:
         if key not in OPTIMIZER_KEYS[o.name] and given(f"optimizer.{key}"):
             users = ", ".join(n for n, keys in OPTIMIZER_KEYS.items() if key in keys)
-            ignored(f"optimizer.{key}", f"optimizer {o.name} does not use it (only {users} do)")
+            ignored(f"optimizer.{key}", f"optimizer {o.name} does not use it (used by: {users})")
     for key in _SCHEDULE_HYPERPARAMETERS:
         if key not in SCHEDULE_KEYS[o.schedule] and given(f"optimizer.{key}"):
             users = ", ".join(n for n, keys in SCHEDULE_KEYS.items() if key in keys)
-            ignored(f"optimizer.{key}", f"the {o.schedule} schedule does not use it (only {users} do)")
+            ignored(f"optimizer.{key}", f"the {o.schedule} schedule does not use it (used by: {users})")
     if not es.enabled:
         if es.restore_best and given("train.early_stopping.restore_best"):
             out.append(
@@ -649,7 +650,7 @@ def config_warnings(cfg: Config, raw: dict[str, Any]) -> list[str]:
                 "is judged by train_loss; set data.validation_split above 0 (e.g. 0.1)")
     scanned, _ = stack_plan(m, t.stack, t.unroll)
     if t.stack == "scanned" and not scanned:
-        out.append(f"train.stack: scanned is not honoured: {_unscanned_reason(m, t.stack)}; the stack runs unrolled")
+        out.append(f"train.stack: scanned is not honoured: {_unscanned_reason(m, t.stack)}; the layers run unrolled")
     elif t.unroll is not None and not scanned and given("train.unroll"):
         ignored("train.unroll", f"it applies to a scanned stack only, and {_unscanned_reason(m, t.stack)}")
     if t.seed_mode == "vmap" and given("train.seed_mode"):

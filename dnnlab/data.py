@@ -286,7 +286,10 @@ def _to_split(images: np.ndarray, labels: np.ndarray) -> Split:
     return Split(x, labels.astype(np.int32))
 
 
-def _load_digits() -> tuple[Split, Split, str]:
+Loaded = tuple[Split, Split, str, tuple[int, ...]]  # (train, test, source, image shape (H, W, C) or ())
+
+
+def _load_digits(cfg: DataConfig) -> Loaded:
     from sklearn.datasets import load_digits  # lazy: only the digits need scikit-learn
 
     bunch = load_digits()
@@ -295,7 +298,27 @@ def _load_digits() -> tuple[Split, Split, str]:
     test_idx = stratified_indices(y, DIGITS_TEST_FRACTION, np.random.default_rng(DIGITS_SPLIT_SEED))
     keep = np.ones(len(y), bool)
     keep[test_idx] = False
-    return Split(x[keep], y[keep]), Split(x[test_idx], y[test_idx]), "scikit-learn (embedded)"
+    return Split(x[keep], y[keep]), Split(x[test_idx], y[test_idx]), "scikit-learn (embedded)", (8, 8, 1)
+
+
+def _load_files(cfg: DataConfig) -> Loaded:
+    """A file-based dataset (IDX, npz or CIFAR batches) found by `find`."""
+    location = find(cfg.dataset, cfg.path)
+    if location is None:
+        raise DataError(not_found_message(cfg.dataset, cfg.path))
+    xtr, ytr, xte, yte = _read_images(location)
+    shape = _image_shape(xtr) if xtr.ndim >= 3 else ()
+    return _to_split(xtr, ytr), _to_split(xte, yte), str(location), shape
+
+
+# `data.dataset` -> its loader; the names are config.Dataset's (tests/test_registries.py holds
+# them equal). Every file-based dataset also has a download in REMOTES.
+LOADERS: dict[str, Callable[[DataConfig], Loaded]] = {
+    "digits": _load_digits,
+    "mnist": _load_files,
+    "fashion-mnist": _load_files,
+    "cifar10": _load_files,
+}
 
 
 # ---------------------------------------------------------------- splits
@@ -322,16 +345,10 @@ def load(cfg: DataConfig, seed: int) -> Dataset:
     Returns:
         A Dataset; `val` is None when validation_split is 0. Raises DataError.
     """
-    if cfg.dataset == "digits":
-        train, test, source = _load_digits()
-        shape: tuple[int, ...] = (8, 8, 1)
-    else:
-        location = find(cfg.dataset, cfg.path)
-        if location is None:
-            raise DataError(not_found_message(cfg.dataset, cfg.path))
-        xtr, ytr, xte, yte = _read_images(location)
-        train, test, source = _to_split(xtr, ytr), _to_split(xte, yte), str(location)
-        shape = _image_shape(xtr) if xtr.ndim >= 3 else ()
+    loader = LOADERS.get(cfg.dataset)
+    if loader is None:
+        raise DataError(f"unknown dataset {cfg.dataset!r}; known: {', '.join(LOADERS)}")
+    train, test, source, shape = loader(cfg)
     num_classes = int(max(train.y.max(), test.y.max())) + 1
     rng = np.random.default_rng(seed)
     val = None
@@ -376,7 +393,7 @@ def standardize(train: Split, val: Optional[Split], test: Split, channels: int) 
 def listing() -> list[dict[str, str]]:
     """One row per dataset: name, where it was found (or 'not found'), how to get it."""
     rows = [{"name": "digits", "found": "embedded (scikit-learn)", "get": "-"}]
-    for name in ("mnist", "fashion-mnist", "cifar10"):
+    for name in (n for n, loader in LOADERS.items() if loader is _load_files):
         found = find(name)
         rows.append(
             {

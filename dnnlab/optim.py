@@ -14,38 +14,69 @@ import optax
 from dnnlab.config import OptimizerConfig, RegularizationConfig
 
 
+ScalingBuilder = Callable[[OptimizerConfig], optax.GradientTransformation]
+ScheduleBuilder = Callable[[OptimizerConfig, int, int], optax.Schedule]  # (cfg, steps_per_epoch, total steps)
+
+
+def _rmsprop(cfg: OptimizerConfig) -> optax.GradientTransformation:
+    # bias correction makes sigma_0 = |g_0|, as in the lecture's RMSProp
+    return optax.scale_by_rms(decay=cfg.rho, eps=cfg.eps, bias_correction=True)
+
+
+def _adam(cfg: OptimizerConfig) -> optax.GradientTransformation:
+    # adamw is adam's scaling; its decoupled decay is regularization.weight_decay, added in the chain
+    return optax.scale_by_adam(b1=cfg.b1, b2=cfg.b2, eps=cfg.eps)
+
+
+# `optimizer.name` -> the optimizer's scaling of the gradient (before weight decay and the lr);
+# the names are config.OptimizerName's (tests/test_registries.py holds them equal).
+OPTIMIZERS: dict[str, ScalingBuilder] = {
+    "sgd": lambda cfg: optax.identity(),
+    "momentum": lambda cfg: optax.trace(decay=cfg.momentum, nesterov=False),
+    "nesterov": lambda cfg: optax.trace(decay=cfg.momentum, nesterov=True),
+    "adagrad": lambda cfg: optax.scale_by_rss(initial_accumulator_value=0.0, eps=cfg.eps),
+    "rmsprop": _rmsprop,
+    "adam": _adam,
+    "adamw": _adam,
+}
+
+
+def _warmup_cosine(cfg: OptimizerConfig, steps_per_epoch: int, total: int) -> optax.Schedule:
+    warmup = min(cfg.warmup_epochs * steps_per_epoch, total - 1)
+    return optax.warmup_cosine_decay_schedule(
+        0.0, cfg.lr, warmup_steps=warmup, decay_steps=total, end_value=cfg.lr * cfg.min_lr_ratio
+    )
+
+
+# `optimizer.schedule` -> the learning rate as a function of the global step; the names are
+# config.ScheduleName's (tests/test_registries.py holds them equal).
+SCHEDULES: dict[str, ScheduleBuilder] = {
+    "constant": lambda cfg, steps_per_epoch, total: optax.constant_schedule(cfg.lr),
+    "step": lambda cfg, steps_per_epoch, total: optax.exponential_decay(
+        cfg.lr, transition_steps=cfg.step_epochs * steps_per_epoch, decay_rate=cfg.step_factor, staircase=True
+    ),
+    "cosine": lambda cfg, steps_per_epoch, total: optax.cosine_decay_schedule(
+        cfg.lr, decay_steps=total, alpha=cfg.min_lr_ratio
+    ),
+    "warmup_cosine": _warmup_cosine,
+}
+
+
 def _scaling(cfg: OptimizerConfig) -> optax.GradientTransformation:
-    if cfg.name == "sgd":
-        return optax.identity()
-    if cfg.name in ("momentum", "nesterov"):
-        return optax.trace(decay=cfg.momentum, nesterov=cfg.name == "nesterov")
-    if cfg.name == "adagrad":
-        return optax.scale_by_rss(initial_accumulator_value=0.0, eps=cfg.eps)
-    if cfg.name == "rmsprop":
-        # bias correction makes sigma_0 = |g_0|, as in the lecture's RMSProp
-        return optax.scale_by_rms(decay=cfg.rho, eps=cfg.eps, bias_correction=True)
-    if cfg.name in ("adam", "adamw"):
-        return optax.scale_by_adam(b1=cfg.b1, b2=cfg.b2, eps=cfg.eps)
-    raise ValueError(f"unknown optimizer {cfg.name!r}")
+    try:
+        builder = OPTIMIZERS[cfg.name]
+    except KeyError:
+        raise ValueError(f"unknown optimizer {cfg.name!r}; known: {', '.join(OPTIMIZERS)}") from None
+    return builder(cfg)
 
 
 def make_schedule(cfg: OptimizerConfig, steps_per_epoch: int, epochs: int) -> optax.Schedule:
     """The learning rate as a function of the global step."""
-    total = max(steps_per_epoch * epochs, 1)
-    if cfg.schedule == "constant":
-        return optax.constant_schedule(cfg.lr)
-    if cfg.schedule == "step":
-        return optax.exponential_decay(
-            cfg.lr, transition_steps=cfg.step_epochs * steps_per_epoch, decay_rate=cfg.step_factor, staircase=True
-        )
-    if cfg.schedule == "cosine":
-        return optax.cosine_decay_schedule(cfg.lr, decay_steps=total, alpha=cfg.min_lr_ratio)
-    if cfg.schedule == "warmup_cosine":
-        warmup = min(cfg.warmup_epochs * steps_per_epoch, total - 1)
-        return optax.warmup_cosine_decay_schedule(
-            0.0, cfg.lr, warmup_steps=warmup, decay_steps=total, end_value=cfg.lr * cfg.min_lr_ratio
-        )
-    raise ValueError(f"unknown schedule {cfg.schedule!r}")
+    try:
+        builder = SCHEDULES[cfg.schedule]
+    except KeyError:
+        raise ValueError(f"unknown schedule {cfg.schedule!r}; known: {', '.join(SCHEDULES)}") from None
+    return builder(cfg, steps_per_epoch, max(steps_per_epoch * epochs, 1))
 
 
 def make_optimizer(

@@ -135,3 +135,123 @@ def test_ranges_accept_exactly_the_documented_values(lr, dropout, pieces):
     else:
         with pytest.raises(ConfigError):
             config.validate(raw)
+
+
+# ---------------------------------------------------------------- options set but not honoured
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
+SHIPPED = sorted(ROOT.glob("configs/**/*.yaml"))
+
+
+def warnings_of(raw: dict) -> list[str]:
+    return config.config_warnings(config.validate(raw), raw)
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        (
+            {"model": {"arch": "cnn"}, "train": {"seeds": 2, "seed_mode": "vmap"}},
+            "train.seed_mode: vmap is not honoured: the 2 seeds run sequentially",
+        ),
+        ({"model": {"arch": "resnet"}, "train": {"seeds": 3, "seed_mode": "vmap"}}, "set train.loop=scan to vmap them"),
+        ({"train": {"seed_mode": "vmap"}}, "train.seed_mode: vmap is ignored: it applies to train.seeds > 1"),
+        ({"train": {"unroll": 4}}, "train.unroll: 4 is ignored: it applies to a scanned stack only"),
+        ({"model": {"depth": 8}, "train": {"unroll": 2}}, "auto scans stacks of 512 or more layers only (this one has 7)"),
+        ({"model": {"depth": 8}, "train": {"stack": "unrolled", "unroll": 2}}, "train.stack is unrolled"),
+        ({"model": {"arch": "resnet"}, "train": {"unroll": 2}}, "train.stack auto keeps resnets unrolled"),
+        ({"model": {"depth": 2}, "train": {"stack": "scanned"}}, "train.stack: scanned is not honoured: this mlp has no stack"),
+        (
+            {"model": {"depth": 8, "norm": "batch"}, "train": {"stack": "scanned", "unroll": 2}},
+            "train.stack: scanned is not honoured: a batch-normalized mlp stack is never scanned",
+        ),
+        ({"model": {"arch": "resnet", "blocks": 2}, "train": {"stack": "scanned"}}, "model.blocks 2 has no stack"),
+        ({"model": {"arch": "resnet", "channels": [8, 16]}}, "model.channels: [8, 16] is ignored: a resnet's layout is fixed"),
+        ({"model": {"arch": "resnet", "kernel": 5}}, "model.kernel: 5 is ignored"),
+        ({"model": {"arch": "resnet", "pool": "none"}}, "model.pool: none is ignored"),
+        ({"model": {"channels": [8]}}, "model.channels: [8] is ignored: an mlp has no conv blocks; remove it, or set model.arch=cnn"),
+        ({"model": {"blocks": 9}}, "model.blocks: 9 is ignored: only a resnet has residual blocks"),
+        ({"model": {"arch": "cnn", "shortcut": "none"}}, "model.shortcut: none is ignored"),
+        (
+            {"train": {"early_stopping": {"restore_best": True}}},
+            (
+                "train.early_stopping.restore_best: true is ignored while early stopping is disabled: the last "
+                "epoch's model is kept"
+            ),
+        ),
+        ({"train": {"early_stopping": {"patience": 3}}}, "train.early_stopping.patience: 3 is ignored"),
+        (
+            {"data": {"validation_split": 0}, "train": {"early_stopping": {"monitor": "val_accuracy"}}},
+            "train.early_stopping.monitor: val_accuracy is ignored: data.validation_split is 0",
+        ),
+        ({"data": {"path": "/data"}}, "data.path: /data is ignored: the digits are embedded"),
+        ({"model": {"depth": 0, "width": 64}}, "model.width: 64 is ignored: model.depth is 0"),
+        ({"model": {"leaky_slope": 0.2}}, "model.leaky_slope: 0.2 is ignored"),
+        ({"model": {"activation": "relu", "maxout_pieces": 3}}, "model.maxout_pieces: 3 is ignored"),
+        ({"optimizer": {"name": "sgd", "momentum": 0.5}}, "optimizer.momentum: 0.5 is ignored: optimizer sgd does not use it (used by: momentum, nesterov)"),
+        ({"optimizer": {"name": "momentum", "b1": 0.8}}, "optimizer.b1: 0.8 is ignored"),
+        ({"optimizer": {"name": "adam", "rho": 0.8}}, "optimizer.rho: 0.8 is ignored"),
+        ({"optimizer": {"name": "sgd", "eps": 0.1}}, "optimizer.eps: 0.1 is ignored"),
+        ({"optimizer": {"step_epochs": 5}}, "optimizer.step_epochs: 5 is ignored: the constant schedule does not use it"),
+        ({"optimizer": {"schedule": "cosine", "warmup_epochs": 2}}, "optimizer.warmup_epochs: 2 is ignored"),
+        ({"optimizer": {"schedule": "step", "min_lr_ratio": 0.1}}, "optimizer.min_lr_ratio: 0.1 is ignored"),
+        ({"diagnosis": {"instruments": False, "probe_size": 64}}, "diagnosis.probe_size: 64 is ignored"),
+        ({"diagnosis": {"reference": "none", "reference_margin": 0.2}}, "diagnosis.reference_margin: 0.2 is ignored"),
+    ],
+)
+def test_an_option_set_but_not_honoured_is_warned_about(raw, expected):
+    found = warnings_of(raw)
+    assert any(expected in w for w in found), found
+    assert len(found) == 1, found
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"model": {"arch": "mlp"}, "train": {"seeds": 2, "seed_mode": "vmap"}},
+        {"model": {"arch": "cnn"}, "train": {"seeds": 2, "seed_mode": "vmap", "loop": "scan"}},
+        {"model": {"arch": "cnn"}, "train": {"seeds": 2, "seed_mode": "sequential"}},
+        {"model": {"depth": 8}, "train": {"stack": "scanned", "unroll": 2}},
+        {"model": {"arch": "resnet", "blocks": 3}, "train": {"stack": "scanned", "unroll": 2}},
+        {"model": {"depth": 600}, "train": {"unroll": 16}},
+        {"model": {"arch": "cnn", "channels": [8], "kernel": 5, "pool": "none"}},
+        {"model": {"arch": "resnet", "blocks": 9, "shortcut": "none"}},
+        {"train": {"early_stopping": {"enabled": True, "restore_best": True, "patience": 2}}},
+        {"train": {"early_stopping": {"restore_best": False}}},  # the last epoch's model: honoured
+        {"train": {"early_stopping": {"monitor": "val_accuracy", "min_delta": 0.01}}},  # picks the best epoch
+        {"data": {"dataset": "mnist", "path": "/data"}},
+        {"model": {"depth": 3, "width": 64, "activation": "leaky_relu", "leaky_slope": 0.2}},
+        {"model": {"activation": "maxout", "maxout_pieces": 3}},
+        {"optimizer": {"name": "nesterov", "momentum": 0.5, "schedule": "warmup_cosine", "warmup_epochs": 2, "min_lr_ratio": 0.1}},
+        {"optimizer": {"name": "rmsprop", "rho": 0.8, "eps": 1e-6, "schedule": "step", "step_epochs": 2, "step_factor": 0.5}},
+        {"optimizer": {"name": "adamw", "b1": 0.8, "b2": 0.99}},
+        {"diagnosis": {"probe_size": 64, "reference_margin": 0.2}},
+    ],
+)
+def test_an_honoured_option_gets_no_warning(raw):
+    assert warnings_of(raw) == []
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(ROOT)))
+def test_shipped_configs_and_their_resolved_dumps_get_no_warning(path):
+    cfg, found = config.load_config_with_warnings(path)
+    assert found == []
+    # a run's config.yaml writes every key (channels for an mlp, restore_best with early stopping off):
+    # a complete section counts only values other than the default as set
+    dumped = yaml.safe_load(config.dump_yaml(cfg))
+    assert config.config_warnings(cfg, dumped) == []
+
+
+def test_a_resolved_dump_still_warns_about_a_value_other_than_the_default():
+    cfg = config.validate({"model": {"channels": [8]}, "optimizer": {"name": "sgd", "b1": 0.5}})
+    dumped = yaml.safe_load(config.dump_yaml(cfg))
+    found = config.config_warnings(cfg, dumped)
+    assert [w.split(":")[0] for w in found] == ["model.channels", "optimizer.b1"]
+
+
+def test_warnings_see_the_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model: {arch: resnet}\n")
+    cfg, found = config.load_config_with_warnings(path, ["model.kernel=5", "train.early_stopping.patience=2"])
+    assert cfg == config.load_config(path, ["model.kernel=5", "train.early_stopping.patience=2"])
+    assert [w.split(":")[0] for w in found] == ["model.kernel", "train.early_stopping.patience"]

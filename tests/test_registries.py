@@ -1,0 +1,112 @@
+"""Every registry against the config's Literal types: a name added on one side only fails here.
+
+Also the config-side tables that describe the registries (which optimizer keys each optimizer
+and schedule reads, how `train.stack` resolves) against what the JAX side does.
+"""
+
+from __future__ import annotations
+
+from typing import get_args
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dnnlab import activations, config, data, models, optim
+from dnnlab.config import OptimizerConfig, RegularizationConfig
+
+
+@pytest.mark.parametrize(
+    "registry, names",
+    [
+        (data.LOADERS, config.Dataset),
+        (models.ARCHITECTURES, config.Arch),
+        (activations.REGISTRY, config.ActivationName),
+        (models.INITIALIZERS, config.InitializerName),
+        (optim.OPTIMIZERS, config.OptimizerName),
+        (optim.SCHEDULES, config.ScheduleName),
+        (config.OPTIMIZER_KEYS, config.OptimizerName),
+        (config.SCHEDULE_KEYS, config.ScheduleName),
+    ],
+    ids=["datasets", "archs", "activations", "inits", "optimizers", "schedules", "optimizer-keys", "schedule-keys"],
+)
+def test_registry_holds_exactly_the_config_names(registry, names):
+    assert set(registry) == set(get_args(names))
+
+
+def test_init_names_are_auto_and_the_initializers():
+    assert get_args(config.InitName) == ("auto",) + get_args(config.InitializerName)
+
+
+def test_name_tuples_come_from_the_literals():
+    assert config.ACTIVATIONS == get_args(config.ActivationName)
+    assert config.OPTIMIZERS == get_args(config.OptimizerName)
+
+
+def test_every_file_dataset_can_be_downloaded():
+    assert set(data.REMOTES) == {name for name in data.LOADERS if name != "digits"}
+    assert [row["name"] for row in data.listing()] == list(data.LOADERS)
+
+
+def _params_after(cfg: OptimizerConfig, steps: int = 4) -> np.ndarray:
+    tx, _ = optim.make_optimizer(cfg, RegularizationConfig(), steps_per_epoch=steps, epochs=1)
+    params = {"w": jnp.linspace(-1.0, 1.0, 6)}
+    state = tx.init(params)
+    for i in range(steps):
+        grads = {"w": jnp.sin(params["w"] * (i + 1)) + 0.1 * i}
+        updates, state = tx.update(grads, state, params)
+        params = jax.tree_util.tree_map(jnp.add, params, updates)
+    return np.asarray(params["w"])
+
+
+# a value far from each default, so that a key that is read changes the result
+OTHER_VALUE = {"momentum": 0.5, "rho": 0.5, "b1": 0.5, "b2": 0.9, "eps": 0.1}
+
+
+@pytest.mark.parametrize("name", config.OPTIMIZERS)
+def test_an_optimizer_reads_exactly_its_listed_keys(name):
+    base = _params_after(OptimizerConfig(name=name, lr=0.1))
+    for key, value in OTHER_VALUE.items():
+        changed = _params_after(OptimizerConfig(name=name, lr=0.1, **{key: value}))
+        reads = not np.array_equal(base, changed)
+        assert reads == (key in config.OPTIMIZER_KEYS[name]), f"{name} {'reads' if reads else 'ignores'} {key}"
+
+
+SCHEDULE_OTHER = {"step_epochs": 1, "step_factor": 0.5, "warmup_epochs": 3, "min_lr_ratio": 0.5}
+
+
+@pytest.mark.parametrize("schedule", get_args(config.ScheduleName))
+def test_a_schedule_reads_exactly_its_listed_keys(schedule):
+    def lrs(**extra):
+        fn = optim.make_schedule(OptimizerConfig(schedule=schedule, lr=0.1, **extra), steps_per_epoch=2, epochs=12)
+        return [float(fn(step)) for step in range(24)]
+
+    base = lrs()
+    for key, value in SCHEDULE_OTHER.items():
+        reads = lrs(**{key: value}) != base
+        assert reads == (key in config.SCHEDULE_KEYS[schedule]), f"{schedule} {'reads' if reads else 'ignores'} {key}"
+
+
+def test_an_unknown_name_lists_the_known_ones():
+    with pytest.raises(ValueError, match="unknown optimizer 'lion'; known: sgd, momentum"):
+        optim.make_optimizer(OptimizerConfig.model_construct(name="lion"), RegularizationConfig(), steps_per_epoch=1, epochs=1)
+    with pytest.raises(ValueError, match="unknown schedule 'linear'; known: constant, step"):
+        optim.make_schedule(OptimizerConfig.model_construct(schedule="linear"), steps_per_epoch=1, epochs=1)
+
+
+def test_stack_plan_in_the_config_is_the_models_plan():
+    assert (config.SCAN_FROM_LAYERS, config.SCAN_UNROLL) == (models.SCAN_FROM_LAYERS, models.SCAN_UNROLL)
+    models_ = [
+        {}, {"depth": 3}, {"depth": 600}, {"depth": 600, "norm": "batch"}, {"depth": 5, "residual": True},
+        {"hidden": [64, 32, 32, 32]}, {"hidden": [64, 32, 16]}, {"depth": 1},
+        {"arch": "cnn", "depth": 600}, {"arch": "resnet", "blocks": 1}, {"arch": "resnet", "blocks": 2},
+        {"arch": "resnet", "blocks": 9}, {"arch": "resnet", "blocks": 3, "norm": "none"},
+    ]
+    for model in models_:
+        m = config.validate({"model": model}).model
+        assert config.stack_length(m) == models.stack_length(m), model
+        for stack in get_args(config.StackName):
+            for unroll in (None, 1, 4):
+                plan = models.plan_stack(m, stack, unroll)
+                assert config.stack_plan(m, stack, unroll) == (plan.scanned, plan.unroll), (model, stack, unroll)
