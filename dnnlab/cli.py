@@ -67,12 +67,16 @@ def _fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
 
 
 def _load(config: Path, overrides: Optional[list[str]]):
-    from dnnlab.config import ConfigError, load_config
+    """The validated config; each option it sets that will not be honoured is a printed warning."""
+    from dnnlab.config import ConfigError, load_config_with_warnings
 
     try:
-        return load_config(config, overrides or [])
+        cfg, warnings = load_config_with_warnings(config, overrides or [])
     except ConfigError as exc:
         raise _fail(_escape(str(exc))) from None
+    for warning in warnings:
+        err_console.print(f"warning: {warning}", markup=False)
+    return cfg
 
 
 def _load_data(cfg):
@@ -311,6 +315,8 @@ def sweep(
 
     try:
         raw = apply_overrides(read_yaml(config), set_ or [])
+        for warning in sweeps.member_warnings(raw):
+            err_console.print(f"warning: {warning}", markup=False)
         if resume is not None:
             job = sweeps.Sweep.resume(resume, sweeps.resume_plan(resume, raw, grid or [], seeds))
         else:

@@ -219,6 +219,17 @@ def plan(raw: dict[str, Any], grid_items: list[str], seeds: Optional[int]) -> Pl
     return Plan(base, grid, seeds, variants)
 
 
+def member_warnings(raw: dict[str, Any]) -> list[str]:
+    """`config_warnings` of the sweep's base config (what every member sets), once each."""
+    from dnnlab.config import config_warnings
+
+    base = {k: v for k, v in raw.items() if k != "sweep"}
+    try:
+        return config_warnings(validate(base), base)
+    except ConfigError:
+        return []  # the plan reports invalid configs
+
+
 def resume_plan(path: Path, raw: dict[str, Any], grid_items: list[str], seeds: Optional[int]) -> Plan:
     """The plan to finish the sweep at `path`: its own grid, seeds and variants from sweep.json
     unless --grid/--seeds are given (then `Sweep.resume` checks that they match)."""

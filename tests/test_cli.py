@@ -277,3 +277,11 @@ def test_the_verdict_is_written_before_the_plots_and_complete_draws_them(tiny, t
     assert outcome.complete() is outcome and outcome.pending is None
     assert (outcome.run_dir / "curves.png").stat().st_size > 5000
     assert "](curves.png)" in (outcome.run_dir / "report.md").read_text()
+
+
+def test_options_set_but_not_honoured_are_warned_by_run_validate_and_sweep(tiny, tmp_path):
+    result = invoke("validate", tiny, "--set", "model.channels=[8]")
+    assert result.exit_code == 0 and "warning: model.channels: [8] is ignored" in " ".join(result.output.split())
+    result = invoke("run", tiny, "--out", tmp_path / "r", "--quiet", "--set", "train.epochs=1", "--set", "train.seed_mode=vmap")
+    assert result.exit_code == 0 and "warning: train.seed_mode: vmap is ignored" in " ".join(result.output.split())
+    assert "warning" not in invoke("validate", tiny).output
