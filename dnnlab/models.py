@@ -18,6 +18,8 @@ import numpy as np
 
 from dnnlab import activations
 from dnnlab.config import ModelConfig, residual_blocks
+from dnnlab.config import stack_length as config_stack_length
+from dnnlab.config import stack_plan as config_stack_plan
 
 Params = Any  # a pytree: {"hidden": [{"w", "b", ...}, ...], "out": {"w", "b"}}
 
@@ -153,35 +155,14 @@ class StackPlan:
     unroll: int = 1
 
 
-def stack_length(cfg: ModelConfig) -> int:
-    """Layers in the model's scannable stack: an MLP's hidden layers 2..L of equal width (no
-    residual pairs), or a resnet stage's blocks 2..n (per stage)."""
-    if cfg.arch == "resnet":
-        return cfg.blocks - 1
-    widths = cfg.layer_widths
-    if cfg.residual or len(widths) < 3 or len(set(widths[1:])) != 1:
-        return 0
-    return len(widths) - 1
-
-
-# Measured on a 2-core CPU (bench/depth.py, docs/speed.md): an unrolled stack steps fastest,
-# and its compile time grows with depth; a scan compiles in about constant time but steps
-# slower, and scan's `unroll` trades one for the other. Convolutions inside a scan run ~25x
-# slower on XLA's CPU backend (bench/conv.py), so CPU resnets stay unrolled.
-SCAN_FROM_LAYERS = 512  # an MLP stack of at least this many layers is scanned (docs/speed.md)
-SCAN_UNROLL = 8  # layers per scan iteration
+# Which stacks are scanned is decided in the config, without JAX (config.stack_length and
+# config.stack_plan: measured on a 2-core CPU, bench/depth.py and docs/speed.md).
+stack_length = config_stack_length
 
 
 def plan_stack(cfg: ModelConfig, stack: str = "auto", unroll: Optional[int] = None) -> StackPlan:
     """How to compile the model's stack of identical layers (`train.stack`, `train.unroll`)."""
-    n = stack_length(cfg)
-    if stack == "unrolled" or n < 2 or (cfg.arch != "resnet" and cfg.norm == "batch"):
-        return StackPlan(False, 1)
-    if stack == "scanned":
-        return StackPlan(True, unroll or 1)
-    if cfg.arch != "resnet" and n >= SCAN_FROM_LAYERS:
-        return StackPlan(True, unroll or SCAN_UNROLL)
-    return StackPlan(False, 1)
+    return StackPlan(*config_stack_plan(cfg, stack, unroll))
 
 
 def run_stack(body: Callable, h: jax.Array, layers: list[Any], plan: StackPlan) -> tuple[jax.Array, list[Any]]:

@@ -95,18 +95,19 @@ def test_an_unknown_name_lists_the_known_ones():
         optim.make_schedule(OptimizerConfig.model_construct(schedule="linear"), steps_per_epoch=1, epochs=1)
 
 
-def test_stack_plan_in_the_config_is_the_models_plan():
-    assert (config.SCAN_FROM_LAYERS, config.SCAN_UNROLL) == (models.SCAN_FROM_LAYERS, models.SCAN_UNROLL)
+def test_the_models_stack_plan_is_the_configs():
+    """One rule: models.plan_stack is config.stack_plan (which the config's warnings read)."""
     models_ = [
         {}, {"depth": 3}, {"depth": 600}, {"depth": 600, "norm": "batch"}, {"depth": 5, "residual": True},
         {"hidden": [64, 32, 32, 32]}, {"hidden": [64, 32, 16]}, {"depth": 1},
         {"arch": "cnn", "depth": 600}, {"arch": "resnet", "blocks": 1}, {"arch": "resnet", "blocks": 2},
         {"arch": "resnet", "blocks": 9}, {"arch": "resnet", "blocks": 3, "norm": "none"},
     ]
-    for model in models_:
+    expected_scanned = {2: "auto-scans a 599-layer stack", 8: "auto-scans a 599-layer cnn stack"}
+    for i, model in enumerate(models_):
         m = config.validate({"model": model}).model
-        assert config.stack_length(m) == models.stack_length(m), model
         for stack in get_args(config.StackName):
             for unroll in (None, 1, 4):
                 plan = models.plan_stack(m, stack, unroll)
-                assert config.stack_plan(m, stack, unroll) == (plan.scanned, plan.unroll), (model, stack, unroll)
+                assert (plan.scanned, plan.unroll) == config.stack_plan(m, stack, unroll), (model, stack, unroll)
+        assert models.plan_stack(m).scanned == (i in expected_scanned), (model, expected_scanned.get(i))
