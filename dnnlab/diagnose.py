@@ -194,12 +194,14 @@ def diagnose(history: list[dict[str, Any]], cfg: Config, summary: Optional[dict[
     if d is None:
         d = _judge_generalization(run)
     _general_warnings(run, d)
-    if not run.summary.get("status") or run.summary.get("status") in ("unfinished", "interrupted"):
+    status = run.summary.get("status")
+    if not status or status in ("unfinished", "interrupted", "failed"):
         d.provisional = True
-        d.warnings.insert(0, (
-            "the run was interrupted" if run.summary.get("status") == "interrupted"
-            else "the run never finished (no summary.json: it was killed, or is still running)"
-        ) + f": a provisional verdict after {len(run.epochs)} of {run.cfg.train.epochs} epochs")
+        why = {
+            "interrupted": "the run was interrupted",
+            "failed": f"the run failed ({run.summary.get('reason', 'see summary.json')})",
+        }.get(status, "the run never finished (no summary.json: it was killed, or is still running)")
+        d.warnings.insert(0, f"{why}: a provisional verdict after {len(run.epochs)} of {run.cfg.train.epochs} epochs")
     return d
 
 

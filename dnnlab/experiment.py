@@ -7,6 +7,7 @@ so the CLI only parses, calls, prints and exits.
 
 from __future__ import annotations
 
+import errno
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -108,7 +109,9 @@ def _known_failures(out: Path, interrupted: str) -> Iterator[None]:
     except DataError as exc:
         raise ExperimentError(str(exc)) from None
     except OSError as exc:
-        raise ExperimentError(f"cannot write the run folder under {out}: {exc}") from None
+        # a full disk is a failed run (exit 1), an unusable --out is bad input (exit 2)
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        raise ExperimentError(f"cannot write the run folder under {out}: {exc}", EXIT_FAILED if full else EXIT_BAD_INPUT) from None
     except KeyboardInterrupt:
         raise ExperimentError(interrupted, EXIT_INTERRUPTED) from None
 
@@ -146,6 +149,14 @@ def execute(cfg: Config, ds: Dataset, out: Path, shown: Optional["Shown"] = None
         from dnnlab import train  # imports JAX
 
         result = train.fit(cfg, ds, runs.MultiWriter(run_writer, *shown.writers), progress=shown.progress)
+    except OSError as exc:
+        # the disk filled up (or the folder vanished) mid-run: say so in the summary if it can be written
+        try:
+            done = runs.read_metrics(run_dir)
+            run_writer.finish({"name": cfg.name, "status": "failed", "reason": str(exc), "epochs_run": max(len(done) - 1, 0)})
+        except (OSError, ValueError):
+            pass
+        raise
     except KeyboardInterrupt:
         if not (run_dir / runs.SUMMARY).exists():
             done = runs.read_metrics(run_dir)

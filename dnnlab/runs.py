@@ -94,8 +94,17 @@ def finite_or_none(value: Any) -> Any:
     return value
 
 
+def _file_mode() -> int:
+    """The mode a plainly created file gets under the user's umask (0644 under the usual 022):
+    mkstemp's 0600 would hide a run from colleagues on a shared machine."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.chmod(tmp, _file_mode())
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -148,6 +157,7 @@ class RunDir(Writer):
         import numpy as np
 
         fd, tmp = tempfile.mkstemp(prefix=f".{tag}.", suffix=".npz", dir=self.path)
+        os.chmod(tmp, _file_mode())
         os.close(fd)
         try:
             with open(tmp, "wb") as fh:

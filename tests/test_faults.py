@@ -180,3 +180,36 @@ def test_a_killed_multi_seed_run_diagnoses_the_seeds_that_exist(tmp_path):
     result = runner.invoke(app, ["diagnose", str(folder), "--json"])
     d = json.loads(result.output)
     assert result.exit_code == 0 and sorted(d) == ["seed-0", "seed-1"] and all(x["provisional"] for x in d.values())
+
+
+def test_run_files_follow_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        result = runner.invoke(app, ["run", "configs/quickstart.yaml", "--out", str(tmp_path), "--quiet",
+                                     "--set", "train.epochs=1", "--set", "diagnosis.reference=none"])
+    finally:
+        os.umask(old)
+    assert result.exit_code == 0
+    (run,) = tmp_path.iterdir()
+    modes = {p.name: p.stat().st_mode & 0o777 for p in run.iterdir() if p.is_file()}
+    assert {"config.yaml", "metrics.jsonl", "summary.json", "last.npz", "report.md", "curves.png"} <= set(modes)
+    assert set(modes.values()) == {0o644}, modes
+
+
+def test_a_full_disk_is_a_failed_run_with_its_reason(tmp_path, monkeypatch):
+    import errno
+
+    real = runs.RunDir.write
+
+    def write(self, epoch, metrics):
+        if epoch == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(self, epoch, metrics)
+
+    monkeypatch.setattr(runs.RunDir, "write", write)
+    result = runner.invoke(app, ["run", "configs/quickstart.yaml", "--out", str(tmp_path), "--quiet",
+                                 "--set", "train.epochs=4", "--set", "diagnosis.reference=none"])
+    assert result.exit_code == 1 and "No space left on device" in result.output, result.output
+    (run,) = tmp_path.iterdir()
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "failed" and "No space left" in summary["reason"] and summary["epochs_run"] == 1
