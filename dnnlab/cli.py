@@ -106,7 +106,7 @@ def _verdicts(text: Optional[str]) -> Optional[str]:
 
 @app.command()
 def run(
-    config: ConfigArg,
+    config: Annotated[Optional[Path], typer.Argument(help="YAML config file (optional with --resume)", show_default=False)] = None,
     set_: SetOpt = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Parent folder of the new run folder")] = Path("runs"),
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the final summary line")] = False,
@@ -121,9 +121,17 @@ def run(
         Optional[int],
         typer.Option("--seeds", min=1, help="Train N copies that differ only in their seed (train.seeds): mean and std"),
     ] = None,
+    resume: Annotated[
+        Optional[Path],
+        typer.Option("--resume", help="Continue this run folder from its last saved epoch (--set may extend train.epochs)"),
+    ] = None,
 ) -> None:
     """Train CONFIG, write a run folder and diagnose it: failed training, overfitting or a good fit."""
     fail_verdicts = {v.strip() for v in (fail_on or "").split(",") if v.strip()}
+    if resume is not None:
+        _resume(resume, config, set_ or [], quiet, fail_verdicts)
+    if config is None:
+        raise _fail("give a CONFIG file to train, or --resume RUN_DIR")
     cfg = _load(config, [*(set_ or []), *([f"train.seeds={seeds}"] if seeds is not None else [])])
     ds = _load_data(cfg)
     from dnnlab import experiment
@@ -148,6 +156,33 @@ def run(
     if isinstance(outcome, experiment.SeedsOutcome):
         _print_seeds(outcome, fail_verdicts)
     _print_run(outcome, quiet, config, fail_verdicts)
+
+
+def _resume(run_dir: Path, config: Optional[Path], overrides: list[str], quiet: bool, fail_verdicts: set[str]) -> None:
+    """`dnnlab run --resume RUN_DIR`: continue it in place; exits."""
+    from dnnlab import experiment
+
+    writers = []
+    if not quiet:
+        from dnnlab.console import RichWriter
+
+        writers.append(RichWriter(console))
+
+    def announce(folder: Path) -> None:
+        if not quiet:
+            console.print(f"resuming {folder}", markup=False)
+
+    try:
+        outcome = experiment.resume(run_dir, overrides, experiment.Shown(writers, not quiet, str(run_dir / "config.yaml"), announce), config)
+    except experiment.ExperimentError as exc:
+        raise _fail(_escape(str(exc)), exc.code) from None
+    finally:
+        for w in writers:
+            w.close()
+    if outcome is None:
+        console.print(f"{run_dir}: the run had finished; nothing to resume (extend it with --set train.epochs=N)", markup=False)
+        raise typer.Exit(EXIT_OK)
+    _print_run(outcome, quiet, run_dir / "config.yaml", fail_verdicts)
 
 
 def _print_run(outcome, quiet: bool, config: Path, fail_verdicts: set[str]) -> None:
@@ -178,7 +213,11 @@ def _print_run(outcome, quiet: bool, config: Path, fail_verdicts: set[str]) -> N
             markup=False,
         )
     elif summary["status"] == "interrupted":
-        err_console.print(f"interrupted after {summary['epochs_run']} epochs; the finished epochs are in {run_dir}", markup=False)
+        err_console.print(
+            f"interrupted after {summary['epochs_run']} epochs; the finished epochs are in {run_dir}; "
+            f"continue it with: dnnlab run --resume {run_dir}",
+            markup=False,
+        )
     try:
         outcome.complete()  # the plots, after the answer
     except KeyboardInterrupt:

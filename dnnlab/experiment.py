@@ -194,6 +194,70 @@ def with_reference(cfg: Config, ds: Dataset, summary: dict[str, Any]) -> tuple[d
     return {**summary, "reference": {k: v for k, v in reference.items() if k != "status"}}, False
 
 
+RESUMABLE_CHANGES = ("train.epochs",)  # what --set may change when a run is resumed
+
+
+def resume(run_dir: Path, overrides: Sequence[str] = (), shown: Optional[Shown] = None, config_file: Optional[Path] = None) -> Optional[Outcome]:
+    """Continue the run in `run_dir` from its last saved epoch, in the same folder.
+
+    metrics.jsonl is cut back to the saved epoch; the result equals a run that was never stopped
+    (bit for bit on one machine). `overrides` may only extend train.epochs; a `config_file`
+    (with the overrides) must resolve to the run's config. Returns None when the run had
+    already finished (nothing to do). Raises ExperimentError with the exit code.
+    """
+    from dnnlab.compare import flatten
+    from dnnlab.config import ConfigError, load_config
+
+    shown = shown or Shown()
+    run_dir = Path(run_dir)
+    try:
+        history, saved, summary = runs.load_run(run_dir)
+        cfg = load_config(config_file or run_dir / runs.CONFIG, list(overrides))
+    except (ConfigError, ValueError, OSError) as exc:
+        raise ExperimentError(str(exc)) from None
+    if saved.train.seeds > 1:
+        raise ExperimentError(f"{run_dir}: a multi-seed folder; resume each seed's folder (seed-<s>/) instead")
+    old, new = flatten(saved.model_dump(mode="json")), flatten(cfg.model_dump(mode="json"))
+    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES)
+    if changed:
+        raise ExperimentError(
+            f"{run_dir}: the config differs from the run's in {', '.join(f'{k} ({old.get(k)!r} -> {new.get(k)!r})' for k in changed)}; "
+            f"a resumed run keeps its config (only {', '.join(RESUMABLE_CHANGES)} may grow); start a new run instead"
+        )
+    if cfg.train.epochs < saved.train.epochs:
+        raise ExperimentError(f"train.epochs: {cfg.train.epochs} is fewer than the run's {saved.train.epochs}; it may only grow")
+    finished = summary.get("status") in ("completed", "stopped_early", "diverged")
+    if finished and (cfg.train.epochs == saved.train.epochs or summary.get("status") != "completed"):
+        return None  # stopped early or diverged runs stay so, whatever the budget
+    from dnnlab import train  # imports JAX
+
+    try:
+        arrays, _ = runs.read_state(run_dir)
+        state = train.Resume.from_arrays(arrays, history)
+    except ValueError as exc:
+        raise ExperimentError(f"{run_dir}: {exc}") from None
+    ds = load_data(cfg)
+    if cfg.train.epochs != saved.train.epochs:
+        runs.atomic_write_text(run_dir / runs.CONFIG, dump_yaml(cfg))
+    with _known_failures(run_dir, "interrupted; the finished epochs are in the run folder, resume it again"):
+        run_writer = runs.RunDir(run_dir, "", history=state.history)
+        if shown.announce is not None:
+            shown.announce(run_dir)
+        result = train.fit(cfg, ds, runs.MultiWriter(run_writer, *shown.writers), progress=shown.progress, resume=state)
+        summary, interrupted = with_reference(cfg, ds, result.summary)
+        from functools import partial
+
+        from dnnlab.report import draw_plots, finalize
+
+        diagnosis, problems = finalize(run_dir, cfg, result.history, summary, config_name=shown.config_name, draw=False)
+        pending = partial(draw_plots, run_dir, cfg, result.history, {**summary, "diagnosis": diagnosis.to_dict()}, diagnosis, shown.config_name)
+        outcome = Outcome(run_dir, summary, diagnosis, problems, pending)
+        if interrupted:
+            outcome.complete()
+            raise KeyboardInterrupt
+    return outcome
+
+
 def execute_seeds(cfg: Config, ds: Dataset, out: Path, shown: Optional["Shown"] = None) -> SeedsOutcome:
     """Train the `train.seeds` copies of `cfg` (seed, seed + 1, ...) in one run folder.
 
@@ -314,6 +378,9 @@ class _SeedTag(runs.Writer):
 
     def checkpoint(self, tag: str, arrays: dict[str, Any]) -> None:
         self.inner.checkpoint(tag, arrays)
+
+    def state(self, arrays: dict[str, Any]) -> None:
+        self.inner.state(arrays)
 
     def finish(self, summary: dict[str, Any]) -> None:
         self.inner.finish({**summary, "seed": self.seed})

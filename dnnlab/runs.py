@@ -31,6 +31,7 @@ SEEDS_MANIFEST = "seeds.json"  # a multi-seed run folder (train.seeds): its seed
 SWEEP_MANIFEST = "sweep.json"  # a sweep folder: its members
 MANIFESTS = (SWEEP_MANIFEST, SEEDS_MANIFEST)
 CHECKPOINTS = ("best", "last")  # <tag>.npz
+STATE, STATE_PREV = "state.npz", "state.prev.npz"  # what `run --resume` continues from
 
 # the six evaluation-mode metrics every epoch records
 METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy")
@@ -53,6 +54,9 @@ class Writer:
 
     def checkpoint(self, tag: str, arrays: dict[str, np.ndarray]) -> None:
         """Parameters to keep under `tag` ('best' or 'last')."""
+
+    def state(self, arrays: dict[str, np.ndarray]) -> None:
+        """What continuing the run after this epoch needs (`dnnlab run --resume`)."""
 
     def finish(self, summary: dict[str, Any]) -> None:
         """The run's summary, once, whatever ended it."""
@@ -77,6 +81,10 @@ class MultiWriter(Writer):
     def checkpoint(self, tag: str, arrays: dict[str, np.ndarray]) -> None:
         for w in self.writers:
             w.checkpoint(tag, arrays)
+
+    def state(self, arrays: dict[str, np.ndarray]) -> None:
+        for w in self.writers:
+            w.state(arrays)
 
     def finish(self, summary: dict[str, Any]) -> None:
         for w in self.writers:
@@ -141,17 +149,31 @@ def new_run_dir(parent: Path, name: str, now: Optional[float] = None) -> Path:
 
 
 class RunDir(Writer):
-    """Writes a run folder: config.yaml, metrics.jsonl, summary.json, best.npz, last.npz."""
+    """Writes a run folder: config.yaml, metrics.jsonl, summary.json, best.npz, last.npz and
+    state.npz (the resume state, with state.prev.npz the one before it)."""
 
-    def __init__(self, path: Path, config_yaml: str) -> None:
+    def __init__(self, path: Path, config_yaml: str, *, history: Optional[list[dict[str, Any]]] = None) -> None:
+        """A new run folder; or, with `history`, a run continued after its last record (the
+        records after it are dropped from metrics.jsonl)."""
         self.path = path
-        self.lines: list[str] = []
-        atomic_write_text(path / "config.yaml", config_yaml)
+        if history is None:
+            self.lines: list[str] = []
+            atomic_write_text(path / CONFIG, config_yaml)
+        else:
+            self.lines = [json.dumps(finite_or_none(r)) for r in history]
+            atomic_write_text(path / METRICS_FILE, "\n".join(self.lines) + "\n")
+            (path / SUMMARY).unlink(missing_ok=True)  # the run is running again
 
     def write(self, epoch: int, metrics: dict[str, Any]) -> None:
         self.lines.append(json.dumps(finite_or_none({"epoch": epoch, **metrics})))
         # the whole file is rewritten atomically: a reader never sees a half line
         atomic_write_text(self.path / "metrics.jsonl", "\n".join(self.lines) + "\n")
+
+    def state(self, arrays: dict[str, "np.ndarray"]) -> None:
+        # keep the previous state: a kill between the two renames still leaves one
+        if (self.path / STATE).exists():
+            os.replace(self.path / STATE, self.path / STATE_PREV)
+        self.checkpoint(STATE[: -len(".npz")], arrays)
 
     def checkpoint(self, tag: str, arrays: dict[str, "np.ndarray"]) -> None:
         import numpy as np
@@ -334,3 +356,21 @@ def kept_checkpoint(run_dir: Path, summary: dict[str, Any], which: str = "kept")
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such checkpoint")
     return path
+
+
+def read_state(run_dir: Path) -> tuple[dict[str, "np.ndarray"], str]:
+    """(the newest readable resume state, its file name): state.npz, else state.prev.npz.
+
+    Raises ValueError when neither can be read.
+    """
+    problems = []
+    for name in (STATE, STATE_PREV):
+        path = Path(run_dir) / name
+        if not path.exists():
+            problems.append(f"no {name}")
+            continue
+        try:
+            return load_checkpoint(path), name
+        except ValueError as exc:
+            problems.append(str(exc))
+    raise ValueError(f"{run_dir}: nothing to resume from ({'; '.join(problems)}); the run saves its state after each epoch")

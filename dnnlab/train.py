@@ -340,21 +340,43 @@ class _SeedRecord:
         if not math.isfinite(initial_loss):
             self.status, self.active = "diverged", False
 
-    def epoch(self, epoch: int, record: dict[str, Any], params: Callable[[], Any]) -> None:
-        """Record one epoch; `params()` fetches this seed's parameters when they are needed."""
+    def epoch(self, epoch: int, record: dict[str, Any], state: Callable[[], TrainState]) -> None:
+        """Record one epoch; `state()` fetches this seed's state when it is needed."""
         self.history.append({"epoch": epoch, **record})
         self.writer.write(epoch, record)
         if _is_diverged(record, self.limit):
             self.status, self.active = "diverged", False
             return
-        arrays = flatten_params(params())
+        host = jax.device_get(state())
+        arrays = flatten_params(host.params)
         self.last_arrays = arrays
-        self.writer.checkpoint("last", arrays)
-        if self.stopper.update(epoch, record.get(self.setup.monitor)):
+        improved = self.stopper.update(epoch, record.get(self.setup.monitor))
+        if improved:
             self.best_arrays = arrays
-            self.writer.checkpoint("best", arrays)
         if self.stopper.should_stop:
             self.status, self.active = "stopped_early", False
+        # what continuing needs, before the checkpoints: a kill between the two leaves a state
+        # that `resume` can rewrite them from
+        self.writer.state(resume_arrays(epoch, host, self.stopper, self.best_arrays))
+        self.writer.checkpoint("last", arrays)
+        if improved:
+            self.writer.checkpoint("best", arrays)
+
+    def resume_from(self, resume: "Resume") -> None:
+        """Continue after `resume.epoch`: its records, early stopping and best model."""
+        self.history = [dict(r) for r in resume.history]
+        initial_loss = self.history[0]["train_loss"]
+        self.limit = self.cfg.train.divergence_factor * max(initial_loss, math.log(self.num_classes))
+        self.stopper.best, self.stopper.best_epoch, self.stopper.wait = resume.early_stopping
+        self.best_arrays = resume.best
+        self.last_arrays = resume.last
+        self.stopper.should_stop = self.cfg.train.early_stopping.enabled and self.stopper.wait >= self.cfg.train.early_stopping.patience
+        if self.stopper.should_stop:  # killed after early stopping decided, before the summary
+            self.status, self.active = "stopped_early", False
+        # the checkpoints as of the state (a kill may have come between the state and them)
+        self.writer.checkpoint("last", self.last_arrays)
+        if self.best_arrays is not None:
+            self.writer.checkpoint("best", self.best_arrays)
 
     def finish(self, data: Dataset, like: Any) -> FitResult:
         cfg, setup, history, stopper = self.cfg, self.setup, self.history, self.stopper
@@ -395,6 +417,44 @@ class _SeedRecord:
         }
         self.writer.finish(summary)
         return FitResult(summary, final_params, history)
+
+
+def resume_arrays(epoch: int, state: TrainState, stopper: EarlyStopping, best: Optional[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """state.npz: the train state's leaves (parameters, optimizer state, step), the epoch, early
+    stopping's state and the best model, as plain arrays. The RNG keys follow from the seed."""
+    out = {f"state.{i:04d}": np.asarray(leaf) for i, leaf in enumerate(jax.tree_util.tree_leaves(state))}
+    out["epoch"] = np.asarray(epoch)
+    out["early_stopping"] = np.asarray([stopper.best, -1 if stopper.best_epoch is None else stopper.best_epoch, stopper.wait], np.float64)
+    for name, value in (best or {}).items():
+        out[f"best.{name}"] = value
+    return out
+
+
+@dataclass
+class Resume:
+    """Where a run continues: its records up to `epoch`, its state then, and the best model."""
+
+    epoch: int
+    history: list[dict[str, Any]]
+    leaves: list[np.ndarray]
+    early_stopping: tuple[float, Optional[int], int]
+    best: Optional[dict[str, np.ndarray]]
+    last: dict[str, np.ndarray]
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], history: list[dict[str, Any]]) -> "Resume":
+        """Raises ValueError when the arrays are not a state or the records stop before them."""
+        try:
+            epoch = int(arrays["epoch"])
+            best, best_epoch, wait = (float(x) for x in arrays["early_stopping"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"not a resume state ({type(exc).__name__}: {exc})") from None
+        leaves = [arrays[k] for k in sorted(k for k in arrays if k.startswith("state."))]
+        kept = [r for r in history if r["epoch"] <= epoch]
+        if [r["epoch"] for r in kept] != list(range(epoch + 1)):
+            raise ValueError(f"metrics.jsonl does not hold epochs 0..{epoch}, which the state continues")
+        best_arrays = {k[len("best."):]: v for k, v in arrays.items() if k.startswith("best.")} or None
+        return cls(epoch, kept, leaves, (best, None if best_epoch < 0 else int(best_epoch), int(wait)), best_arrays, {})
 
 
 class _Programs:
@@ -440,15 +500,16 @@ class _Programs:
             return [_to_python(fetched)]
         return [_to_python({k: v[i] for k, v in fetched.items()}) for i in range(n_seeds)]
 
-    def seed_params(self, state: TrainState, i: int) -> Any:
-        return jax.tree_util.tree_map(lambda a: a[i], state.params) if self.vmapped else state.params
+    def seed_state(self, state: TrainState, i: int) -> TrainState:
+        return jax.tree_util.tree_map(lambda a: a[i], state) if self.vmapped else state
 
     def last_step(self, state: TrainState) -> int:
         return int(state.step[0] if self.vmapped else state.step) - 1
 
 
 def _train_group(
-    recs: list[_SeedRecord], seeds: list[int], programs: _Programs, cfg: Config, setup: _Setup, current: dict[str, Any]
+    recs: list[_SeedRecord], seeds: list[int], programs: _Programs, cfg: Config, setup: _Setup, current: dict[str, Any],
+    resume: Optional[Resume] = None,
 ) -> Any:
     """The training loop: train the seeds of one group (one seed, or N vmapped) to the end.
 
@@ -464,16 +525,29 @@ def _train_group(
         state, shuffle_key, dropout_key = programs.init_fn(np.int32(seeds[0]))
         fold = jax.random.fold_in
     like = programs.param_shapes  # the state's buffers are donated: keep the shapes
+    start = 1
+    if resume is not None:  # one seed: the saved state replaces the initial one, the keys stay
+        treedef = jax.tree_util.tree_structure(state)
+        if len(resume.leaves) != treedef.num_leaves:
+            raise ValueError(f"the resume state holds {len(resume.leaves)} arrays; this model's state has {treedef.num_leaves}")
+        for saved, fresh in zip(resume.leaves, jax.tree_util.tree_leaves(state)):
+            if saved.shape != fresh.shape or saved.dtype != fresh.dtype:
+                raise ValueError(f"the resume state has an array of shape {saved.shape}; this model needs {fresh.shape}")
+        state = jax.tree_util.tree_unflatten(treedef, [jax.device_put(a) for a in resume.leaves])
+        resume.last = flatten_params(jax.device_get(state.params))
+        recs[0].resume_from(resume)
+        start = resume.epoch + 1
     try:
         for r in recs:
             r.writer.start({**setup.info, "seeds": len(seeds), "seed_mode": "vmap"} if programs.vmapped else setup.info)
-        t0 = time.perf_counter()
-        fetched = jax.device_get(programs.measure(state))
-        seconds = time.perf_counter() - t0
-        for r, record in zip(recs, programs.per_seed(fetched, len(seeds))):
-            record.update(lr=float(setup.schedule(0)), seconds=seconds)
-            r.initial(record)
-        for epoch in range(1, cfg.train.epochs + 1):
+        if resume is None:
+            t0 = time.perf_counter()
+            fetched = jax.device_get(programs.measure(state))
+            seconds = time.perf_counter() - t0
+            for r, record in zip(recs, programs.per_seed(fetched, len(seeds))):
+                record.update(lr=float(setup.schedule(0)), seconds=seconds)
+                r.initial(record)
+        for epoch in range(start, cfg.train.epochs + 1):
             if not any(r.active for r in recs):
                 break
             current["epoch"] = epoch
@@ -485,7 +559,7 @@ def _train_group(
             for i, (r, record) in enumerate(zip(recs, programs.per_seed(fetched, len(seeds)))):
                 if r.active:
                     record.update(lr=lr, seconds=seconds)
-                    r.epoch(epoch, record, partial(programs.seed_params, state, i))
+                    r.epoch(epoch, record, partial(programs.seed_state, state, i))
             if programs.vmapped and current["progress"]:
                 for r in recs:
                     r.writer.progress(epoch, setup.steps_per_epoch)
@@ -496,7 +570,7 @@ def _train_group(
     return like
 
 
-def fit(cfg: Config, data: Dataset, writer: Writer = Writer(), *, progress: bool = True) -> FitResult:
+def fit(cfg: Config, data: Dataset, writer: Writer = Writer(), *, progress: bool = True, resume: Optional[Resume] = None) -> FitResult:
     """Train `cfg`'s model on `data` (one seed: `cfg.seed`), reporting every epoch to `writer`.
 
     Args:
@@ -504,11 +578,13 @@ def fit(cfg: Config, data: Dataset, writer: Writer = Writer(), *, progress: bool
         data: the loaded dataset (train, optional validation, test).
         writer: receives start, each epoch's metrics, checkpoints and the summary.
         progress: report steps within an epoch through a JAX callback (about 20 per epoch).
+        resume: continue a run from its saved state (`runs` reads it): the records from then
+            on equal those of the run that was never stopped, bit for bit on one machine.
     Returns:
         FitResult; `summary["status"]` is completed, stopped_early, diverged or interrupted.
         Ctrl-C is caught here so that the summary is still written.
     """
-    results = _fit(cfg, [cfg], data, [writer], progress=progress, vmapped=False)
+    results = _fit(cfg, [cfg], data, [writer], progress=progress, vmapped=False, resume=resume)
     if not results:
         raise KeyboardInterrupt  # before the first record; the writer has an interrupted summary
     return results[0]
@@ -529,7 +605,10 @@ def fit_seeds(cfg: Config, data: Dataset, writers: list[Writer], *, mode: str, p
     return _fit(cfg, seed_configs(cfg), data, writers, progress=progress, vmapped=mode == "vmap")
 
 
-def _fit(cfg: Config, cfgs: list[Config], data: Dataset, writers: list[Writer], *, progress: bool, vmapped: bool) -> list[FitResult]:
+def _fit(
+    cfg: Config, cfgs: list[Config], data: Dataset, writers: list[Writer], *, progress: bool, vmapped: bool,
+    resume: Optional[Resume] = None,
+) -> list[FitResult]:
     """`fit` and `fit_seeds`: one setup and one set of compiled programs for every seed, then
     the training loop over one vmapped group of seeds, or over each seed in turn."""
     use_compile_cache()
@@ -546,7 +625,7 @@ def _fit(cfg: Config, cfgs: list[Config], data: Dataset, writers: list[Writer], 
         recs = [_SeedRecord(cfgs[i], setup, writers[i], data.num_classes) for i in group]
         current.update(epoch=0, writer=writers[group[0]])
         try:
-            like = _train_group(recs, [cfgs[i].seed for i in group], programs, cfg, setup, current)
+            like = _train_group(recs, [cfgs[i].seed for i in group], programs, cfg, setup, current, resume)
         except KeyboardInterrupt:
             # Ctrl-C before this group's first record: its seeds get an interrupted summary
             for r in recs:

@@ -213,3 +213,49 @@ def test_a_full_disk_is_a_failed_run_with_its_reason(tmp_path, monkeypatch):
     (run,) = tmp_path.iterdir()
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "failed" and "No space left" in summary["reason"] and summary["epochs_run"] == 1
+
+
+@pytest.mark.parametrize("early_stopping", [False, True])
+def test_a_killed_run_resumes_to_the_uninterrupted_result_bit_for_bit(tmp_path, early_stopping):
+    """SIGKILL at a random epoch, `run --resume`: every metric of every epoch, the final and best
+    weights, the best epoch and the status equal those of a run that was never stopped."""
+    import random
+
+    settings = ["--set", "train.epochs=40", "--set", "model.dropout=0.3", "--set", "diagnosis.reference=none",
+                "--set", f"train.early_stopping.enabled={str(early_stopping).lower()}", "--set", "train.early_stopping.patience=6"]
+    full = runner.invoke(app, ["run", "configs/quickstart.yaml", "--out", str(tmp_path / "full"), "--quiet", *settings])
+    assert full.exit_code == 0
+    (reference,) = (tmp_path / "full").iterdir()
+    epochs = json.loads((reference / "summary.json").read_text())["epochs_run"]
+    kill_at = random.Random().randint(2, epochs - 2)
+    proc = start(tmp_path, "run", "configs/quickstart.yaml", "--out", str(tmp_path / "cut"), "--quiet", *settings)
+    run = wait_for_epochs(tmp_path / "cut", kill_at)
+    proc.kill()
+    proc.communicate(timeout=30)
+    assert not (run / "summary.json").exists()
+    resumed = runner.invoke(app, ["run", "--resume", str(run), "--quiet"])
+    assert resumed.exit_code == 0, (kill_at, resumed.output)
+
+    def records(folder):
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in runs.read_metrics(folder)]
+
+    assert records(run) == records(reference), kill_at
+    for tag in ("last", "best"):
+        a, b = runs.load_checkpoint(reference / f"{tag}.npz"), runs.load_checkpoint(run / f"{tag}.npz")
+        assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a), (tag, kill_at)
+    sa, sb = (json.loads((f / "summary.json").read_text()) for f in (reference, run))
+    assert [sa[k] for k in ("status", "best_epoch", "epochs_run", "restored_best")] == [sb[k] for k in ("status", "best_epoch", "epochs_run", "restored_best")]
+    # a finished run says so; a changed config is refused, naming the key; more epochs are allowed
+    again = runner.invoke(app, ["run", "--resume", str(run)])
+    assert again.exit_code == 0 and "nothing to resume" in again.output
+    changed = runner.invoke(app, ["run", "--resume", str(run), "--set", "optimizer.lr=0.01"])
+    assert changed.exit_code == 2 and "optimizer.lr (0.001 -> 0.01)" in " ".join(changed.output.split())
+
+
+def test_resume_without_a_state_is_bad_input(finished, tmp_path):
+    run = damaged(finished, tmp_path)
+    (run / "summary.json").unlink()
+    for name in ("state.npz", "state.prev.npz"):
+        (run / name).unlink(missing_ok=True)
+    result = runner.invoke(app, ["run", "--resume", str(run)])
+    assert result.exit_code == 2 and "nothing to resume from" in result.output
