@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from functools import partial
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -302,22 +303,40 @@ def run(sweep: Sweep, *, on_start: Optional[MemberHook] = None, on_end: Optional
 
 def _run_pending(sweep: Sweep, on_start: Optional[MemberHook], on_end: Optional[MemberHook]) -> None:
     from dnnlab import data as datasets
-    from dnnlab.experiment import Shown, execute
+    from dnnlab.experiment import ExperimentError, Shown, execute, resume
 
     base, name = sweep.manifest["base"], sweep.manifest["name"]
     cache: dict[str, Any] = {}
+    config_name = sweep.manifest.get("config_path", "config.yaml")
+
+    def started(member: dict[str, Any], folder: Path) -> None:
+        # the folder is known from the start, so that a killed member can be resumed
+        member["dir"] = folder.name
+        sweep.save()
+
     for member in sweep.pending():
+        # an interrupted or killed member with a saved state continues where it stopped
+        folder = sweep.path / member["dir"] if member.get("dir") else None
         member.update(status="running", error=None)
         sweep.save()
         try:
             if on_start:
                 on_start(member)
-            raw = apply_overrides(base, member["overrides"] + [f"name={name}-{member['index']:03d}"])
-            cfg: Config = validate(raw, source=f"member {member['index']}")
-            key = json.dumps([cfg.data.model_dump(mode="json"), cfg.seed])
-            if key not in cache:
-                cache[key] = datasets.load(cfg.data, data_seed(cfg))
-            outcome = execute(cfg, cache[key], sweep.path, Shown(config_name=sweep.manifest.get("config_path", "config.yaml"))).complete()
+            outcome = None
+            if folder is not None and ((folder / runs.STATE).exists() or (folder / runs.STATE_PREV).exists()):
+                try:
+                    outcome = resume(folder, (), Shown(config_name=config_name))
+                except ExperimentError:
+                    outcome = None  # a state that cannot be used: the member starts over
+                if outcome is not None:
+                    outcome.complete()
+            if outcome is None:
+                raw = apply_overrides(base, member["overrides"] + [f"name={name}-{member['index']:03d}"])
+                cfg: Config = validate(raw, source=f"member {member['index']}")
+                key = json.dumps([cfg.data.model_dump(mode="json"), cfg.seed])
+                if key not in cache:
+                    cache[key] = datasets.load(cfg.data, data_seed(cfg))
+                outcome = execute(cfg, cache[key], sweep.path, Shown(config_name=config_name, announce=partial(started, member))).complete()
             member.update(
                 dir=outcome.run_dir.name, status=outcome.summary["status"], verdict=outcome.diagnosis.verdict,
                 causes=outcome.diagnosis.causes,

@@ -259,3 +259,23 @@ def test_resume_without_a_state_is_bad_input(finished, tmp_path):
         (run / name).unlink(missing_ok=True)
     result = runner.invoke(app, ["run", "--resume", str(run)])
     assert result.exit_code == 2 and "nothing to resume from" in result.output
+
+
+def test_sweep_resume_continues_an_interrupted_member_from_its_state(tmp_path):
+    args = ["--grid", "model.depth=1,2", "--out", str(tmp_path / "s"), "--quiet", "--set", "train.epochs=40",
+            "--set", "train.early_stopping.enabled=false", "--set", "diagnosis.reference=none"]
+    proc = start(tmp_path, "sweep", "configs/quickstart.yaml", *args)
+    member = wait_for_epochs(tmp_path / "s", 3)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    (folder,) = (tmp_path / "s").iterdir()
+    before = len(runs.read_metrics(member))
+    result = runner.invoke(app, ["sweep", "configs/quickstart.yaml", "--resume", str(folder), "--quiet",
+                                 "--set", "train.epochs=40", "--set", "train.early_stopping.enabled=false", "--set", "diagnosis.reference=none"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((folder / "sweep.json").read_text())
+    assert [m["status"] for m in manifest["members"]] == ["completed", "completed"]
+    # the interrupted member went on in its own folder: no second folder, all 40 epochs
+    assert manifest["members"][0]["dir"] == member.name and 3 < before <= 41
+    assert len(runs.read_metrics(member)) == 41
+    assert sorted(p.name for p in folder.iterdir() if p.is_dir()) == sorted(m["dir"] for m in manifest["members"])
