@@ -638,10 +638,20 @@ _signal_received: list[int] = []
 def _on_signal(signum: int, frame: Any) -> None:
     """SIGINT and SIGTERM stop the run the same way: the state is written, the summary says
     interrupted. A second signal during that cleanup is ignored, so the cleanup finishes."""
+    import signal
+
     if _signal_received:
         return
     _signal_received.append(signum)
-    raise KeyboardInterrupt
+    from dnnlab import interrupt
+
+    deferred = interrupt.request()
+    # ignored from now on, at the OS level: Python's own shutdown puts back the default action
+    # for a handler it runs, and a second Ctrl-C would then kill the cleanup half-way
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, signal.SIG_IGN)
+    if not deferred:  # training stops itself between compiled calls: never inside one
+        raise KeyboardInterrupt
 
 
 def main() -> None:
@@ -652,7 +662,11 @@ def main() -> None:
         signal.signal(signum, _on_signal)
     terminated = lambda code: EXIT_TERMINATED if code == EXIT_INTERRUPTED and signal.SIGTERM in _signal_received else code  # noqa: E731
     try:
-        app()
+        try:
+            app()
+        finally:
+            if "dnnlab.report" in sys.modules:
+                sys.modules["dnnlab.report"].finish_preloading()
     except SystemExit as exc:
         sys.exit(terminated(exc.code))
     except KeyboardInterrupt:

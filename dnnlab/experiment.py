@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence
 
-from dnnlab import runs
+from dnnlab import interrupt, runs
 from dnnlab.config import Config, data_seed, dump_yaml, training_loop
 from dnnlab.data import Dataset, DataError
 from dnnlab.diagnose import Diagnosis
@@ -126,9 +126,9 @@ def run(cfg: Config, ds: Dataset, out: Path, shown: Optional["Shown"] = None) ->
 
     preload_matplotlib()
     if cfg.train.seeds > 1:
-        with _known_failures(out, "interrupted; the finished epochs are in the seeds' folders"):
+        with _known_failures(out, "interrupted; the finished epochs are in the seeds' folders"), interrupt.deferred():
             return execute_seeds(cfg, ds, out, shown)
-    with _known_failures(out, "interrupted; the finished epochs are in the run folder"):
+    with _known_failures(out, "interrupted; the finished epochs are in the run folder"), interrupt.deferred():
         return execute(cfg, ds, out, shown)
 
 
@@ -239,7 +239,7 @@ def resume(run_dir: Path, overrides: Sequence[str] = (), shown: Optional[Shown] 
     ds = load_data(cfg)
     if cfg.train.epochs != saved.train.epochs:
         runs.atomic_write_text(run_dir / runs.CONFIG, dump_yaml(cfg))
-    with _known_failures(run_dir, "interrupted; the finished epochs are in the run folder, resume it again"):
+    with _known_failures(run_dir, "interrupted; the finished epochs are in the run folder, resume it again"), interrupt.deferred():
         run_writer = runs.RunDir(run_dir, "", history=state.history)
         if shown.announce is not None:
             shown.announce(run_dir)

@@ -188,4 +188,16 @@ def preload_matplotlib() -> None:
         except Exception:  # the plots report their own failure later
             pass
 
-    threading.Thread(target=load, name="dnnlab-preload-matplotlib", daemon=True).start()
+    thread = threading.Thread(target=load, name="dnnlab-preload-matplotlib", daemon=True)
+    thread.start()
+    _preloading.append(thread)
+
+
+_preloading: list[Any] = []
+
+
+def finish_preloading(timeout: float = 10.0) -> None:
+    """Wait for the background import: a process that exits while a thread is half-way through
+    importing a C extension can crash in the interpreter's shutdown."""
+    while _preloading:
+        _preloading.pop().join(timeout)

@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional
 
 import yaml
 
-from dnnlab import runs
+from dnnlab import interrupt, runs
 from dnnlab.config import Config, ConfigError, apply_overrides, data_seed, validate
 
 MANIFEST = runs.SWEEP_MANIFEST
@@ -297,7 +297,7 @@ def run(sweep: Sweep, *, on_start: Optional[MemberHook] = None, on_end: Optional
     stay pending for `--resume`.
     """
 
-    with _Lock(sweep.path):
+    with _Lock(sweep.path), interrupt.deferred():  # Ctrl-C takes effect between compiled calls
         _run_pending(sweep, on_start, on_end)
 
 

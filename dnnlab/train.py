@@ -22,7 +22,7 @@ import numpy as np
 import optax
 
 import dnnlab
-from dnnlab import losses, models, probes
+from dnnlab import interrupt, losses, models, probes
 from dnnlab.config import Config, EarlyStoppingConfig, RegularizationConfig, data_seed, training_loop
 from dnnlab.data import Dataset
 from dnnlab.optim import make_optimizer
@@ -83,6 +83,7 @@ def stepwise_epoch(state, x_N, y_N, shuffle_key, dropout_key, *, step_fn, batche
     idx_SxB, w_SxB = batches_fn(shuffle_key)
     ce_sum = correct = 0.0
     for i in range(idx_SxB.shape[0]):
+        interrupt.stop_point()
         state, out = step_fn(state, x_N, y_N, idx_SxB[i], w_SxB[i], dropout_key)
         ce_sum, correct = ce_sum + out["ce_sum"], correct + out["correct"]
         if on_step is not None and (i + 1) % every == 0:
@@ -547,6 +548,7 @@ def _train_group(
             for r, record in zip(recs, programs.per_seed(fetched, len(seeds))):
                 record.update(lr=float(setup.schedule(0)), seconds=seconds)
                 r.initial(record)
+            interrupt.stop_point()
         for epoch in range(start, cfg.train.epochs + 1):
             if not any(r.active for r in recs):
                 break
@@ -563,6 +565,7 @@ def _train_group(
             if programs.vmapped and current["progress"]:
                 for r in recs:
                     r.writer.progress(epoch, setup.steps_per_epoch)
+            interrupt.stop_point()
     except KeyboardInterrupt:
         for r in recs:
             if r.active:
@@ -612,6 +615,14 @@ def _fit(
     """`fit` and `fit_seeds`: one setup and one set of compiled programs for every seed, then
     the training loop over one vmapped group of seeds, or over each seed in turn."""
     use_compile_cache()
+    with interrupt.deferred():
+        return _fit_deferred(cfg, cfgs, data, writers, progress=progress, vmapped=vmapped, resume=resume)
+
+
+def _fit_deferred(
+    cfg: Config, cfgs: list[Config], data: Dataset, writers: list[Writer], *, progress: bool, vmapped: bool,
+    resume: Optional[Resume] = None,
+) -> list[FitResult]:
     setup = _setup(cfg, data)
     current: dict[str, Any] = {"epoch": 0, "writer": writers[0], "progress": progress}
 

@@ -279,3 +279,19 @@ def test_sweep_resume_continues_an_interrupted_member_from_its_state(tmp_path):
     assert manifest["members"][0]["dir"] == member.name and 3 < before <= 41
     assert len(runs.read_metrics(member)) == 41
     assert sorted(p.name for p in folder.iterdir() if p.is_dir()) == sorted(m["dir"] for m in manifest["members"])
+
+
+def test_two_quick_ctrl_c_during_the_first_compile_end_cleanly(tmp_path):
+    proc = start(tmp_path, "run", "configs/quickstart.yaml", "--out", str(tmp_path / "runs"), "--quiet", *LONG)
+    deadline = time.monotonic() + 60
+    while not any((tmp_path / "runs").glob("*/config.yaml")) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the run folder exists: the first programs are compiling
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    for leak in ("Traceback", "Exception ignored", "Warning", "unexpected"):
+        assert leak not in err, err
+    (run,) = (tmp_path / "runs").iterdir()
+    assert json.loads((run / "summary.json").read_text())["status"] == "interrupted"
