@@ -437,6 +437,8 @@ def _compare_and_print(targets: list[str], out: Optional[Path], metric: str, as_
     for rec in comp.records:
         for p in rec.problems:
             err_console.print(f"note: {rec.label}: {p}", markup=False)
+    for orphan in comp.orphans:
+        err_console.print(f"note: {orphan.name}: not in its sweep's manifest (a member started over?): not compared", markup=False)
     for p in problems:
         err_console.print(f"warning: {p}", markup=False)
     console.print(f"wrote {out / 'compare.md'}", markup=False)

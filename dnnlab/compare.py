@@ -320,6 +320,7 @@ class Comparison:
     groups: list[Group]
     metric: str
     comparisons: list[dict[str, Any]]
+    orphans: list[Path] = field(default_factory=list)  # run folders inside a sweep that its manifest does not list
 
     @property
     def reference(self) -> Optional[dict[str, Any]]:
@@ -361,6 +362,7 @@ class Comparison:
         return {
             "metric": self.metric, "differing_keys": self.keys, "best": best.label if best else None,
             "groups": self.rows(), "comparisons": self.comparisons, "reference": self.reference,
+            "orphans": [str(p) for p in self.orphans],
         }
 
 
@@ -373,7 +375,11 @@ def compare(targets: list[str], metric: str = "val_accuracy") -> tuple[Compariso
     groups = group(records, keys)
     numeric_first = sorted(keys, key=lambda k: not all(_num(g.values.get(k)) for g in groups))
     groups.sort(key=lambda g: [json.dumps(g.values.get(k), sort_keys=True, default=str) if not _num(g.values.get(k)) else f"{g.values[k]:020.6f}" for k in numeric_first])
-    return Comparison(records, keys, groups, metric, comparisons(groups, keys, metric)), sweeps
+    orphans = sorted(
+        child for folder in sweeps if folder.is_dir() for child in folder.iterdir()
+        if (child / runs.CONFIG).exists() and child.resolve() not in {r.path.resolve() for r in records}
+    )
+    return Comparison(records, keys, groups, metric, comparisons(groups, keys, metric), orphans), sweeps
 
 
 # ---------------------------------------------------------------- output
@@ -494,6 +500,9 @@ def markdown(comp: Comparison, plots: list[tuple[str, str]]) -> str:
         lines += ["", f"Best on {comp.metric}: **{best.label}**."]
     if comp.comparisons:
         lines += ["", "## Comparative verdict", ""] + [f"- {c['text']}" for c in comp.comparisons]
+    if comp.orphans:
+        lines += ["", "## Not compared", "", "Run folders that the manifest does not list (a member started over, or a "
+                  "copy): never averaged in.", ""] + [f"- {p.name}" for p in comp.orphans]
     problems = sorted({f"{r.label}: {p}" for r in comp.records for p in r.problems})
     if problems:
         lines += ["", "## Incomplete runs", ""] + [f"- {p}" for p in problems]

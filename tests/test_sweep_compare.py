@@ -220,3 +220,18 @@ def test_compare_shows_a_shared_reference_as_a_row(tmp_path):
     summary = json.loads((other / "summary.json").read_text())
     (other / "summary.json").write_text(json.dumps({**summary, "reference": {**ref, "train_accuracy": 0.9}}))
     assert compare.compare([str(tmp_path / "*")])[0].reference is None
+
+
+def test_orphaned_members_are_listed_never_averaged_in(tmp_path):
+    sweep_dir = tmp_path / "s"
+    a = fake_run(sweep_dir, "m0", {"model": {"depth": 1}}, 0.9, 0.85)
+    fake_run(sweep_dir, "m1", {"model": {"depth": 2}}, 0.9, 0.86)
+    fake_run(sweep_dir, "m0-killed", {"model": {"depth": 1}}, 0.5, 0.4)  # superseded by a resume
+    manifest = {"members": [{"index": 0, "dir": "m0", "status": "completed"}, {"index": 1, "dir": "m1", "status": "completed"}]}
+    (sweep_dir / "sweep.json").write_text(json.dumps(manifest))
+    comp, _ = compare.compare([str(sweep_dir)])
+    assert [p.name for p in comp.orphans] == ["m0-killed"] and len(comp.records) == 2
+    group = next(g for g in comp.groups if g.values == {"model.depth": 1})
+    assert [r.path for r in group.runs] == [a] and group.stat("val_accuracy")[0] == pytest.approx(0.85)
+    result = runner.invoke(app, ["compare", str(sweep_dir)])
+    assert "m0-killed: not in its sweep's manifest" in " ".join(result.output.split())
