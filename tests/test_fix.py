@@ -99,7 +99,7 @@ def test_fix_on_small_data_overfit_lowers_the_kept_validation_loss(tmp_path):
     out = tmp_path / "runs"
     run, summary = run_recipe("small-data-overfit", out)
     assert summary["diagnosis"]["verdict"] == "overfitting"
-    code, report = fix(run, out, "--top", "2")
+    code, report = fix(run, out, "--top", "1")  # early stopping at the named epoch
     assert code == 0 and report["fixed"] is True
     winner = next(r for r in report["remedies"] if r["command"] == report["winner"])
     assert winner["val_loss"]["remedy"] < 0.99 * winner["val_loss"]["control"]
