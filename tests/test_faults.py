@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from dnnlab import runs, sweep
@@ -295,3 +297,44 @@ def test_two_quick_ctrl_c_during_the_first_compile_end_cleanly(tmp_path):
         assert leak not in err, err
     (run,) = (tmp_path / "runs").iterdir()
     assert json.loads((run / "summary.json").read_text())["status"] == "interrupted"
+
+
+# ---------------------------------------------------------------- a generated config corpus
+
+
+_SECTIONS = {
+    "data": ["dataset", "path", "validation_split", "train_size", "batch_size", "normalize", "split_seed"],
+    "model": ["arch", "depth", "width", "hidden", "activation", "dropout", "input_dropout", "channels", "kernel", "pool", "blocks", "norm", "residual", "init"],
+    "optimizer": ["name", "lr", "momentum", "schedule", "clip_norm", "eps", "step_epochs"],
+    "regularization": ["l1", "l2", "weight_decay"],
+    "train": ["epochs", "seeds", "loop", "stack", "unroll", "early_stopping", "divergence_factor"],
+    "diagnosis": ["reference", "reference_margin", "probe_size", "window"],
+}
+_scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(-10**12, 10**12), st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12), st.sampled_from(["relu", "adam", "digits", "mlp", "cnn", "1e-3", "-1", ".inf", "[1, 2"]),
+)
+_values = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=8)
+_configs = st.dictionaries(
+    st.sampled_from([*_SECTIONS, "name", "seed", "sweep", "bogus"]),
+    st.one_of(_values, st.sampled_from(list(_SECTIONS)).flatmap(lambda s: st.dictionaries(st.sampled_from(_SECTIONS[s] + ["typo"]), _values, max_size=4))),
+    max_size=5,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(raw=_configs)
+def test_any_generated_config_is_valid_or_a_clean_exit_2(tmp_path, raw):
+    import yaml
+
+    path = tmp_path / "generated.yaml"
+    try:
+        path.write_text(yaml.safe_dump(raw, allow_unicode=True))
+    except (yaml.YAMLError, UnicodeEncodeError):
+        return
+    result = runner.invoke(app, ["validate", str(path)])
+    assert result.exception is None or isinstance(result.exception, SystemExit), (raw, repr(result.exception))
+    assert result.exit_code in (0, 2), (raw, result.exit_code, result.output)
+    assert "unexpected" not in result.output and "Traceback" not in result.output, (raw, result.output)
+    if result.exit_code == 2:
+        assert result.output.strip().startswith("error:") or "error:" in result.output, result.output
