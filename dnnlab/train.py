@@ -208,11 +208,15 @@ def use_compile_cache() -> Optional[Path]:
     """Keep compiled programs in `<cache>/xla` (JAX's persistent compilation cache), so a rerun
     or a sweep member in a new process loads them instead of compiling; off with
     DNNLAB_NO_COMPILE_CACHE=1. Returns the folder, or None when off."""
-    if os.environ.get("DNNLAB_NO_COMPILE_CACHE", "") not in ("", "0"):
-        return None
-    folder = cache_root() / "xla"
-    if jax.config.jax_compilation_cache_dir != str(folder):
-        jax.config.update("jax_compilation_cache_dir", str(folder))
+    from jax.experimental.compilation_cache import compilation_cache
+
+    folder = None if os.environ.get("DNNLAB_NO_COMPILE_CACHE", "") not in ("", "0") else cache_root() / "xla"
+    if jax.config.jax_compilation_cache_dir != (str(folder) if folder else None):
+        # a new folder in the same process (tests, benchmarks): JAX's cache object keeps the
+        # folder it was first opened on unless it is reset
+        compilation_cache.reset_cache()
+        jax.config.update("jax_compilation_cache_dir", str(folder) if folder else None)
+    if folder is not None:
         # every program: a run's are small, and compiling them is most of a small run's time
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
