@@ -11,6 +11,7 @@ import errno
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence
 
@@ -145,10 +146,20 @@ def execute(cfg: Config, ds: Dataset, out: Path, shown: Optional["Shown"] = None
     run_writer = runs.RunDir(run_dir, dump_yaml(cfg))
     if shown.announce is not None:
         shown.announce(run_dir)
-    try:
-        from dnnlab import train  # imports JAX
+    return _train_and_report(cfg, ds, run_dir, run_writer, shown)
 
-        result = train.fit(cfg, ds, runs.MultiWriter(run_writer, *shown.writers), progress=shown.progress)
+
+def _train_and_report(
+    cfg: Config, ds: Dataset, run_dir: Path, run_writer: runs.RunDir, shown: Shown, resume: Any = None
+) -> Outcome:
+    """fit, the reference, the diagnosis and report.md (the plots left for `Outcome.complete`).
+
+    A failure while writing or a Ctrl-C leaves a summary that says so (failed, interrupted).
+    """
+    from dnnlab import train  # imports JAX
+
+    try:
+        result = train.fit(cfg, ds, runs.MultiWriter(run_writer, *shown.writers), progress=shown.progress, resume=resume)
     except OSError as exc:
         # the disk filled up (or the folder vanished) mid-run: say so in the summary if it can be written
         try:
@@ -163,8 +174,6 @@ def execute(cfg: Config, ds: Dataset, out: Path, shown: Optional["Shown"] = None
             run_writer.finish({"name": cfg.name, "status": "interrupted", "epochs_run": max(len(done) - 1, 0)})
         raise
     summary, interrupted = with_reference(cfg, ds, result.summary)
-    from functools import partial
-
     from dnnlab.report import draw_plots, finalize
 
     diagnosis, problems = finalize(run_dir, cfg, result.history, summary, config_name=shown.config_name, draw=False)
@@ -243,19 +252,7 @@ def resume(run_dir: Path, overrides: Sequence[str] = (), shown: Optional[Shown] 
         run_writer = runs.RunDir(run_dir, "", history=state.history)
         if shown.announce is not None:
             shown.announce(run_dir)
-        result = train.fit(cfg, ds, runs.MultiWriter(run_writer, *shown.writers), progress=shown.progress, resume=state)
-        summary, interrupted = with_reference(cfg, ds, result.summary)
-        from functools import partial
-
-        from dnnlab.report import draw_plots, finalize
-
-        diagnosis, problems = finalize(run_dir, cfg, result.history, summary, config_name=shown.config_name, draw=False)
-        pending = partial(draw_plots, run_dir, cfg, result.history, {**summary, "diagnosis": diagnosis.to_dict()}, diagnosis, shown.config_name)
-        outcome = Outcome(run_dir, summary, diagnosis, problems, pending)
-        if interrupted:
-            outcome.complete()
-            raise KeyboardInterrupt
-    return outcome
+        return _train_and_report(cfg, ds, run_dir, run_writer, shown, resume=state)
 
 
 def execute_seeds(cfg: Config, ds: Dataset, out: Path, shown: Optional["Shown"] = None) -> SeedsOutcome:
