@@ -19,9 +19,15 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Console
 
-# the exit codes (dnnlab.experiment raises ExperimentError with one of them)
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_VERDICT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-STATUS_EXIT = {"completed": EXIT_OK, "stopped_early": EXIT_OK, "diverged": EXIT_FAILED, "interrupted": EXIT_INTERRUPTED}
+from dnnlab.runs import (  # the exit codes; dnnlab.experiment raises ExperimentError with one
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_TERMINATED,
+    EXIT_VERDICT,
+    STATUS_EXIT,
+)
 
 
 class Metric(str, Enum):
@@ -633,7 +639,6 @@ def data_download(
     console.print(f"{name}: ready in {folder}", markup=False)
 
 
-EXIT_TERMINATED = 143  # 128 + SIGTERM: what Slurm preemption, `docker stop` and `timeout` send
 _signal_received: list[int] = []
 
 

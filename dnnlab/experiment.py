@@ -20,8 +20,7 @@ from dnnlab.config import Config, data_seed, dump_yaml, training_loop
 from dnnlab.data import Dataset, DataError
 from dnnlab.diagnose import Diagnosis
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_VERDICT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-STATUS_EXIT = {"completed": EXIT_OK, "stopped_early": EXIT_OK, "diverged": EXIT_FAILED, "interrupted": EXIT_INTERRUPTED}
+from dnnlab.runs import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED
 
 
 class ExperimentError(Exception):

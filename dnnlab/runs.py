@@ -39,6 +39,10 @@ METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_los
 # runs are listed, never averaged in
 FINISHED = ("completed", "stopped_early")
 
+# the exit codes of the commands, and a run's status as one
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_VERDICT, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 3, 130, 143
+STATUS_EXIT = {"completed": EXIT_OK, "stopped_early": EXIT_OK, "diverged": EXIT_FAILED, "failed": EXIT_FAILED, "interrupted": EXIT_INTERRUPTED}
+
 
 class Writer:
     """The interface between training and output; every method is optional to implement."""
