@@ -100,6 +100,15 @@ def _escape(text: str) -> str:
     return escape(text)
 
 
+def _live_writers(quiet: bool) -> list:
+    """The console's live progress, unless --quiet."""
+    if quiet:
+        return []
+    from dnnlab.console import RichWriter
+
+    return [RichWriter(console)]
+
+
 def _verdicts(text: Optional[str]) -> Optional[str]:
     """--fail-on's check: comma-separated verdicts, each one of diagnose.VERDICTS."""
     from dnnlab.diagnose import VERDICTS
@@ -142,11 +151,7 @@ def run(
     ds = _load_data(cfg)
     from dnnlab import experiment
 
-    writers = []
-    if not quiet:
-        from dnnlab.console import RichWriter
-
-        writers.append(RichWriter(console))
+    writers = _live_writers(quiet)
 
     def announce(run_dir: Path) -> None:
         if not quiet:
@@ -168,11 +173,7 @@ def _resume(run_dir: Path, config: Optional[Path], overrides: list[str], quiet: 
     """`dnnlab run --resume RUN_DIR`: continue it in place; exits."""
     from dnnlab import experiment
 
-    writers = []
-    if not quiet:
-        from dnnlab.console import RichWriter
-
-        writers.append(RichWriter(console))
+    writers = _live_writers(quiet)
 
     def announce(folder: Path) -> None:
         if not quiet:
