@@ -179,8 +179,15 @@ def _resume(run_dir: Path, config: Optional[Path], overrides: list[str], quiet: 
         if not quiet:
             console.print(f"resuming {folder}", markup=False)
 
+    from dnnlab.runs import SEEDS_MANIFEST
+
+    shown = experiment.Shown(writers, not quiet, str(run_dir / "config.yaml"), announce)
+    seeds = (run_dir / SEEDS_MANIFEST).exists()
     try:
-        outcome = experiment.resume(run_dir, overrides, experiment.Shown(writers, not quiet, str(run_dir / "config.yaml"), announce), config)
+        if seeds:
+            outcome = experiment.resume_seeds(run_dir, overrides, shown)
+        else:
+            outcome = experiment.resume(run_dir, overrides, shown, config)
     except experiment.ExperimentError as exc:
         raise _fail(_escape(str(exc)), exc.code) from None
     finally:
@@ -189,6 +196,8 @@ def _resume(run_dir: Path, config: Optional[Path], overrides: list[str], quiet: 
     if outcome is None:
         console.print(f"{run_dir}: the run had finished; nothing to resume (extend it with --set train.epochs=N)", markup=False)
         raise typer.Exit(EXIT_OK)
+    if seeds:
+        _print_seeds(outcome, fail_verdicts)
     _print_run(outcome, quiet, run_dir / "config.yaml", fail_verdicts)
 
 

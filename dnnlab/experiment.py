@@ -149,7 +149,7 @@ def execute(cfg: Config, ds: Dataset, out: Path, shown: Optional["Shown"] = None
 
 
 def _train_and_report(
-    cfg: Config, ds: Dataset, run_dir: Path, run_writer: runs.RunDir, shown: Shown, resume: Any = None
+    cfg: Config, ds: Dataset, run_dir: Path, run_writer: runs.Writer, shown: Shown, resume: Any = None
 ) -> Outcome:
     """fit, the reference, the diagnosis and report.md (the plots left for `Outcome.complete`).
 
@@ -224,7 +224,7 @@ def resume(run_dir: Path, overrides: Sequence[str] = (), shown: Optional[Shown] 
     except (ConfigError, ValueError, OSError) as exc:
         raise ExperimentError(str(exc)) from None
     if saved.train.seeds > 1:
-        raise ExperimentError(f"{run_dir}: a multi-seed folder; resume each seed's folder (seed-<s>/) instead")
+        raise ExperimentError(f"{run_dir}: a multi-seed folder: `dnnlab run --resume` resumes it seed by seed")
     old, new = flatten(saved.model_dump(mode="json")), flatten(cfg.model_dump(mode="json"))
     changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES)
     if changed:
@@ -248,7 +248,9 @@ def resume(run_dir: Path, overrides: Sequence[str] = (), shown: Optional[Shown] 
     if cfg.train.epochs != saved.train.epochs:
         runs.atomic_write_text(run_dir / runs.CONFIG, dump_yaml(cfg))
     with _known_failures(run_dir, "interrupted; the finished epochs are in the run folder, resume it again"), interrupt.deferred():
-        run_writer = runs.RunDir(run_dir, "", history=state.history)
+        run_writer: runs.Writer = runs.RunDir(run_dir, "", history=state.history)
+        if (run_dir.parent / runs.SEEDS_MANIFEST).exists():
+            run_writer = _SeedTag(run_writer, cfg.seed)  # a seed of a multi-seed folder keeps its tag
         if shown.announce is not None:
             shown.announce(run_dir)
         return _train_and_report(cfg, ds, run_dir, run_writer, shown, resume=state)
@@ -308,8 +310,21 @@ def execute_seeds(cfg: Config, ds: Dataset, out: Path, shown: Optional["Shown"] 
         member.update(status=result.summary["status"], verdict=diagnosis.verdict)
     for member in members[len(results):]:
         member["status"] = "not-run"
+    summary = _seeds_summary(cfg, cfgs, members, outcomes, mode, time.perf_counter() - t0)
+    status = summary["status"]
+    runs.write_summary(run_dir, summary)
+    write_manifest(status)
+    if interrupted:
+        raise KeyboardInterrupt
+    return SeedsOutcome(run_dir, summary, outcomes)
+
+
+def _seeds_summary(
+    cfg: Config, cfgs: list[Config], members: list[dict[str, Any]], outcomes: list[Outcome], mode: str, seconds: float
+) -> dict[str, Any]:
+    """A multi-seed folder's summary.json: the members, and the mean and std over those that finished."""
     statuses = [o.summary["status"] for o in outcomes]
-    status = next((s for s in ("interrupted", "diverged") if s in statuses), "completed")
+    status = next((s for s in ("interrupted", "failed", "diverged") if s in statuses), "completed")
     if len(outcomes) < len(cfgs):
         status = "interrupted"
     summaries = [o.summary for o in outcomes]
@@ -318,7 +333,7 @@ def execute_seeds(cfg: Config, ds: Dataset, out: Path, shown: Optional["Shown"] 
         m, s, count = runs.seed_stats(summaries, key)
         if count:
             mean[key], std[key] = m, s
-    summary = {
+    return {
         "name": cfg.name,
         "status": status,
         "seeds": [c.seed for c in cfgs],
@@ -331,13 +346,57 @@ def execute_seeds(cfg: Config, ds: Dataset, out: Path, shown: Optional["Shown"] 
         "std": std,
         "aggregated_seeds": [s["seed"] for s in summaries if s["status"] in runs.FINISHED],
         "verdicts": sorted({o.diagnosis.verdict for o in outcomes}),
-        "wall_seconds": time.perf_counter() - t0,
+        "wall_seconds": seconds,
     }
-    runs.write_summary(run_dir, summary)
-    write_manifest(status)
-    if interrupted:
-        raise KeyboardInterrupt
-    return SeedsOutcome(run_dir, summary, outcomes)
+
+
+def resume_seeds(run_dir: Path, overrides: Sequence[str] = (), shown: Optional[Shown] = None) -> Optional[SeedsOutcome]:
+    """Continue a multi-seed folder: finished seeds are kept, seeds with a saved state continue
+    from it (one after another, whatever the original seed_mode: a vmapped run's resumed seeds
+    equal it within float tolerance, not bit for bit), seeds that never started run now."""
+    from dnnlab import train
+    from dnnlab.config import ConfigError, load_config
+    from dnnlab.diagnose import diagnose
+
+    shown = shown or Shown()
+    run_dir = Path(run_dir)
+    try:
+        found = runs.read_manifest(run_dir)
+        cfg = load_config(run_dir / runs.CONFIG, list(overrides))
+        summary = runs.read_summary(run_dir) or {}
+    except (ConfigError, ValueError, OSError) as exc:
+        raise ExperimentError(str(exc)) from None
+    if found is None or found[0] != runs.SEEDS_MANIFEST:
+        raise ExperimentError(f"{run_dir}: not a multi-seed folder (no {runs.SEEDS_MANIFEST})")
+    if summary.get("status") == "completed" and not overrides:
+        return None
+    members = found[1]["members"]
+    cfgs = train.seed_configs(cfg)
+    if [m.get("dir") for m in members] != [f"seed-{c.seed}" for c in cfgs]:
+        raise ExperimentError(f"{run_dir}/{runs.SEEDS_MANIFEST}: its members are not the config's seeds")
+    t0 = time.perf_counter()
+    ds = load_data(cfg)
+    outcomes = []
+    for i, (c, member) in enumerate(zip(cfgs, members)):
+        folder = run_dir / member["dir"]
+        seed_shown = Shown(shown.writers if i == 0 else (), shown.progress, shown.config_name)
+        outcome = None
+        if (folder / runs.STATE).exists() or (folder / runs.STATE_PREV).exists():
+            outcome = resume(folder, overrides, seed_shown)
+        if outcome is None and (runs.read_summary(folder) or {}).get("status") in ("completed", "stopped_early", "diverged"):
+            history, seed_cfg, seed_summary = runs.load_run(folder)  # finished: kept as it is
+            outcome = Outcome(folder, seed_summary, diagnose(history, seed_cfg, seed_summary), [])
+        if outcome is None:  # never started: train it now, in its folder
+            writer = _SeedTag(runs.RunDir(folder, dump_yaml(c)), c.seed)
+            with _known_failures(run_dir, "interrupted; resume the folder again"), interrupt.deferred():
+                outcome = _train_and_report(c, ds, folder, writer, seed_shown)
+        outcome.complete()
+        outcomes.append(outcome)
+        member.update(status=outcome.summary["status"], verdict=outcome.diagnosis.verdict)
+    aggregate = _seeds_summary(cfg, cfgs, members, outcomes, "sequential (resumed)", time.perf_counter() - t0)
+    runs.write_summary(run_dir, aggregate)
+    runs.write_manifest(run_dir, runs.SEEDS_MANIFEST, {**found[1], "status": aggregate["status"], "members": members})
+    return SeedsOutcome(run_dir, aggregate, outcomes)
 
 
 # ---------------------------------------------------------------- the seed policy

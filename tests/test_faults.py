@@ -338,3 +338,27 @@ def test_any_generated_config_is_valid_or_a_clean_exit_2(tmp_path, raw):
     assert "unexpected" not in result.output and "Traceback" not in result.output, (raw, result.output)
     if result.exit_code == 2:
         assert result.output.strip().startswith("error:") or "error:" in result.output, result.output
+
+
+def test_a_killed_multi_seed_run_resumes_seed_by_seed(tmp_path):
+    """Sequential seeds (the CPU's choice for this width): the killed seed continues from its
+    state, the seed that never started runs; each equals its own run, bit for bit."""
+    settings = ["--seeds", "2", "--set", "train.epochs=30", "--set", "train.early_stopping.enabled=false",
+                "--set", "diagnosis.reference=none", "--set", "train.seed_mode=sequential"]
+    full = runner.invoke(app, ["run", "configs/quickstart.yaml", "--out", str(tmp_path / "full"), "--quiet", *settings])
+    assert full.exit_code == 0
+    (reference,) = (tmp_path / "full").iterdir()
+    proc = start(tmp_path, "run", "configs/quickstart.yaml", "--out", str(tmp_path / "cut"), "--quiet", *settings)
+    (folder,) = [wait_for_epochs(tmp_path / "cut", 5).parent]
+    proc.kill()
+    proc.communicate(timeout=30)
+    assert not (folder / "seed-1" / "summary.json").exists()
+    result = runner.invoke(app, ["run", "--resume", str(folder), "--quiet"])
+    assert result.exit_code == 0, result.output
+    for seed in ("seed-0", "seed-1"):
+        a = [{k: v for k, v in r.items() if k != "seconds"} for r in runs.read_metrics(reference / seed)]
+        b = [{k: v for k, v in r.items() if k != "seconds"} for r in runs.read_metrics(folder / seed)]
+        assert a == b and all(r["seed"] == int(seed[-1]) for r in b), seed
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["aggregated_seeds"] == [0, 1]
+    assert summary["mean"] == json.loads((reference / "summary.json").read_text())["mean"]
