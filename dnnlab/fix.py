@@ -143,6 +143,11 @@ def plan(run_dir: Path, out: Path, *, top: int = 3, seeds: Optional[int] = None,
     if epochs is not None:
         train["epochs"] = epochs
     base = {**{k: v for k, v in base.items() if k != "sweep"}, "train": train}
+    if control_seeds > 1 or (seeds or 1) > 1:
+        # the seeds of a multi-seed run share the first seed's split: so do the remedies' seeds
+        data = dict(base.get("data") or {})
+        data.setdefault("split_seed", int(base.get("seed", 0) or 0))
+        base["data"] = data
     variants = []
     for remedy in remedies[:top]:
         variant = _variant(remedy)
