@@ -381,7 +381,8 @@ def sweep(
         raise _fail(_escape(str(exc))) from None
     except OSError as exc:
         raise _fail(_escape(f"cannot write the sweep folder under {out}: {exc}")) from None
-    _run_members(job, f"dnnlab sweep {config} --resume {job.path}", quiet=quiet)
+    hint = f"dnnlab sweep {config} --resume {job.path}" + "".join(f" --set {s}" for s in set_ or [])
+    _run_members(job, hint, quiet=quiet)
     failed = [m for m in job.members if m["status"] == "failed"]
     _compare_and_print([str(job.path)], job.path, metric.value, as_json=False)
     if failed:

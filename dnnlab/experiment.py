@@ -350,13 +350,27 @@ def _seeds_summary(
     }
 
 
+def finished_outcome(folder: Path) -> Optional[Outcome]:
+    """The Outcome of a run folder that finished (completed, stopped early or diverged), read
+    back from disk; None for any other folder."""
+    from dnnlab.config import ConfigError
+    from dnnlab.diagnose import diagnose
+
+    try:
+        if (runs.read_summary(folder) or {}).get("status") not in ("completed", "stopped_early", "diverged"):
+            return None
+        history, cfg, summary = runs.load_run(folder)
+    except (ConfigError, ValueError, OSError):
+        return None
+    return Outcome(Path(folder), summary, diagnose(history, cfg, summary), [])
+
+
 def resume_seeds(run_dir: Path, overrides: Sequence[str] = (), shown: Optional[Shown] = None) -> Optional[SeedsOutcome]:
     """Continue a multi-seed folder: finished seeds are kept, seeds with a saved state continue
     from it (one after another, whatever the original seed_mode: a vmapped run's resumed seeds
     equal it within float tolerance, not bit for bit), seeds that never started run now."""
     from dnnlab import train
     from dnnlab.config import ConfigError, load_config
-    from dnnlab.diagnose import diagnose
 
     shown = shown or Shown()
     run_dir = Path(run_dir)
@@ -376,6 +390,8 @@ def resume_seeds(run_dir: Path, overrides: Sequence[str] = (), shown: Optional[S
         raise ExperimentError(f"{run_dir}/{runs.SEEDS_MANIFEST}: its members are not the config's seeds")
     t0 = time.perf_counter()
     ds = load_data(cfg)
+    if overrides:  # train.epochs grew (resume refuses any other change): the folder's config says so
+        runs.atomic_write_text(run_dir / runs.CONFIG, dump_yaml(cfg))
     outcomes = []
     for i, (c, member) in enumerate(zip(cfgs, members)):
         folder = run_dir / member["dir"]
@@ -383,9 +399,8 @@ def resume_seeds(run_dir: Path, overrides: Sequence[str] = (), shown: Optional[S
         outcome = None
         if (folder / runs.STATE).exists() or (folder / runs.STATE_PREV).exists():
             outcome = resume(folder, overrides, seed_shown)
-        if outcome is None and (runs.read_summary(folder) or {}).get("status") in ("completed", "stopped_early", "diverged"):
-            history, seed_cfg, seed_summary = runs.load_run(folder)  # finished: kept as it is
-            outcome = Outcome(folder, seed_summary, diagnose(history, seed_cfg, seed_summary), [])
+        if outcome is None:
+            outcome = finished_outcome(folder)  # finished: kept as it is
         if outcome is None:  # never started: train it now, in its folder
             writer = _SeedTag(runs.RunDir(folder, dump_yaml(c)), c.seed)
             with _known_failures(run_dir, "interrupted; resume the folder again"), interrupt.deferred():

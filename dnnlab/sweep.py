@@ -303,7 +303,7 @@ def run(sweep: Sweep, *, on_start: Optional[MemberHook] = None, on_end: Optional
 
 def _run_pending(sweep: Sweep, on_start: Optional[MemberHook], on_end: Optional[MemberHook]) -> None:
     from dnnlab import data as datasets
-    from dnnlab.experiment import ExperimentError, Shown, execute, resume
+    from dnnlab.experiment import ExperimentError, Shown, execute, finished_outcome, resume
 
     base, name = sweep.manifest["base"], sweep.manifest["name"]
     cache: dict[str, Any] = {}
@@ -325,7 +325,8 @@ def _run_pending(sweep: Sweep, on_start: Optional[MemberHook], on_end: Optional[
             outcome = None
             if folder is not None and ((folder / runs.STATE).exists() or (folder / runs.STATE_PREV).exists()):
                 try:
-                    outcome = resume(folder, (), Shown(config_name=config_name))
+                    # None: it had finished, killed before sweep.json said so; it is read back
+                    outcome = resume(folder, (), Shown(config_name=config_name)) or finished_outcome(folder)
                 except ExperimentError:
                     outcome = None  # a state that cannot be used: the member starts over
                 if outcome is not None:
