@@ -363,6 +363,7 @@ def sweep(
     resume: Annotated[Optional[Path], typer.Option("--resume", help="A sweep folder to finish: finished members are skipped")] = None,
     metric: Annotated[Metric, typer.Option("--metric", help="Metric that ranks the runs")] = Metric.val_accuracy,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no line per member")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Run a sweep of more than 10,000 members")] = False,
 ) -> None:
     """Run CONFIG over a grid of overrides (and seeds), then compare the members side by side."""
     from dnnlab import sweep as sweeps
@@ -375,7 +376,7 @@ def sweep(
         if resume is not None:
             job = sweeps.Sweep.resume(resume, sweeps.resume_plan(resume, raw, grid or [], seeds))
         else:
-            p = sweeps.plan(raw, grid or [], seeds)
+            p = sweeps.plan(raw, grid or [], seeds, yes=yes)
             job = sweeps.Sweep.create(out, p.base.get("name", "run"), str(config), p.base, p.grid, p.seeds, p.variants)
     except (ConfigError, sweeps.SweepError) as exc:
         raise _fail(_escape(str(exc))) from None

@@ -7,11 +7,14 @@ the value given and what is allowed; unknown keys get the closest valid key.
 from __future__ import annotations
 
 import difflib
+import math
+import os
+import stat
 from pathlib import Path
-from typing import Any, Literal, Optional, get_args
+from typing import Annotated, Any, Literal, Optional, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 # The names of every registry live here, as Literal types, so that the config can be checked
 # without importing JAX. tests/test_registries.py holds each registry to exactly its type's names:
@@ -36,6 +39,12 @@ SeedModeName = Literal["auto", "vmap", "sequential"]
 ReferenceName = Literal["linear", "none"]
 
 ACTIVATIONS: tuple[str, ...] = get_args(ActivationName)
+# Each dataset's images (H, W, C) and classes as published; data.py refuses files whose labels
+# fall outside the classes, and `check_size` sizes a model for the images.
+DATASET_SHAPES: dict[str, tuple[int, int, int]] = {
+    "digits": (8, 8, 1), "mnist": (28, 28, 1), "fashion-mnist": (28, 28, 1), "cifar10": (32, 32, 3),
+}
+NUM_CLASSES: dict[str, int] = {"digits": 10, "mnist": 10, "fashion-mnist": 10, "cifar10": 10}
 OPTIMIZERS: tuple[str, ...] = get_args(OptimizerName)
 
 # The optimizer-section keys that each optimizer and each schedule reads (optim.OPTIMIZERS,
@@ -62,6 +71,26 @@ DEFAULT_WIDTH = 256
 # How `train.stack: auto` compiles a stack (see `stack_plan`; measured in bench/depth.py, docs/speed.md).
 SCAN_FROM_LAYERS = 512  # an mlp or cnn stack of at least this many layers is scanned
 SCAN_UNROLL = 8  # layers per scan iteration when auto scans
+# Caps that refuse absurd models before any JAX work (a depth of 1e6 compiles for minutes).
+MAX_LAYERS = 1024  # hidden (dense) layers, and conv blocks
+MAX_BLOCKS = 200  # resnet blocks per stage: resnet-1202, the deepest net of He et al. 2016
+# `check_size`: the training state that any config must fit in, whatever the machine (the
+# schema's check, with the dataset's published image size), and the fallback for the machine's
+# memory where os.sysconf cannot tell it.
+MAX_MODEL_BYTES = 64 << 30
+FALLBACK_MEMORY_BYTES = 8 << 30
+MAX_SWEEP_MEMBERS = 10_000  # a larger sweep needs --yes
+
+
+def _not_bool(value: Any) -> Any:
+    # pydantic's lax mode reads true as 1; in a config a boolean where a number belongs is a slip
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not a boolean")
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_not_bool)]  # an int field: YAML ints, never true/false
+Float = Annotated[float, BeforeValidator(_not_bool)]  # a float field: finite (see _Section), never true/false
 
 
 class ConfigError(Exception):
@@ -69,20 +98,20 @@ class ConfigError(Exception):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DataConfig(_Section):
     dataset: Dataset = Field("digits", description="digits (embedded) | mnist | fashion-mnist | cifar10")
     path: Optional[str] = Field(None, description="folder that holds the dataset's files")
-    validation_split: float = Field(
+    validation_split: Float = Field(
         0.1, ge=0.0, lt=1.0, description="fraction of the training set held out for validation"
     )
-    train_size: Optional[int] = Field(
+    train_size: Optional[Int] = Field(
         None, gt=0, description="subsample the training set to this many examples"
     )
-    batch_size: int = Field(128, gt=0)
-    split_seed: Optional[int] = Field(
+    batch_size: Int = Field(128, gt=0)
+    split_seed: Optional[Int] = Field(
         None, ge=0, lt=2**31,
         description="seeds the validation split and train_size subsample (default: the run's seed); "
         "the seeds of a train.seeds run share their first seed's split",
@@ -100,17 +129,19 @@ class ModelConfig(_Section):
         description="mlp | cnn (conv blocks, then the dense layers) | resnet (the CIFAR ResNet of He et al. 2016: "
         "a 3x3 conv, 3 stages of `blocks` residual blocks at 16/32/64 channels, global average pooling)",
     )
-    channels: list[int] = Field([32, 64], description="cnn: output channels of each conv block")
-    kernel: int = Field(3, ge=1, description="cnn: kernel size (odd), 'same' padding")
+    channels: list[Int] = Field([32, 64], description="cnn: output channels of each conv block")
+    kernel: Int = Field(3, ge=1, description="cnn: kernel size (odd), 'same' padding")
     pool: PoolName = Field("max", description="cnn: 2x2 max pooling after each conv block, or none")
-    depth: Optional[int] = Field(None, ge=0, description=f"hidden layers (default {DEFAULT_DEPTH})")
-    width: Optional[int] = Field(None, gt=0, description=f"units per hidden layer (default {DEFAULT_WIDTH})")
-    hidden: Optional[list[int]] = Field(None, description="hidden widths, instead of depth/width")
+    depth: Optional[Int] = Field(
+        None, ge=0, le=MAX_LAYERS, description=f"hidden layers (default {DEFAULT_DEPTH}; at most {MAX_LAYERS})"
+    )
+    width: Optional[Int] = Field(None, gt=0, description=f"units per hidden layer (default {DEFAULT_WIDTH})")
+    hidden: Optional[list[Int]] = Field(None, description="hidden widths, instead of depth/width")
     activation: ActivationName = "relu"
-    leaky_slope: float = Field(0.01, gt=0.0, lt=1.0)
-    maxout_pieces: int = Field(2, ge=2, description="linear pieces per maxout unit")
-    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="drop rate of hidden units")
-    input_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="drop rate of input units")
+    leaky_slope: Float = Field(0.01, gt=0.0, lt=1.0)
+    maxout_pieces: Int = Field(2, ge=2, description="linear pieces per maxout unit")
+    dropout: Float = Field(0.0, ge=0.0, lt=1.0, description="drop rate of hidden units")
+    input_dropout: Float = Field(0.0, ge=0.0, lt=1.0, description="drop rate of input units")
     init: InitName = Field(
         "auto",
         description="auto: glorot_uniform for sigmoid/tanh, lecun_normal for maxout, he_normal for the rest of "
@@ -119,7 +150,10 @@ class ModelConfig(_Section):
     residual: bool = Field(
         False, description="identity shortcuts around pairs of equal-width hidden layers (after the first)"
     )
-    blocks: int = Field(3, ge=1, description="resnet: residual blocks per stage; depth = 6 * blocks + 2 (3: 20, 9: 56)")
+    blocks: Int = Field(
+        3, ge=1, le=MAX_BLOCKS,
+        description=f"resnet: residual blocks per stage; depth = 6 * blocks + 2 (3: 20, 9: 56; at most {MAX_BLOCKS})",
+    )
     shortcut: ShortcutName = Field(
         "identity", description="resnet: identity shortcuts (zero-padded at stage changes), or none: the plain net"
     )
@@ -141,16 +175,19 @@ class ModelConfig(_Section):
                 )
         if not isinstance(data, dict) or data.get("hidden") is None:
             return data
+        # the value first: a mistyped list (`--set model.hidden=[1,2`) is the problem to report
+        if not isinstance(data["hidden"], list) or any(
+            isinstance(h, bool) or not isinstance(h, int) or h <= 0 for h in data["hidden"]
+        ):
+            raise ValueError(f"hidden must be a list of positive integers, e.g. [512, 256], got {data['hidden']!r}")
+        if len(data["hidden"]) > MAX_LAYERS:
+            raise ValueError(f"hidden: {len(data['hidden'])} layers; at most {MAX_LAYERS} hidden layers")
         given = [k for k in ("depth", "width") if data.get(k) is not None]
         if given:
             raise ValueError(
                 f"both hidden and {'/'.join(given)} are given; use either hidden: [512, 256] "
                 "or depth/width, not both"
             )
-        if not isinstance(data["hidden"], list) or any(
-            isinstance(h, bool) or not isinstance(h, int) or h <= 0 for h in data["hidden"]
-        ):
-            raise ValueError(f"hidden must be a list of positive integers, got {data['hidden']!r}")
         return data
 
     @model_validator(mode="after")
@@ -169,6 +206,8 @@ class ModelConfig(_Section):
             raise ValueError(f"kernel: must be odd for 'same' padding, got {self.kernel}")
         if not self.channels or any(c <= 0 for c in self.channels):
             raise ValueError(f"channels: give at least one positive channel count, got {self.channels}")
+        if len(self.channels) > MAX_LAYERS:
+            raise ValueError(f"channels: {len(self.channels)} conv blocks; at most {MAX_LAYERS}")
         return self
 
     @model_validator(mode="after")
@@ -250,55 +289,199 @@ def residual_blocks(widths: tuple[int, ...]) -> list[int]:
     return [i for i in range(1, len(widths) - 1, 2) if widths[i - 1] == widths[i] == widths[i + 1]]
 
 
+# ---------------------------------------------------------------- model size, before any JAX work
+
+
+def _layer_counts(model: ModelConfig, fan_in: int, units: int, spatial: int = 1) -> tuple[int, int]:
+    """(trainable parameters, activation values per example) of one dense or conv layer
+    (fan_in = kernel area x input channels), as models._layer_params builds it."""
+    pieces = model.maxout_pieces if model.activation == "maxout" else 1
+    params = fan_in * units * pieces + units * pieces * (2 if model.norm == "batch" else 1)
+    params += units if model.activation == "prelu" else 0  # its per-unit slope
+    return params, spatial * units * (pieces + 1)  # pre-activations and outputs
+
+
+def model_counts(model: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> tuple[int, int]:
+    """(trainable parameters, activation values per example) of the model that models.build
+    makes for `input_shape` ((H, W, C) or (D,)) and `num_classes`, counted without building it.
+
+    The parameters are exact (tests/test_inputs.py holds them to models.param_count).
+    """
+    params = acts = 0
+
+    def add(counts: tuple[int, int]) -> None:
+        nonlocal params, acts
+        params, acts = params + counts[0], acts + counts[1]
+
+    if model.arch == "resnet":
+        h, w, c_in = input_shape if len(input_shape) == 3 else (1, 1, math.prod(input_shape))
+        add(_layer_counts(model, 9 * c_in, 16, h * w))
+        c_in = 16
+        for stage, c in enumerate((16, 32, 64)):
+            if stage:
+                h, w = (h + 1) // 2, (w + 1) // 2  # stride 2, 'SAME' padding
+            for _ in range(model.blocks):
+                add(_layer_counts(model, 9 * c_in, c, h * w))
+                add(_layer_counts(model, 9 * c, c, h * w))
+                c_in = c
+        fan_in = 64
+    else:
+        fan_in = math.prod(input_shape)
+        if model.arch == "cnn":
+            h, w, c_in = input_shape if len(input_shape) == 3 else (1, 1, fan_in)
+            for c in model.channels:
+                add(_layer_counts(model, model.kernel**2 * c_in, c, h * w))
+                if model.pool == "max":
+                    h, w = h // 2, w // 2
+                c_in = c
+            fan_in = h * w * c_in
+        for width in model.layer_widths:
+            add(_layer_counts(model, fan_in, width))
+            fan_in = width
+    return params + fan_in * num_classes + num_classes, acts + num_classes
+
+
+def training_bytes(cfg: "Config", input_shape: tuple[int, ...], num_classes: int) -> int:
+    """A lower bound on the memory that training `cfg` takes: per seed, 4 float32 copies of the
+    parameters (weights, gradients, two optimizer moments) and a training batch's activations
+    twice (kept for the backward pass, and their gradients)."""
+    params, acts = model_counts(cfg.model, input_shape, num_classes)
+    return cfg.train.seeds * 4 * (4 * params + 2 * cfg.data.batch_size * acts)
+
+
+def machine_memory_bytes() -> int:
+    """The machine's physical memory (os.sysconf), or FALLBACK_MEMORY_BYTES where it cannot tell."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return FALLBACK_MEMORY_BYTES
+    return total if total > 0 else FALLBACK_MEMORY_BYTES
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:,.1f} GiB" if n < 2**50 else f"{n:.1e} bytes"
+
+
+def size_error(
+    cfg: "Config", input_shape: Optional[tuple[int, ...]] = None, num_classes: Optional[int] = None,
+    limit_bytes: Optional[int] = None,
+) -> Optional[str]:
+    """Why `cfg`'s model is too large to train, or None: `training_bytes` over `limit_bytes`.
+
+    Args:
+        cfg: the validated config.
+        input_shape, num_classes: the loaded dataset's (default: the published ones of data.dataset).
+        limit_bytes: default: the machine's memory (`machine_memory_bytes`).
+    Returns:
+        One message naming the model keys, the estimate and the limit, or None when it fits.
+    """
+    shape = tuple(input_shape) if input_shape is not None else DATASET_SHAPES[cfg.data.dataset]
+    classes = num_classes if num_classes is not None else NUM_CLASSES[cfg.data.dataset]
+    limit = machine_memory_bytes() if limit_bytes is None else limit_bytes
+    if limit_bytes is None:
+        over = f"this machine's {_gib(limit)} of memory"
+    elif limit_bytes == MAX_MODEL_BYTES:
+        over = f"the {_gib(limit)} that dnnlab allows any run"
+    else:
+        over = f"the {_gib(limit)} limit"
+    need = training_bytes(cfg, shape, classes)
+    if need <= limit:
+        return None
+    params, _ = model_counts(cfg.model, shape, classes)
+    m = cfg.model
+    keys = (
+        f"model.blocks {m.blocks}" if m.arch == "resnet"
+        else f"model.hidden {list(m.hidden)}" if m.hidden is not None
+        else f"model.depth {m.depth}, model.width {m.width}"
+    )
+    if m.arch == "cnn":
+        keys += f", model.channels {list(m.channels)}"
+    seeds = f" x {cfg.train.seeds} seeds" if cfg.train.seeds > 1 else ""
+    inputs = "x".join(map(str, shape))
+    return (
+        f"model: too large to train: {keys} make {params:,} parameters for {inputs} inputs and {classes} classes "
+        f"({cfg.data.dataset}); training needs at "
+        f"least {_gib(need)} (parameters, gradients and optimizer state, and a batch of "
+        f"{cfg.data.batch_size}'s activations{seeds}), over {over}; make the model smaller "
+        f"(e.g. model.width, model.depth{', train.seeds' if seeds else ''}) or data.batch_size"
+    )
+
+
+def check_size(
+    cfg: "Config", input_shape: Optional[tuple[int, ...]] = None, num_classes: Optional[int] = None,
+    limit_bytes: Optional[int] = None,
+) -> None:
+    """Raise ConfigError when `cfg`'s model cannot fit this machine's memory (see `size_error`);
+    call it after loading the data, before any JAX work."""
+    problem = size_error(cfg, input_shape, num_classes, limit_bytes)
+    if problem is not None:
+        raise ConfigError(problem)
+
+
+def sweep_size(grid: dict[str, list[Any]], variants: Optional[list[Any]], seeds: int) -> int:
+    """Members of a sweep (sweep.expand's count) without listing them."""
+    return math.prod(len(v) for v in grid.values()) * max(len(variants or ()), 1) * seeds
+
+
+def sweep_size_error(n_members: int, yes: bool) -> Optional[str]:
+    """Why a sweep of `n_members` members is refused (more than MAX_SWEEP_MEMBERS without --yes), or None."""
+    if n_members <= MAX_SWEEP_MEMBERS or yes:
+        return None
+    return (
+        f"the sweep has {n_members:,} members (the product of the grid's value counts, the variants and the seeds), "
+        f"over {MAX_SWEEP_MEMBERS:,}; shrink the grid, or pass --yes to run them all"
+    )
+
+
 class OptimizerConfig(_Section):
     name: OptimizerName = "adam"
-    lr: float = Field(0.001, gt=0.0, description="learning rate (peak, for schedules)")
-    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="momentum and nesterov")
-    rho: float = Field(0.9, gt=0.0, lt=1.0, description="rmsprop's decay (alpha in the lecture)")
-    b1: float = Field(0.9, ge=0.0, lt=1.0)
-    b2: float = Field(0.999, ge=0.0, lt=1.0)
-    eps: float = Field(1.0e-8, gt=0.0)
+    lr: Float = Field(0.001, gt=0.0, description="learning rate (peak, for schedules)")
+    momentum: Float = Field(0.9, ge=0.0, lt=1.0, description="momentum and nesterov")
+    rho: Float = Field(0.9, gt=0.0, lt=1.0, description="rmsprop's decay (alpha in the lecture)")
+    b1: Float = Field(0.9, ge=0.0, lt=1.0)
+    b2: Float = Field(0.999, ge=0.0, lt=1.0)
+    eps: Float = Field(1.0e-8, gt=0.0)
     schedule: ScheduleName = "constant"
-    step_epochs: int = Field(10, gt=0, description="step schedule: epochs between decays")
-    step_factor: float = Field(0.1, gt=0.0, le=1.0, description="step schedule: lr multiplier per decay")
-    warmup_epochs: int = Field(1, ge=0, description="warmup_cosine: epochs of linear warmup")
-    min_lr_ratio: float = Field(
+    step_epochs: Int = Field(10, gt=0, description="step schedule: epochs between decays")
+    step_factor: Float = Field(0.1, gt=0.0, le=1.0, description="step schedule: lr multiplier per decay")
+    warmup_epochs: Int = Field(1, ge=0, description="warmup_cosine: epochs of linear warmup")
+    min_lr_ratio: Float = Field(
         0.0, ge=0.0, le=1.0, description="cosine schedules: final lr as a fraction of lr"
     )
-    clip_norm: Optional[float] = Field(None, gt=0.0, description="global-norm gradient clipping")
+    clip_norm: Optional[Float] = Field(None, gt=0.0, description="global-norm gradient clipping")
 
 
 class RegularizationConfig(_Section):
-    l2: float = Field(0.0, ge=0.0, description="adds l2/2 * ||w||^2 to the loss")
-    l1: float = Field(0.0, ge=0.0, description="adds l1 * ||w||_1 to the loss")
-    weight_decay: float = Field(0.0, ge=0.0, description="decoupled decay: w -= lr * wd * w")
+    l2: Float = Field(0.0, ge=0.0, description="adds l2/2 * ||w||^2 to the loss")
+    l1: Float = Field(0.0, ge=0.0, description="adds l1 * ||w||_1 to the loss")
+    weight_decay: Float = Field(0.0, ge=0.0, description="decoupled decay: w -= lr * wd * w")
     include_biases: bool = Field(False, description="regularize biases too")
 
 
 class EarlyStoppingConfig(_Section):
     enabled: bool = False
     monitor: Monitor = "val_loss"
-    patience: int = Field(5, ge=0)
-    min_delta: float = Field(0.0, ge=0.0)
+    patience: Int = Field(5, ge=0)
+    min_delta: Float = Field(0.0, ge=0.0)
     restore_best: bool = True
 
 
 class TrainConfig(_Section):
-    epochs: int = Field(20, gt=0)
+    epochs: Int = Field(20, gt=0)
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
-    divergence_factor: float = Field(
+    divergence_factor: Float = Field(
         100.0,
         gt=1.0,
         description="stop as diverged when the training loss exceeds this multiple of the initial loss",
     )
-    eval_batch_size: int = Field(2048, gt=0, description="examples per evaluation chunk")
+    eval_batch_size: Int = Field(2048, gt=0, description="examples per evaluation chunk")
     loop: LoopName = Field(
         "auto",
         description="scan: a whole epoch in one compiled lax.scan; steps: a Python loop over a compiled step; "
         "auto: steps for cnn and resnet (XLA's CPU convolutions are about 25x slower inside a scan; bench/conv.py), "
         "scan otherwise",
     )
-    train_eval_size: Optional[int] = Field(
+    train_eval_size: Optional[Int] = Field(
         None, gt=0, description="measure the training metrics on a fixed, seeded subset of this many examples (default: all)"
     )
     stack: StackName = Field(
@@ -309,7 +492,7 @@ class TrainConfig(_Section):
         f"stays unrolled), auto: scanned for an mlp or cnn stack of at least {SCAN_FROM_LAYERS} layers without batch "
         "norm, unrolled otherwise, resnets always (docs/speed.md)",
     )
-    unroll: Optional[int] = Field(
+    unroll: Optional[Int] = Field(
         None,
         ge=1,
         description=f"scanned stacks: layers per scan iteration (lax.scan's unroll); default: {SCAN_UNROLL} when "
@@ -321,7 +504,7 @@ class TrainConfig(_Section):
         "on the CPU, for nets no wider than 128 units (a wider one already fills the cores); the per-step loop "
         "(train.loop steps, the default for cnn and resnet) always runs its seeds sequentially (docs/speed.md)",
     )
-    seeds: int = Field(
+    seeds: Int = Field(
         1, ge=1,
         description="train this many copies that differ only in their seed (seed, seed+1, ...) in one compiled "
         "program (jax.vmap), or one after another where that is faster",
@@ -332,43 +515,43 @@ class DiagnosisConfig(_Section):
     """Instruments and the thresholds of the verdict (docs/diagnosis.md)."""
 
     instruments: bool = Field(True, description="record the per-layer instruments every epoch")
-    probe_size: int = Field(512, gt=0, description="training examples in the fixed probe batch")
-    target_train_accuracy: Optional[float] = Field(
+    probe_size: Int = Field(512, gt=0, description="training examples in the fixed probe batch")
+    target_train_accuracy: Optional[Float] = Field(
         None, gt=0.0, le=1.0, description="training accuracy that counts as good (default: from chance)"
     )
-    poor_train_margin: float = Field(
+    poor_train_margin: Float = Field(
         0.5, gt=0.0, lt=1.0,
         description="training is poor below chance + margin * (1 - chance) accuracy",
     )
-    min_progress: float = Field(
+    min_progress: Float = Field(
         0.1, gt=0.0, lt=1.0, description="the loss 'barely moved' if it fell by less than this fraction of its initial value"
     )
-    window: int = Field(3, ge=2, description="epochs over which trends (still improving, plateau) are judged")
-    improving_rate: float = Field(
+    window: Int = Field(3, ge=2, description="epochs over which trends (still improving, plateau) are judged")
+    improving_rate: Float = Field(
         0.01, gt=0.0, description="mean relative loss decrease per epoch over the window that counts as still improving"
     )
-    vanishing_ratio: float = Field(1e-3, gt=0.0, description="first/last layer gradient RMS below this is vanishing")
-    vanishing_first_rms: float = Field(1e-4, gt=0.0, description="... when the first layer's gradient RMS is also below this")
-    exploding_ratio: float = Field(70.0, gt=1.0, description="first/last layer gradient RMS above this is exploding")
-    dead_fraction: float = Field(
+    vanishing_ratio: Float = Field(1e-3, gt=0.0, description="first/last layer gradient RMS below this is vanishing")
+    vanishing_first_rms: Float = Field(1e-4, gt=0.0, description="... when the first layer's gradient RMS is also below this")
+    exploding_ratio: Float = Field(70.0, gt=1.0, description="first/last layer gradient RMS above this is exploding")
+    dead_fraction: Float = Field(
         0.7, gt=0.0, le=1.0, description="a ReLU-family layer with this fraction of pre-activations <= 0 is dying"
     )
-    saturated_fraction: float = Field(
+    saturated_fraction: Float = Field(
         0.5, gt=0.0, le=1.0, description="a sigmoid/tanh layer with this fraction of |pre-activations| > 5 is saturated"
     )
-    overfit_patience: int = Field(3, ge=1, description="epochs the validation loss must rise after its minimum")
-    overfit_rise: float = Field(0.05, ge=0.0, description="... by at least this fraction of the minimum")
-    overfit_gap: float = Field(0.1, gt=0.0, description="train minus validation accuracy beyond this is overfitting")
-    lr_oscillation: float = Field(
+    overfit_patience: Int = Field(3, ge=1, description="epochs the validation loss must rise after its minimum")
+    overfit_rise: Float = Field(0.05, ge=0.0, description="... by at least this fraction of the minimum")
+    overfit_gap: Float = Field(0.1, gt=0.0, description="train minus validation accuracy beyond this is overfitting")
+    lr_oscillation: Float = Field(
         0.4, gt=0.0, le=1.0, description="fraction of epochs whose training loss rose that marks oscillation"
     )
-    low_update_ratio: float = Field(1e-4, gt=0.0, description="update/weight ratio below this marks a learning rate too low")
+    low_update_ratio: Float = Field(1e-4, gt=0.0, description="update/weight ratio below this marks a learning rate too low")
     reference: ReferenceName = Field(
         "linear",
         description="linear: also fit a softmax regression on the same training examples (cached) and call a net "
         "that fits its training set worse than it failed-training; none: no reference",
     )
-    reference_margin: float = Field(
+    reference_margin: Float = Field(
         0.1, ge=0.0, lt=1.0,
         description="training is poor when the kept model's training accuracy is below the reference's minus this "
         "(and its validation accuracy is not above the reference's)",
@@ -385,7 +568,7 @@ class SweepConfig(_Section):
         default_factory=list,
         description="named sets of overrides tried as one more axis, e.g. [{optimizer.name: sgd, optimizer.lr: 0.1}, ...]",
     )
-    seeds: int = Field(1, ge=1, description="seeds per grid point: seed, seed+1, ...")
+    seeds: Int = Field(1, ge=1, description="seeds per grid point: seed, seed+1, ...")
 
     @model_validator(mode="after")
     def _non_empty_lists(self) -> "SweepConfig":
@@ -402,7 +585,7 @@ class SweepConfig(_Section):
 
 class Config(_Section):
     name: str = Field("run", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
-    seed: int = Field(0, ge=0, lt=2**31, description="seeds the init, the splits, shuffling and dropout")
+    seed: Int = Field(0, ge=0, lt=2**31, description="seeds the init, the splits, shuffling and dropout")
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     optimizer: OptimizerConfig = OptimizerConfig()
@@ -413,6 +596,11 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Config":
+        # an absurd model (width 1e9) is refused here, whatever the machine; `check_size` holds a
+        # run to the machine's memory once the data are loaded
+        problem = size_error(self, limit_bytes=MAX_MODEL_BYTES)
+        if problem is not None:
+            raise ValueError(problem)
         es = self.train.early_stopping
         if es.enabled and self.data.validation_split == 0:
             raise ValueError(
@@ -425,25 +613,130 @@ class Config(_Section):
 # ---------------------------------------------------------------- loading and errors
 
 
+MAX_CONFIG_BYTES = 1 << 20  # a config is a page of YAML; anything larger is a mistake
+MAX_YAML_DEPTH = 32  # a config nests 4 deep (sweep.variants[i].key); 3,000 deep overflowed the stack
+
+
+class _YamlRefused(yaml.MarkedYAMLError):
+    """YAML that parses but that a config may not use: an alias or anchor, deep nesting, a duplicate key."""
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """yaml.SafeLoader without aliases and anchors (a 371-byte "billion laughs" file expanded to
+    gigabytes), with nesting capped at MAX_YAML_DEPTH and duplicate keys refused."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            sign = "*" if isinstance(event, yaml.AliasEvent) else "&"
+            raise _YamlRefused(
+                problem=f"YAML aliases and anchors ({sign}{event.anchor}) are not allowed in a config; write the values out",
+                problem_mark=event.start_mark,
+            )
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise _YamlRefused(problem=f"nested more than {MAX_YAML_DEPTH} levels deep", problem_mark=event.start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _check_keys(node: yaml.Node, path: str = "", lines: bool = True) -> None:
+    """Refuse a key given twice in one mapping (YAML would keep the last silently); `path` is
+    the dotted key of `node`, `lines` whether to name the lines (a file's, not a --set value's)."""
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            key = str(key_node.value) if isinstance(key_node, yaml.ScalarNode) else None
+            line = key_node.start_mark.line + 1
+            if key is not None:
+                if key in seen:
+                    where = f" (lines {seen[key]} and {line})" if lines else ""
+                    raise _YamlRefused(
+                        problem=f"{path}{key} is given twice{where}; merge them into one, or delete one",
+                        problem_mark=key_node.start_mark,
+                    )
+                seen[key] = line
+            _check_keys(value_node, f"{path}{key}." if key is not None else path, lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _check_keys(item, f"{path.removesuffix('.')}[{i}].", lines)
+
+
+_EMPTY = object()  # `_parse_yaml` of a document with no content
+
+
+def _parse_yaml(text: str, key: str = "") -> Any:
+    """The value of one YAML document through _ConfigLoader, or _EMPTY; raises yaml.YAMLError.
+    `key`: the dotted key the document is the value of (a --set value's), for the messages."""
+    loader = _ConfigLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return _EMPTY
+        _check_keys(node, f"{key}." if key else "", lines=not key)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """`line L, column C: problem` of a YAML error."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown line"
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return f"{where}: {problem}"
+
+
+def _read_text(path: Path) -> str:
+    """The text of a regular file of at most MAX_CONFIG_BYTES; ConfigError otherwise (a FIFO must not hang)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    with os.fdopen(fd, "rb") as fh:
+        info = os.fstat(fh.fileno())
+        if stat.S_ISDIR(info.st_mode):
+            raise ConfigError(f"{path}: is a folder; give the path of a YAML config file")
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"{path}: not a regular file (a pipe or a device); give the path of a YAML config file")
+        if info.st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: {info.st_size:,} bytes; a config file is at most {MAX_CONFIG_BYTES:,} bytes")
+        try:
+            data = fh.read(MAX_CONFIG_BYTES + 1)
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: over {MAX_CONFIG_BYTES:,} bytes; a config file is at most {MAX_CONFIG_BYTES:,} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc}); a config file is YAML") from None
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
-    """The raw mapping of a YAML config file; ConfigError names the file (and line) when it cannot be used."""
-    if not path.exists():
-        raise ConfigError(f"{path}: config file not found")
-    if path.is_dir():
-        raise ConfigError(f"{path}: is a folder; give the path of a YAML config file")
+    """The raw mapping of a YAML config file; ConfigError names the file (and line) when it cannot be used.
+
+    Only a regular file of at most MAX_CONFIG_BYTES is read; aliases and anchors, nesting deeper
+    than MAX_YAML_DEPTH, duplicate keys and an empty document are refused.
+    """
+    path = Path(path)
+    text = _read_text(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot be read ({exc})") from None
-    try:
-        raw = yaml.safe_load(text)
+        raw = _parse_yaml(text)
+    except _YamlRefused as exc:
+        raise ConfigError(f"{path}: {_yaml_problem(exc)}") from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown line"
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{path}: malformed YAML at {where}: {problem}") from None
-    if raw is None:
-        return {}
+        raise ConfigError(f"{path}: malformed YAML at {_yaml_problem(exc)}") from None
+    if raw is _EMPTY or raw is None:
+        raise ConfigError(f"{path}: is empty; write the settings to train with, e.g. a copy of configs/quickstart.yaml")
     if not isinstance(raw, dict):
         raise ConfigError(
             f"{path}: the top level must be a mapping of sections (name, data, model, ...), "
@@ -452,18 +745,35 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return raw
 
 
+def parse_value(text: str, where: str, key: str = "") -> Any:
+    """A `--set` or `--grid` VALUE of dotted `key` parsed as YAML (an empty VALUE is null).
+
+    Raises ConfigError naming `where` (e.g. `--set 'model.depth=x'`) and the value.
+    """
+    if not text.strip():
+        return None
+    try:
+        value = _parse_yaml(text, key)
+    except _YamlRefused as exc:
+        raise ConfigError(f"{where}: {exc.problem}") from None
+    except yaml.YAMLError as exc:
+        problem = _yaml_problem(exc).split(": ", 1)[-1]
+        raise ConfigError(
+            f"{where}: the value {text!r} is not valid YAML ({problem}); e.g. model.hidden=[512,256], "
+            "or quote text: name='\"a: b\"'"
+        ) from None
+    return None if value is _EMPTY else value
+
+
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Return a copy of `raw` with `KEY=VALUE` overrides applied; VALUE is parsed as YAML."""
+    """Return a copy of `raw` with `KEY=VALUE` overrides applied; VALUE is parsed as YAML (`parse_value`)."""
     out = _deep_copy(raw)
     for item in overrides:
         key, sep, text = item.partition("=")
         key = key.strip()
         if not sep or not key:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set model.depth=8")
-        try:
-            value = yaml.safe_load(text) if text.strip() else None
-        except yaml.YAMLError:
-            value = text  # a plain string that YAML cannot parse, e.g. "a: b: c"
+        value = parse_value(text, f"--set {item!r}", key)
         node = out
         parts = key.split(".")
         for depth, part in enumerate(parts[:-1]):
@@ -606,7 +916,7 @@ def config_warnings(cfg: Config, raw: dict[str, Any]) -> list[str]:
 
     m, t, es = cfg.model, cfg.train, cfg.train.early_stopping
     if cfg.data.dataset == "digits" and given("data.path"):
-        ignored("data.path", "the digits are embedded (scikit-learn); data.path is for mnist, fashion-mnist and cifar10")
+        ignored("data.path", "the digits are embedded in dnnlab; data.path is for mnist, fashion-mnist and cifar10")
     if m.arch != "cnn":
         what = (
             "a resnet's layout is fixed (3x3 convs at 16/32/64 channels, no pooling)"
@@ -730,7 +1040,14 @@ def to_dict(cfg: Config) -> dict[str, Any]:
 
 def dump_yaml(cfg: Config) -> str:
     """The resolved config as YAML text that `load_config` reads back to an equal Config."""
-    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+    return yaml.dump(to_dict(cfg), Dumper=_PlainDumper, sort_keys=False)
+
+
+class _PlainDumper(yaml.SafeDumper):
+    """SafeDumper that writes a shared value out each time: `read_yaml` refuses aliases."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
 
 
 def json_schema() -> dict[str, Any]:

@@ -1,8 +1,17 @@
-"""Datasets: discovery, loading (IDX, Keras npz, scikit-learn digits), download and splits.
+"""Datasets: discovery, loading (IDX, Keras npz, the embedded digits), download and splits.
 
-Images come out as float32 in [0, 1], flattened to (N, D); labels as int32. The validation
+Images come out as float32, flattened to (N, D): pixels scaled to [0, 1], and under
+`data.normalize: standard` then shifted and scaled to zero mean and unit variance per channel
+(no longer in [0, 1]); labels as int32, each below the dataset's class count. The validation
 split is carved from the training set with the run's seed; the test set is never used for
 decisions.
+
+The digits ship in the package as `_digits.npz` (1,797 8x8 images of pixel values 0..16 as
+uint8, and their labels), so no run needs scikit-learn: the UCI ML hand-written digits
+(optdigits) test set of Alpaydin and Kaynak, licensed CC BY 4.0
+(https://archive.ics.uci.edu/dataset/80), as scikit-learn's `sklearn.datasets.load_digits()`
+ships it (written once with `np.savez_compressed(images=bunch.images.astype(np.uint8),
+labels=bunch.target.astype(np.uint8))`; tests/test_data.py holds the copy equal to it).
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ import tarfile
 import tempfile
 import urllib.error
 import urllib.request
+import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +34,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from dnnlab.config import DataConfig
+from dnnlab.config import NUM_CLASSES, DataConfig
 
 IDX_FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -32,6 +42,7 @@ IDX_FILES = {
     "test_images": "t10k-images-idx3-ubyte",
     "test_labels": "t10k-labels-idx1-ubyte",
 }
+DIGITS_FILE = Path(__file__).with_name("_digits.npz")  # see the module docstring
 DIGITS_TEST_FRACTION = 0.2
 DIGITS_SPLIT_SEED = 20  # fixed: the digits test set is the same for every run
 
@@ -77,7 +88,7 @@ class DataError(Exception):
 
 @dataclass(frozen=True)
 class Split:
-    x: np.ndarray  # (N, D) float32 in [0, 1]
+    x: np.ndarray  # (N, D) float32: [0, 1], or standardized (data.normalize)
     y: np.ndarray  # (N,) int32
 
     def __len__(self) -> int:
@@ -108,10 +119,10 @@ class Dataset:
 
 
 def candidate_locations(name: str, path: Optional[str] = None) -> list[Path]:
-    """Where a file-based dataset is looked for, in order."""
-    out: list[Path] = []
+    """Where a file-based dataset is looked for, in order; only `path` when one is given (data.path)."""
     if path:
-        out.append(Path(path).expanduser())
+        return [Path(path).expanduser()]
+    out: list[Path] = []
     env = os.environ.get("DNNLAB_DATA")
     if env:
         out.append(Path(env).expanduser() / name)
@@ -161,7 +172,7 @@ def _resolve(location: Path, name: str) -> Optional[Path]:
 
 
 def find(name: str, path: Optional[str] = None) -> Optional[Path]:
-    """The first location that holds dataset `name`, or None."""
+    """The first location that holds dataset `name`, or None; with `path`, only what `path` holds."""
     for location in candidate_locations(name, path):
         found = _resolve(location, name)
         if found is not None:
@@ -170,6 +181,8 @@ def find(name: str, path: Optional[str] = None) -> Optional[Path]:
 
 
 def not_found_message(name: str, path: Optional[str]) -> str:
+    if path:
+        return _path_message(name, path)
     looked = "\n".join(f"  - {p}" for p in candidate_locations(name, path))
     hint = f"dnnlab data download {name}"
     if name == "fashion-mnist":
@@ -178,6 +191,31 @@ def not_found_message(name: str, path: Optional[str]) -> str:
     return (
         f"dataset {name!r} not found. Looked for {what} in:\n{looked}\n"
         f"Get it with: {hint}\nor point data.path (or $DNNLAB_DATA) at a folder that holds it."
+    )
+
+
+def _path_message(name: str, path: str) -> str:
+    """Why data.path `path` does not hold dataset `name`: what is missing there."""
+    location = Path(path).expanduser()
+    if name == "cifar10":
+        wanted = f"the CIFAR-10 python batches ({', '.join(CIFAR_TRAIN)}, {CIFAR_TEST}), in it or in its {CIFAR_DIR}/"
+    else:
+        wanted = f"the IDX files ({', '.join(f'{stem}[.gz]' for stem in IDX_FILES.values())}) or {name}.npz"
+    if not location.exists():
+        problem = "does not exist"
+    elif not location.is_dir():
+        problem = "is a file, not a folder" + ("" if name == "cifar10" else " or a .npz file")
+    else:
+        if name == "cifar10":
+            folder = location / CIFAR_DIR if (location / CIFAR_DIR).is_dir() else location
+            missing = [f for f in CIFAR_TRAIN + (CIFAR_TEST,) if not (folder / f).is_file()]
+        else:
+            missing = [f"{stem}[.gz]" for stem in IDX_FILES.values() if _idx_file(location, stem) is None]
+            missing.append(f"{name}.npz")
+        problem = f"holds no {name}: missing {', '.join(missing)}"
+    return (
+        f"data.path: {location} {problem}. It must hold {wanted}; fix data.path, "
+        f"or remove it to search the usual places (dnnlab data list; get it with: dnnlab data download {name})"
     )
 
 
@@ -203,6 +241,8 @@ def read_idx(path: Path) -> np.ndarray:
     if len(raw) < header:
         raise DataError(f"{path}: truncated IDX header; delete it and fetch it again")
     dims = struct.unpack(f">{ndim}I", raw[4:header])
+    if 0 in dims:
+        raise DataError(f"{path}: holds 0 examples (its header says {'x'.join(map(str, dims))}); fetch the dataset again")
     expected = int(np.prod(dims))
     if len(raw) - header != expected:
         raise DataError(
@@ -252,28 +292,49 @@ def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return data_arr.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels_arr
 
 
-def _read_images(location: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _read_images(location: Path, num_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(train images, train labels, test images, test labels) at `location`, each checked and
+    named by its file: uint8 images, as many labels, each a class number below `num_classes`."""
+    parts: list[tuple[str, np.ndarray, np.ndarray, str, str]] = []  # (part, images, labels, their files)
     if (location / CIFAR_TEST).is_file():
-        parts = [read_cifar_batch(location / f) for f in CIFAR_TRAIN]
-        xtr, ytr = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-        xte, yte = read_cifar_batch(location / CIFAR_TEST)
+        for part, files in (("train", CIFAR_TRAIN), ("test", (CIFAR_TEST,))):
+            for f in files:
+                images, labels = read_cifar_batch(location / f)
+                parts.append((part, images, labels, str(location / f), str(location / f)))
     elif location.suffix == ".npz":
         xtr, ytr, xte, yte = _read_npz(location)
+        parts = [("train", xtr, ytr, f"{location} (x_train)", f"{location} (y_train)"),
+                 ("test", xte, yte, f"{location} (x_test)", f"{location} (y_test)")]
     else:
-        xtr, ytr, xte, yte = (
-            read_idx(_idx_file(location, IDX_FILES[k]))  # type: ignore[arg-type]
-            for k in ("train_images", "train_labels", "test_images", "test_labels")
-        )
-    for images, labels, part in ((xtr, ytr, "train"), (xte, yte, "test")):
+        for part, prefix in (("train", "train"), ("test", "test")):
+            files = [_idx_file(location, IDX_FILES[f"{prefix}_{kind}"]) for kind in ("images", "labels")]
+            images, labels = (read_idx(f) for f in files)  # type: ignore[arg-type]
+            parts.append((part, images, labels, str(files[0]), str(files[1])))
+    for part, images, labels, images_file, labels_file in parts:
+        for arr, where in ((images, images_file), (labels, labels_file)):
+            if arr.ndim == 0 or arr.shape[0] == 0:
+                raise DataError(f"{where}: holds 0 {part} examples; fetch the dataset again")
         if images.shape[0] != labels.shape[0]:
             raise DataError(
-                f"{location}: {part} images ({images.shape[0]}) and labels ({labels.shape[0]}) differ in count"
+                f"{location}: {part} images ({images.shape[0]}, {images_file}) and labels ({labels.shape[0]}, "
+                f"{labels_file}) differ in count"
             )
         if images.dtype != np.uint8 or images.ndim not in (3, 4):
-            raise DataError(f"{location}: {part} images must be uint8 of shape (N, H, W[, C]); got {images.dtype} {images.shape}")
-        if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer) or (labels.size and (labels.min() < 0 or labels.max() > 255)):
-            raise DataError(f"{location}: {part} labels must be a 1-D array of class numbers 0, 1, ...; got {labels.dtype} {labels.shape}")
-    return xtr, ytr, xte, yte
+            raise DataError(f"{images_file}: {part} images must be uint8 of shape (N, H, W[, C]); got {images.dtype} {images.shape}")
+        if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+            raise DataError(f"{labels_file}: {part} labels must be a 1-D array of class numbers 0, 1, ...; got {labels.dtype} {labels.shape}")
+        low, high = int(labels.min()), int(labels.max())
+        if low < 0 or high >= num_classes:
+            bad = low if low < 0 else high
+            raise DataError(
+                f"{labels_file}: {part} label {bad} is out of range: the dataset has {num_classes} classes "
+                f"(labels 0..{num_classes - 1}); the file is corrupt or belongs to another dataset"
+            )
+    train = [p for p in parts if p[0] == "train"]
+    test = [p for p in parts if p[0] == "test"]
+    xtr = np.concatenate([p[1] for p in train]) if len(train) > 1 else train[0][1]
+    ytr = np.concatenate([p[2] for p in train]) if len(train) > 1 else train[0][2]
+    return xtr, ytr, test[0][1], test[0][2]
 
 
 def _image_shape(images: np.ndarray) -> tuple[int, ...]:
@@ -290,11 +351,16 @@ Loaded = tuple[Split, Split, str, tuple[int, ...]]  # (train, test, source, imag
 
 
 def _load_digits(cfg: DataConfig) -> Loaded:
-    from sklearn.datasets import load_digits  # lazy: only the digits need scikit-learn
-
-    bunch = load_digits()
-    x = (bunch.data / 16.0).astype(np.float32)
-    y = bunch.target.astype(np.int32)
+    """The digits from the package's `_digits.npz`: pixels 0..16 scaled to [0, 1], and the fixed
+    stratified test split."""
+    try:
+        with np.load(DIGITS_FILE, allow_pickle=False) as f:
+            images, labels = np.asarray(f["images"]), np.asarray(f["labels"])
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{DIGITS_FILE}: the embedded digits cannot be read ({exc}); reinstall dnnlab") from None
+    # float64 / 16, then float32: bit for bit what scikit-learn's float64 `data` gave
+    x = (images.reshape(len(images), -1).astype(np.float64) / 16.0).astype(np.float32)
+    y = labels.astype(np.int32)
     test_idx = stratified_indices(y, DIGITS_TEST_FRACTION, np.random.default_rng(DIGITS_SPLIT_SEED))
     keep = np.ones(len(y), bool)
     keep[test_idx] = False
@@ -303,10 +369,10 @@ def _load_digits(cfg: DataConfig) -> Loaded:
 
 def _load_files(cfg: DataConfig) -> Loaded:
     """A file-based dataset (IDX, npz or CIFAR batches) found by `find`."""
-    location = find(cfg.dataset, cfg.path)
+    location = find(cfg.dataset, cfg.path)  # a data.path is used or refused, never searched past
     if location is None:
         raise DataError(not_found_message(cfg.dataset, cfg.path))
-    xtr, ytr, xte, yte = _read_images(location)
+    xtr, ytr, xte, yte = _read_images(location, NUM_CLASSES[cfg.dataset])
     shape = _image_shape(xtr) if xtr.ndim >= 3 else ()
     return _to_split(xtr, ytr), _to_split(xte, yte), str(location), shape
 
@@ -349,7 +415,7 @@ def load(cfg: DataConfig, seed: int) -> Dataset:
     if loader is None:
         raise DataError(f"unknown dataset {cfg.dataset!r}; known: {', '.join(LOADERS)}")
     train, test, source, shape = loader(cfg)
-    num_classes = int(max(train.y.max(), test.y.max())) + 1
+    num_classes = NUM_CLASSES[cfg.dataset]  # the loaders refuse labels outside it
     rng = np.random.default_rng(seed)
     val = None
     if cfg.validation_split > 0:

@@ -35,10 +35,13 @@ def load_data(cfg: Config) -> Dataset:
     """The config's dataset, checked against its model; ExperimentError when it cannot be used."""
     from dnnlab import data
 
+    from dnnlab.config import ConfigError, check_size
+
     try:
         ds = data.load(cfg.data, data_seed(cfg))
         check_compatible(cfg, ds)
-    except DataError as exc:
+        check_size(cfg, ds.input_shape, ds.num_classes)  # refuse what this machine's memory cannot hold
+    except (DataError, ConfigError) as exc:
         raise ExperimentError(str(exc)) from None
     except KeyboardInterrupt:
         raise ExperimentError("interrupted while loading the data; nothing was written", EXIT_INTERRUPTED) from None

@@ -16,7 +16,7 @@ from typing import Any, Callable, Optional
 import yaml
 
 from dnnlab import interrupt, runs
-from dnnlab.config import Config, ConfigError, apply_overrides, data_seed, validate
+from dnnlab.config import Config, ConfigError, apply_overrides, data_seed, sweep_size, sweep_size_error, validate
 
 MANIFEST = runs.SWEEP_MANIFEST
 DONE = ("completed", "stopped_early", "diverged")  # members that --resume does not run again
@@ -187,7 +187,7 @@ class Plan:
     variants: list[dict[str, Any]]
 
 
-def plan(raw: dict[str, Any], grid_items: list[str], seeds: Optional[int]) -> Plan:
+def plan(raw: dict[str, Any], grid_items: list[str], seeds: Optional[int], *, yes: bool = False) -> Plan:
     """Merge the YAML's `sweep:` section with `--grid`/`--seeds`; validate every member up front.
 
     Raises SweepError or ConfigError.
@@ -209,6 +209,9 @@ def plan(raw: dict[str, Any], grid_items: list[str], seeds: Optional[int]) -> Pl
             "train.seeds: a sweep runs its seeds as members; use `dnnlab sweep --seeds N` (or sweep.seeds) "
             "and leave train.seeds at 1"
         )
+    too_many = sweep_size_error(sweep_size(grid, variants, seeds), yes)
+    if too_many:
+        raise SweepError(too_many)
     errors, members = [], expand(grid, seeds, int(base.get("seed", 0) or 0), variants)
     for member in members:
         try:

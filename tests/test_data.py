@@ -6,15 +6,18 @@ import gzip
 import hashlib
 import http.server
 import struct
+import sys
 import threading
 from functools import partial
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import pytest
 
 from dnnlab import data
-from dnnlab.config import DataConfig
+from dnnlab.config import DATASET_SHAPES, NUM_CLASSES, DataConfig
+from dnnlab.config import Dataset as DatasetName
 from dnnlab.data import DataError, Remote
 
 
@@ -87,9 +90,108 @@ def test_search_order_path_then_env_then_cache_then_keras(tmp_path, isolated_hom
     assert data.find("fashion-mnist", str(cache)) == cache
     monkeypatch.delenv("DNNLAB_DATA")
     assert data.find("fashion-mnist") == cache
-    locations = data.candidate_locations("mnist", "/x")
-    assert locations[0] == Path("/x") and locations[1] == isolated_home / ".cache/dnnlab/mnist"
+    locations = data.candidate_locations("mnist")
+    assert locations[0] == isolated_home / ".cache/dnnlab/mnist"
     assert locations[-2] == isolated_home / ".keras/datasets/mnist.npz"
+    # a data.path is the only place looked: used or refused, never searched past
+    assert data.candidate_locations("mnist", "/x") == [Path("/x")]
+
+
+@pytest.mark.parametrize("make, expected", [
+    (lambda p: None, "does not exist"),
+    (lambda p: p.write_text("not a dataset"), "is a file, not a folder or a .npz file"),
+    (lambda p: p.mkdir(), "holds no fashion-mnist: missing train-images-idx3-ubyte[.gz]"),
+])
+def test_a_data_path_without_the_dataset_is_refused_not_searched_past(tmp_path, isolated_home, monkeypatch, make, expected):
+    # a complete copy in the usual places must not stand in for the folder the user named
+    env_root = tmp_path / "env"
+    write_idx_dataset(env_root / "fashion-mnist")
+    monkeypatch.setenv("DNNLAB_DATA", str(env_root))
+    named = tmp_path / "named"
+    make(named)
+    assert data.find("fashion-mnist", str(named)) is None
+    with pytest.raises(DataError) as info:
+        data.load(DataConfig(dataset="fashion-mnist", path=str(named)), seed=0)
+    message = str(info.value)
+    assert message.startswith(f"data.path: {named} {expected}") and "fashion-mnist.npz" in message
+
+
+def test_a_data_path_missing_one_file_names_it(tmp_path, isolated_home):
+    folder = tmp_path / "m"
+    write_idx_dataset(folder)
+    (folder / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(DataError, match=r"holds no mnist: missing t10k-labels-idx1-ubyte\[\.gz\], mnist\.npz"):
+        data.load(DataConfig(dataset="mnist", path=str(folder)), seed=0)
+    cifar = tmp_path / "c"
+    cifar.mkdir()
+    with pytest.raises(DataError, match="holds no cifar10: missing data_batch_1, .*test_batch"):
+        data.load(DataConfig(dataset="cifar10", path=str(cifar)), seed=0)
+
+
+def test_every_dataset_has_its_class_count_and_image_shape():
+    assert set(NUM_CLASSES) == set(get_args(DatasetName)) == set(DATASET_SHAPES)
+
+
+def test_labels_beyond_the_class_count_name_the_file(tmp_path, isolated_home):
+    folder = tmp_path / "f"
+    write_idx_dataset(folder, gz=False)
+    labels = np.arange(60) % 10
+    labels[7] = 200
+    (folder / "train-labels-idx1-ubyte").write_bytes(idx_bytes(labels))
+    with pytest.raises(DataError) as info:
+        data.load(DataConfig(dataset="fashion-mnist", path=str(folder)), seed=0)
+    assert str(info.value).startswith(f"{folder / 'train-labels-idx1-ubyte'}: train label 200 is out of range")
+    assert "10 classes (labels 0..9)" in str(info.value)
+
+
+def test_the_class_count_is_the_datasets_not_the_largest_label(tmp_path, isolated_home):
+    folder = tmp_path / "f"
+    write_idx_dataset(folder)
+    ds = data.load(DataConfig(dataset="mnist", path=str(folder), train_size=5, validation_split=0.0), seed=0)
+    assert ds.num_classes == 10
+
+
+@pytest.mark.parametrize("which", ["train-images-idx3-ubyte", "t10k-labels-idx1-ubyte"])
+def test_an_idx_file_with_no_examples_is_named(tmp_path, isolated_home, which):
+    folder = tmp_path / "m"
+    write_idx_dataset(folder, gz=False)
+    empty = np.zeros((0, 4, 4) if "images" in which else (0,), np.uint8)
+    (folder / which).write_bytes(idx_bytes(empty))
+    with pytest.raises(DataError, match=f"{which}: holds 0 examples"):
+        data.load(DataConfig(dataset="mnist", path=str(folder)), seed=0)
+
+
+def test_an_npz_with_no_examples_is_named(tmp_path, isolated_home):
+    path = tmp_path / "mnist.npz"
+    np.savez(path, x_train=np.zeros((0, 28, 28), np.uint8), y_train=np.zeros(0, np.uint8),
+             x_test=np.zeros((3, 28, 28), np.uint8), y_test=np.zeros(3, np.uint8))
+    with pytest.raises(DataError, match=r"mnist.npz \(x_train\): holds 0 train examples"):
+        data.load(DataConfig(dataset="mnist", path=str(path)), seed=0)
+
+
+def test_the_embedded_digits_are_scikit_learns():
+    sklearn_datasets = pytest.importorskip("sklearn.datasets")
+    bunch = sklearn_datasets.load_digits()
+    with np.load(data.DIGITS_FILE) as f:
+        images, labels = f["images"], f["labels"]
+    assert images.dtype == np.uint8 and images.shape == (1797, 8, 8) and labels.dtype == np.uint8
+    np.testing.assert_array_equal(images, bunch.images)
+    np.testing.assert_array_equal(labels, bunch.target)
+    # and the loader gives bit for bit what it gave when it read scikit-learn's float64 data
+    train, test, _, _ = data._load_digits(DataConfig())
+    x, y = (bunch.data / 16.0).astype(np.float32), bunch.target.astype(np.int32)
+    test_idx = data.stratified_indices(y, data.DIGITS_TEST_FRACTION, np.random.default_rng(data.DIGITS_SPLIT_SEED))
+    keep = np.ones(len(y), bool)
+    keep[test_idx] = False
+    for got, want in ((train.x, x[keep]), (train.y, y[keep]), (test.x, x[test_idx]), (test.y, y[test_idx])):
+        assert got.dtype == want.dtype and got.tobytes() == want.tobytes()
+
+
+def test_the_digits_load_without_scikit_learn(monkeypatch):
+    monkeypatch.setitem(sys.modules, "sklearn", None)  # any import of it now fails
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
+    ds = data.load(DataConfig(), seed=0)
+    assert len(ds.train) + len(ds.val) + len(ds.test) == 1797
 
 
 def test_keras_npz_is_found_and_read(isolated_home):

@@ -235,3 +235,13 @@ def test_orphaned_members_are_listed_never_averaged_in(tmp_path):
     assert [r.path for r in group.runs] == [a] and group.stat("val_accuracy")[0] == pytest.approx(0.85)
     result = runner.invoke(app, ["compare", str(sweep_dir)])
     assert "m0-killed: not in its sweep's manifest" in " ".join(result.output.split())
+
+
+def test_a_sweep_of_more_than_10000_members_needs_yes(tmp_path):
+    lrs = ",".join(str(0.001 + i * 1e-5) for i in range(101))
+    widths = ",".join(str(8 + i) for i in range(100))
+    args = ["sweep", "configs/quickstart.yaml", "--grid", f"optimizer.lr={lrs}", "--grid", f"model.width={widths}", "--out", str(tmp_path)]
+    result = runner.invoke(app, args)
+    text = " ".join(result.output.split())
+    assert result.exit_code == 2 and "10,100 members" in text and "--yes" in text
+    assert list(tmp_path.iterdir()) == []
