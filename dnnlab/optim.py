@@ -7,11 +7,13 @@ decoupled weight decay is multiplied by the learning rate: w <- w - lr * (update
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable
 
+import jax.numpy as jnp
 import optax
 
-from dnnlab.config import OptimizerConfig, RegularizationConfig
+from dnnlab.config import OPTIMIZER_KEYS, OptimizerConfig, RegularizationConfig
 
 
 ScalingBuilder = Callable[[OptimizerConfig], optax.GradientTransformation]
@@ -79,6 +81,28 @@ def make_schedule(cfg: OptimizerConfig, steps_per_epoch: int, epochs: int) -> op
     return builder(cfg, steps_per_epoch, max(steps_per_epoch * epochs, 1))
 
 
+# The numeric settings that reach the compiled training program as values in the optimizer's state
+# (optax.inject_hyperparams) instead of constants folded into it: runs that differ only in them (a
+# learning-rate sweep) share one compiled program. The decay rates b1, b2 and rho stay constants:
+# optax computes 1 - decay in float32 from a traced value, which rounds differently from Python's
+# double and would change every Adam and RMSProp result in its last bits. The schedules' own
+# numbers (step_factor, min_lr_ratio) stay constants too, and so does the learning rate of
+# warmup_cosine: optax's schedules branch on them in Python.
+INJECTED = ("lr", "momentum", "eps", "clip_norm")
+LR_INJECTED = ("constant", "step", "cosine")  # the schedules that take a traced learning rate
+
+
+def hyperparameters(cfg: OptimizerConfig, reg: RegularizationConfig) -> dict[str, float]:
+    """The injected settings of `cfg` and `reg` (see INJECTED) that the chain reads."""
+    used = set(INJECTED) & ({"clip_norm"} | set(OPTIMIZER_KEYS.get(cfg.name, ())))
+    if cfg.schedule in LR_INJECTED:
+        used.add("lr")
+    values = {k: float(getattr(cfg, k)) for k in INJECTED if k in used and getattr(cfg, k) is not None}
+    if reg.weight_decay > 0:
+        values["weight_decay"] = float(reg.weight_decay)
+    return values
+
+
 def make_optimizer(
     cfg: OptimizerConfig,
     reg: RegularizationConfig,
@@ -89,19 +113,45 @@ def make_optimizer(
 ) -> tuple[optax.GradientTransformation, Callable[[Any], Any]]:
     """Build the optax chain and its learning-rate schedule.
 
+    The chain is wrapped in `optax.inject_hyperparams`: the values of `hyperparameters(cfg, reg)`
+    live in its state (`with_hyperparameters` sets them), so the compiled update does not depend
+    on them.
+
     Args:
         cfg, reg: the optimizer and regularization sections.
         steps_per_epoch, epochs: to lay schedules out over the run.
         decay_mask: pytree of bools (or a callable) selecting the leaves that weight decay touches.
     Returns:
-        (transformation, schedule).
+        (transformation, schedule): the schedule, with the configured numbers, is for the records.
     """
-    schedule = make_schedule(cfg, steps_per_epoch, epochs)
-    parts = []
-    if cfg.clip_norm is not None:
-        parts.append(optax.clip_by_global_norm(cfg.clip_norm))
-    parts.append(_scaling(cfg))
-    if reg.weight_decay > 0:
-        parts.append(optax.add_decayed_weights(reg.weight_decay, mask=decay_mask))
-    parts.append(optax.scale_by_learning_rate(schedule))
-    return optax.chain(*parts), schedule
+    schedule = make_schedule(cfg, steps_per_epoch, epochs)  # raises on an unknown schedule
+    _scaling(cfg)  # ... and on an unknown optimizer, before anything is traced
+
+    def chain(**values: Any) -> optax.GradientTransformation:
+        c = cfg.model_copy(update={k: v for k, v in values.items() if k != "weight_decay"})
+        parts = []
+        if cfg.clip_norm is not None:
+            parts.append(optax.clip_by_global_norm(c.clip_norm))
+        parts.append(_scaling(c))
+        if reg.weight_decay > 0:
+            parts.append(optax.add_decayed_weights(values["weight_decay"], mask=decay_mask))
+        parts.append(optax.scale_by_learning_rate(make_schedule(c, steps_per_epoch, epochs)))
+        return optax.chain(*parts)
+
+    values = hyperparameters(cfg, reg)
+    # inject_hyperparams reads the factory's signature: one named parameter per injected value
+    chain.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY) for k in values]
+    )
+    tx = optax.inject_hyperparams(chain, hyperparam_dtype=jnp.float32)(**values)
+    return tx, schedule
+
+
+def with_hyperparameters(opt_state: Any, values: dict[str, Any]) -> Any:
+    """`opt_state` (of a `make_optimizer` chain) with its injected settings replaced by `values`
+    (arrays, traced or not; a leading seed axis is kept)."""
+    old = opt_state.hyperparams
+    if set(old) != set(values):
+        raise ValueError(f"the optimizer state holds {sorted(old)}; got {sorted(values)}")
+    new = {k: jnp.broadcast_to(jnp.asarray(values[k], old[k].dtype), old[k].shape) for k in old}
+    return opt_state._replace(hyperparams=new)

@@ -41,7 +41,8 @@ def plot_curves(history: list[dict[str, Any]], best_epoch: Optional[int], path: 
         ax.legend()
     axes[0].set_title("loss (evaluation mode)")
     axes[1].set_title("accuracy")
-    fig.tight_layout()
+    # fixed margins: tight_layout draws the whole figure once more before savefig draws it
+    fig.subplots_adjust(left=0.07, right=0.99, bottom=0.12, top=0.92, wspace=0.18)
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
@@ -70,7 +71,7 @@ def plot_layers(history: list[dict[str, Any]], key: str, title: str, path: Path,
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small", ncol=2 if layers > 12 else 1, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.09, right=0.70 if layers > 12 else 0.82, bottom=0.12, top=0.91)
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return True

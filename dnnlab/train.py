@@ -25,7 +25,7 @@ import dnnlab
 from dnnlab import interrupt, losses, models, probes
 from dnnlab.config import Config, EarlyStoppingConfig, RegularizationConfig, data_seed, training_loop
 from dnnlab.data import Dataset
-from dnnlab.optim import make_optimizer
+from dnnlab.optim import hyperparameters, make_optimizer, with_hyperparameters
 from dnnlab.checkpoints import flatten_params, unflatten_params
 from dnnlab.runs import FINISHED, METRICS, Writer, cache_root
 
@@ -314,12 +314,17 @@ def _setup(cfg: Config, data: Dataset) -> _Setup:
     return _Setup(model, tx, schedule, x_N, y_N, splits, probe, n, batch_size, steps_per_epoch, loop, monitor, info)
 
 
-def init_state(seed: jax.Array, *, model: models.Model, tx: optax.GradientTransformation) -> tuple[TrainState, jax.Array, jax.Array]:
+def init_state(
+    seed: jax.Array, hyperparameters: dict[str, jax.Array], *, model: models.Model, tx: optax.GradientTransformation
+) -> tuple[TrainState, jax.Array, jax.Array]:
     """The initial state and the (shuffle, dropout) keys of one seed: one compiled program (run
-    eagerly, initialization would compile every initializer's ops one by one)."""
+    eagerly, initialization would compile every initializer's ops one by one). The optimizer's
+    injected settings (`optim.hyperparameters`) arrive as arguments, so that runs that differ
+    only in them share this program, as they share the epoch's."""
     init_key, shuffle_key, dropout_key = jax.random.split(jax.random.PRNGKey(seed), 3)
     params = model.init(init_key)
-    state = TrainState(params, tx.init(models.split_stats(params)[0]), jnp.zeros((), jnp.int32))
+    opt_state = with_hyperparameters(tx.init(models.split_stats(params)[0]), hyperparameters)
+    state = TrainState(params, opt_state, jnp.zeros((), jnp.int32))
     return state, shuffle_key, dropout_key
 
 
@@ -486,8 +491,10 @@ class _Programs:
             chunk_jit = jax.jit(partial(chunk_sums, model=model))
             self.eval_fn = partial(stepwise_evaluate, chunk_fn=chunk_jit, chunk=cfg.train.eval_batch_size)
         init = partial(init_state, model=model, tx=tx)
-        self.init_fn = jax.jit(jax.vmap(init) if vmapped else init)
-        self.param_shapes = jax.eval_shape(init, np.int32(0))[0].params
+        values = {k: np.float32(v) for k, v in hyperparameters(cfg.optimizer, cfg.regularization).items()}
+        init_jit = jax.jit(jax.vmap(init, in_axes=(0, None)) if vmapped else init)
+        self.init_fn = lambda seeds: init_jit(seeds, values)
+        self.param_shapes = jax.eval_shape(init, np.int32(0), values)[0].params
         self.probe_fn = None
         if setup.probe is not None:
             instruments = partial(probes.probe, model=model, tx=tx, reg=reg)

@@ -295,3 +295,33 @@ def test_the_persistent_compilation_cache_serves_a_second_process(tmp_path):
     # evaluation, probes, ...) on the second
     assert (off, cold) == (0, 0) and warm >= 4, (off, cold, warm)
     assert same(off_metrics, cold_metrics) and same(cold_metrics, warm_metrics)
+
+
+def test_runs_that_differ_only_in_optimizer_numbers_share_their_compiled_programs(digits, tmp_path, monkeypatch):
+    """The learning rate, momentum, eps and weight decay reach the compiled programs as values
+    in the optimizer state: after the first run of a cold cache, three more learning rates (and a
+    momentum) compile nothing new, and each still trains with its own numbers."""
+    import jax.monitoring
+
+    monkeypatch.setenv("DNNLAB_CACHE", str(tmp_path / "cold"))
+    requests: list[str] = []
+    hits: list[str] = []
+
+    def listen(name, **kwargs):
+        (requests if name.endswith("compile_requests_use_cache") else hits if name.endswith("cache_hits") else []).append(name)
+
+    jax.monitoring.register_event_listener(listen)
+    misses, losses = [], []
+    try:
+        for lr, momentum in ((0.05, 0.9), (0.1, 0.9), (0.2, 0.9), (0.1, 0.5)):
+            before = len(requests) - len(hits)
+            cfg = make_cfg(**{"optimizer.name": "momentum", "optimizer.lr": lr, "optimizer.momentum": momentum,
+                              "regularization.weight_decay": 1e-3, "train.epochs": 2, "model.width": 32})
+            result = train.fit(cfg, digits, progress=False)
+            misses.append(len(requests) - len(hits) - before)
+            losses.append(result.history[-1]["train_loss"])
+            assert result.history[-1]["lr"] == pytest.approx(lr)
+    finally:
+        jax.monitoring.unregister_event_listener(listen)
+    assert misses[0] >= 3 and misses[1:] == [0, 0, 0], misses
+    assert len(set(losses)) == 4, losses  # each run trained with its own numbers
