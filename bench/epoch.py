@@ -1,5 +1,7 @@
 """Benchmark: one Fashion-MNIST MLP epoch (784-500-500-10 ReLU, Adam) by dnnlab, against the
-machine's float32 GEMM floor and against the same step run as a per-step jitted Python loop.
+machine's float32 GEMM floor and against the same step run as a per-step jitted Python loop;
+and what the TensorBoard writer adds to an epoch (its scalars, weight histograms and flush, from
+the host copies a run makes anyway), against the epoch with evaluation and instruments.
 
 Every contender runs in this one process, interleaved epoch by epoch; the table shows medians
 and the ratios that the targets are stated in. Not part of the test suite.
@@ -11,14 +13,17 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
 from functools import partial
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dnnlab import config, data, losses, models, probes, train
+from dnnlab import config, data, losses, models, probes, tracking, train
+from dnnlab.checkpoints import flatten_params
 from dnnlab.optim import make_optimizer
 
 WIDTHS = (784, 500, 500, 10)
@@ -141,6 +146,8 @@ def main() -> None:
     }
     floor = gemm_floor_epoch(args.batch, steps)
     times: dict[str, list[float]] = {name: [] for name in ["gemm floor", *runners]}
+    board_times: list[float] = []
+    board = tracking.TensorBoard(Path(tempfile.mkdtemp(prefix="bench-tb-")), cfg)
     peak = matmul_peak()
     for rep in range(args.reps + 1):  # rep 0 compiles and is dropped
         times["gemm floor"].append(timed(floor))
@@ -149,7 +156,18 @@ def main() -> None:
             states[name] = run(states[name], jax.random.PRNGKey(rep))
             jax.block_until_ready(states[name])
             times[name].append(time.perf_counter() - t0)
+        # what `fit` has on the host after each epoch anyway: the record and last.npz's arrays
+        s = states["epoch+eval+probes"]
+        record = train._to_python(jax.device_get({**eval_fn(s.params, splits), **probe_fn(s.params, s.opt_state, probe_x, probe_y)}))
+        record.update(lr=0.001, seconds=times["epoch+eval+probes"][-1])
+        arrays = flatten_params(s.params)
+        t0 = time.perf_counter()
+        board.write(rep + 1, record)
+        board.checkpoint("last", arrays)  # the weight histograms (logging.histograms_every: 1)
+        board_times.append(time.perf_counter() - t0)
+    board.close()
     med = {name: statistics.median(t[1:]) for name, t in times.items()}
+    board_cost = statistics.median(board_times[1:])
     flops = step_flops(args.batch) * steps
 
     print(f"device {train.device_name()}, jax {jax.__version__}; data {source}; {n} samples, batch {args.batch}, "
@@ -163,6 +181,9 @@ def main() -> None:
           f"python loop / scan: {med['python loop'] / med['scan']:.2f}x; "
           f"progress callback cost: {med['scan+progress'] / med['scan']:.3f}x; "
           f"instruments (probes) cost: {med['epoch+eval+probes'] / med['epoch+eval']:.3f}x (target <= 1.10x)")
+    print(f"TensorBoard writer: {1000 * board_cost:.1f} ms per epoch ({len(tracking.scalars(record))} scalars, "
+          f"{sum(a.size for a in arrays.values()):,} weights in histograms) = "
+          f"{100 * board_cost / med['epoch+eval+probes']:.2f}% of an epoch with evaluation and instruments (target <= 3%)")
 
 
 if __name__ == "__main__":

@@ -72,7 +72,7 @@ def _fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _load(config: Path, overrides: Optional[list[str]]):
+def _load(config: Path, overrides: Optional[list[str]], warn: bool = True):
     """The validated config; each option it sets that will not be honoured is a printed warning."""
     from dnnlab.config import ConfigError, load_config_with_warnings
 
@@ -80,9 +80,24 @@ def _load(config: Path, overrides: Optional[list[str]]):
         cfg, warnings = load_config_with_warnings(config, overrides or [])
     except ConfigError as exc:
         raise _fail(_escape(str(exc))) from None
-    for warning in warnings:
+    for warning in warnings if warn else ():
         err_console.print(f"warning: {warning}", markup=False)
     return cfg
+
+
+def _join(coordinator: Optional[str], num_processes: Optional[int], process_id: Optional[int]) -> int:
+    """`run --distributed`: join the run's processes before any JAX work; this process's index."""
+    from dnnlab import distributed
+
+    try:
+        index = distributed.initialize(coordinator, num_processes, process_id)[0]
+    except distributed.DeviceError as exc:
+        raise _fail(_escape(str(exc)), exc.code) from None
+    if index != 0:  # a follower prints only errors (stderr); C++ libraries (gloo) print to stdout
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.close(devnull)
+    return index
 
 
 def _load_data(cfg):
@@ -119,6 +134,43 @@ def _verdicts(text: Optional[str]) -> Optional[str]:
     return text
 
 
+MlflowOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--mlflow", metavar="URI",
+        help="When done, log to this MLflow tracking store (sqlite:///mlflow.db, http://host:5000); overrides logging.mlflow",
+    ),
+]
+
+
+def _mlflow_ready(uri: Optional[str]) -> Optional[str]:
+    """The tracking URI to log to, once MLflow is known to be installed (exit 2 if it is not)."""
+    if uri:
+        from dnnlab.tracking import TrackingError, require_mlflow
+
+        try:
+            require_mlflow()
+        except TrackingError as exc:
+            raise _fail(_escape(str(exc)), exc.code) from None
+    return uri
+
+
+def _raw_mlflow(raw: Any) -> Optional[str]:
+    """logging.mlflow of a config as read from YAML (a sweep's or fix's base)."""
+    section = raw.get("logging") if isinstance(raw, dict) else None
+    return section.get("mlflow") if isinstance(section, dict) else None
+
+
+def _log_mlflow(uri: Optional[str], folder: Path, again: str) -> None:
+    """Log a finished run, seeds, sweep or fix folder to MLflow; what could not be logged is a
+    warning (`again`: the command that logs it later), never an error."""
+    if uri:
+        from dnnlab.tracking import log_to_mlflow
+
+        for problem in log_to_mlflow(uri, folder, again):
+            err_console.print(f"warning: {problem}", markup=False)
+
+
 @app.command()
 def run(
     config: Annotated[Optional[Path], typer.Argument(help="YAML config file (optional with --resume)", show_default=False)] = None,
@@ -140,16 +192,77 @@ def run(
         Optional[Path],
         typer.Option("--resume", help="Continue this run folder from its last saved epoch (--set may extend train.epochs)"),
     ] = None,
+    mlflow: MlflowOpt = None,
+    distributed: Annotated[
+        bool,
+        typer.Option(
+            "--distributed",
+            help="One run over several processes or hosts (jax.distributed): the batch is split over every "
+            "process's devices; process 0 writes the run folder (docs/scale.md)",
+        ),
+    ] = False,
+    coordinator: Annotated[
+        Optional[str],
+        typer.Option("--coordinator", metavar="HOST:PORT", help="With --distributed: process 0's address (else DNNLAB_COORDINATOR, else Slurm/Open MPI detection)"),
+    ] = None,
+    num_processes: Annotated[
+        Optional[int],
+        typer.Option("--num-processes", min=1, help="With --distributed: how many processes (else DNNLAB_NUM_PROCESSES, else detected)"),
+    ] = None,
+    process_id: Annotated[
+        Optional[int],
+        typer.Option("--process-id", min=0, help="With --distributed: this process's index, 0 to N-1 (else DNNLAB_PROCESS_ID, else detected)"),
+    ] = None,
 ) -> None:
     """Train CONFIG, write a run folder and diagnose it: failed training, overfitting or a good fit."""
+    if not distributed:
+        return _run(config, set_, out, quiet, fail_on, seeds, resume, mlflow, False, coordinator, num_processes, process_id)
+    from dnnlab.distributed import leave
+
+    try:
+        _run(config, set_, out, quiet, fail_on, seeds, resume, mlflow, True, coordinator, num_processes, process_id)
+    except typer.Exit as exc:  # a process that stopped before the end of training ends now (see `leave`)
+        leave(exc.exit_code)
+        raise
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        leave(EXIT_FAILED)
+        raise
+
+
+def _run(
+    config: Optional[Path], set_: Optional[list[str]], out: Path, quiet: bool, fail_on: Optional[str], seeds: Optional[int],
+    resume: Optional[Path], mlflow: Optional[str], distributed: bool, coordinator: Optional[str],
+    num_processes: Optional[int], process_id: Optional[int],
+) -> None:
+    """`dnnlab run`'s work; exits through typer.Exit."""
     fail_verdicts = {v.strip() for v in (fail_on or "").split(",") if v.strip()}
+    given = [flag for flag, value in (("--coordinator", coordinator), ("--num-processes", num_processes), ("--process-id", process_id)) if value is not None]
+    if given and not distributed:
+        raise _fail(f"{', '.join(given)} configure a distributed run: add --distributed")
+    if distributed and resume is not None:
+        raise _fail("--resume with --distributed: resume the run in one process (dnnlab run --resume RUN_DIR), "
+                    "or start a new distributed run")
     if resume is not None:
-        _resume(resume, config, set_ or [], quiet, fail_verdicts)
+        _resume(resume, config, set_ or [], quiet, fail_verdicts, mlflow)
     if config is None:
         raise _fail("give a CONFIG file to train, or --resume RUN_DIR")
-    cfg = _load(config, [*(set_ or []), *([f"train.seeds={seeds}"] if seeds is not None else [])])
+    follower = distributed and _join(coordinator, num_processes, process_id) != 0
+    if follower:  # only process 0 prints and writes; the others train and print only errors
+        quiet, mlflow = True, None
+    cfg = _load(config, [*(set_ or []), *([f"train.seeds={seeds}"] if seeds is not None else [])], warn=not follower)
+    uri = _mlflow_ready(mlflow or (cfg.logging.mlflow if not follower else None))
     ds = _load_data(cfg)
     from dnnlab import experiment
+
+    if follower:
+        try:
+            summary = experiment.run(cfg, ds, out)
+        except experiment.ExperimentError as exc:
+            raise _fail(_escape(str(exc)), exc.code) from None
+        raise typer.Exit(STATUS_EXIT.get(summary.get("status"), EXIT_FAILED))
 
     writers = _live_writers(quiet)
 
@@ -164,14 +277,26 @@ def run(
     finally:
         for w in writers:
             w.close()
-    if isinstance(outcome, experiment.SeedsOutcome):
-        _print_seeds(outcome, fail_verdicts)
-    _print_run(outcome, quiet, config, fail_verdicts)
+    try:
+        if isinstance(outcome, experiment.SeedsOutcome):
+            _print_seeds(outcome, fail_verdicts)
+        _print_run(outcome, quiet, config, fail_verdicts)
+    finally:  # after the plots: they are artifacts
+        _log_mlflow(uri, outcome.run_dir, f"dnnlab run --resume {outcome.run_dir} --mlflow {uri}")
 
 
-def _resume(run_dir: Path, config: Optional[Path], overrides: list[str], quiet: bool, fail_verdicts: set[str]) -> None:
-    """`dnnlab run --resume RUN_DIR`: continue it in place; exits."""
+def _resume(run_dir: Path, config: Optional[Path], overrides: list[str], quiet: bool, fail_verdicts: set[str], mlflow: Optional[str] = None) -> None:
+    """`dnnlab run --resume RUN_DIR`: continue it in place (a finished run is only logged to
+    MLflow, with --mlflow); exits."""
     from dnnlab import experiment
+    from dnnlab.config import ConfigError, load_config
+
+    if mlflow is None:
+        try:
+            mlflow = load_config(run_dir / "config.yaml").logging.mlflow
+        except (ConfigError, OSError):
+            pass  # resuming says what is wrong with the folder
+    uri = _mlflow_ready(mlflow)
 
     writers = _live_writers(quiet)
 
@@ -193,12 +318,17 @@ def _resume(run_dir: Path, config: Optional[Path], overrides: list[str], quiet: 
     finally:
         for w in writers:
             w.close()
+    again = f"dnnlab run --resume {run_dir} --mlflow {uri}"
     if outcome is None:
         console.print(f"{run_dir}: the run had finished; nothing to resume (extend it with --set train.epochs=N)", markup=False)
+        _log_mlflow(uri, run_dir, again)
         raise typer.Exit(EXIT_OK)
-    if seeds:
-        _print_seeds(outcome, fail_verdicts)
-    _print_run(outcome, quiet, run_dir / "config.yaml", fail_verdicts)
+    try:
+        if seeds:
+            _print_seeds(outcome, fail_verdicts)
+        _print_run(outcome, quiet, run_dir / "config.yaml", fail_verdicts)
+    finally:
+        _log_mlflow(uri, run_dir, again)
 
 
 def _print_run(outcome, quiet: bool, config: Path, fail_verdicts: set[str]) -> None:
@@ -350,7 +480,23 @@ def _acc(value: Any) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
-@app.command()
+class _SweepCommand(typer.core.TyperCommand):
+    """`--ray` alone means a new local Ray cluster: click options take a value, so a bare
+    `--ray` (last, before another option, or before the config file) gets `local`."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        args = list(args)
+        for i, arg in enumerate(args):
+            if arg == "--":
+                break
+            nxt = args[i + 1] if i + 1 < len(args) else None
+            if arg == "--ray" and (nxt is None or nxt.startswith("-") or nxt.endswith((".yaml", ".yml"))):
+                args.insert(i + 1, "local")
+                break
+        return super().parse_args(ctx, args)
+
+
+@app.command(cls=_SweepCommand)
 def sweep(
     config: ConfigArg,
     grid: Annotated[
@@ -364,15 +510,29 @@ def sweep(
     metric: Annotated[Metric, typer.Option("--metric", help="Metric that ranks the runs")] = Metric.val_accuracy,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no line per member")] = False,
     yes: Annotated[bool, typer.Option("--yes", help="Run a sweep of more than 10,000 members")] = False,
+    workers: Annotated[
+        Optional[int],
+        typer.Option("--workers", "-w", min=1, help="Run N members at once, each in its own process pinned to its share of the cores (or its own GPU); with --ray, at most N tasks at once"),
+    ] = None,
+    ray: Annotated[
+        Optional[str],
+        typer.Option("--ray", metavar="[ADDRESS]", help="Run each member as a Ray task: alone, on a new local Ray cluster; with ADDRESS, on that cluster (--out must be on a filesystem every node sees)"),
+    ] = None,
+    mlflow: MlflowOpt = None,
 ) -> None:
     """Run CONFIG over a grid of overrides (and seeds), then compare the members side by side."""
     from dnnlab import sweep as sweeps
     from dnnlab.config import ConfigError, apply_overrides, read_yaml
 
     try:
+        if ray is not None:
+            from dnnlab.workers import import_ray
+
+            import_ray(ray)  # before the sweep folder is made: without Ray (or its cluster), nothing is written
         raw = apply_overrides(read_yaml(config), set_ or [])
         for warning in sweeps.member_warnings(raw):
             err_console.print(f"warning: {warning}", markup=False)
+        uri = _mlflow_ready(mlflow or _raw_mlflow(raw))  # before the sweep folder is made
         if resume is not None:
             job = sweeps.Sweep.resume(resume, sweeps.resume_plan(resume, raw, grid or [], seeds))
         else:
@@ -383,16 +543,19 @@ def sweep(
     except OSError as exc:
         raise _fail(_escape(f"cannot write the sweep folder under {out}: {exc}")) from None
     hint = f"dnnlab sweep {config} --resume {job.path}" + "".join(f" --set {s}" for s in set_ or [])
-    _run_members(job, hint, quiet=quiet)
+    hint += (f" --workers {workers}" if workers else "") + (f" --ray {ray}" if ray else "")
+    _run_members(job, hint, quiet=quiet, workers=workers, ray=ray)
     failed = [m for m in job.members if m["status"] == "failed"]
     _compare_and_print([str(job.path)], job.path, metric.value, as_json=False)
+    _log_mlflow(uri, job.path, f"{hint} --mlflow {uri}")  # a parent MLflow run, one child per member
     if failed:
         err_console.print(f"{len(failed)} member(s) failed; see {job.path / 'sweep.json'}", markup=False)
     raise typer.Exit(EXIT_FAILED if len(failed) == len(job.members) else EXIT_OK)
 
 
-def _run_members(job, resume_hint: str, quiet: bool) -> None:
-    """Run a sweep's pending members with a progress bar and one line per member."""
+def _run_members(job, resume_hint: str, quiet: bool, workers: Optional[int] = None, ray: Optional[str] = None) -> None:
+    """Run a sweep's pending members with a progress bar and one line per member (in this
+    process, on `workers` processes, or as Ray tasks)."""
     from dnnlab import sweep as sweeps
 
     todo = job.pending()
@@ -417,7 +580,8 @@ def _run_members(job, resume_hint: str, quiet: bool) -> None:
 
     try:
         with bar:
-            sweeps.run(job, on_start=on_start, on_end=on_end)
+            sweeps.run(job, on_start=on_start, on_end=on_end, workers=workers, ray=ray,
+                       on_warning=lambda text: err_console.print(f"warning: {text}", markup=False))
     except KeyboardInterrupt:
         raise _fail(f"interrupted; the pending members did not start. Finish it with: {resume_hint}", EXIT_INTERRUPTED) from None
     except sweeps.SweepError as exc:
@@ -492,12 +656,16 @@ def evaluate(
     if cfg.model.dropout == 0 and cfg.model.input_dropout == 0:
         raise _fail(f"{run_dir}: this model has no dropout (model.dropout = model.input_dropout = 0): every mask is the identity")
     ds = _load_data(cfg)
-    from dnnlab.evaluate import mc_dropout as run_mc
+    from dnnlab.evaluate import class_names, mc_dropout as run_mc
 
+    try:
+        names = class_names(summary, ds)
+    except ValueError as exc:
+        raise _fail(_escape(f"{run_dir}: {exc}")) from None
     try:
         path = runs.kept_checkpoint(run_dir, summary, checkpoint.value)
         arrays = runs.load_checkpoint(path)
-        result = run_mc(cfg, ds, arrays, mc_dropout, seed=cfg.seed)
+        result = run_mc(cfg, ds, arrays, mc_dropout, seed=cfg.seed, names=names)
     except (FileNotFoundError, KeyError, ValueError, OSError) as exc:
         raise _fail(_escape(f"{run_dir}: cannot load the checkpoint ({type(exc).__name__}: {exc})")) from None
     result = {"run": str(run_dir), "checkpoint": path.name, **result}
@@ -512,6 +680,12 @@ def evaluate(
     for row in result["mc"]:
         table.add_row(f"MC dropout, K = {row['k']}", f"{row['accuracy']:.4f}", f"{row['loss']:.4f}")
     console.print(table, soft_wrap=False)
+    if names:  # the data's own class names (summary.json data.classes)
+        by_class = Table("class", "name", "test examples", "test accuracy", title="weight scaling, per class")
+        for row in result["per_class"]:
+            acc = "-" if row["accuracy"] is None else f"{row['accuracy']:.4f}"
+            by_class.add_row(str(row["class"]), row["name"], str(row["count"]), acc)
+        console.print(by_class, soft_wrap=False)
 
 
 @app.command()
@@ -523,12 +697,14 @@ def fix(
     out: Annotated[Path, typer.Option("--out", "-o", help="Parent folder of the fix's sweep folder")] = Path("runs"),
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the result")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON (compare's shape plus fixed, winner, fixed_config)")] = False,
+    mlflow: MlflowOpt = None,
 ) -> None:
     """Apply the diagnosis's top remedies to RUN_DIR's config, train each, measure them against the
     run, and keep what worked: exit 0 when a remedy fixed the problem, 1 when none did."""
     from dnnlab import fix as fixing
     from dnnlab.sweep import SweepError
 
+    _mlflow_ready(mlflow)  # before the fix folder is made
     try:
         job = fixing.resume(run_dir) if (run_dir / "sweep.json").exists() else fixing.plan(run_dir, out, top=top, seeds=seeds, epochs=epochs)
     except (fixing.FixError, SweepError) as exc:
@@ -544,9 +720,13 @@ def fix(
         raise typer.Exit(EXIT_OK)
     for skipped in job.skipped:
         err_console.print(f"note: remedy skipped, its config is invalid: {skipped}", markup=False)
+    uri = _mlflow_ready(mlflow or _raw_mlflow(job.sweep.manifest.get("base")))
     _run_members(job.sweep, f"dnnlab fix {job.sweep.path}", quiet=quiet or as_json)
     fixing.judge(job)
-    _report_fix(job, as_json)
+    try:
+        _report_fix(job, as_json)
+    finally:  # after compare.md: the remedies as children of one parent MLflow run
+        _log_mlflow(uri, job.sweep.path, f"dnnlab fix {job.sweep.path} --mlflow {uri}")
 
 
 def _report_fix(job, as_json: bool) -> None:
@@ -622,6 +802,44 @@ def data_list() -> None:
     table = Table("dataset", "found at", "to get it")
     for row in listing():
         table.add_row(row["name"], row["found"], row["get"])
+    console.print(table)
+
+
+@data_app.command("inspect")
+def data_inspect(config: ConfigArg, set_: SetOpt = None) -> None:
+    """Load CONFIG's data without training (no JAX): examples, feature shape, classes and their counts, splits."""
+    import numpy as np
+    from rich.table import Table
+
+    from dnnlab import data as datasets
+    from dnnlab.config import data_seed
+
+    cfg = _load(config, set_)
+    try:
+        ds = datasets.load(cfg.data, data_seed(cfg))
+    except datasets.DataError as exc:
+        raise _fail(_escape(str(exc))) from None
+    splits = [("train", ds.train), ("val", ds.val), ("test", ds.test)]
+    splits = [(name, s) for name, s in splits if s is not None]
+    total = sum(len(s) for _, s in splits)
+    console.print(f"{cfg.data.dataset}: {ds.source}", markup=False)
+    sizes = ", ".join(f"{name} {len(s):,}" for name, s in splits)
+    how = f"validation: data.validation_split {cfg.data.validation_split:g} with seed {data_seed(cfg)}"
+    if cfg.data.train_size is not None:
+        how += f"; train subsampled to data.train_size {cfg.data.train_size:,}"
+    console.print(f"examples: {total:,} ({sizes}; {how})", markup=False)
+    if ds.image_shape:
+        h, w, c = ds.image_shape
+        features = f"images {h}x{w}x{c} (H x W x C): a CNN sees them so, an MLP as {ds.input_dim:,} values"
+    else:
+        features = f"{ds.input_dim:,} features per example"
+    console.print(f"features: {features}; data.normalize {cfg.data.normalize}", markup=False)
+    table = Table("class", "name", *(name for name, _ in splits), "total", title=f"{ds.num_classes} classes")
+    counts = [np.bincount(s.y, minlength=ds.num_classes) for _, s in splits]
+    for k in range(ds.num_classes):
+        row = [int(c[k]) for c in counts]
+        name = ds.classes[k] if ds.classes else "-"
+        table.add_row(str(k), name, *(f"{n:,}" for n in row), f"{sum(row):,}")
     console.print(table)
 
 

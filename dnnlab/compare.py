@@ -19,7 +19,7 @@ import yaml
 
 from dnnlab import runs
 from dnnlab.runs import METRICS
-IGNORED_KEYS = ("name", "seed")  # seeds of one config are aggregated; names differ per member
+IGNORED_KEYS = ("name", "seed")  # seeds of one config are aggregated; names differ per member (logging.* is output only)
 TOLERANCE = 0.005  # accuracy differences below half a point are "the same" ...
 # ... and so are those within the seeds' spread or 1.96 two-proportion standard errors of the split sizes
 
@@ -174,7 +174,7 @@ class Group:
         return ", ".join(f"{k.split('.')[-1]}={_show(v)}" for k, v in self.values.items())
 
     def size(self, split: str) -> Optional[int]:
-        """Examples in `split` (train or val), from the summaries."""
+        """Examples in `split` (train, val or test), from the summaries."""
         sizes = [(r.summary.get("data") or {}).get(split) for r in self.runs]
         sizes = [n for n in sizes if isinstance(n, int) and n > 0]
         return min(sizes) if sizes else None
@@ -196,7 +196,7 @@ def differing_keys(records: list[RunRecord]) -> list[str]:
         keys += [k for k in rec.config if k not in keys]
     return [
         k for k in keys
-        if k not in IGNORED_KEYS and not k.startswith("sweep") and len({json.dumps(r.config.get(k), sort_keys=True) for r in records if r.config}) > 1
+        if k not in IGNORED_KEYS and not k.startswith(("sweep", "logging.")) and len({json.dumps(r.config.get(k), sort_keys=True) for r in records if r.config}) > 1
     ]
 
 
@@ -269,20 +269,33 @@ def _pairs(groups: list[Group], keys: list[str], metric: str) -> list[tuple[Grou
     return out
 
 
-def _noise(pa: float, na: Optional[int], pb: float, nb: Optional[int]) -> float:
+def _noise(pa: float, na: Optional[float], pb: float, nb: Optional[float]) -> float:
     """1.96 standard errors of a difference of two accuracies measured on na and nb examples."""
     if not na or not nb:
         return 0.0
     return 1.96 * math.sqrt(pa * (1 - pa) / na + pb * (1 - pb) / nb)
 
 
-def tolerance(a: Group, b: Group, split: str) -> float:
-    """The noise of a difference in `split` accuracy between two groups: the largest of half a
-    point, the seeds' spread, and 1.96 standard errors of the split sizes."""
-    (ma, sa), (mb, sb) = a.stat(f"{split}_accuracy"), b.stat(f"{split}_accuracy")
+def noise_band(
+    a: tuple[float, float, Optional[float]], b: tuple[float, float, Optional[float]], proportion: bool = True
+) -> float:
+    """The noise of a difference between two means over seeds, each side (mean, standard deviation
+    over the seeds, examples it was measured on): the largest of half a point (TOLERANCE, in the
+    measure's own units), the seeds' spread (the two standard deviations added), and, for a
+    proportion such as an accuracy, 1.96 standard errors of the split sizes (math.inf examples:
+    a known constant, such as chance). The one rule of every comparative verdict."""
+    (ma, sa, na), (mb, sb, nb) = a, b
+    return max(TOLERANCE, sa + sb, _noise(ma, na, mb, nb) if proportion else 0.0)
+
+
+def tolerance(a: Group, b: Group, split: str, measure: str = "accuracy") -> float:
+    """The noise of a difference in `split` accuracy (or `measure`: loss) between two groups:
+    `noise_band` of their means and spreads over the seeds. A loss has no split-size term (the
+    runs do not record the per-example losses' spread)."""
+    (ma, sa), (mb, sb) = a.stat(f"{split}_{measure}"), b.stat(f"{split}_{measure}")
     if ma is None or mb is None:
         return TOLERANCE
-    return max(TOLERANCE, sa + sb, _noise(ma, a.size(split), mb, b.size(split)))
+    return noise_band((ma, sa, a.size(split)), (mb, sb, b.size(split)), proportion=measure == "accuracy")
 
 
 def _side(g: Group, key: str, along: list[str]) -> str:

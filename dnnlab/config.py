@@ -11,7 +11,7 @@ import math
 import os
 import stat
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, get_args
+from typing import Annotated, Any, Literal, Optional, Union, get_args
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
@@ -21,7 +21,9 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 # data.LOADERS (Dataset), models.ARCHITECTURES (Arch), activations.REGISTRY (ActivationName),
 # models.INITIALIZERS (InitializerName), optim.OPTIMIZERS (OptimizerName), optim.SCHEDULES
 # (ScheduleName).
-Dataset = Literal["digits", "mnist", "fashion-mnist", "cifar10"]
+BuiltinDataset = Literal["digits", "mnist", "fashion-mnist", "cifar10"]
+FileDataset = Literal["csv", "npz", "folder"]  # the user's own files at data.path (docs/data.md)
+Dataset = Literal[BuiltinDataset, FileDataset]
 Arch = Literal["mlp", "cnn", "resnet"]
 ActivationName = Literal["sigmoid", "tanh", "relu", "leaky_relu", "prelu", "maxout", "elu", "gelu"]
 InitializerName = Literal["glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_normal"]
@@ -32,6 +34,7 @@ ShortcutName = Literal["identity", "none"]
 NormName = Literal["none", "batch"]
 PoolName = Literal["max", "none"]
 NormalizeName = Literal["unit", "standard"]
+MissingName = Literal["error", "drop"]
 Monitor = Literal["val_loss", "val_accuracy"]
 LoopName = Literal["auto", "scan", "steps"]
 StackName = Literal["auto", "unrolled", "scanned"]
@@ -40,11 +43,16 @@ ReferenceName = Literal["linear", "none"]
 
 ACTIVATIONS: tuple[str, ...] = get_args(ActivationName)
 # Each dataset's images (H, W, C) and classes as published; data.py refuses files whose labels
-# fall outside the classes, and `check_size` sizes a model for the images.
-DATASET_SHAPES: dict[str, tuple[int, int, int]] = {
+# fall outside the classes, and `check_size` sizes a model for the images. None for the user's
+# own files (FileDataset): their shape and classes are known once they are read.
+FILE_DATASETS: tuple[str, ...] = get_args(FileDataset)
+DATASET_SHAPES: dict[str, Optional[tuple[int, int, int]]] = {
     "digits": (8, 8, 1), "mnist": (28, 28, 1), "fashion-mnist": (28, 28, 1), "cifar10": (32, 32, 3),
+    **{name: None for name in FILE_DATASETS},
 }
-NUM_CLASSES: dict[str, int] = {"digits": 10, "mnist": 10, "fashion-mnist": 10, "cifar10": 10}
+NUM_CLASSES: dict[str, Optional[int]] = {
+    "digits": 10, "mnist": 10, "fashion-mnist": 10, "cifar10": 10, **{name: None for name in FILE_DATASETS},
+}
 OPTIMIZERS: tuple[str, ...] = get_args(OptimizerName)
 
 # The optimizer-section keys that each optimizer and each schedule reads (optim.OPTIMIZERS,
@@ -80,6 +88,7 @@ MAX_BLOCKS = 200  # resnet blocks per stage: resnet-1202, the deepest net of He 
 MAX_MODEL_BYTES = 64 << 30
 FALLBACK_MEMORY_BYTES = 8 << 30
 MAX_SWEEP_MEMBERS = 10_000  # a larger sweep needs --yes
+DEFAULT_TEST_SPLIT = 0.2  # data.test_split of csv, npz and folder data without a test set
 
 
 def _not_bool(value: Any) -> Any:
@@ -93,6 +102,24 @@ Int = Annotated[int, BeforeValidator(_not_bool)]  # an int field: YAML ints, nev
 Float = Annotated[float, BeforeValidator(_not_bool)]  # a float field: finite (see _Section), never true/false
 
 
+def _column_ref(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError("must be a column name or a 0-based column index")
+    return value
+
+
+ColumnRef = Annotated[Union[int, str], BeforeValidator(_column_ref)]  # a csv column: header name or index
+
+
+def _device_count(value: Any) -> Any:
+    if value != "auto" and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError("must be auto or a whole number of devices >= 1")
+    return value
+
+
+DeviceCount = Annotated[Union[Literal["auto"], int], BeforeValidator(_device_count)]  # train.devices
+
+
 class ConfigError(Exception):
     """A config that cannot be used; `str()` is the message for the user (one problem a line)."""
 
@@ -102,8 +129,16 @@ class _Section(BaseModel):
 
 
 class DataConfig(_Section):
-    dataset: Dataset = Field("digits", description="digits (embedded) | mnist | fashion-mnist | cifar10")
-    path: Optional[str] = Field(None, description="folder that holds the dataset's files")
+    dataset: Dataset = Field(
+        "digits",
+        description="digits (embedded) | mnist | fashion-mnist | cifar10 | csv (a table) | npz (arrays) | folder "
+        "(images in one folder per class): the last three read your own files at data.path (docs/data.md)",
+    )
+    path: Optional[str] = Field(
+        None,
+        description="mnist, fashion-mnist, cifar10: the folder that holds the dataset's files; csv, npz: the training "
+        "file; folder: the folder of class folders (or of train/ and test/)",
+    )
     validation_split: Float = Field(
         0.1, ge=0.0, lt=1.0, description="fraction of the training set held out for validation"
     )
@@ -118,9 +153,60 @@ class DataConfig(_Section):
     )
     normalize: NormalizeName = Field(
         "unit",
-        description="unit: pixels scaled to [0, 1]; standard: then shifted and scaled to zero mean and unit variance "
-        "per channel, with the training split's statistics (values are no longer in [0, 1])",
+        description="unit: uint8 pixels divided by 255, any other numbers (a table's columns, npz floats) min-max "
+        "scaled to [0, 1] per channel with the training split's minimum and maximum; standard: then shifted and "
+        "scaled to zero mean and unit variance per channel, with the training split's statistics (values are no "
+        "longer in [0, 1]; what a table needs). A table's every feature is its own channel",
     )
+    test_path: Optional[str] = Field(
+        None,
+        description="csv, npz, folder: the test set in a file (or folder) of the same kind; without it the test set "
+        "is data.test_split of data.path (or the npz's x_test/y_test, the folder's test/)",
+    )
+    test_split: Optional[Float] = Field(
+        None, gt=0.0, lt=1.0,
+        description=f"csv, npz, folder without a test set of their own: the fraction held out as the test set, "
+        f"stratified and the same for every seed (default {DEFAULT_TEST_SPLIT})",
+    )
+    label: Optional[ColumnRef] = Field(
+        None, description="csv: the label column, by header name or 0-based index (negative counts from the end; "
+        "default: the last column)",
+    )
+    features: Optional[list[ColumnRef]] = Field(
+        None, min_length=1, description="csv: the feature columns, by name or index (default: every other column)"
+    )
+    header: Optional[bool] = Field(
+        None, description="csv: whether the first row names the columns (default: detected: a first row with a "
+        "word above a column of numbers or a number above a column of words, or one that holds a column named by "
+        "data.label or data.features)",
+    )
+    delimiter: Optional[str] = Field(
+        None, min_length=1, max_length=1, description="csv: the field separator (default: detected among , ; tab |)"
+    )
+    missing: MissingName = Field(
+        "error",
+        description="csv, npz: a missing value (an empty cell, NA, NaN, ?) is an error giving their count and the "
+        "first one; drop: drop the rows (examples) that hold one",
+    )
+    x_key: str = Field("x", min_length=1, description="npz: the array of inputs")
+    y_key: str = Field("y", min_length=1, description="npz: the array of labels")
+    x_test_key: str = Field("x_test", min_length=1, description="npz: the test inputs, when the file holds them")
+    y_test_key: str = Field("y_test", min_length=1, description="npz: the test labels, when the file holds them")
+    image_size: Optional[list[Int]] = Field(
+        None, description="folder: resize every image to [H, W] (default: every image must have the first one's size)"
+    )
+    channels: Optional[Int] = Field(
+        None, description="folder: 1 grayscale or 3 RGB (default: 1 when every image is grayscale, else 3)"
+    )
+
+    @model_validator(mode="after")
+    def _image_size_pair(self) -> "DataConfig":
+        size = self.image_size
+        if size is not None and (len(size) != 2 or any(v <= 0 for v in size)):
+            raise ValueError(f"image_size: give [H, W], two positive integers, e.g. [28, 28]; got {size}")
+        if self.channels not in (None, 1, 3):
+            raise ValueError(f"channels: 1 (grayscale) or 3 (RGB); got {self.channels}")
+        return self
 
 
 class ModelConfig(_Section):
@@ -375,7 +461,10 @@ def size_error(
     Returns:
         One message naming the model keys, the estimate and the limit, or None when it fits.
     """
-    shape = tuple(input_shape) if input_shape is not None else DATASET_SHAPES[cfg.data.dataset]
+    if input_shape is None:
+        input_shape, known_classes = schema_input(cfg.data)
+        num_classes = known_classes if num_classes is None else num_classes
+    shape = tuple(input_shape)
     classes = num_classes if num_classes is not None else NUM_CLASSES[cfg.data.dataset]
     limit = machine_memory_bytes() if limit_bytes is None else limit_bytes
     if limit_bytes is None:
@@ -405,6 +494,19 @@ def size_error(
         f"{cfg.data.batch_size}'s activations{seeds}), over {over}; make the model smaller "
         f"(e.g. model.width, model.depth{', train.seeds' if seeds else ''}) or data.batch_size"
     )
+
+
+def schema_input(data: DataConfig) -> tuple[tuple[int, ...], int]:
+    """(input shape, classes) that the config alone tells: the published ones of a built-in dataset;
+    for the user's own files a lower bound (what the config fixes: a folder's image_size, a csv's
+    features, else one value; 2 classes), so that only a model too large for any such data is refused
+    before they are read."""
+    if data.dataset not in FILE_DATASETS:
+        return DATASET_SHAPES[data.dataset], NUM_CLASSES[data.dataset]  # type: ignore[return-value]
+    if data.dataset == "folder":
+        h, w = data.image_size or (1, 1)
+        return (h, w, data.channels or 1), 2
+    return (len(data.features) if data.dataset == "csv" and data.features else 1,), 2
 
 
 def check_size(
@@ -509,6 +611,13 @@ class TrainConfig(_Section):
         description="train this many copies that differ only in their seed (seed, seed+1, ...) in one compiled "
         "program (jax.vmap), or one after another where that is faster",
     )
+    devices: DeviceCount = Field(
+        "auto",
+        description="data parallelism: split every batch over this many devices of the default backend (a 1-D "
+        "jax.sharding mesh; parameters replicated, batch norm over the whole batch); auto: every device (on the CPU "
+        "one, unless JAX_NUM_CPU_DEVICES is set; under `dnnlab run --distributed`, every process's). data.batch_size "
+        "must divide by the count (docs/scale.md)",
+    )
 
 
 class DiagnosisConfig(_Section):
@@ -583,6 +692,21 @@ class SweepConfig(_Section):
         return self
 
 
+class LoggingConfig(_Section):
+    """Where a run's records go besides its folder: TensorBoard event files and MLflow."""
+
+    tensorboard: bool = Field(
+        True, description="write TensorBoard event files to RUN_DIR/tb/: every epoch's scalars, weight histograms, "
+        "the config as hparams and the verdict as text",
+    )
+    histograms_every: Int = Field(1, ge=0, description="TensorBoard weight histograms every N epochs (0: never)")
+    mlflow: Optional[str] = Field(
+        None, min_length=1,
+        description="MLflow tracking URI (e.g. sqlite:///mlflow.db) to log the finished run to; `--mlflow URI` "
+        "overrides it; needs the extra: pip install -e '.[mlflow]'",
+    )
+
+
 class Config(_Section):
     name: str = Field("run", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     seed: Int = Field(0, ge=0, lt=2**31, description="seeds the init, the splits, shuffling and dropout")
@@ -592,6 +716,7 @@ class Config(_Section):
     regularization: RegularizationConfig = RegularizationConfig()
     train: TrainConfig = TrainConfig()
     diagnosis: DiagnosisConfig = DiagnosisConfig()
+    logging: LoggingConfig = LoggingConfig()
     sweep: Optional[SweepConfig] = Field(None, description="used by `dnnlab sweep`; ignored by `dnnlab run`")
 
     @model_validator(mode="after")
@@ -601,6 +726,12 @@ class Config(_Section):
         problem = size_error(self, limit_bytes=MAX_MODEL_BYTES)
         if problem is not None:
             raise ValueError(problem)
+        if self.data.dataset in FILE_DATASETS and not self.data.path:
+            what = {"csv": "the CSV file", "npz": "the .npz file", "folder": "the folder of class folders"}
+            raise ValueError(
+                f"data.path: data.dataset {self.data.dataset} reads your own data; set data.path to "
+                f"{what[self.data.dataset]} (docs/data.md)"
+            )
         es = self.train.early_stopping
         if es.enabled and self.data.validation_split == 0:
             raise ValueError(
@@ -915,8 +1046,17 @@ def config_warnings(cfg: Config, raw: dict[str, Any]) -> list[str]:
         out.append(f"{key}: {_show(_value(cfg, key))} is ignored: {why}")
 
     m, t, es = cfg.model, cfg.train, cfg.train.early_stopping
-    if cfg.data.dataset == "digits" and given("data.path"):
-        ignored("data.path", "the digits are embedded in dnnlab; data.path is for mnist, fashion-mnist and cifar10")
+    d = cfg.data
+    if d.dataset == "digits" and given("data.path"):
+        ignored("data.path", "the digits are embedded in dnnlab; data.path is for mnist, fashion-mnist, cifar10 "
+                "and your own csv, npz or folder data")
+    for key, readers in _DATA_KEY_READERS.items():
+        if d.dataset not in readers and given(f"data.{key}"):
+            names = readers[0] if len(readers) == 1 else f"{', '.join(readers[:-1])} and {readers[-1]}"
+            ignored(f"data.{key}", f"only data.dataset {names} read{'s' if len(readers) == 1 else ''} it, and "
+                    f"data.dataset is {d.dataset}; remove it")
+    if d.dataset in FILE_DATASETS and d.test_path and given("data.test_split"):
+        ignored("data.test_split", "data.test_path gives the test set; remove one of them")
     if m.arch != "cnn":
         what = (
             "a resnet's layout is fixed (3x3 convs at 16/32/64 channels, no pooling)"
@@ -979,6 +1119,12 @@ def config_warnings(cfg: Config, raw: dict[str, Any]) -> list[str]:
     return out
 
 
+# the data keys that only some datasets read (data.py); set for another, `config_warnings` says so
+_DATA_KEY_READERS: dict[str, tuple[str, ...]] = {
+    "test_path": FILE_DATASETS, "test_split": FILE_DATASETS, "label": ("csv",), "features": ("csv",),
+    "header": ("csv",), "delimiter": ("csv",), "missing": ("csv", "npz"), "x_key": ("npz",), "y_key": ("npz",),
+    "x_test_key": ("npz",), "y_test_key": ("npz",), "image_size": ("folder",), "channels": ("folder",),
+}
 _OPTIMIZER_HYPERPARAMETERS = tuple(dict.fromkeys(k for keys in OPTIMIZER_KEYS.values() for k in keys))
 _SCHEDULE_HYPERPARAMETERS = tuple(dict.fromkeys(k for keys in SCHEDULE_KEYS.values() for k in keys))
 # defaults that validation fills in, so that a dumped section shows them as given

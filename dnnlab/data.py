@@ -1,10 +1,12 @@
-"""Datasets: discovery, loading (IDX, Keras npz, the embedded digits), download and splits.
+"""Datasets: discovery, loading (IDX, Keras npz, the embedded digits, and the user's own CSV
+tables, npz arrays and image folders), download and splits.
 
-Images come out as float32, flattened to (N, D): pixels scaled to [0, 1], and under
+Inputs come out as float32, flattened to (N, D): pixels scaled to [0, 1] (uint8 / 255; any other
+numbers min-max scaled per channel with the training split's range), and under
 `data.normalize: standard` then shifted and scaled to zero mean and unit variance per channel
-(no longer in [0, 1]); labels as int32, each below the dataset's class count. The validation
-split is carved from the training set with the run's seed; the test set is never used for
-decisions.
+(no longer in [0, 1]; a table's every feature is its own channel); labels as int32, each below
+the dataset's class count. The validation split is carved from the training set with the run's
+seed; the test set is never used for decisions.
 
 The digits ship in the package as `_digits.npz` (1,797 8x8 images of pixel values 0..16 as
 uint8, and their labels), so no run needs scikit-learn: the UCI ML hand-written digits
@@ -16,10 +18,14 @@ labels=bunch.target.astype(np.uint8))`; tests/test_data.py holds the copy equal 
 
 from __future__ import annotations
 
+import csv
+import dataclasses
+import difflib
 import gzip
 import hashlib
 import os
 import pickle
+import re
 import shutil
 import struct
 import tarfile
@@ -29,12 +35,13 @@ import urllib.request
 import zipfile
 import zlib
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
-from dnnlab.config import NUM_CLASSES, DataConfig
+from dnnlab.config import DEFAULT_TEST_SPLIT, FILE_DATASETS, NUM_CLASSES, DataConfig
 
 IDX_FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -45,6 +52,11 @@ IDX_FILES = {
 DIGITS_FILE = Path(__file__).with_name("_digits.npz")  # see the module docstring
 DIGITS_TEST_FRACTION = 0.2
 DIGITS_SPLIT_SEED = 20  # fixed: the digits test set is the same for every run
+FILE_SPLIT_SEED = 20  # fixed too: the test split of csv, npz and folder data without a test set
+CSV_DELIMITERS = (",", ";", "\t", "|")  # detected in this order of preference (data.delimiter sets one)
+# cells that count as missing (compared stripped and lowercased); NaN in a float array too
+MISSING_TOKENS = ("", "na", "n/a", "nan", "null", "none", "?")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 @dataclass(frozen=True)
@@ -90,6 +102,10 @@ class DataError(Exception):
 class Split:
     x: np.ndarray  # (N, D) float32: [0, 1], or standardized (data.normalize)
     y: np.ndarray  # (N,) int32
+    # set on the training split a loader returns (file data only): the class names (label i is
+    # classes[i]), and whether x holds raw numbers that `load` still scales to [0, 1]
+    classes: tuple[str, ...] = ()
+    raw: bool = False
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
@@ -104,6 +120,7 @@ class Dataset:
     num_classes: int
     source: str  # where the files were read from
     image_shape: tuple[int, ...] = ()  # (H, W, C) of the images the rows of x flatten
+    classes: tuple[str, ...] = ()  # the class names of file data (label i is classes[i]); () for built-ins
 
     @property
     def input_dim(self) -> int:
@@ -377,13 +394,660 @@ def _load_files(cfg: DataConfig) -> Loaded:
     return _to_split(xtr, ytr), _to_split(xte, yte), str(location), shape
 
 
+# ---------------------------------------------------------------- the user's own files (csv, npz, folder)
+
+
+def _given_path(value: Optional[str], key: str, kind: str, folder: bool = False) -> Path:
+    """The existing file (or folder) that data.path / data.test_path names; DataError otherwise."""
+    path = Path(value or "").expanduser()
+    if not path.exists():
+        raise DataError(f"{key}: {path} does not exist; point {key} at {kind}")
+    if folder and not path.is_dir():
+        raise DataError(f"{key}: {path} is a file; point {key} at {kind}")
+    if not folder and not path.is_file():
+        raise DataError(f"{key}: {path} is a folder; point {key} at {kind}")
+    return path
+
+
+def _is_missing(cell: str) -> bool:
+    return cell.strip().lower() in MISSING_TOKENS
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+def _label_values(labels: np.ndarray) -> np.ndarray:
+    """Labels as float64 when every one is a number (so that 10 sorts after 9), else as stripped strings."""
+    if labels.dtype.kind in "biuf":
+        return labels.astype(np.float64)
+    strings = np.char.strip(labels.astype(str))
+    try:
+        return strings.astype(np.float64)
+    except ValueError:
+        return strings
+
+
+def _class_name(value: Any) -> str:
+    if isinstance(value, (float, np.floating)):
+        return str(int(value)) if float(value).is_integer() else repr(float(value))
+    return str(value)
+
+
+def _encode_labels(
+    labels: np.ndarray, where: str, locate: Callable[[int], str]
+) -> tuple[np.ndarray, tuple[str, ...], np.ndarray]:
+    """(labels as 0..C-1, the class names, the sorted class values): the sorted distinct labels, each
+    with at least 2 examples, and at least 2 classes. `locate(i)` says where example i is."""
+    values = _label_values(labels)
+    classes, y, counts = np.unique(values, return_inverse=True, return_counts=True)
+    names = tuple(_class_name(v) for v in classes)
+    if len(classes) < 2:
+        raise DataError(
+            f"{where}: every example has the label {names[0]!r}: a classifier needs at least 2 classes; "
+            "check the label (data.label for a csv)"
+        )
+    rare = np.flatnonzero(counts < 2)
+    if rare.size:
+        first = int(np.flatnonzero(y == rare[0])[0])
+        many = len(classes) > len(values) // 2
+        hint = (
+            f" The labels take {len(classes)} distinct values among {len(values)} examples: is this the label "
+            "(data.label for a csv)?" if many else ""
+        )
+        raise DataError(
+            f"{where}: class {names[rare[0]]!r} has a single example ({locate(first)}); every class needs at least 2 "
+            f"(one may be held out for testing); remove it or merge it into another class.{hint}"
+            + (f" {rare.size} classes have a single example." if rare.size > 1 else "")
+        )
+    return y.astype(np.int32), names, classes
+
+
+def _encode_test_labels(
+    labels: np.ndarray, classes: np.ndarray, names: tuple[str, ...], where: str, locate: Callable[[int], str]
+) -> np.ndarray:
+    """Test labels as the training classes' indices; DataError names the first label that is not one."""
+    values = _label_values(labels)
+    if values.dtype.kind != classes.dtype.kind:  # numbers in one file, words in the other
+        values = np.char.strip(labels.astype(str)) if classes.dtype.kind != "f" else values
+    if values.dtype.kind != classes.dtype.kind:
+        bad = np.zeros(len(values), bool)
+        bad[:] = True
+    else:
+        pos = np.clip(np.searchsorted(classes, values), 0, len(classes) - 1)
+        bad = classes[pos] != values
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise DataError(
+            f"{where}: the test label {_class_name(values[i])!r} ({locate(i)}) is not a class of the training data "
+            f"(classes: {', '.join(names)}); a model cannot predict a class it never saw"
+        )
+    return np.searchsorted(classes, values).astype(np.int32)
+
+
+def _hold_out(y: np.ndarray, cfg: DataConfig, where: str) -> np.ndarray:
+    """The fixed stratified test indices of data.test_split (the same for every seed)."""
+    fraction = cfg.test_split if cfg.test_split is not None else DEFAULT_TEST_SPLIT
+    test_idx = stratified_indices(y, fraction, np.random.default_rng(FILE_SPLIT_SEED))
+    if len(test_idx) == 0 or len(test_idx) == len(y):
+        raise DataError(
+            f"{where}: data.test_split {fraction} of {len(y)} examples leaves "
+            f"{'no test' if len(test_idx) == 0 else 'no training'} example; "
+            "change data.test_split, or give a test set with data.test_path"
+        )
+    return test_idx
+
+
+def _split_off(x: np.ndarray, y: np.ndarray, test_idx: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    keep = np.ones(len(y), bool)
+    keep[test_idx] = False
+    return (x[keep], y[keep]), (x[test_idx], y[test_idx])
+
+
+def _test_note(cfg: DataConfig) -> str:
+    fraction = cfg.test_split if cfg.test_split is not None else DEFAULT_TEST_SPLIT
+    return f"test: a fixed stratified {fraction * 100:g}% of it"
+
+
+# ------------------------------------------ csv
+
+
+@dataclass(frozen=True)
+class _Table:
+    """One CSV file read: the feature columns as float64, the label cells, and where each row is."""
+
+    path: Path
+    x: np.ndarray  # (N, D) float64
+    labels: np.ndarray  # (N,) str, stripped
+    line: np.ndarray  # (N,) the 1-based line of the file that each row comes from
+    names: Optional[list[str]]  # the header, if the file has one
+    label_col: int
+    feature_cols: list[int]
+    delimiter: str
+
+    def column(self, j: int) -> str:
+        return f"column {j} ({self.names[j]!r})" if self.names else f"column {j}"
+
+
+def _csv_fields(line: str, delimiter: str) -> list[str]:
+    return next(csv.reader([line], delimiter=delimiter), [])
+
+
+def _detect_delimiter(sample: list[str]) -> str:
+    """The separator that splits the sample's lines into the same number (>= 2) of fields, the most
+    fields winning (then the order of CSV_DELIMITERS); else the one that splits the first line most."""
+    best, best_fields = CSV_DELIMITERS[0], 1
+    for d in CSV_DELIMITERS:
+        counts = {len(_csv_fields(line, d)) for line in sample}
+        if len(counts) == 1 and (n := counts.pop()) > best_fields:
+            best, best_fields = d, n
+    if best_fields > 1:
+        return best
+    return max(CSV_DELIMITERS, key=lambda d: len(_csv_fields(sample[0], d)))
+
+
+def _has_header(first: list[str], sample: list[list[str]]) -> bool:
+    """A first row with a word above a column of numbers (or a number above a column of words)
+    names the columns."""
+    for j, cell in enumerate(first):
+        below = [row[j] for row in sample if j < len(row) and not _is_missing(row[j])]
+        if _is_missing(cell) or not below:
+            continue
+        numbers = [_is_number(v) for v in below]
+        if (all(numbers) and not _is_number(cell)) or (not any(numbers) and _is_number(cell)):
+            return True
+    return False
+
+
+def _column_index(ref: Any, names: Optional[list[str]], n: int, path: Path, key: str) -> int:
+    """The 0-based index of column `ref` (a header name or an index, negative from the end)."""
+    if isinstance(ref, str):
+        if names is None:
+            raise DataError(
+                f"{key}: {ref!r} names a column, but {path} has no header row; give a 0-based index, "
+                "or set data.header: true if its first row names the columns"
+            )
+        hits = [j for j, name in enumerate(names) if name == ref]
+        if not hits:
+            close = difflib.get_close_matches(ref, names, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise DataError(f"{key}: {path} has no column {ref!r}; {hint}its columns: {', '.join(names)}")
+        if len(hits) > 1:
+            raise DataError(f"{key}: {path} has {len(hits)} columns named {ref!r} (columns {hits}); name it by index")
+        return hits[0]
+    if not -n <= ref < n:
+        raise DataError(f"{key}: column {ref} is out of range: {path} has {n} columns (0..{n - 1}, or -1 for the last)")
+    return ref % n
+
+
+def _read_csv(path: Path, cfg: DataConfig, like: Optional[_Table] = None) -> _Table:
+    """Read a CSV table: columns chosen by data.label/data.features (or as in `like`, the training
+    file), numbers parsed by NumPy's C reader, every problem a DataError naming the line and column."""
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text (byte {exc.start}); save the table as UTF-8 CSV") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")  # the lines an editor shows
+    nonblank = [i for i, line in enumerate(lines) if line.strip()]
+    if not nonblank:
+        raise DataError(f"{path}: is empty; a CSV table holds rows of feature values and a label")
+    if len(nonblank) == 1:
+        raise DataError(f"{path}: holds a single line; a table needs data rows (at least 2 examples of each class)")
+    delimiter = cfg.delimiter or (like.delimiter if like else _detect_delimiter([lines[i] for i in nonblank[:20]]))
+    first = _csv_fields(lines[nonblank[0]], delimiter)
+    sample = [_csv_fields(lines[i], delimiter) for i in nonblank[1:51]]
+    named = [r for r in (cfg.label, *(cfg.features or ())) if isinstance(r, str)]
+    if cfg.header is not None:
+        header = cfg.header
+    elif like is not None and like.names is not None and [c.strip() for c in first] == like.names:
+        header = True
+    else:
+        header = bool(named and set(named) & {c.strip() for c in first}) or _has_header(first, sample)
+    n_cols = len(first)
+    if n_cols < 2:
+        raise DataError(
+            f"{path}: line {nonblank[0] + 1} holds a single column (separator {delimiter!r}); a table needs "
+            "feature columns and a label column: set data.delimiter if the file uses another separator"
+        )
+    names = [c.strip() for c in first] if header else None
+    rows = nonblank[1:] if header else nonblank
+    if not rows:
+        raise DataError(f"{path}: holds a header row but no data rows")
+    if like is not None:
+        if like.names is not None and names is not None:
+            label_col = _column_index(like.names[like.label_col], names, n_cols, path, "data.label")
+            feature_cols = [_column_index(like.names[j], names, n_cols, path, "data.features") for j in like.feature_cols]
+        else:
+            label_col, feature_cols = like.label_col, like.feature_cols
+            if max(feature_cols + [label_col]) >= n_cols:
+                raise DataError(
+                    f"{path}: has {n_cols} columns, fewer than the training file {like.path}; the test file needs "
+                    "the training file's columns"
+                )
+    else:
+        label_col = _column_index(cfg.label if cfg.label is not None else -1, names, n_cols, path, "data.label")
+        if cfg.features is None:
+            feature_cols = [j for j in range(n_cols) if j != label_col]
+        else:
+            feature_cols = [_column_index(r, names, n_cols, path, "data.features") for r in cfg.features]
+            if label_col in feature_cols:
+                raise DataError(f"data.features: holds the label column {label_col} of {path}; leave it out")
+            if len(set(feature_cols)) != len(feature_cols):
+                raise DataError(f"data.features: names a column of {path} twice: {cfg.features}")
+    data_lines = [lines[i] for i in rows]
+    line_of = np.asarray(rows) + 1
+    _check_field_counts(path, data_lines, line_of, delimiter, n_cols, nonblank[0] + 1)
+    labels = np.loadtxt(data_lines, delimiter=delimiter, comments=None, quotechar='"', usecols=[label_col], dtype=str, ndmin=1)
+    table = _Table(path, np.zeros((0, 0)), np.char.strip(labels), line_of, names, label_col, feature_cols, delimiter)
+    return dataclasses.replace(table, x=_features(data_lines, table))
+
+
+def _check_field_counts(path: Path, data_lines: list[str], line_of: np.ndarray, delimiter: str, n_cols: int, first_line: int) -> None:
+    """Every row must have the first row's number of fields (a value holding an unquoted separator
+    shifts the columns after it)."""
+    counts = np.fromiter((line.count(delimiter) for line in data_lines), int, len(data_lines))
+    if (counts == n_cols - 1).all():
+        return
+    for i in np.flatnonzero(counts != n_cols - 1):  # a quoted separator is no separator: ask csv
+        n = len(_csv_fields(data_lines[i], delimiter))
+        if n != n_cols:
+            raise DataError(
+                f"{path}: line {line_of[i]} has {n} fields, line {first_line} has {n_cols} (separator {delimiter!r}); "
+                "every row needs the same columns: quote values that hold the separator"
+            )
+
+
+def _empty_to_nan(data_lines: list[str], delimiter: str) -> list[str]:
+    """The lines with every empty cell written as nan, which NumPy's reader parses (plain string
+    replacement, fast: the usual form of a missing value)."""
+    d = delimiter
+    text = "\n" + "\n".join(data_lines) + "\n"
+    text = text.replace(d + d, d + "nan" + d).replace(d + d, d + "nan" + d)  # twice: ",,," has two
+    text = text.replace("\n" + d, "\nnan" + d).replace(d + "\n", d + "nan\n")
+    return text[1:-1].split("\n")
+
+
+def _tokens_to_nan(data_lines: list[str], delimiter: str) -> list[str]:
+    """The lines with every missing-value word (NA, N/A, null, none, ?, any case, maybe quoted or
+    padded), quoted empty cell and blank cell written as nan (a regular expression: slower)."""
+    d = re.escape(delimiter)
+    space = "[ ]" if delimiter == "\t" else "[ \t]"
+    words = "|".join(re.escape(t) for t in MISSING_TOKENS if t)
+    cell = re.compile(
+        rf'(?<![^{d}\n])(?:{space}*"?{space}*(?:{words}){space}*"?{space}*|{space}*"{space}*"{space}*|{space}+)(?![^{d}\n])',
+        re.I,
+    )
+    return cell.sub("nan", "\n".join(data_lines)).split("\n")
+
+
+def _features(data_lines: list[str], table: _Table) -> np.ndarray:
+    """The feature columns as float64, missing cells as NaN; a cell that is neither a number nor
+    missing is a DataError naming its line, column and value."""
+    read = partial(np.loadtxt, delimiter=table.delimiter, comments=None, quotechar='"', usecols=table.feature_cols,
+                   dtype=np.float64, ndmin=2)
+    filled = data_lines
+    for fill in (None, _empty_to_nan, _tokens_to_nan):  # NumPy's C reader first, then missing cells as nan
+        filled = fill(filled, table.delimiter) if fill else filled
+        try:
+            return read(filled)
+        except ValueError as exc:
+            problem = exc
+    # NumPy names the cell: "could not convert string 'x' to float64 at row R (0-based), column C (1-based)";
+    # believed only when that cell of that line holds that text, else found by a scan
+    found = re.search(r"string '(.*)' to \w+ at row (\d+), column (\d+)", str(problem))
+    where: Optional[tuple[int, int, str]] = None
+    if found:
+        i, j = int(found.group(2)), int(found.group(3)) - 1
+        cells = _csv_fields(filled[i], table.delimiter) if i < len(filled) else []
+        if j in table.feature_cols and j < len(cells) and cells[j].strip() == found.group(1).strip():
+            where = (i, j, cells[j])
+    if where is None:
+        for i, line in enumerate(filled):
+            cells = _csv_fields(line, table.delimiter)
+            bad = [j for j in table.feature_cols if j < len(cells) and not _is_number(cells[j])]
+            if bad:
+                where = (i, bad[0], cells[bad[0]])
+                break
+    if where is None:
+        raise DataError(f"{table.path}: cannot read the table's numbers ({problem})")
+    i, j, value = where
+    raise DataError(
+        f"{table.path}: {table.column(j)} is not numeric: line {table.line[i]} holds {value.strip()!r}; a feature must "
+        "be a number: encode it as numbers, leave the column out (data.features), or, if it is the label, set data.label"
+    )
+
+
+def _clean_table(table: _Table, cfg: DataConfig) -> _Table:
+    """The table without missing values (an error, or dropped rows under data.missing: drop) and
+    with no infinite value."""
+    x_missing = np.isnan(table.x)
+    label_missing = np.isin(np.char.lower(table.labels), MISSING_TOKENS)
+    missing = np.column_stack([x_missing, label_missing])
+    inf = np.isinf(table.x)
+    if inf.any():
+        i, k = (int(v[0]) for v in np.nonzero(inf))
+        raise DataError(
+            f"{table.path}: {table.column(table.feature_cols[k])} holds an infinite value at line {table.line[i]}; "
+            "replace it with a finite number"
+        )
+    bad_rows = missing.any(axis=1)
+    if not bad_rows.any():
+        return table
+    if cfg.missing == "error":
+        i = int(np.flatnonzero(bad_rows)[0])
+        cols = table.feature_cols + [table.label_col]
+        j = min(cols[k] for k in np.flatnonzero(missing[i]))
+        n = int(missing.sum())
+        raise DataError(
+            f"{table.path}: {n} missing value{'s' if n > 1 else ''} (empty cells, NA, NaN or ?) in "
+            f"{int(bad_rows.sum())} of {len(bad_rows)} rows, the first at line {table.line[i]}, {table.column(j)}; "
+            "fill them in, or set data.missing: drop to drop those rows"
+        )
+    keep = ~bad_rows
+    if not keep.any():
+        raise DataError(f"{table.path}: every row has a missing value; data.missing: drop leaves no data")
+    return _Table(table.path, table.x[keep], table.labels[keep], table.line[keep], table.names, table.label_col,
+                  table.feature_cols, table.delimiter)
+
+
+def _load_csv(cfg: DataConfig) -> Loaded:
+    """A CSV table: the label column mapped to classes 0..C-1, the feature columns as raw numbers."""
+    path = _given_path(cfg.path, "data.path", "the training CSV file")
+    train = _clean_table(_read_csv(path, cfg), cfg)
+    ytr, names, classes = _encode_labels(train.labels, str(path), lambda i: f"line {train.line[i]}")
+    if cfg.test_path:
+        test_path = _given_path(cfg.test_path, "data.test_path", "the test CSV file")
+        test = _clean_table(_read_csv(test_path, cfg, like=train), cfg)
+        yte = _encode_test_labels(test.labels, classes, names, str(test_path), lambda i: f"line {test.line[i]}")
+        (xtr, ytr), (xte, yte) = (train.x, ytr), (test.x, yte)
+        note = f"test: {test_path}"
+    else:
+        (xtr, ytr), (xte, yte) = _split_off(train.x, ytr, _hold_out(ytr, cfg, str(path)))
+        note = _test_note(cfg)
+    label = train.column(train.label_col).removeprefix("column ")
+    source = f"{path} (label: column {label}, {len(train.feature_cols)} features; {note})"
+    return (Split(xtr.astype(np.float32), ytr, names, raw=True), Split(xte.astype(np.float32), yte), source, ())
+
+
+# ------------------------------------------ npz
+
+
+def _npz_arrays(path: Path, keys: list[str], required: list[str]) -> dict[str, np.ndarray]:
+    """The arrays `keys` that the npz file holds (each of `required` must be there)."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if not hasattr(f, "files"):
+                raise DataError(f"{path}: holds a single array, not an npz archive; save it with np.savez(x=..., y=...)")
+            held = list(f.files)
+            missing = [k for k in required if k not in held]
+            if missing:
+                raise DataError(
+                    f"{path}: has no array {missing[0]!r} (it holds: {', '.join(held) or 'nothing'}); "
+                    "name the arrays with data.x_key and data.y_key (and data.x_test_key, data.y_test_key)"
+                )
+            return {k: np.asarray(f[k]) for k in keys if k in held}
+    except DataError:
+        raise
+    except ValueError as exc:
+        if "pickle" in str(exc):
+            raise DataError(f"{path}: holds Python objects (pickled arrays); save plain numeric arrays") from None
+        raise DataError(f"{path}: not a readable npz file ({exc})") from None
+    except Exception as exc:  # zipfile.BadZipFile, OSError, EOFError
+        raise DataError(f"{path}: corrupt or truncated npz file ({type(exc).__name__}: {exc})") from None
+
+
+def _npz_pair(x: np.ndarray, y: np.ndarray, where_x: str, where_y: str, cfg: DataConfig) -> tuple[np.ndarray, np.ndarray]:
+    """A checked (inputs, labels) pair, examples with a NaN input or label dropped under data.missing: drop."""
+    if x.ndim == 0 or x.shape[0] == 0:
+        raise DataError(f"{where_x}: holds no examples")
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise DataError(
+            f"{where_y}: labels must be a 1-D array, one per example; got shape {y.shape}"
+            + (" (one-hot? store y.argmax(1))" if y.ndim == 2 else "")
+        )
+    if x.shape[0] != y.shape[0]:
+        raise DataError(f"{where_x} holds {x.shape[0]} examples but {where_y} holds {y.shape[0]} labels")
+    if x.dtype.kind not in "biuf":
+        raise DataError(f"{where_x}: inputs must be numbers; got dtype {x.dtype}")
+    if y.dtype.kind not in "biufUS":
+        raise DataError(f"{where_y}: labels must be integers or strings; got dtype {y.dtype}")
+    if y.dtype.kind == "S":
+        y = y.astype(str)
+    bad_x = np.isnan(x).reshape(len(x), -1).any(axis=1) if x.dtype.kind == "f" else np.zeros(len(x), bool)
+    if y.dtype.kind == "f":
+        bad_y = np.isnan(y)
+    elif y.dtype.kind == "U":
+        bad_y = np.isin(np.char.lower(np.char.strip(y)), MISSING_TOKENS)
+    else:
+        bad_y = np.zeros(len(y), bool)
+    if x.dtype.kind == "f" and np.isinf(x).any():
+        i = int(np.flatnonzero(np.isinf(x).reshape(len(x), -1).any(axis=1))[0])
+        raise DataError(f"{where_x}: example {i} holds an infinite value; replace it with a finite number")
+    bad = bad_x | bad_y
+    if bad.any():
+        if cfg.missing == "error":
+            i = int(np.flatnonzero(bad)[0])
+            n = int(np.isnan(x).sum() if x.dtype.kind == "f" else 0) + int(bad_y.sum())
+            raise DataError(
+                f"{where_x if bad_x[i] else where_y}: {n} missing value{'s' if n > 1 else ''} (NaN) in {int(bad.sum())} "
+                f"of {len(bad)} examples, the first in example {i}; fill them in, or set data.missing: drop to drop "
+                "those examples"
+            )
+        x, y = x[~bad], y[~bad]
+        if len(y) == 0:
+            raise DataError(f"{where_x}: every example has a missing value; data.missing: drop leaves no data")
+    return x, y
+
+
+def _npz_inputs(x: np.ndarray) -> tuple[np.ndarray, bool]:
+    """(N, D) float32 and whether it is raw: uint8 pixels are divided by 255, any other number is raw."""
+    flat = x.reshape(x.shape[0], -1)
+    if x.dtype == np.uint8:
+        return flat.astype(np.float32) / 255.0, False
+    return flat.astype(np.float32), True
+
+
+def _load_npz(cfg: DataConfig) -> Loaded:
+    """Arrays x and y (data.x_key, data.y_key) of an npz file, and x_test, y_test or data.test_path's."""
+    path = _given_path(cfg.path, "data.path", "an .npz file of arrays x and y")
+    keys = [cfg.x_key, cfg.y_key, cfg.x_test_key, cfg.y_test_key]
+    arrays = _npz_arrays(path, keys, [cfg.x_key, cfg.y_key])
+    named = lambda key: f"{path} ({key})"  # noqa: E731
+    x, y = _npz_pair(arrays[cfg.x_key], arrays[cfg.y_key], named(cfg.x_key), named(cfg.y_key), cfg)
+    held = [k for k in (cfg.x_test_key, cfg.y_test_key) if k in arrays]
+    if len(held) == 1:
+        other = cfg.y_test_key if held[0] == cfg.x_test_key else cfg.x_test_key
+        raise DataError(f"{path}: holds {held[0]!r} but no {other!r}; a test set needs both (or neither)")
+    if held and cfg.test_path:
+        raise DataError(
+            f"data.test_path: {path} holds its own test set ({cfg.x_test_key}, {cfg.y_test_key}); remove "
+            "data.test_path, or those arrays"
+        )
+    if held and cfg.test_split is not None:
+        raise DataError(
+            f"data.test_split: {path} holds its own test set ({cfg.x_test_key}, {cfg.y_test_key}); remove data.test_split"
+        )
+    if x.ndim == 1:
+        x = x[:, None]
+    ytr, names, classes = _encode_labels(y, named(cfg.y_key), lambda i: f"example {i}")
+    test_where = None
+    if held:
+        xt, yt = _npz_pair(arrays[cfg.x_test_key], arrays[cfg.y_test_key], named(cfg.x_test_key), named(cfg.y_test_key), cfg)
+        test_where, note = (named(cfg.x_test_key), named(cfg.y_test_key)), f"test: its {cfg.x_test_key}, {cfg.y_test_key}"
+    elif cfg.test_path:
+        test_path = _given_path(cfg.test_path, "data.test_path", "an .npz file of arrays x and y")
+        test_arrays = _npz_arrays(test_path, [cfg.x_key, cfg.y_key], [cfg.x_key, cfg.y_key])
+        test_where = (f"{test_path} ({cfg.x_key})", f"{test_path} ({cfg.y_key})")
+        xt, yt = _npz_pair(test_arrays[cfg.x_key], test_arrays[cfg.y_key], *test_where, cfg)
+        note = f"test: {test_path}"
+    if test_where is not None:
+        if xt.ndim == 1:
+            xt = xt[:, None]
+        if xt.shape[1:] != x.shape[1:]:
+            raise DataError(
+                f"{test_where[0]}: test inputs of shape {xt.shape[1:]} per example; the training inputs are {x.shape[1:]}"
+            )
+        yte = _encode_test_labels(yt, classes, names, test_where[1], lambda i: f"example {i}")
+        xtr, xte = x, xt
+    else:
+        (xtr, ytr), (xte, yte) = _split_off(x, ytr, _hold_out(ytr, cfg, named(cfg.y_key)))
+        note = _test_note(cfg)
+    shape = _image_shape(x) if x.ndim in (3, 4) else ()
+    (ftr, raw), (fte, _) = _npz_inputs(xtr), _npz_inputs(xte)
+    return Split(ftr, ytr, names, raw), Split(fte, yte), f"{path} ({note})", shape
+
+
+# ------------------------------------------ folder
+
+
+def _class_folders(root: Path, where: str) -> dict[str, list[Path]]:
+    """class name -> its image files (sorted; searched recursively, hidden files and folders skipped)."""
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not folders:
+        loose = sum(1 for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        raise DataError(
+            f"{where}: {root} holds no class folders{f' ({loose} loose images)' if loose else ''}; put each class's "
+            f"images in a folder of its own: {root}/<class>/*.png (or .jpg, .jpeg)"
+        )
+    out: dict[str, list[Path]] = {}
+    for folder in folders:
+        files = sorted(
+            p for p in folder.rglob("*")
+            if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+            and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        )
+        if not files:
+            raise DataError(f"{folder}: the class folder holds no .png, .jpg or .jpeg image; add images or remove it")
+        out[folder.name] = files
+    return out
+
+
+def _image_error(path: Path, exc: BaseException) -> DataError:
+    return DataError(f"{path}: cannot read the image ({type(exc).__name__}: {exc}); replace or delete it")
+
+
+def _read_image_files(files: list[Path], cfg: DataConfig, size: Optional[tuple[int, int]]) -> tuple[np.ndarray, int]:
+    """The images as uint8 (N, H, W, C) and C: the headers first (size and colour checks, naming the
+    first odd file), then every file decoded in full, so that a truncated one is named too."""
+    from PIL import Image  # Pillow: a dependency of matplotlib
+
+    gray = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N"}
+    modes, sizes = [], []
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                modes.append(im.mode)
+                sizes.append(im.size)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+            raise _image_error(f, exc) from None
+    channels = cfg.channels or (1 if all(m in gray for m in modes) else 3)
+    if size is None and cfg.image_size is None:
+        w, h = sizes[0]
+        for f, s in zip(files, sizes):
+            if s != (w, h):
+                raise DataError(
+                    f"{f}: {s[0]}x{s[1]} pixels (width x height), but {files[0]} is {w}x{h}; every image must have the "
+                    "same size: set data.image_size: [H, W] to resize them all"
+                )
+        size = (h, w)
+    h, w = size if size is not None else tuple(cfg.image_size)  # type: ignore[misc]
+    out = np.empty((len(files), h, w, channels), np.uint8)
+    for i, f in enumerate(files):
+        try:
+            with Image.open(f) as im:
+                im.load()
+                if im.mode == "F":
+                    raise DataError(f"{f}: a floating-point image (mode F); save it as an 8- or 16-bit image")
+                deep = im.mode == "I" or im.mode.startswith("I;16")  # 16-bit grayscale: Pillow's L would clip it
+                if not deep:
+                    im = im.convert("L" if channels == 1 else "RGB")
+                if im.size != (w, h):
+                    if cfg.image_size is None:  # a test image of another size than the training images
+                        raise DataError(
+                            f"{f}: {im.size[0]}x{im.size[1]} pixels (width x height), but the training images are "
+                            f"{w}x{h}; set data.image_size: [H, W] to resize them all"
+                        )
+                    im = im.resize((w, h))
+                pixels = np.asarray(im)
+                if deep:  # 0..65535 -> 0..255
+                    pixels = np.clip(np.round(pixels / 257.0), 0, 255).astype(np.uint8)[..., None]
+                    pixels = np.repeat(pixels, channels, axis=-1)
+                out[i] = pixels.reshape(h, w, channels)
+        except DataError:
+            raise
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+            raise _image_error(f, exc) from None
+    return out, channels
+
+
+def _load_folder(cfg: DataConfig) -> Loaded:
+    """Images in one folder per class (root/<class>/*.png|jpg|jpeg), and root/train + root/test when
+    both exist: read with Pillow, grayscale or RGB (data.channels), resized to data.image_size."""
+    root = _given_path(cfg.path, "data.path", "a folder of class folders", folder=True)
+    train_root, test_root = root, None
+    has = {part: (root / part).is_dir() for part in ("train", "test")}
+    if all(has.values()):
+        train_root, test_root = root / "train", root / "test"
+        if cfg.test_path:
+            raise DataError(f"data.test_path: {root} holds its own test/ folder; remove data.test_path")
+        if cfg.test_split is not None:
+            raise DataError(f"data.test_split: {root} holds its own test/ folder; remove data.test_split")
+    elif any(has.values()):
+        one, other = ("train", "test") if has["train"] else ("test", "train")
+        raise DataError(
+            f"{root}: holds a {one}/ folder but no {other}/; the train/test layout needs both (else every folder "
+            f"is a class): add {root / other}, or point data.path at {root / one}"
+        )
+    elif cfg.test_path:
+        test_root = _given_path(cfg.test_path, "data.test_path", "a folder of class folders", folder=True)
+    where = "data.path"
+    train_files = _class_folders(train_root, where)
+    class_of = np.asarray([c for c, files in train_files.items() for _ in files])
+    files = [f for fs in train_files.values() for f in fs]
+    ytr, names, classes = _encode_labels(class_of, str(train_root), lambda i: str(files[i]))
+    images, channels = _read_image_files(files, cfg, tuple(cfg.image_size) if cfg.image_size else None)  # type: ignore[arg-type]
+    h, w = images.shape[1:3]
+    if test_root is not None:
+        test_files = _class_folders(test_root, "data.test_path" if cfg.test_path else where)
+        extra = sorted(set(test_files) - set(train_files))
+        if extra:
+            raise DataError(
+                f"{test_root / extra[0]}: the test class {extra[0]!r} has no training folder in {train_root} "
+                f"(classes: {', '.join(names)}); a model cannot predict a class it never saw"
+            )
+        tfiles = [f for fs in test_files.values() for f in fs]
+        tclass = np.asarray([c for c, fs in test_files.items() for _ in fs])
+        yte = _encode_test_labels(tclass, classes, names, str(test_root), lambda i: str(tfiles[i]))
+        test_images, _ = _read_image_files(tfiles, cfg.model_copy(update={"channels": channels}), (h, w))
+        xtr_img, xte_img = images, test_images
+        note = f"test: {test_root}"
+    else:
+        (xtr_img, ytr), (xte_img, yte) = _split_off(images, ytr, _hold_out(ytr, cfg, str(train_root)))
+        note = _test_note(cfg)
+    flat = lambda a: a.reshape(len(a), -1).astype(np.float32) / 255.0  # noqa: E731
+    source = f"{root} ({h}x{w}x{channels} images; {note})"
+    return Split(flat(xtr_img), ytr, names), Split(flat(xte_img), yte), source, (h, w, channels)
+
+
 # `data.dataset` -> its loader; the names are config.Dataset's (tests/test_registries.py holds
-# them equal). Every file-based dataset also has a download in REMOTES.
+# them equal). Every published file-based dataset also has a download in REMOTES; csv, npz and
+# folder read the user's own files at data.path.
 LOADERS: dict[str, Callable[[DataConfig], Loaded]] = {
     "digits": _load_digits,
     "mnist": _load_files,
     "fashion-mnist": _load_files,
     "cifar10": _load_files,
+    "csv": _load_csv,
+    "npz": _load_npz,
+    "folder": _load_folder,
 }
 
 
@@ -415,7 +1079,9 @@ def load(cfg: DataConfig, seed: int) -> Dataset:
     if loader is None:
         raise DataError(f"unknown dataset {cfg.dataset!r}; known: {', '.join(LOADERS)}")
     train, test, source, shape = loader(cfg)
-    num_classes = NUM_CLASSES[cfg.dataset]  # the loaders refuse labels outside it
+    classes, raw = train.classes, train.raw
+    # the published class count (the loaders refuse labels outside it), or the classes found in the files
+    num_classes = len(classes) if cfg.dataset in FILE_DATASETS else NUM_CLASSES[cfg.dataset]
     rng = np.random.default_rng(seed)
     val = None
     if cfg.validation_split > 0:
@@ -434,23 +1100,41 @@ def load(cfg: DataConfig, seed: int) -> Dataset:
         train = Split(train.x[sub], train.y[sub])
     if len(train) == 0:
         raise DataError(f"{cfg.dataset}: the training split is empty; lower data.validation_split")
+    channels = shape[-1] if shape else train.x.shape[1]  # a table's every feature is its own channel
     if cfg.normalize == "standard":
-        train, val, test = standardize(train, val, test, shape[-1] if shape else 1)
-    return Dataset(cfg.dataset, train, val, test, num_classes, source, shape)
+        train, val, test = standardize(train, val, test, channels)
+    elif raw:
+        train, val, test = rescale(train, val, test, channels)
+    return Dataset(cfg.dataset, train, val, test, num_classes, source, shape, classes)
 
 
-def standardize(train: Split, val: Optional[Split], test: Split, channels: int) -> tuple[Split, Optional[Split], Split]:
-    """Per-channel zero mean and unit variance, with the training split's statistics."""
-    x = train.x.reshape(len(train), -1, channels)
-    mean, std = x.mean(axis=(0, 1)), x.std(axis=(0, 1)) + 1e-7
+def _per_channel(train: Split, val: Optional[Split], test: Split, channels: int, stats) -> tuple[Split, Optional[Split], Split]:
+    """(x - shift) / scale per channel, with `stats(x_NxPxC) -> (shift, scale)` of the training split."""
+    shift, scale = stats(train.x.reshape(len(train), -1, channels))
 
     def apply(split: Optional[Split]) -> Optional[Split]:
         if split is None:
             return None
-        z = (split.x.reshape(len(split), -1, channels) - mean) / std
+        z = (split.x.reshape(len(split), -1, channels) - shift) / scale
         return Split(z.reshape(len(split), -1).astype(np.float32), split.y)
 
     return apply(train), apply(val), apply(test)  # type: ignore[return-value]
+
+
+def standardize(train: Split, val: Optional[Split], test: Split, channels: int) -> tuple[Split, Optional[Split], Split]:
+    """Per-channel zero mean and unit variance, with the training split's statistics."""
+    return _per_channel(train, val, test, channels, lambda x: (x.mean(axis=(0, 1)), x.std(axis=(0, 1)) + 1e-7))
+
+
+def rescale(train: Split, val: Optional[Split], test: Split, channels: int) -> tuple[Split, Optional[Split], Split]:
+    """Per-channel min-max scaling to [0, 1] with the training split's range (a constant channel
+    becomes 0; validation and test values outside the training range fall outside [0, 1])."""
+
+    def stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        low, span = x.min(axis=(0, 1)), x.max(axis=(0, 1)) - x.min(axis=(0, 1))
+        return low, np.where(span > 0, span, 1.0)
+
+    return _per_channel(train, val, test, channels, stats)
 
 
 # ---------------------------------------------------------------- listing and download
@@ -468,6 +1152,8 @@ def listing() -> list[dict[str, str]]:
                 "get": "-" if found else f"dnnlab data download {name}",
             }
         )
+    what = {"csv": "a CSV table", "npz": "an .npz of arrays", "folder": "a folder of class folders"}
+    rows += [{"name": n, "found": f"your own: {what[n]} at data.path", "get": "docs/data.md"} for n in FILE_DATASETS]
     return rows
 
 

@@ -7,7 +7,7 @@ are equal for a linear net; for a deep nonlinear net weight scaling approximates
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
@@ -27,11 +27,42 @@ def powers_of_two(k: int) -> list[int]:
     return out + [k]
 
 
-def mc_dropout(cfg: Config, ds: Dataset, arrays: dict[str, np.ndarray], k: int, seed: int = 0) -> dict[str, Any]:
+def class_names(summary: dict[str, Any], ds: Dataset) -> Optional[list[str]]:
+    """The class names a run trained with (summary.json's data.classes: output i is classes[i]), or
+    None when its dataset has none; ValueError when the data loaded now name other classes."""
+    stored = (summary.get("data") or {}).get("classes")
+    if stored is None:
+        return None
+    if not isinstance(stored, list) or list(ds.classes) != [str(c) for c in stored]:
+        raise ValueError(
+            f"the data at data.path now hold the classes {list(ds.classes)}, but the run was trained on {stored}: its "
+            "outputs would be read as the wrong classes; point data.path at the data the run trained on"
+        )
+    return [str(c) for c in stored]
+
+
+def per_class(probs_NxC: np.ndarray, y: np.ndarray, names: Optional[list[str]]) -> list[dict[str, Any]]:
+    """Test accuracy of each class: [{"class", "name", "count", "accuracy"}, ...] (name None without names)."""
+    pred = np.asarray(probs_NxC).argmax(axis=1)
+    out = []
+    for c in range(probs_NxC.shape[1]):
+        mask = y == c
+        count = int(mask.sum())
+        accuracy = float((pred[mask] == c).mean()) if count else None
+        out.append({"class": c, "name": names[c] if names else None, "count": count, "accuracy": accuracy})
+    return out
+
+
+def mc_dropout(
+    cfg: Config, ds: Dataset, arrays: dict[str, np.ndarray], k: int, seed: int = 0, names: Optional[list[str]] = None
+) -> dict[str, Any]:
     """Test accuracy and loss of weight scaling and of averaging 1..K dropout masks.
 
+    Args:
+        names: the class names (`class_names`), given to the per-class rows.
     Returns:
-        {"weight_scaling": {"accuracy", "loss"}, "mc": [{"k", "accuracy", "loss"}, ...]}
+        {"weight_scaling": {"accuracy", "loss"}, "mc": [{"k", "accuracy", "loss"}, ...],
+         "per_class": weight scaling's test accuracy per class (`per_class`)}
     """
     plan = models.plan_stack(cfg.model, cfg.train.stack, cfg.train.unroll)
     model = models.build(cfg.model, ds.input_shape, ds.num_classes, plan)
@@ -49,7 +80,7 @@ def mc_dropout(cfg: Config, ds: Dataset, arrays: dict[str, np.ndarray], k: int, 
         return {"accuracy": float(correct) / len(y), "loss": float(loss) / len(y)}
 
     eval_probs = jax.jit(lambda: jax.nn.softmax(model.apply(params, x, train=False)[0]))()
-    out = {"weight_scaling": score(eval_probs), "mc": []}
+    out = {"weight_scaling": score(eval_probs), "mc": [], "per_class": per_class(np.asarray(eval_probs), ds.test.y, names)}
     wanted = set(powers_of_two(k))
     base = jax.random.PRNGKey(seed + 7919)
     total = jnp.zeros_like(eval_probs)

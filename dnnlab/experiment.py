@@ -15,7 +15,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence
 
-from dnnlab import interrupt, runs
+from dnnlab import distributed, interrupt, runs
 from dnnlab.config import Config, data_seed, dump_yaml, training_loop
 from dnnlab.data import Dataset, DataError
 from dnnlab.diagnose import Diagnosis
@@ -109,8 +109,8 @@ def _known_failures(out: Path, interrupted: str) -> Iterator[None]:
     """Map the failures a run can meet to ExperimentError with their exit codes."""
     try:
         yield
-    except DataError as exc:
-        raise ExperimentError(str(exc)) from None
+    except (DataError, distributed.DeviceError) as exc:
+        raise ExperimentError(str(exc), getattr(exc, "code", EXIT_BAD_INPUT)) from None
     except OSError as exc:
         # a full disk is a failed run (exit 1), an unusable --out is bad input (exit 2)
         full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
@@ -119,12 +119,18 @@ def _known_failures(out: Path, interrupted: str) -> Iterator[None]:
         raise ExperimentError(interrupted, EXIT_INTERRUPTED) from None
 
 
-def run(cfg: Config, ds: Dataset, out: Path, shown: Optional["Shown"] = None) -> "Outcome | SeedsOutcome":
+def run(cfg: Config, ds: Dataset, out: Path, shown: Optional["Shown"] = None) -> "Outcome | SeedsOutcome | dict[str, Any]":
     """Train `cfg` (one seed, or `train.seeds` of them) under `out`, diagnose and report it.
 
-    Raises ExperimentError (bad data, an unwritable folder, Ctrl-C) with the exit code. A
-    single run's plots are left for `Outcome.complete`, after the verdict is shown.
+    Raises ExperimentError (bad data, an unwritable folder, a device setting that does not fit,
+    Ctrl-C) with the exit code. A single run's plots are left for `Outcome.complete`, after the
+    verdict is shown. In a process other than 0 of a multi-process run, only trains (`follow`)
+    and returns the summary.
     """
+    check_devices(cfg)
+    if not distributed.is_writer():
+        with _known_failures(out, "interrupted"), interrupt.deferred():
+            return follow(cfg, ds)
     from dnnlab.report import preload_matplotlib
 
     preload_matplotlib()
@@ -159,10 +165,17 @@ def _train_and_report(
     A failure while writing or a Ctrl-C leaves a summary that says so (failed, interrupted).
     """
     from dnnlab import train  # imports JAX
+    from dnnlab.tracking import open_board
 
+    board = open_board(cfg, run_dir, resume)  # RUN_DIR/tb/, unless logging.tensorboard is off
+    writers = (run_writer, board, *shown.writers) if board is not None else (run_writer, *shown.writers)
+    distributed.on_peer_lost(partial(_mark_failed, cfg, run_dir, run_writer))
     try:
-        result = train.fit(cfg, ds, runs.MultiWriter(run_writer, *shown.writers), progress=shown.progress, resume=resume)
+        result = train.fit(cfg, ds, runs.MultiWriter(*writers), progress=shown.progress, resume=resume)
+        _training_over([result.summary])
     except OSError as exc:
+        if board is not None:
+            board.close()
         # the disk filled up (or the folder vanished) mid-run: say so in the summary if it can be written
         try:
             done = runs.read_metrics(run_dir)
@@ -171,6 +184,8 @@ def _train_and_report(
             pass
         raise
     except KeyboardInterrupt:
+        if board is not None:
+            board.close()
         if not (run_dir / runs.SUMMARY).exists():
             done = runs.read_metrics(run_dir)
             run_writer.finish({"name": cfg.name, "status": "interrupted", "epochs_run": max(len(done) - 1, 0)})
@@ -179,12 +194,59 @@ def _train_and_report(
     from dnnlab.report import draw_plots, finalize
 
     diagnosis, problems = finalize(run_dir, cfg, result.history, summary, config_name=shown.config_name, draw=False)
+    if board is not None:
+        board.report(summary, diagnosis)  # hparams with the kept metrics, and the verdict as text
     pending = partial(draw_plots, run_dir, cfg, result.history, {**summary, "diagnosis": diagnosis.to_dict()}, diagnosis, shown.config_name)
     outcome = Outcome(run_dir, summary, diagnosis, problems, pending)
     if interrupted:
         outcome.complete()
         raise KeyboardInterrupt
     return outcome
+
+
+def check_devices(cfg: Config) -> None:
+    """Raise ExperimentError (exit 2) when `train.devices` does not fit this machine, the batch
+    or the seed mode: before any folder is made."""
+    try:
+        count = distributed.resolve_devices(cfg)
+    except distributed.DeviceError as exc:
+        raise ExperimentError(str(exc), exc.code) from None
+    if count > 1 and cfg.train.seeds > 1 and cfg.train.seed_mode == "vmap":
+        raise ExperimentError(
+            f"train.seed_mode: vmap trains its seeds on one device; this run has {count} (train.devices): set "
+            "train.seed_mode to sequential or auto (the seeds then run one after another, each over every device), "
+            "or train.devices to 1"
+        )
+
+
+def follow(cfg: Config, ds: Dataset) -> dict[str, Any]:
+    """A process other than 0 of a multi-process run: the same training as process 0 (every
+    collective needs every process), with nothing written or shown. Returns the summary of its
+    last seed (the status decides the exit code)."""
+    from dnnlab import train  # imports JAX
+
+    if cfg.train.seeds > 1:
+        writers = [runs.Writer() for _ in range(cfg.train.seeds)]
+        results = train.fit_seeds(cfg, ds, writers, progress=False, mode=seeds_mode(cfg))
+        summaries = [r.summary for r in results]
+    else:
+        summaries = [train.fit(cfg, ds, runs.Writer(), progress=False).summary]
+    _training_over(summaries, cfg.train.seeds)
+    return summaries[-1] if summaries else {"status": "interrupted"}
+
+
+def _training_over(summaries: list[dict[str, Any]], expected: int = 1) -> None:
+    """Tell the other processes of a multi-process run that this one trained to the end (they
+    stop watching it); an interrupted one says nothing, so that they find it lost instead of
+    waiting in the collectives it left."""
+    if len(summaries) == expected and all(s.get("status") != "interrupted" for s in summaries):
+        distributed.finished()
+
+
+def _mark_failed(cfg: Config, run_dir: Path, run_writer: runs.Writer, message: str) -> None:
+    """The summary of a run that lost one of its processes (called by the watch thread)."""
+    done = runs.read_metrics(run_dir)
+    run_writer.finish({"name": cfg.name, "status": "failed", "reason": message, "epochs_run": max(len(done) - 1, 0)})
 
 
 def with_reference(cfg: Config, ds: Dataset, summary: dict[str, Any]) -> tuple[dict[str, Any], bool]:
@@ -197,7 +259,8 @@ def with_reference(cfg: Config, ds: Dataset, summary: dict[str, Any]) -> tuple[d
     from dnnlab.reference import fit_reference
 
     try:
-        reference = fit_reference(cfg, ds)
+        with distributed.alone():  # process 0's own devices: the other processes are done
+            reference = fit_reference(cfg, ds)
     except KeyboardInterrupt:
         return summary, True
     if reference is None or reference.get("status") != "completed":
@@ -229,7 +292,10 @@ def resume(run_dir: Path, overrides: Sequence[str] = (), shown: Optional[Shown] 
     if saved.train.seeds > 1:
         raise ExperimentError(f"{run_dir}: a multi-seed folder: `dnnlab run --resume` resumes it seed by seed")
     old, new = flatten(saved.model_dump(mode="json")), flatten(cfg.model_dump(mode="json"))
-    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES)
+    changed = sorted(
+        k for k in old.keys() | new.keys()
+        if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES and not k.startswith("logging.")  # output only
+    )
     if changed:
         raise ExperimentError(
             f"{run_dir}: the config differs from the run's in {', '.join(f'{k} ({old.get(k)!r} -> {new.get(k)!r})' for k in changed)}; "
@@ -248,6 +314,7 @@ def resume(run_dir: Path, overrides: Sequence[str] = (), shown: Optional[Shown] 
     except ValueError as exc:
         raise ExperimentError(f"{run_dir}: {exc}") from None
     ds = load_data(cfg)
+    check_devices(cfg)
     if cfg.train.epochs != saved.train.epochs:
         runs.atomic_write_text(run_dir / runs.CONFIG, dump_yaml(cfg))
     with _known_failures(run_dir, "interrupted; the finished epochs are in the run folder, resume it again"), interrupt.deferred():
@@ -269,6 +336,7 @@ def execute_seeds(cfg: Config, ds: Dataset, out: Path, shown: Optional["Shown"] 
     """
     from dnnlab import train  # imports JAX
     from dnnlab.report import finalize
+    from dnnlab.tracking import open_board
 
     shown = shown or Shown()
     check_compatible(cfg, ds)
@@ -288,14 +356,20 @@ def execute_seeds(cfg: Config, ds: Dataset, out: Path, shown: Optional["Shown"] 
         runs.write_manifest(run_dir, runs.SEEDS_MANIFEST, {"kind": "seeds", "status": status, "seed_mode": mode, "members": members})
 
     write_manifest("running")
-    seed_writers = []
+    seed_writers, boards = [], []
     for i, c in enumerate(cfgs):
         (run_dir / f"seed-{c.seed}").mkdir()
         member_writer = _SeedTag(runs.RunDir(run_dir / f"seed-{c.seed}", dump_yaml(c)), c.seed)
-        seed_writers.append(runs.MultiWriter(member_writer, *(shown.writers if i == 0 else ())))
+        boards.append(open_board(c, run_dir / f"seed-{c.seed}"))  # seed-<s>/tb/, unless logging.tensorboard is off
+        own = (member_writer, boards[-1]) if boards[-1] is not None else (member_writer,)
+        seed_writers.append(runs.MultiWriter(*own, *(shown.writers if i == 0 else ())))
     try:
         results = train.fit_seeds(cfg, ds, seed_writers, progress=shown.progress, mode=mode)
+        _training_over([r.summary for r in results], len(cfgs))
     except KeyboardInterrupt:
+        for board in boards:
+            if board is not None:
+                board.close()
         for m in members:
             if m["status"] == "pending":
                 m["status"] = "interrupted"
@@ -303,14 +377,19 @@ def execute_seeds(cfg: Config, ds: Dataset, out: Path, shown: Optional["Shown"] 
         raise
     outcomes = []
     interrupted = False
-    for c, result, member in zip(cfgs, results, members):
+    for c, result, member, board in zip(cfgs, results, members, boards):
         seed_dir = run_dir / member["dir"]
         # the seeds share their split: the reference is computed once (then cached)
         summary, stopped = with_reference(c, ds, result.summary) if not interrupted else (result.summary, False)
         interrupted = interrupted or stopped
         diagnosis, problems = finalize(seed_dir, c, result.history, summary, config_name=shown.config_name)
+        if board is not None:
+            board.report(summary, diagnosis)
         outcomes.append(Outcome(seed_dir, summary, diagnosis, problems))
         member.update(status=result.summary["status"], verdict=diagnosis.verdict)
+    for board in boards[len(results):]:
+        if board is not None:
+            board.close()
     for member in members[len(results):]:
         member["status"] = "not-run"
     summary = _seeds_summary(cfg, cfgs, members, outcomes, mode, time.perf_counter() - t0)
@@ -434,6 +513,8 @@ def seeds_mode(cfg: Config, platform: Optional[str] = None) -> str:
         import jax
 
         platform = jax.default_backend()
+        if distributed.resolve_devices(cfg) > 1:
+            return "sequential"  # each seed's batches are split over the devices (train.devices)
     if platform != "cpu":
         return "vmap"
     # on the CPU one model of this size already fills the cores; vmapping only pays for small nets

@@ -35,6 +35,7 @@ def reference_config(cfg: Config) -> Config:
     """The run's config with the model replaced by a softmax regression and the fixed budget."""
     raw = cfg.model_dump(mode="json")
     raw.pop("sweep", None)
+    raw.pop("logging", None)  # where the run is logged does not change its reference
     raw["name"] = f"{cfg.name}-reference"
     raw["seed"] = BUDGET["seed"]
     raw["data"]["split_seed"] = cfg.data.split_seed if cfg.data.split_seed is not None else cfg.seed

@@ -292,25 +292,99 @@ def _alive(pid: int) -> bool:
 MemberHook = Callable[[dict[str, Any]], None]
 
 
-def run(sweep: Sweep, *, on_start: Optional[MemberHook] = None, on_end: Optional[MemberHook] = None) -> None:
-    """Run every unfinished member in order, saving the manifest after each.
+def run(
+    sweep: Sweep, *, on_start: Optional[MemberHook] = None, on_end: Optional[MemberHook] = None,
+    workers: Optional[int] = None, ray: Optional[str] = None, on_warning: Optional[Callable[[str], None]] = None,
+) -> None:
+    """Run every unfinished member, saving the manifest after each.
 
-    A member that fails (a bad value, missing data, divergence) is recorded and the sweep goes
-    on. Ctrl-C marks the running member interrupted, saves and re-raises: the members after it
-    stay pending for `--resume`.
+    Args:
+        workers: run this many members at once, each in its own process (`dnnlab.workers`);
+            None runs them one after another in this process. With `ray`, at most this many
+            Ray tasks at once (default: one per CPU of the cluster).
+        ray: dispatch each member as a Ray task: "local" starts a local Ray cluster, any other
+            value is the address of one to join (`ray.init(address=...)`).
+        on_warning: told what the workers cannot honour (more workers than cores or devices).
+
+    Whichever way members run, this process alone writes sweep.json and calls the hooks. A
+    member that fails (a bad value, missing data, divergence, a crashed worker) is recorded
+    and the sweep goes on. Ctrl-C marks the running members interrupted, saves and re-raises:
+    the members after them stay pending for `--resume`.
     """
-
     with _Lock(sweep.path), interrupt.deferred():  # Ctrl-C takes effect between compiled calls
-        _run_pending(sweep, on_start, on_end)
+        if ray is not None:
+            from dnnlab.workers import RayPool
+
+            _run_parallel(sweep, RayPool(sweep.path, ray, workers, on_warning), on_start, on_end)
+        elif workers is not None:
+            from dnnlab.workers import Pool
+
+            _run_parallel(sweep, Pool(sweep.path, workers, on_warning), on_start, on_end)
+        else:
+            _run_pending(sweep, on_start, on_end)
 
 
-def _run_pending(sweep: Sweep, on_start: Optional[MemberHook], on_end: Optional[MemberHook]) -> None:
+def run_member(
+    folder: Path, manifest: dict[str, Any], member: dict[str, Any], cache: dict[str, Any],
+    announce: Optional[Callable[[Path], None]] = None,
+) -> dict[str, Any]:
+    """Run one member of the sweep in `folder`, or continue it from its saved state.
+
+    The one code path of a member, in this process, in a worker process or in a Ray task.
+    Args: the sweep's manifest and the member's record (read, never written); `cache` keeps
+    loaded datasets between the members of one process; `announce` is told the run folder as
+    soon as it exists. Returns what sweep.json records: dir, status, verdict and causes, or
+    status failed with the error. KeyboardInterrupt propagates; the run folder says interrupted.
+    """
     from dnnlab import data as datasets
     from dnnlab.experiment import ExperimentError, Shown, execute, finished_outcome, resume
 
-    base, name = sweep.manifest["base"], sweep.manifest["name"]
+    base, name = manifest["base"], manifest["name"]
+    config_name = manifest.get("config_path", "config.yaml")
+    shown = Shown(config_name=config_name, announce=announce)
+    # an interrupted or killed member with a saved state continues where it stopped
+    previous = Path(folder) / member["dir"] if member.get("dir") else None
+    try:
+        outcome = None
+        if previous is not None and ((previous / runs.STATE).exists() or (previous / runs.STATE_PREV).exists()):
+            try:
+                # None: it had finished, killed before sweep.json said so; it is read back
+                outcome = resume(previous, (), shown) or finished_outcome(previous)
+            except ExperimentError as exc:
+                if exc.code == runs.EXIT_INTERRUPTED:
+                    raise KeyboardInterrupt from None
+                outcome = None  # a state that cannot be used: the member starts over
+            if outcome is not None:
+                outcome.complete()
+        if outcome is None:
+            raw = apply_overrides(base, member["overrides"] + [f"name={name}-{member['index']:03d}"])
+            cfg: Config = validate(raw, source=f"member {member['index']}")
+            key = json.dumps([cfg.data.model_dump(mode="json"), cfg.seed])
+            if key not in cache:
+                cache[key] = datasets.load(cfg.data, data_seed(cfg))
+            outcome = execute(cfg, cache[key], Path(folder), shown).complete()
+    except (ConfigError, datasets.DataError) as exc:
+        return {"status": "failed", "error": str(exc)}
+    except Exception as exc:  # a member's crash must not end the sweep
+        return {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+    return {
+        "dir": outcome.run_dir.name, "status": outcome.summary["status"], "verdict": outcome.diagnosis.verdict,
+        "causes": outcome.diagnosis.causes,
+    }
+
+
+def member_folder(sweep: Sweep, member: dict[str, Any]) -> Optional[str]:
+    """The run folder of `member` when sweep.json does not name it yet: the newest folder with
+    its name that no other member claims (a member that ran where no one reported its folder)."""
+    if member.get("dir"):
+        return member["dir"]
+    claimed = {m.get("dir") for m in sweep.members}
+    found = [p.name for p in sweep.path.glob(f"{sweep.manifest['name']}-{member['index']:03d}-*") if p.is_dir() and p.name not in claimed]
+    return max(found) if found else None  # the folder names sort by their creation time
+
+
+def _run_pending(sweep: Sweep, on_start: Optional[MemberHook], on_end: Optional[MemberHook]) -> None:
     cache: dict[str, Any] = {}
-    config_name = sweep.manifest.get("config_path", "config.yaml")
 
     def started(member: dict[str, Any], folder: Path) -> None:
         # the folder is known from the start, so that a killed member can be resumed
@@ -318,43 +392,80 @@ def _run_pending(sweep: Sweep, on_start: Optional[MemberHook], on_end: Optional[
         sweep.save()
 
     for member in sweep.pending():
-        # an interrupted or killed member with a saved state continues where it stopped
-        folder = sweep.path / member["dir"] if member.get("dir") else None
         member.update(status="running", error=None)
+        member.pop("worker", None)
         sweep.save()
         try:
             if on_start:
                 on_start(member)
-            outcome = None
-            if folder is not None and ((folder / runs.STATE).exists() or (folder / runs.STATE_PREV).exists()):
-                try:
-                    # None: it had finished, killed before sweep.json said so; it is read back
-                    outcome = resume(folder, (), Shown(config_name=config_name)) or finished_outcome(folder)
-                except ExperimentError:
-                    outcome = None  # a state that cannot be used: the member starts over
-                if outcome is not None:
-                    outcome.complete()
-            if outcome is None:
-                raw = apply_overrides(base, member["overrides"] + [f"name={name}-{member['index']:03d}"])
-                cfg: Config = validate(raw, source=f"member {member['index']}")
-                key = json.dumps([cfg.data.model_dump(mode="json"), cfg.seed])
-                if key not in cache:
-                    cache[key] = datasets.load(cfg.data, data_seed(cfg))
-                outcome = execute(cfg, cache[key], sweep.path, Shown(config_name=config_name, announce=partial(started, member))).complete()
-            member.update(
-                dir=outcome.run_dir.name, status=outcome.summary["status"], verdict=outcome.diagnosis.verdict,
-                causes=outcome.diagnosis.causes,
-            )
+            member.update(run_member(sweep.path, sweep.manifest, member, cache, partial(started, member)))
             if member["status"] == "interrupted":
                 raise KeyboardInterrupt  # Ctrl-C (or SIGTERM) stops the sweep, not just this member
         except KeyboardInterrupt:
             member["status"] = "interrupted"
             sweep.save()
             raise
-        except (ConfigError, datasets.DataError) as exc:
-            member.update(status="failed", error=str(exc))
-        except Exception as exc:  # a member's crash must not end the sweep
+        except Exception as exc:  # a hook's failure is the member's, as a crash would be
             member.update(status="failed", error=f"{type(exc).__name__}: {exc}")
         sweep.save()
         if on_end:
             on_end(member)
+
+
+def _run_parallel(sweep: Sweep, pool: Any, on_start: Optional[MemberHook], on_end: Optional[MemberHook]) -> None:
+    """The members on `pool` (a `workers.Pool` or `workers.RayPool`), up to `pool.capacity` at
+    once; the results are written to sweep.json as they come, by this process alone."""
+    todo = list(reversed(sweep.pending()))
+    running: dict[int, dict[str, Any]] = {}
+
+    def record(events: list[tuple[str, int, dict[str, Any]]]) -> bool:
+        """Write the pool's events to the manifest; True when a member ended interrupted."""
+        stopped = False
+        for kind, index, payload in events:
+            member = running.get(index)
+            if member is None:
+                continue
+            if kind == "started":
+                member["dir"] = payload["dir"]
+                sweep.save()
+                continue
+            del running[index]
+            member.update(payload)
+            sweep.save()
+            if member["status"] == "interrupted":
+                stopped = True  # as in a sequential sweep: no on_end for an interrupted member
+            elif on_end:
+                on_end(member)
+        return stopped
+
+    try:
+        while todo or running:
+            while todo and len(running) < pool.capacity:
+                member = todo.pop()
+                member.update(status="running", error=None)
+                member.pop("worker", None)
+                try:
+                    if on_start:
+                        on_start(member)
+                except Exception as exc:  # a hook's failure is the member's
+                    member.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+                    sweep.save()
+                    if on_end:
+                        on_end(member)
+                    continue
+                sweep.save()  # before the member starts: its worker reads sweep.json
+                running[member["index"]] = member
+                member["worker"] = pool.submit(member["index"])
+                sweep.save()
+            if record(pool.poll(timeout=0.2)):
+                raise KeyboardInterrupt  # a member stopped by a signal stops the sweep, as in order
+            interrupt.stop_point()
+    except KeyboardInterrupt:
+        # the running members stop at their next epoch and write their state; --resume continues them
+        record(pool.stop())
+        for member in running.values():
+            member.update(status="interrupted", dir=member_folder(sweep, member))
+        sweep.save()
+        raise
+    finally:
+        pool.close()

@@ -22,7 +22,7 @@ import numpy as np
 import optax
 
 import dnnlab
-from dnnlab import interrupt, losses, models, probes
+from dnnlab import distributed, interrupt, losses, models, probes
 from dnnlab.config import Config, EarlyStoppingConfig, RegularizationConfig, data_seed, training_loop
 from dnnlab.data import Dataset
 from dnnlab.optim import hyperparameters, make_optimizer, with_hyperparameters
@@ -71,9 +71,20 @@ def batches(n: int, batch_size: int, shuffle_key: jax.Array) -> tuple[jax.Array,
     return perm[flat % n].reshape(steps, batch_size), (flat < n).astype(jnp.float32).reshape(steps, batch_size)
 
 
-def indexed_step(state, x_N, y_N, idx_B, w_B, dropout_key, *, model, tx, reg):
+def indexed_step(state, x_N, y_N, idx_B, w_B, dropout_key, *, model, tx, reg, shard=None):
     """`train_step` on the examples `idx_B` of device-resident data (for the per-step loop)."""
-    return train_step(state, x_N[idx_B], y_N[idx_B], w_B, dropout_key, model=model, tx=tx, reg=reg)
+    x_B, y_B, w_B = _batch(x_N, y_N, idx_B, w_B, shard)
+    return train_step(state, x_B, y_B, w_B, dropout_key, model=model, tx=tx, reg=reg)
+
+
+def _batch(x_N, y_N, idx_B, w_B, shard: Optional[Callable[[Any], Any]]):
+    """The examples `idx_B` of the data; with several devices (`shard`), laid out as a batch split
+    over them: each device computes its share, and the sums over the batch (the loss, the
+    gradient, batch norm's statistics) become all-reduces."""
+    x_B, y_B = x_N[idx_B], y_N[idx_B]
+    if shard is None:
+        return x_B, y_B, w_B
+    return shard(x_B), shard(y_B), shard(w_B)
 
 
 def stepwise_epoch(state, x_N, y_N, shuffle_key, dropout_key, *, step_fn, batches_fn, on_step=None, every=1):
@@ -92,26 +103,38 @@ def stepwise_epoch(state, x_N, y_N, shuffle_key, dropout_key, *, step_fn, batche
     return state, {"running_loss": ce_sum / n, "running_accuracy": correct / n}
 
 
-def stepwise_evaluate(params, splits, *, chunk_fn, chunk: int) -> dict[str, jax.Array]:
+def stepwise_evaluate(params, splits, *, chunk_fn, chunk: int, multiple: int = 1) -> dict[str, jax.Array]:
     """`evaluate_splits` as a Python loop over jitted chunks (see `stepwise_epoch`)."""
     out = {}
     for name, (x, y) in splits.items():
         n = x.shape[0]
-        size = min(chunk, n)
+        size = _chunk_size(chunk, n, multiple)
         loss = correct = 0.0
         for start in range(0, n, size):
-            idx = jnp.minimum(jnp.arange(start, start + size), n - 1)
-            w = (jnp.arange(start, start + size) < n).astype(jnp.float32)
-            l, c = chunk_fn(params, x, y, idx, w)
+            l, c = chunk_fn(params, x, y, np.int32(start), size=size)
             loss, correct = loss + l, correct + c
         out[f"{name}_loss"], out[f"{name}_accuracy"] = loss / n, correct / n
     return out
 
 
-def chunk_sums(params, x_N, y_N, idx, w, *, model):
+def _chunk_size(chunk: int, n: int, multiple: int) -> int:
+    """Examples per evaluation chunk: at most the split, rounded up to a multiple of the device
+    count (the rounding's extra examples weigh 0)."""
+    return -(-min(chunk, n) // multiple) * multiple
+
+
+def chunk_at(params, x_N, y_N, start, *, size: int, model, shard=None):
+    """`chunk_sums` of the `size` examples from `start` (past the end: weight-0 repeats)."""
+    n = x_N.shape[0]
+    flat = start + jnp.arange(size)
+    return chunk_sums(params, x_N, y_N, jnp.minimum(flat, n - 1), (flat < n).astype(jnp.float32), model=model, shard=shard)
+
+
+def chunk_sums(params, x_N, y_N, idx, w, *, model, shard=None):
     """Summed loss and correct count of one evaluation chunk."""
-    logits, _ = model.apply(params, x_N[idx], train=False)
-    return losses.loss_and_correct(logits, y_N[idx], w)
+    x_C, y_C, w = _batch(x_N, y_N, idx, w, shard)
+    logits, _ = model.apply(params, x_C, train=False)
+    return losses.loss_and_correct(logits, y_C, w)
 
 
 def train_epoch(
@@ -127,8 +150,10 @@ def train_epoch(
     batch_size: int,
     progress: Optional[Callable[[Any], None]] = None,
     progress_every: int = 0,
+    shard: Optional[Callable[[Any], Any]] = None,
 ) -> tuple[TrainState, dict]:
     """A whole epoch as one `lax.scan`. The last, partial batch is padded with weight-0 repeats.
+    With several devices, `shard` splits each batch over them (`distributed.constrain`).
 
     Returns:
         (new state, {"running_loss", "running_accuracy"}) with the dropout-on running averages.
@@ -139,7 +164,8 @@ def train_epoch(
 
     def body(state, inputs):
         i, idx_B, w_B = inputs
-        state, out = train_step(state, x_N[idx_B], y_N[idx_B], w_B, dropout_key, model=model, tx=tx, reg=reg)
+        x_B, y_B, w_B = _batch(x_N, y_N, idx_B, w_B, shard)
+        state, out = train_step(state, x_B, y_B, w_B, dropout_key, model=model, tx=tx, reg=reg)
         if progress is not None:
             jax.lax.cond(
                 (i + 1) % progress_every == 0,
@@ -152,30 +178,37 @@ def train_epoch(
     return state, {"running_loss": jnp.sum(out["ce_sum"]) / n, "running_accuracy": jnp.sum(out["correct"]) / n}
 
 
-def evaluate(params, x_N: jax.Array, y_N: jax.Array, *, model: models.Model, chunk: int) -> tuple[jax.Array, jax.Array]:
-    """Mean loss and accuracy in evaluation mode: sums over chunks, divided once."""
+def evaluate(
+    params, x_N: jax.Array, y_N: jax.Array, *, model: models.Model, chunk: int, shard=None, multiple: int = 1
+) -> tuple[jax.Array, jax.Array]:
+    """Mean loss and accuracy in evaluation mode: sums over chunks, divided once. With several
+    devices, each chunk is split over them (`shard`; chunks a multiple of their count)."""
     n = x_N.shape[0]
     if n == 0:
         return jnp.float32(jnp.nan), jnp.float32(jnp.nan)
-    chunk = min(chunk, n)
+    chunk = _chunk_size(chunk, n, multiple)
     steps = -(-n // chunk)
     flat = jnp.arange(steps * chunk)
     idx_SxC = jnp.minimum(flat, n - 1).reshape(steps, chunk)
     w_SxC = (flat < n).astype(jnp.float32).reshape(steps, chunk)
 
     def body(carry, inputs):
-        loss, correct = chunk_sums(params, x_N, y_N, *inputs, model=model)
+        loss, correct = chunk_sums(params, x_N, y_N, *inputs, model=model, shard=shard)
         return (carry[0] + loss, carry[1] + correct), None
 
     (loss_sum, correct), _ = jax.lax.scan(body, (jnp.float32(0), jnp.float32(0)), (idx_SxC, w_SxC))
     return loss_sum / n, correct / n
 
 
-def evaluate_splits(params, splits: dict[str, tuple[jax.Array, jax.Array]], *, model, chunk) -> dict[str, jax.Array]:
+def evaluate_splits(
+    params, splits: dict[str, tuple[jax.Array, jax.Array]], *, model, chunk, shard=None, multiple: int = 1
+) -> dict[str, jax.Array]:
     """{"<split>_loss", "<split>_accuracy"} for every split, in one compiled call."""
     out = {}
     for name, (x, y) in splits.items():
-        out[f"{name}_loss"], out[f"{name}_accuracy"] = evaluate(params, x, y, model=model, chunk=chunk)
+        out[f"{name}_loss"], out[f"{name}_accuracy"] = evaluate(
+            params, x, y, model=model, chunk=chunk, shard=shard, multiple=multiple
+        )
     return out
 
 
@@ -224,9 +257,7 @@ def use_compile_cache() -> Optional[Path]:
 
 
 def device_name() -> str:
-    d = jax.devices()[0]
-    kind = getattr(d, "device_kind", d.platform)
-    return d.platform if kind == d.platform else f"{d.platform}: {kind}"
+    return distributed.describe(1)
 
 
 @dataclass
@@ -270,16 +301,29 @@ class _Setup:
     loop: str
     monitor: str
     info: dict[str, Any]
+    mesh: Any = None  # the 1-D ("data",) mesh of several devices; None for one device
+    devices: int = 1
+
+    def put(self, array: Any) -> jax.Array:
+        """A host array on the device, or whole on every device of the mesh."""
+        return jax.device_put(array) if self.mesh is None else distributed.upload(self.mesh, array)
 
 
 def _setup(cfg: Config, data: Dataset) -> _Setup:
     """Build the model and optimizer and upload the data, once for every seed of `cfg`."""
+    devices = distributed.resolve_devices(cfg)
+    mesh = distributed.data_mesh(devices)
+    # the data are whole on every device (`_Setup.put`): each device gathers its share of a batch
+    # from them, and no batch crosses between devices or hosts (docs/scale.md)
+    put = jax.device_put if mesh is None else partial(distributed.upload, mesh)
     plan = models.plan_stack(cfg.model, cfg.train.stack, cfg.train.unroll)
     model = models.build(cfg.model, data.input_shape, data.num_classes, plan)
     shapes = jax.eval_shape(model.init, jax.ShapeDtypeStruct((2,), jnp.uint32))  # a key's shape: nothing runs
     trainable = models.split_stats(shapes)[0]
     n = len(data.train)
-    batch_size = min(cfg.data.batch_size, n)
+    # a training set smaller than the batch: one batch, padded with weight-0 repeats to a
+    # multiple of the device count
+    batch_size = min(cfg.data.batch_size, -(-n // devices) * devices)
     steps_per_epoch = -(-n // batch_size)
     tx, schedule = make_optimizer(
         cfg.optimizer,
@@ -290,28 +334,29 @@ def _setup(cfg: Config, data: Dataset) -> _Setup:
     )
     # the probe batch and the training-metrics subset follow the data split's seed
     split_seed = data_seed(cfg)
-    x_N, y_N = jax.device_put(data.train.x), jax.device_put(data.train.y)
+    x_N, y_N = put(data.train.x), put(data.train.y)
     splits = {"train": (x_N, y_N)}
     if cfg.train.train_eval_size is not None and cfg.train.train_eval_size < n:
         # a fixed subset: the training metrics of a large set at a fraction of the cost
         subset = np.sort(np.random.default_rng(split_seed + 1).permutation(n)[: cfg.train.train_eval_size])
-        splits["train"] = (jax.device_put(data.train.x[subset]), jax.device_put(data.train.y[subset]))
+        splits["train"] = (put(data.train.x[subset]), put(data.train.y[subset]))
     if data.val is not None:
-        splits["val"] = (jax.device_put(data.val.x), jax.device_put(data.val.y))
-    splits["test"] = (jax.device_put(data.test.x), jax.device_put(data.test.y))
+        splits["val"] = (put(data.val.x), put(data.val.y))
+    splits["test"] = (put(data.test.x), put(data.test.y))
     probe = None
     if cfg.diagnosis.instruments:
         # a fixed, seeded probe batch of training examples, the same every epoch
         probe_idx = np.sort(np.random.default_rng(split_seed).permutation(n)[: cfg.diagnosis.probe_size])
-        probe = (jax.device_put(data.train.x[probe_idx]), jax.device_put(data.train.y[probe_idx]))
+        probe = (put(data.train.x[probe_idx]), put(data.train.y[probe_idx]))
     loop = training_loop(cfg)
     monitor = cfg.train.early_stopping.monitor if data.val is not None else "train_loss"
     info = {
         "epochs": cfg.train.epochs, "steps_per_epoch": steps_per_epoch, "params": models.param_count(shapes),
-        "device": device_name(), "train_size": n, "batch_size": batch_size, "loop": loop,
+        "device": distributed.describe(devices), "devices": devices, "processes": distributed.process_count(),
+        "train_size": n, "batch_size": batch_size, "loop": loop,
         "stack": ("scanned" if plan.scanned else "unrolled") + (f" (unroll {plan.unroll})" if plan.scanned else ""),
     }
-    return _Setup(model, tx, schedule, x_N, y_N, splits, probe, n, batch_size, steps_per_epoch, loop, monitor, info)
+    return _Setup(model, tx, schedule, x_N, y_N, splits, probe, n, batch_size, steps_per_epoch, loop, monitor, info, mesh, devices)
 
 
 def init_state(
@@ -416,6 +461,8 @@ class _SeedRecord:
             "params": setup.info["params"],
             "versions": {"jax": jax.__version__, "optax": optax.__version__, "dnnlab": dnnlab.__version__},
             "device": setup.info["device"],
+            "devices": setup.devices,
+            **({"processes": setup.info["processes"]} if setup.info["processes"] > 1 else {}),
             "loop": setup.loop,
             "stack": setup.info["stack"],
             "data": {
@@ -423,6 +470,7 @@ class _SeedRecord:
                 "train_eval": int(setup.splits["train"][1].shape[0]),
                 "val": len(data.val) if data.val is not None else 0, "test": len(data.test),
                 "num_classes": data.num_classes,
+                **({"classes": list(data.classes)} if data.classes else {}),  # output i is classes[i]
             },
         }
         self.writer.finish(summary)
@@ -475,9 +523,18 @@ class _Programs:
         model, tx, reg = setup.model, setup.tx, cfg.regularization
         self.vmapped, self.setup = vmapped, setup
         every = max(1, setup.steps_per_epoch // 20)
+        # several devices: batches split over the mesh (the one-device programs stay as they were)
+        shard = None if setup.mesh is None else distributed.constrain(setup.mesh)
+        if vmapped and shard is not None:
+            raise distributed.DeviceError(
+                f"train.seed_mode: vmap runs on one device; this run has {setup.devices} (train.devices): "
+                "set train.seed_mode to sequential (or auto), or train.devices to 1"
+            )
         if setup.loop == "scan":
-            epoch = partial(train_epoch, model=model, tx=tx, reg=reg, batch_size=setup.batch_size)
-            evaluate_all = partial(evaluate_splits, model=model, chunk=cfg.train.eval_batch_size)
+            epoch = partial(train_epoch, model=model, tx=tx, reg=reg, batch_size=setup.batch_size, shard=shard)
+            evaluate_all = partial(
+                evaluate_splits, model=model, chunk=cfg.train.eval_batch_size, shard=shard, multiple=setup.devices
+            )
             if vmapped:
                 epoch, evaluate_all = jax.vmap(epoch, in_axes=(0, None, None, 0, 0)), jax.vmap(evaluate_all, in_axes=(0, None))
             else:
@@ -485,19 +542,29 @@ class _Programs:
             self.epoch_fn = jax.jit(epoch, donate_argnums=0)
             self.eval_fn = jax.jit(evaluate_all)
         else:  # the per-step loop (convolutional nets on the CPU); never vmapped
-            step_jit = jax.jit(partial(indexed_step, model=model, tx=tx, reg=reg), donate_argnums=0)
+            step_jit = jax.jit(partial(indexed_step, model=model, tx=tx, reg=reg, shard=shard), donate_argnums=0)
             batches_jit = jax.jit(partial(batches, setup.n, setup.batch_size))
             self.epoch_fn = partial(stepwise_epoch, step_fn=step_jit, batches_fn=batches_jit, on_step=on_step, every=every)
-            chunk_jit = jax.jit(partial(chunk_sums, model=model))
-            self.eval_fn = partial(stepwise_evaluate, chunk_fn=chunk_jit, chunk=cfg.train.eval_batch_size)
+            chunk_jit = jax.jit(partial(chunk_at, model=model, shard=shard), static_argnames="size")
+            self.eval_fn = partial(
+                stepwise_evaluate, chunk_fn=chunk_jit, chunk=cfg.train.eval_batch_size, multiple=setup.devices
+            )
         init = partial(init_state, model=model, tx=tx)
         values = {k: np.float32(v) for k, v in hyperparameters(cfg.optimizer, cfg.regularization).items()}
         init_jit = jax.jit(jax.vmap(init, in_axes=(0, None)) if vmapped else init)
-        self.init_fn = lambda seeds: init_jit(seeds, values)
+        if setup.mesh is None:
+            self.init_fn = lambda seeds: init_jit(seeds, values)
+        else:
+            # the one-device program (compiled once, the same numbers), then the parameters, the
+            # optimizer state and the keys placed whole on every device
+            self.init_fn = lambda seeds: jax.tree_util.tree_map(setup.put, jax.device_get(init_jit(seeds, values)))
         self.param_shapes = jax.eval_shape(init, np.int32(0), values)[0].params
         self.probe_fn = None
         if setup.probe is not None:
             instruments = partial(probes.probe, model=model, tx=tx, reg=reg)
+            if shard is not None and setup.probe[1].shape[0] % setup.devices == 0:
+                whole = instruments  # the probe batch split over the devices, as a training batch
+                instruments = lambda p, o, x, y: whole(p, o, shard(x), shard(y))  # noqa: E731
             self.probe_fn = jax.jit(jax.vmap(instruments, in_axes=(0, 0, None, None)) if vmapped else instruments)
 
     def measure(self, state: TrainState) -> dict[str, Any]:
@@ -545,7 +612,7 @@ def _train_group(
         for saved, fresh in zip(resume.leaves, jax.tree_util.tree_leaves(state)):
             if saved.shape != fresh.shape or saved.dtype != fresh.dtype:
                 raise ValueError(f"the resume state has an array of shape {saved.shape}; this model needs {fresh.shape}")
-        state = jax.tree_util.tree_unflatten(treedef, [jax.device_put(a) for a in resume.leaves])
+        state = jax.tree_util.tree_unflatten(treedef, [setup.put(a) for a in resume.leaves])
         resume.last = flatten_params(jax.device_get(state.params))
         recs[0].resume_from(resume)
         start = resume.epoch + 1

@@ -1,32 +1,148 @@
-"""Reproduce the lecture "Tips for Training DNN" with dnnlab and write docs/lecture.md.
+"""Reproduce the lecture "Tips for Training DNN" with dnnlab and write its document.
 
-Runs every config in configs/lecture/ as a sweep (Fashion-MNIST subsets), compares the members,
-and writes the measured tables, the comparative verdicts and the plots it generated. Every
-number in the document comes from this run; the only text written here is each claim and the
-rule that decides whether it reproduced.
+Runs every config in configs/lecture/ as a sweep of several seeds (Fashion-MNIST subsets),
+compares the members and judges each claim against the noise: a claimed effect counts only when
+it exceeds the tolerance of `dnnlab compare`'s comparative verdict (`compare.noise_band`: the
+seeds' spread, 1.96 standard errors of the split sizes, half a point). Every number in the
+document comes from this run; the only text written here is each claim, its measure and the rule
+that decides it.
 
-    python scripts/lecture.py [--out runs/lecture] [--doc docs/lecture.md]
+    python scripts/lecture.py                 # docs/lecture.md and docs/lecture/*.png
+    python scripts/lecture.py --out DIR       # DIR/lecture.md, DIR/lecture/*.png, runs in DIR/runs
+    python scripts/lecture.py --out DIR --only 7
 
-About 10 minutes on 2 CPU cores.
+Exit status: 0 when every claim judged reproduces, 1 when one does not (after writing the
+document), 2 for bad input (an unusable --out, data that cannot be loaded).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
-
-from dnnlab import compare, config, sweep
-from dnnlab.runs import load_checkpoint
+from dnnlab import compare, runs
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs" / "lecture"
+MIN_SEEDS = 2  # a side with fewer seeds has no spread to judge by
+SAME_WITHIN = 0.03  # a "same" claim also needs a noise band no wider than 3 points
+CLAIMS = ("higher", "lower", "same", "not lower")  # what B is claimed to be against A
+
+
+# ---------------------------------------------------------------- the claim checker
+
+
+@dataclass(frozen=True)
+class Side:
+    """One side of a check: the mean and spread of a measure over the seeds that finished."""
+
+    label: str
+    mean: Optional[float]
+    std: float = 0.0
+    finished: int = 0  # seeds that finished (completed or stopped early)
+    seeds: int = 0  # seeds that were asked for
+    examples: Optional[float] = None  # examples an accuracy was measured on (math.inf: a constant)
+    constant: bool = False  # a known value (chance), not a measurement
+    unfinished: str = ""  # what became of the seeds that did not finish: "2 diverged"
+
+    def show(self) -> str:
+        if self.constant:
+            return f"{self.label} {self.mean:.4f}"
+        if self.mean is None:
+            return f"{self.label}: none of {self.seeds} seeds finished"
+        missing = f" ({self.finished} of {self.seeds} seeds; {self.unfinished})" if self.finished < self.seeds else ""
+        return f"{self.label} {self.mean:.4f} ± {self.std:.4f}{missing}"
+
+
+def _tally(outcomes: list[str]) -> str:
+    return ", ".join(f"{outcomes.count(o)} {o}" for o in dict.fromkeys(outcomes))
+
+
+def side(group: compare.Group, metric: str, label: str) -> Side:
+    """`metric` of the kept models of a group's seeds, by `runs.seed_stats` (the seeds that
+    finished; the others are named by their status)."""
+    mean, std, n = runs.seed_stats([r.summary for r in group.runs], metric)
+    lost = _tally([r.status for r in group.runs if r.status not in runs.FINISHED])
+    if n < len(group.runs) and not lost:
+        lost = f"{len(group.runs) - n} without {metric}"
+    return Side(label, mean, std, n, len(group.runs), group.size(metric.split("_")[0]), unfinished=lost)
+
+
+def values_side(label: str, values: list[Optional[float]], examples: Optional[float] = None) -> Side:
+    """A side from one value per seed (None: the seed has none), by the same rule as `side`."""
+    summaries = [{"status": "completed", "final": {"value": v}} if v is not None else {} for v in values]
+    mean, std, n = runs.seed_stats(summaries, "value")
+    return Side(label, mean, std, n, len(values), examples, unfinished=f"{len(values) - n} missing" if n < len(values) else "")
+
+
+def constant(label: str, value: float) -> Side:
+    return Side(label, value, 0.0, examples=math.inf, constant=True)
+
+
+@dataclass(frozen=True)
+class Check:
+    """One claimed relation between two sides, judged against the noise."""
+
+    what: str
+    a: Side
+    b: Side
+    claim: str
+    difference: Optional[float]  # b minus a
+    tolerance: Optional[float]
+    ok: bool
+    why: str
+
+    def text(self) -> str:
+        if self.difference is None or self.tolerance is None:
+            return f"{self.what}: {self.b.show()} against {self.a.show()}: **no**, {self.why}"
+        return (
+            f"{self.what}: {self.b.show()} against {self.a.show()}: difference {self.difference:+.4f}, "
+            f"noise ±{self.tolerance:.4f}: **{'yes' if self.ok else 'no'}**, {self.why}"
+        )
+
+
+def judge(what: str, a: Side, b: Side, claim: str, proportion: bool = True, same_within: float = SAME_WITHIN) -> Check:
+    """Judge the claim that `b` is `claim` (higher, lower, same, not lower) against `a`.
+
+    An effect counts only beyond the noise (`compare.noise_band`, the rule of the comparative
+    verdict); one within it is a "no". "same" and "not lower" hold within the noise, and only
+    where the noise is no wider than `same_within`. Every seed of each side must have finished
+    (a diverged, failed or missing seed is a "no": the training itself is what varies), and
+    each side needs MIN_SEEDS of them.
+    """
+    if claim not in CLAIMS:
+        raise ValueError(f"claim {claim!r}: choose one of {', '.join(CLAIMS)}")
+    short = [s for s in (a, b) if not s.constant and (s.mean is None or s.finished < max(s.seeds, MIN_SEEDS))]
+    if short:
+        names = "; ".join(f"{s.label}: {s.finished} of {s.seeds} seeds finished{f' ({s.unfinished})' if s.unfinished else ''}" for s in short)
+        return Check(what, a, b, claim, None, None, False, f"not judged: {names}; every seed must finish, and at least {MIN_SEEDS}")
+    assert a.mean is not None and b.mean is not None
+    d = b.mean - a.mean
+    tol = compare.noise_band((a.mean, a.std, a.examples), (b.mean, b.std, b.examples), proportion)
+    if claim in ("higher", "lower"):
+        sign = 1 if claim == "higher" else -1
+        if sign * d > tol:
+            return Check(what, a, b, claim, d, tol, True, f"{claim} beyond the noise")
+        if sign * d < -tol:
+            return Check(what, a, b, claim, d, tol, False, f"{'lower' if claim == 'higher' else 'higher'} beyond the noise: the opposite of the claim")
+        return Check(what, a, b, claim, d, tol, False, f"the same within the noise: {claim} needs a difference beyond {sign * tol:+.4f}")
+    within = abs(d) <= tol if claim == "same" else d >= -tol
+    if not within:
+        return Check(what, a, b, claim, d, tol, False, f"{'differs' if claim == 'same' else 'lower'} beyond the noise: the claim says {claim}")
+    if tol > same_within:
+        return Check(what, a, b, claim, d, tol, False, f"within the noise, but the noise ({tol:.4f}) is wider than {same_within} and cannot show that they are {claim}")
+    return Check(what, a, b, claim, d, tol, True, "within the noise" if claim == "same" else "not lower beyond the noise")
+
+
+# ---------------------------------------------------------------- running the configs
 
 
 @dataclass
@@ -34,6 +150,7 @@ class Result:
     sweep_dir: Path
     comp: compare.Comparison
     seconds: float
+    seeds: int
 
     def group(self, **values: Any) -> compare.Group:
         """The configuration whose differing keys have these values (keys with dots as __)."""
@@ -43,37 +160,63 @@ class Result:
                 return g
         raise KeyError(f"no configuration with {want} in {self.sweep_dir}")
 
-    def acc(self, split: str, **values: Any) -> float:
-        return self.group(**values).stat(f"{split}_accuracy")[0]
+
+class LectureError(Exception):
+    """The lecture cannot be run (bad input); `str()` is the message."""
 
 
 def run_section(config_name: str, out: Path) -> Result:
+    from dnnlab import config, sweep
+
     t0 = time.perf_counter()
     path = CONFIGS / config_name
-    raw = config.read_yaml(path)
-    p = sweep.plan(raw, [], None)
+    try:
+        p = sweep.plan(config.read_yaml(path), [], None)
+    except (config.ConfigError, sweep.SweepError) as exc:
+        raise LectureError(f"{path}: {exc}") from None
     job = sweep.Sweep.create(out, p.base["name"], str(path.relative_to(ROOT)), p.base, p.grid, p.seeds, p.variants)
     print(f"== {config_name}: {len(job.members)} runs in {job.path}", flush=True)
     sweep.run(job, on_end=lambda m: print(f"   {m['index']:03d} {' '.join(m['overrides'])}: {m['status']} {m.get('verdict') or m.get('error', '')}", flush=True))
     failed = [m for m in job.members if m["status"] == "failed"]
     if failed:
-        raise SystemExit(f"{config_name}: {len(failed)} members failed: {failed[0].get('error')}")
+        raise LectureError(f"{config_name}: {len(failed)} of {len(job.members)} runs failed; the first: {failed[0].get('error')}")
     comp, _ = compare.compare([str(job.path)])
     compare.write(comp, job.path)
-    return Result(job.path, comp, time.perf_counter() - t0)
+    return Result(job.path, comp, time.perf_counter() - t0, p.seeds)
 
 
 def last_record(run: compare.RunRecord) -> dict[str, Any]:
-    return [r for r in run.history if r.get("epoch", 0) > 0][-1]
+    done = [r for r in run.history if r.get("epoch", 0) > 0]
+    return done[-1] if done else {}
 
 
-def table(res: Result) -> list[str]:
-    header, rows = compare.table_rows(res.comp)
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
+def finished(group: compare.Group) -> list[compare.RunRecord]:
+    return [r for r in group.runs if r.status in runs.FINISHED]
 
 
-def copy_plot(src: Path, docs: Path, name: str) -> str:
-    shutil.copyfile(src, docs / name)
+def cell(group: compare.Group, metric: str) -> str:
+    mean, std = group.stat(metric)
+    return "-" if mean is None else f"{mean:.4f} ± {std:.4f}"
+
+
+def table(res: Result, metrics: tuple[str, ...] = ("train_accuracy", "val_accuracy", "test_accuracy", "test_loss")) -> list[str]:
+    """Mean ± std over the seeds of the kept models' metrics, one row per configuration."""
+    keys = res.comp.keys
+    header = [k.split(".")[-1] for k in keys] + ["seeds"] + [m.replace("_", " ") for m in metrics] + ["kept epoch", "verdicts"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for g in res.comp.groups:
+        done = finished(g)
+        epochs = [str(r.summary.get("best_epoch") if r.summary.get("restored_best") else r.summary.get("epochs_run")) for r in done]
+        verdicts = [r.verdict or r.status for r in g.runs]
+        shown = ", ".join(f"{v} x{verdicts.count(v)}" if verdicts.count(v) > 1 else v for v in dict.fromkeys(verdicts))
+        row = [compare._show(g.values.get(k)) for k in keys] + [f"{len(done)}/{len(g.runs)}"]
+        row += [cell(g, m) for m in metrics] + [", ".join(epochs), shown]
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def copy_plot(src: Path, plots: Path, name: str) -> str:
+    shutil.copyfile(src, plots / name)
     return f"lecture/{name}"
 
 
@@ -81,272 +224,483 @@ def verdict_lines(res: Result) -> list[str]:
     return [f"- {c['text']}" for c in res.comp.comparisons]
 
 
+def chance(group: compare.Group) -> float:
+    classes = [(r.summary.get("data") or {}).get("num_classes") for r in group.runs]
+    return 1.0 / next((c for c in classes if isinstance(c, int) and c > 0), 10)
+
+
+Section = tuple[list[Check], list[str]]
+
+
 # ---------------------------------------------------------------- the sections
 
 
-def s1(res: Result, docs: Path) -> tuple[bool, list[str]]:
-    sig = {d: res.acc("train", model__depth=d, model__activation="sigmoid") for d in range(1, 11)}
-    relu = {d: res.acc("train", model__depth=d, model__activation="relu") for d in range(1, 11)}
-    collapse = next((d for d in range(1, 11) if sig[d] < 0.2), None)
-    deep_sig = res.group(model__depth=10, model__activation="sigmoid").runs[0]
-    deep_relu = res.group(model__depth=10, model__activation="relu").runs[0]
-    ratio_sig, ratio_relu = last_record(deep_sig).get("grad_ratio"), last_record(deep_relu).get("grad_ratio")
-    # "collapses": at chance (< 0.2) by depth 10 after > 0.6 at depth 1; "does not": ReLU's
-    # depth-10 net stays far above chance (> 0.5)
-    ok = sig[1] > 0.6 and sig[10] < 0.2 and relu[10] > 0.5
-    lines = [
-        f"Sigmoid training accuracy by depth: {', '.join(f'{d}: {a:.3f}' for d, a in sig.items())}; "
-        f"it first falls below 0.2 at depth {collapse}. ReLU: {', '.join(f'{d}: {a:.3f}' for d, a in relu.items())}.",
-        f"At depth 10 the first/last layer gradient RMS ratio at the last epoch is {ratio_sig:.2g} for sigmoid and "
-        f"{ratio_relu:.2g} for ReLU. dnnlab's verdict on the 10-layer sigmoid run: **{deep_sig.verdict}** "
-        f"({', '.join((deep_sig.summary.get('diagnosis') or {}).get('causes', []))}).",
-        "",
-        f"![accuracy against depth]({copy_plot(res.sweep_dir / 'vs_model_depth.png', docs, '1-accuracy-vs-depth.png')})",
-        "",
-        "Per-layer gradient RMS of the 10-layer sigmoid net (layer 1 is next to the input):",
-        "",
-        f"![gradients, 10-layer sigmoid]({copy_plot(deep_sig.path / 'gradients.png', docs, '1-gradients-sigmoid-10.png')})",
-        "",
-        "The same for the 10-layer ReLU net:",
-        "",
-        f"![gradients, 10-layer ReLU]({copy_plot(deep_relu.path / 'gradients.png', docs, '1-gradients-relu-10.png')})",
+def s1(res: Result, plots: Path) -> Section:
+    def by_activation(name: str) -> dict[int, compare.Group]:
+        return {g.values["model.depth"]: g for g in sorted(res.comp.groups, key=lambda g: g.values["model.depth"])
+                if g.values["model.activation"] == name}
+
+    sig, relu = by_activation("sigmoid"), by_activation("relu")
+    shallow, deep = min(sig), max(sig)
+    acc = lambda g, d: side(g, "train_accuracy", f"{d} layers")
+    checks = [
+        judge(f"sigmoid, training accuracy: {deep} layers against {shallow}", acc(sig[shallow], shallow), acc(sig[deep], deep), "lower"),
+        judge(f"sigmoid, training accuracy at {deep} layers against chance", constant("chance", chance(sig[deep])), acc(sig[deep], deep), "same"),
+        judge(f"training accuracy at {deep} layers: ReLU against sigmoid", side(sig[deep], "train_accuracy", "sigmoid"),
+              side(relu[deep], "train_accuracy", "ReLU"), "higher"),
     ]
-    return ok, lines
+    deep_sig, deep_relu = finished(sig[deep]), finished(relu[deep])
+    ratios = lambda rs: ", ".join(f"{last_record(r).get('grad_ratio', float('nan')):.2g}" for r in rs)
+    causes = sorted({c for r in deep_sig for c in (r.summary.get("diagnosis") or {}).get("causes", [])})
+    by_depth = lambda gs: ", ".join(f"{d}: {cell(g, 'train_accuracy')}" for d, g in gs.items())
+    lines = [
+        f"Training accuracy by depth, sigmoid: {by_depth(sig)}; ReLU: {by_depth(relu)}.",
+        "",
+        f"At {deep} layers the first/last layer gradient RMS ratio at the last epoch is {ratios(deep_sig)} for sigmoid and "
+        f"{ratios(deep_relu)} for ReLU (one value per seed). dnnlab's verdicts on the {deep}-layer sigmoid runs: "
+        f"**{', '.join(sorted({r.verdict or '-' for r in deep_sig}))}** ({', '.join(causes) or 'no cause named'}).",
+        "",
+        f"![accuracy against depth]({copy_plot(res.sweep_dir / 'vs_model_depth.png', plots, '1-accuracy-vs-depth.png')})",
+    ]
+    if deep_sig and deep_relu:
+        lines += [
+            "",
+            f"Per-layer gradient RMS of the {deep}-layer sigmoid net, seed {deep_sig[0].summary.get('seed')} (layer 1 is next to the input):",
+            "",
+            f"![gradients, sigmoid]({copy_plot(deep_sig[0].path / 'gradients.png', plots, '1-gradients-sigmoid-10.png')})",
+            "",
+            f"The same for the {deep}-layer ReLU net:",
+            "",
+            f"![gradients, ReLU]({copy_plot(deep_relu[0].path / 'gradients.png', plots, '1-gradients-relu-10.png')})",
+        ]
+    return checks, lines
 
 
-def s2(res: Result, docs: Path) -> tuple[bool, list[str]]:
+def s2(res: Result, plots: Path) -> Section:
     p20, p56 = res.group(model__depth=20, model__residual=False), res.group(model__depth=56, model__residual=False)
     r20, r56 = res.group(model__depth=20, model__residual=True), res.group(model__depth=56, model__residual=True)
+    checks = [
+        judge("plain, training accuracy: 56 layers against 20", side(p20, "train_accuracy", "20 layers"), side(p56, "train_accuracy", "56 layers"), "lower"),
+        judge("plain, test accuracy: 56 layers against 20", side(p20, "test_accuracy", "20 layers"), side(p56, "test_accuracy", "56 layers"), "lower"),
+        judge("residual, training accuracy: 56 layers against 20", side(r20, "train_accuracy", "20 layers"), side(r56, "train_accuracy", "56 layers"), "not lower"),
+    ]
     call = next((c["call"] for c in res.comp.comparisons if c["key"] == "model.depth" and c["context"] == "model.residual=False"), None)
-    gap_plain = p20.stat("train_accuracy")[0] - p56.stat("train_accuracy")[0]
-    gap_res = r20.stat("train_accuracy")[0] - r56.stat("train_accuracy")[0]
-    ok = call == "failed-to-train" and gap_res < gap_plain / 2
     lines = [
-        f"Plain: 20 layers train/validation {p20.stat('train_accuracy')[0]:.3f}/{p20.stat('val_accuracy')[0]:.3f}, "
-        f"56 layers {p56.stat('train_accuracy')[0]:.3f}/{p56.stat('val_accuracy')[0]:.3f}: dnnlab compare calls 56 vs 20 "
-        f"**{call}**. Residual: 20 layers {r20.stat('train_accuracy')[0]:.3f}/{r20.stat('val_accuracy')[0]:.3f}, "
-        f"56 layers {r56.stat('train_accuracy')[0]:.3f}/{r56.stat('val_accuracy')[0]:.3f}. The training-accuracy gap "
-        f"between 20 and 56 layers is {gap_plain:.3f} without shortcuts and {gap_res:.3f} with them.",
+        f"dnnlab compare calls plain 56 against plain 20 **{call}**.",
         "",
         "dnnlab's residual blocks start as the identity (the last layer of each branch is zero-initialized, as in "
-        "SkipInit/Fixup): plain He-initialized branches explode at this depth.",
+        "SkipInit/Fixup).",
         "",
-        f"![curves]({copy_plot(res.sweep_dir / 'curves.png', docs, '2-curves.png')})",
+        f"![curves]({copy_plot(res.sweep_dir / 'curves.png', plots, '2-curves.png')})",
     ]
-    return ok, lines
+    return checks, lines
 
 
-def s3(res: Result, docs: Path) -> tuple[bool, list[str]]:
-    vals = {g.values["model.activation"]: g.stat("val_accuracy")[0] for g in res.comp.groups}
-    verdicts = {r.verdict for r in res.comp.records}
-    slopes = []
-    prelu = res.group(model__activation="prelu").runs[0]
-    if last_record(prelu).get("prelu_slope"):
-        slopes = last_record(prelu)["prelu_slope"]
-    even = last_record(res.group(model__activation="maxout").runs[0]).get("maxout_evenness") or []
-    ok = "failed-training" not in verdicts and max(vals.values()) - min(vals.values()) < 0.03
+def s3(res: Result, plots: Path) -> Section:
+    sig = res.group(model__activation="sigmoid")
+    others = [g for g in res.comp.groups if g is not sig]
+    checks = [
+        judge(f"training accuracy: {g.values['model.activation']} against sigmoid", side(sig, "train_accuracy", "sigmoid"),
+              side(g, "train_accuracy", g.values["model.activation"]), "higher")
+        for g in others
+    ]
+    means = {g.values["model.activation"]: g.stat("train_accuracy")[0] for g in others}
+    known = {k: v for k, v in means.items() if v is not None}
+    lines = []
+    if known:
+        lo, hi = min(known, key=known.__getitem__), max(known, key=known.__getitem__)
+        spread = judge(f"training accuracy: {hi} against {lo}", side(res.group(model__activation=lo), "train_accuracy", lo),
+                       side(res.group(model__activation=hi), "train_accuracy", hi), "same")
+        lines += [f"Not part of the claim, the spread among the four: {spread.text()}.", ""]
+    prelu, maxout = finished(res.group(model__activation="prelu")), finished(res.group(model__activation="maxout"))
+    if prelu and last_record(prelu[0]).get("prelu_slope"):
+        lines.append(f"PReLU's learned slopes at the end (mean per layer, initialized 0.25; seed {prelu[0].summary.get('seed')}): "
+                     f"{', '.join(f'{s:.3f}' for s in last_record(prelu[0])['prelu_slope'])}.")
+    if maxout and last_record(maxout[0]).get("maxout_evenness"):
+        lines.append(f"Maxout's pieces win evenly (evenness per layer, 1 = equal; seed {maxout[0].summary.get('seed')}): "
+                     f"{', '.join(f'{e:.2f}' for e in last_record(maxout[0])['maxout_evenness'])}.")
+    lines += ["", f"![curves]({copy_plot(res.sweep_dir / 'curves.png', plots, '3-curves.png')})"]
+    return checks, lines
+
+
+def s4(res: Result, plots: Path) -> Section:
+    sgd = res.group(optimizer__name="sgd")
+    epochs = max((r.summary.get("epochs_run", 0) for r in sgd.runs), default=0)
+    checks = [
+        judge(f"training loss after {epochs} epochs: {g.values['optimizer.name']} against sgd", side(sgd, "train_loss", "sgd"),
+              side(g, "train_loss", g.values["optimizer.name"]), "lower", proportion=False)
+        for g in res.comp.groups if g is not sgd
+    ]
+    lr = ", ".join(f"{g.values['optimizer.name']} {compare._show(g.values.get('optimizer.lr'))}" for g in res.comp.groups)
+
+    def last_two(r: compare.RunRecord) -> str:
+        losses = [h["train_loss"] for h in r.history if h.get("epoch", 0) > 0 and isinstance(h.get("train_loss"), float)][-2:]
+        return " -> ".join(f"{x:.3f}" for x in losses)
+
+    moves = "; ".join(f"{g.values['optimizer.name']} {', '.join(last_two(r) for r in finished(g))}" for g in res.comp.groups)
+    lines = [f"Learning rates: {lr}.", "", f"Training loss at the last two epochs, one pair per seed: {moves}.", "",
+             f"![curves]({copy_plot(res.sweep_dir / 'curves.png', plots, '4-curves.png')})"]
+    return checks, lines
+
+
+def s5(res: Result, plots: Path) -> Section:
+    full, es = res.group(train__early_stopping__enabled=False), res.group(train__early_stopping__enabled=True)
+    checks = [
+        judge("test loss: early stopping's kept model against the full run's last", side(full, "test_loss", "full run"),
+              side(es, "test_loss", "early stopping"), "lower", proportion=False),
+    ]
+    acc = judge("test accuracy, the same models", side(full, "test_accuracy", "full run"), side(es, "test_accuracy", "early stopping"), "higher")
+    mins = [f"{r.best('val_loss')[1]}" for r in finished(full)]
+    kept = [f"{r.summary.get('best_epoch')}" for r in finished(es)]
+    stops = [f"{r.summary.get('epochs_run')}" for r in finished(es)]
+    runs_full = finished(full)
     lines = [
-        f"Validation accuracy (mean of 2 seeds): {', '.join(f'{k} {v:.3f}' for k, v in vals.items())}; verdicts: "
-        f"{', '.join(sorted(v or '-' for v in verdicts))}.",
-        f"PReLU's learned slopes at the end (mean per layer, initialized 0.25): {', '.join(f'{s:.3f}' for s in slopes)}. "
-        f"Maxout's pieces win evenly (evenness per layer, 1 = equal): {', '.join(f'{e:.2f}' for e in even)}.",
+        f"Full runs ({', '.join(str(r.summary.get('epochs_run')) for r in runs_full)} epochs): the validation loss is lowest at "
+        f"epochs {', '.join(mins)} (one per seed); verdicts {', '.join(r.verdict or '-' for r in runs_full)}. With early stopping "
+        f"the runs stopped after {', '.join(stops)} epochs and kept epochs {', '.join(kept)}.",
         "",
-        f"![curves]({copy_plot(res.sweep_dir / 'curves.png', docs, '3-curves.png')})",
+        f"Not part of the claim: {acc.text()}.",
     ]
-    return ok, lines
+    if runs_full:
+        lines += ["", f"The full run of seed {runs_full[0].summary.get('seed')}:", "",
+                  f"![full run]({copy_plot(runs_full[0].path / 'curves.png', plots, '5-full-run.png')})"]
+    return checks, lines
 
 
-def s4(res: Result, docs: Path) -> tuple[bool, list[str]]:
-    acc = {g.values["optimizer.name"]: g.stat("train_accuracy")[0] for g in res.comp.groups}
-    ok = all(acc["sgd"] < acc[o] for o in ("momentum", "adagrad", "rmsprop", "adam"))
-    lines = [
-        f"Training accuracy after 10 epochs: {', '.join(f'{k} {v:.3f}' for k, v in acc.items())} "
-        "(learning rates: sgd, momentum and adagrad 0.01; rmsprop and adam 0.001).",
-        "",
-        f"![curves]({copy_plot(res.sweep_dir / 'curves.png', docs, '4-curves.png')})",
-    ]
-    return ok, lines
-
-
-def s5(res: Result, docs: Path) -> tuple[bool, list[str]]:
-    full = res.group(train__early_stopping__enabled=False).runs[0]
-    es = res.group(train__early_stopping__enabled=True).runs[0]
-    best_val, best_epoch = full.best("val_loss")
-    f_final, e_kept = full.summary["final"], es.kept()
-    ok = es.summary["status"] == "stopped_early" and e_kept["test_loss"] < f_final["test_loss"]
-    lines = [
-        f"Full run ({full.summary['epochs_run']} epochs): the validation loss is lowest ({best_val:.3f}) at epoch "
-        f"{best_epoch} and ends at {f_final['val_loss']:.3f}; test loss/accuracy at the end "
-        f"{f_final['test_loss']:.3f}/{f_final['test_accuracy']:.3f}. Verdict: **{full.verdict}**.",
-        f"With early stopping (patience {5}): stopped after {es.summary['epochs_run']} epochs and kept epoch "
-        f"{es.summary['best_epoch']}: test loss/accuracy {e_kept['test_loss']:.3f}/{e_kept['test_accuracy']:.3f}.",
-        "",
-        f"![full run]({copy_plot(full.path / 'curves.png', docs, '5-full-run.png')})",
-    ]
-    return ok, lines
-
-
-def s6(res: Result, docs: Path) -> tuple[bool, list[str]]:
+def s6(res: Result, plots: Path) -> Section:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 4))
-    sparsity, accs = {}, {}
+    from dnnlab.runs import load_checkpoint
+
+    named: dict[str, compare.Group] = {}
     for g in res.comp.groups:
-        label = "L1" if g.values.get("regularization.l1") else "L2" if g.values.get("regularization.l2") else "none"
-        run = g.runs[0]
-        sparsity[label] = last_record(run)["near_zero_fraction"][0]
-        accs[label] = run.kept()["test_accuracy"]
-        w = load_checkpoint(run.path / "last.npz")["hidden.0.w"].ravel()
-        ax.hist(w, bins=200, range=(-0.15, 0.15), histtype="step", label=f"{label}: {100 * sparsity[label]:.1f}% |w| < 1e-3", log=True)
+        named["L1" if g.values.get("regularization.l1") else "L2" if g.values.get("regularization.l2") else "none"] = g
+
+    def first_layer(g: compare.Group, name: str, key: str) -> Side:
+        return values_side(name, [last_record(r).get(key, [None])[0] if r.status in runs.FINISHED else None for r in g.runs])
+
+    sparse = {k: first_layer(g, k, "near_zero_fraction") for k, g in named.items()}
+    norm = {k: first_layer(g, k, "weight_norm") for k, g in named.items()}
+    checks = [
+        judge("fraction of first-layer weights with |w| < 1e-3: L1 against none", sparse["none"], sparse["L1"], "higher", proportion=False),
+        judge("fraction of first-layer weights with |w| < 1e-3: L1 against L2", sparse["L2"], sparse["L1"], "higher", proportion=False),
+        judge("first-layer weight norm: L2 against none", norm["none"], norm["L2"], "lower", proportion=False),
+    ]
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for label, g in named.items():
+        done = finished(g)
+        if not done:
+            continue
+        w = load_checkpoint(done[0].path / "last.npz")["hidden.0.w"].ravel()
+        ax.hist(w, bins=200, range=(-0.15, 0.15), histtype="step", log=True,
+                label=f"{label}: {100 * last_record(done[0])['near_zero_fraction'][0]:.1f}% |w| < 1e-3")
     ax.set_xlabel("first-layer weight")
-    ax.set_title("first-layer weights after training (log count)")
+    ax.set_title("first-layer weights after training, first seed (log count)")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(docs / "6-weight-histograms.png", dpi=90)
+    fig.savefig(plots / "6-weight-histograms.png", dpi=90)
     plt.close(fig)
-    ok = sparsity["L1"] > 3 * max(sparsity["none"], sparsity["L2"])
     lines = [
-        f"Fraction of first-layer weights with |w| < 1e-3: {', '.join(f'{k} {100 * v:.2f}%' for k, v in sparsity.items())}; "
-        f"test accuracy {', '.join(f'{k} {v:.3f}' for k, v in accs.items())} (L1 = 1e-4, L2 = 1e-3, plain SGD lr 0.1).",
+        "Test accuracy: " + ", ".join(f"{k} {cell(g, 'test_accuracy')}" for k, g in named.items()) + " "
+        "(L1 = 1e-4, L2 = 1e-3, plain SGD lr 0.1).",
         "",
         "![weight histograms](lecture/6-weight-histograms.png)",
     ]
-    return ok, lines
+    return checks, lines
 
 
-def s7(res: Result, res_b: Result, docs: Path) -> tuple[bool, list[str]]:
-    lines, ok_sizes = [], {}
-    for n in (500, 2000):
-        off = res.group(data__train_size=n, model__dropout=0.0).runs[0]
-        on = res.group(data__train_size=n, model__dropout=0.5).runs[0]
-        f_off, f_on = off.summary["final"], on.summary["final"]
-        ok_sizes[n] = f_on["train_accuracy"] < f_off["train_accuracy"] and f_on["test_accuracy"] > f_off["test_accuracy"]
-        lines.append(
-            f"{n} examples, 60 epochs: without dropout train/test accuracy {f_off['train_accuracy']:.3f}/{f_off['test_accuracy']:.3f}; "
-            f"with dropout 0.5 (inputs 0.2) {f_on['train_accuracy']:.3f}/{f_on['test_accuracy']:.3f} "
-            f"({'as claimed' if ok_sizes[n] else 'not as claimed'}). Verdicts: {off.verdict} -> {on.verdict}."
-        )
+def s7(res: Result, res_b: Result, plots: Path) -> Section:
+    off, on = res.group(model__dropout=0.0), res.group(model__dropout=0.5)
     b_off, b_on = res_b.group(model__dropout=0.0), res_b.group(model__dropout=0.5)
-    ok_b = b_on.stat("train_accuracy")[0] < b_off.stat("train_accuracy")[0]
-    lines += [
+    # the kept models sit at different epochs (dropout's minimum comes later): training accuracy
+    # is compared after the same number of epochs, the fewest any of these runs trained
+    trained = [r.summary.get("epochs_run") or 0 for g in (off, on) for r in finished(g)]
+    epoch = min(trained) if trained else 0
+
+    def at_epoch(g: compare.Group, label: str) -> Side:
+        rec = [next((h for h in r.history if h.get("epoch") == epoch), {}) if r.status in runs.FINISHED else {} for r in g.runs]
+        train_eval = [(r.summary.get("data") or {}).get("train_eval") for r in g.runs]
+        return values_side(label, [h.get("train_accuracy") for h in rec], min((n for n in train_eval if n), default=None))
+
+    checks = [
+        judge(f"overfitting net, training accuracy at epoch {epoch}: dropout against none", at_epoch(off, "none"), at_epoch(on, "dropout"), "lower"),
+        judge("overfitting net, kept model's test loss: dropout against none", side(off, "test_loss", "none"), side(on, "test_loss", "dropout"), "lower", proportion=False),
+        judge("overfitting net, kept model's test accuracy: dropout against none", side(off, "test_accuracy", "none"), side(on, "test_accuracy", "dropout"), "higher"),
+        judge("struggling net, training accuracy: dropout 0.5 against none", side(b_off, "train_accuracy", "none"), side(b_on, "train_accuracy", "dropout"), "lower"),
+    ]
+    warned = sorted({w for r in finished(b_on) for w in (r.summary.get("diagnosis") or {}).get("warnings", [])})
+    lines = [
+        f"Overfitting net: early stopping kept epochs {', '.join(str(r.summary.get('best_epoch')) for r in finished(off))} without dropout "
+        f"and {', '.join(str(r.summary.get('best_epoch')) for r in finished(on))} with it (one per seed). The kept models' training "
+        f"accuracy (in the table) measures where each run stopped as much as dropout, so the training-accuracy check reads every "
+        f"run at epoch {epoch}, the fewest epochs any of them trained.",
         "",
-        f"Struggling net (3-layer sigmoid, plain SGD): training accuracy {b_off.stat('train_accuracy')[0]:.3f} without dropout, "
-        f"{b_on.stat('train_accuracy')[0]:.3f} with dropout 0.5. dnnlab's verdict with dropout: **{b_on.runs[0].verdict}**, "
-        f"warnings: {'; '.join((b_on.runs[0].summary.get('diagnosis') or {}).get('warnings', [])) or 'none'}.",
+        "Struggling net (3-layer sigmoid, plain SGD):",
         "",
-        "Comparative verdict of the struggling net:",
+        *table(res_b),
+        "",
+        f"dnnlab's warnings with dropout: {'; '.join(warned) or 'none'}. Its comparative verdict:",
         "",
         *verdict_lines(res_b),
         "",
-        f"![dropout on the overfitting setup]({copy_plot(res.sweep_dir / 'curves.png', docs, '7-dropout-curves.png')})",
+        f"![dropout on the overfitting setup]({copy_plot(res.sweep_dir / 'curves.png', plots, '7-dropout-curves.png')})",
     ]
-    if not ok_sizes[500] and ok_sizes[2000]:
-        lines += ["", "With 500 examples the thinned networks have too little to learn from: dropout costs training "
-                  "accuracy without a measurable test gain; with 2000 it pays."]
-    return ok_sizes[2000] and ok_b, lines
+    return checks, lines
 
 
-def s8(res: Result, docs: Path) -> tuple[bool, list[str]]:
-    from dnnlab import data
-    from dnnlab.evaluate import mc_dropout
-
+def s8(res: Result, plots: Path) -> Section:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    run = res.group(data__train_size=2000, model__dropout=0.5).runs[0]
-    cfg = config.load_config(run.path / "config.yaml")
-    ds = data.load(cfg.data, config.data_seed(cfg))
-    out = mc_dropout(cfg, ds, load_checkpoint(run.path / "last.npz"), 64, seed=cfg.seed)
-    ws = out["weight_scaling"]
-    ks = [r["k"] for r in out["mc"]]
+    from dnnlab import config, data
+    from dnnlab.evaluate import mc_dropout
+    from dnnlab.runs import load_checkpoint
+
+    group = res.group(model__dropout=0.5)
+    outs: list[Optional[dict[str, Any]]] = []
+    loaded: dict[str, Any] = {}
+    for run in group.runs:
+        if run.status not in runs.FINISHED:
+            outs.append(None)
+            continue
+        cfg = config.load_config(run.path / runs.CONFIG)
+        key = repr(cfg.data.model_dump(mode="json")) + str(config.data_seed(cfg))
+        if key not in loaded:
+            loaded[key] = data.load(cfg.data, config.data_seed(cfg))
+        arrays = load_checkpoint(runs.kept_checkpoint(run.path, run.summary))
+        outs.append(mc_dropout(cfg, loaded[key], arrays, 64, seed=cfg.seed))
+    n_test = group.size("test")
+    done = [o for o in outs if o is not None]
+    ks = [r["k"] for r in done[0]["mc"]] if done else []
+
+    def at(k: Optional[int], measure: str, label: str) -> Side:
+        vals = [None if o is None else (o["weight_scaling"] if k is None else next(r for r in o["mc"] if r["k"] == k))[measure] for o in outs]
+        return values_side(label, vals, n_test if measure == "accuracy" else None)
+
+    top = ks[-1] if ks else 64
+    checks = [
+        judge(f"test accuracy: MC dropout (K = {top}) against weight scaling", at(None, "accuracy", "weight scaling"), at(top, "accuracy", f"K = {top}"), "same"),
+        judge(f"test accuracy: MC dropout, K = {top} against K = 1", at(1, "accuracy", "K = 1"), at(top, "accuracy", f"K = {top}"), "higher"),
+    ]
+    loss = judge(f"test loss: MC dropout (K = {top}) against weight scaling", at(None, "loss", "weight scaling"), at(top, "loss", f"K = {top}"), "same", proportion=False)
+    rows = [("weight scaling", None)] + [(f"MC dropout, K = {k}", k) for k in ks]
+    lines = ["| model | test accuracy | test loss |", "|---|---|---|"]
+    for name, k in rows:
+        a, lo = at(k, "accuracy", name), at(k, "loss", name)
+        lines.append(f"| {name} | {a.mean:.4f} ± {a.std:.4f} | {lo.mean:.4f} ± {lo.std:.4f} |" if a.mean is not None and lo.mean is not None else f"| {name} | - | - |")
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(ks, [r["accuracy"] for r in out["mc"]], "-o", label="MC dropout: average of K masks")
-    ax.axhline(ws["accuracy"], color="k", ls="--", label="weight scaling (evaluation mode)")
+    if ks:
+        mc = [at(k, "accuracy", "") for k in ks]
+        ws = at(None, "accuracy", "")
+        ax.errorbar(ks, [s.mean for s in mc], yerr=[s.std for s in mc], fmt="-o", capsize=3, label="MC dropout: average of K masks")
+        ax.axhline(ws.mean, color="k", ls="--", label="weight scaling (evaluation mode)")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("K (sampled dropout masks)")
-    ax.set_ylabel("test accuracy")
+    ax.set_ylabel(f"test accuracy (mean ± std of {len(done)} seeds)")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(docs / "8-mc-dropout.png", dpi=90)
+    fig.savefig(plots / "8-mc-dropout.png", dpi=90)
     plt.close(fig)
-    best_k = max(out["mc"], key=lambda r: r["accuracy"])
-    ok = abs(out["mc"][-1]["accuracy"] - ws["accuracy"]) < 0.01 and out["mc"][-1]["accuracy"] > out["mc"][0]["accuracy"]
-    lines = [
-        "| model | test accuracy | test loss |",
-        "|---|---|---|",
-        f"| weight scaling | {ws['accuracy']:.4f} | {ws['loss']:.4f} |",
-        *[f"| MC dropout, K = {r['k']} | {r['accuracy']:.4f} | {r['loss']:.4f} |" for r in out["mc"]],
-        "",
-        f"One mask (K = 1) is a single thinned network: {out['mc'][0]['accuracy']:.4f}. Averaging K = {ks[-1]} masks gives "
-        f"{out['mc'][-1]['accuracy']:.4f} (best {best_k['accuracy']:.4f} at K = {best_k['k']}), against {ws['accuracy']:.4f} "
-        "for weight scaling: the one-pass approximation of the ensemble.",
-        "",
-        "![MC dropout](lecture/8-mc-dropout.png)",
-    ]
-    return ok, lines
+    lines += ["", f"Not part of the claim: {loss.text()}.", "", "![MC dropout](lecture/8-mc-dropout.png)"]
+    return checks, lines
 
 
-SECTIONS: list[tuple[str, str, list[str], Callable[..., tuple[bool, list[str]]]]] = [
-    ("1. Deep sigmoid nets stop training; ReLU nets do not", "Training accuracy falls with depth until it collapses in deep sigmoid nets trained with SGD (vanishing gradients: the layers near the input barely learn); with ReLU it does not.", ["1-depth-sigmoid-relu.yaml"], s1),
-    ("2. Depth without shortcuts: 20 vs 56 layers", "A 56-layer plain net is worse than a 20-layer one on the training set as well as on the test set, so it is not overfitting: it is not well trained. Identity shortcuts (residual blocks) close the gap.", ["2-plain-vs-residual.yaml"], s2),
-    ("3. ReLU, Leaky ReLU, PReLU, Maxout", "The ReLU family and Maxout (a learnable piecewise-linear activation, ReLU a special case) all train a deep net that sigmoid cannot.", ["3-activations.yaml"], s3),
-    ("4. SGD, momentum, Adagrad, RMSProp, Adam", "Adaptive learning rates and momentum train faster than plain SGD.", ["4-optimizers.yaml"], s4),
-    ("5. Early stopping", "Stop where the validation loss is lowest; the weights of that epoch are better on the test set than those at the end.", ["5-early-stopping.yaml"], s5),
-    ("6. L1 against L2", "L1 regularization gives sparse weights (many exactly or nearly zero); L2 shrinks all weights but keeps few at zero.", ["6-l1-l2.yaml"], s6),
-    ("7. Dropout", "On an overfitting net, dropout lowers training accuracy and raises test accuracy; on a net that fails to train, it makes things worse.", ["7a-dropout-overfitting.yaml", "7b-dropout-failing.yaml"], s7),
+@dataclass
+class Spec:
+    number: int
+    title: str
+    claim: str
+    measure: str
+    configs: list[str]
+    fn: Callable[..., Section]
+    short: str = ""  # the measure, for the summary table
+    config_text: str = ""
+
+
+SECTIONS = [
+    Spec(1, "Deep sigmoid nets stop training; ReLU nets do not",
+         "Training accuracy falls with depth until it collapses in deep sigmoid nets trained with SGD (vanishing gradients: "
+         "the layers near the input barely learn); with ReLU it does not.",
+         "training accuracy at the end of the budget: the claim is about training, not generalization.",
+         ["1-depth-sigmoid-relu.yaml"], s1, "training accuracy"),
+    Spec(2, "Depth without shortcuts: 20 vs 56 layers",
+         "A 56-layer plain net is worse than a 20-layer one on the training set as well as on the test set, so it is not "
+         "overfitting: it is not well trained. Identity shortcuts (residual blocks) close the gap.",
+         "training and test accuracy at the end of the budget: the claim is that both fall, which rules out overfitting.",
+         ["2-plain-vs-residual.yaml"], s2, "training and test accuracy"),
+    Spec(3, "ReLU, Leaky ReLU, PReLU, Maxout",
+         "The ReLU family and Maxout (a learnable piecewise-linear activation, ReLU a special case) all train a deep net "
+         "that sigmoid cannot.",
+         "training accuracy in claim 1's setting (plain SGD), against a sigmoid net of the same depth: the claim is "
+         "that they train where sigmoid does not.",
+         ["3-activations.yaml"], s3, "training accuracy against sigmoid"),
+    Spec(4, "SGD, momentum, Adagrad, RMSProp, Adam",
+         "Adaptive learning rates and momentum train faster than plain SGD.",
+         "training loss after a short, equal budget: \"faster\" is about optimization, and the loss is what each "
+         "optimizer minimizes (accuracy is a thresholded proxy of it).",
+         ["4-optimizers.yaml"], s4, "training loss after an equal budget"),
+    Spec(5, "Early stopping",
+         "Stop where the validation loss is lowest; the weights of that epoch are better on the test set than those at the end.",
+         "test loss of the kept model (early stopping on the validation loss, best epoch restored) against the full "
+         "run's last epoch: the lecture draws this claim with loss curves. Test accuracy is shown beside it.",
+         ["5-early-stopping.yaml"], s5, "test loss of the kept model"),
+    Spec(6, "L1 against L2",
+         "L1 regularization gives sparse weights (many exactly or nearly zero); L2 shrinks all weights but keeps few at zero.",
+         "the first layer's weights after training: the fraction with |w| < 1e-3 and their norm (the claim is about "
+         "the weights, not the accuracy).",
+         ["6-l1-l2.yaml"], s6, "first-layer weights: near-zero fraction, norm"),
+    Spec(7, "Dropout",
+         "On an overfitting net, dropout lowers training accuracy and makes the net generalize better; on a net that "
+         "fails to train, it makes things worse.",
+         "for the overfitting net, the kept models (early stopping on the validation loss, best epoch restored) on "
+         "test loss and test accuracy: dropout's claim is about generalization, so each net is compared where it "
+         "generalizes best. Its training accuracy is compared after an equal number of epochs (fitting the training "
+         "set more slowly is the claim). For the struggling net, training accuracy at the end of the budget.",
+         ["7a-dropout-overfitting.yaml", "7b-dropout-failing.yaml"], s7, "kept models' test loss and accuracy; training accuracy"),
+    Spec(8, "Dropout is an ensemble: MC dropout against weight scaling",
+         "Dropout trains an ensemble of 2^M thinned networks; multiplying the weights by 1 - p at test approximates "
+         "averaging them (exactly only for linear nets).",
+         "test accuracy of the kept dropout models of claim 7, evaluated with weight scaling and as the average of K "
+         "sampled masks (`dnnlab evaluate RUN --mc-dropout 64`): the claim is that the two agree, and that averaging "
+         "masks beats one thinned net.",
+         ["7a-dropout-overfitting.yaml"], s8, "test accuracy of the kept dropout models"),
 ]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "lecture")
-    parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "lecture.md")
-    args = parser.parse_args()
-    docs = args.doc.parent / "lecture"
-    docs.mkdir(parents=True, exist_ok=True)
-    t_start = time.perf_counter()
-    body: list[str] = []
-    summary_rows = []
-    results: dict[str, Result] = {}
-    for title, claim, names, fn in SECTIONS:
-        res = [run_section(n, args.out) for n in names]
-        results[names[0]] = res[0]
-        ok, lines = fn(*res, docs)
-        summary_rows.append((title, ok))
-        body += [f"## {title}", "", f"**Claim.** {claim}", "", f"**Config.** {', '.join(f'`configs/lecture/{n}`' for n in names)} "
-                 f"({sum(len(r.comp.records) for r in res)} runs, {sum(r.seconds for r in res):.0f} s).", "", "**Measured.**", ""]
-        for r in res:
-            body += table(r) + [""]
-        body += lines + ["", "**Comparative verdict (dnnlab compare).**", ""] + verdict_lines(res[0]) + [""]
-        body += [f"**Reproduced:** {'yes' if ok else 'no, see the numbers above'}.", ""]
-    ok, lines = s8(results["7a-dropout-overfitting.yaml"], docs)
-    summary_rows.append(("8. Dropout is an ensemble: MC dropout against weight scaling", ok))
-    body += ["## 8. Dropout is an ensemble: MC dropout against weight scaling", "",
-             "**Claim.** Dropout trains an ensemble of 2^M thinned networks; multiplying the weights by 1 - p at test "
-             "approximates averaging them (exactly only for linear nets).", "",
-             "**Config.** the dropout run of section 7 on 2000 examples, `dnnlab evaluate RUN --mc-dropout 64`.", "", "**Measured.**", ""]
-    body += lines + ["", f"**Reproduced:** {'yes' if ok else 'no, see the numbers above'}.", ""]
-    minutes = (time.perf_counter() - t_start) / 60
-    import jax
+# ---------------------------------------------------------------- the document
 
+
+def machine() -> str:
+    import jax
+    import jaxlib
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    model = platform.processor() or platform.machine()
+    try:
+        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")]
+        model = names[0] if names else model
+    except OSError:
+        pass
+    return (f"{cpus} CPU cores ({model}, {platform.system()} {platform.release()}), "
+            f"Python {platform.python_version()}, JAX {jax.__version__} (jaxlib {jaxlib.__version__}) on "
+            f"{jax.devices()[0].platform}")
+
+
+def load() -> str:
+    return ", ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "unknown"
+
+
+def cpu_minutes() -> float:
+    """CPU time (user and system) of this process so far, in minutes."""
+    t = os.times()
+    return (t.user + t.system) / 60
+
+
+def write_doc(doc: Path, only: Optional[int], done: list[tuple[Spec, list[Check], list[str], float, int]], seconds: float, loads: tuple[str, str]) -> None:
+    seeds = sorted({n for *_, n in done})
     head = [
         "# The lecture, reproduced", "",
-        "Generated by `python scripts/lecture.py`; every number and plot below comes from that run (nothing typed by hand). "
-        f"Runtime: **{minutes:.1f} minutes** on {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}, "
-        f"JAX {jax.__version__} on {jax.devices()[0].platform}), Fashion-MNIST subsets.", "",
-        "| section | reproduced |", "|---|---|",
-        *[f"| {t} | {'yes' if k else 'no'} |" for t, k in summary_rows], "",
+        f"Generated by `python scripts/lecture.py{f' --only {only}' if only else ''}`; every number and plot below comes "
+        "from that run (nothing typed by hand). "
+        f"Runtime: **{seconds / 60:.1f} minutes** ({cpu_minutes():.1f} minutes of CPU time) on {machine()}; load "
+        f"average {loads[0]} at the start, {loads[1]} at the end (1, 5, 15 minutes; a load above the core count means "
+        "the runs shared the cores with other work, and the runtime is longer than on a quiet machine). Seeds: "
+        f"{' and '.join(str(s) for s in seeds)} per configuration (seeds 0, 1, ...: they vary the initialization, the "
+        "shuffling and the dropout masks; the training subsample and validation split are the same for every seed, "
+        "`data.split_seed: 0`). Fashion-MNIST subsets. The seeds of a configuration run one after another as members of "
+        "its sweep (a sweep runs seeds as members; vmapping them measured about 1.1x on 2 CPU cores, "
+        "[speed.md](speed.md#several-seeds-trainseed_mode)); after a configuration's first seed, the others reuse its "
+        "compiled programs.", "",
+        "**How a claim is judged.** Each claim is a set of checks, each comparing a measure between two configurations "
+        "(mean ± standard deviation over the seeds, of the model each run kept). A claimed effect counts only when it "
+        "exceeds the noise, by the rule of `dnnlab compare`'s comparative verdict (`compare.noise_band`): the largest "
+        "of half a point, the two seeds' spreads added, and, for accuracies, 1.96 standard errors of the split sizes "
+        "(losses have no split-size term). An effect within the noise is a **no**. A claim that two things are the "
+        "same holds within the noise, and only where the noise is narrower than "
+        f"{SAME_WITHIN:g}. Every seed must finish: a diverged or failed seed makes its check a no, named (the mean shown "
+        "is over the seeds that finished). A claim reproduces when all of its checks pass.",
+        "",
+        "Same seed, same machine, same jaxlib: bit-identical numbers. Another machine's XLA kernels round differently, "
+        "and over tens of epochs a single seed's numbers move by a point or two: that is why each verdict is judged "
+        "against the seeds' spread rather than on one seed's numbers.",
+        "",
+        f"**{sum(1 for _, c, *_ in done if c and all(x.ok for x in c))} of {len(done)} claims reproduce.**", "",
+        "| claim | measure | reproduced |", "|---|---|---|",
     ]
-    args.doc.write_text("\n".join(head + body) + "\n")
-    print(f"wrote {args.doc} in {minutes:.1f} minutes")
+    body: list[str] = []
+    for spec, checks, lines, secs, _ in done:
+        ok = bool(checks) and all(c.ok for c in checks)
+        short = "; ".join(c.what for c in checks if not c.ok)
+        head.append(f"| {spec.number}. {spec.title} | {spec.short} | {'yes' if ok else 'no: ' + short} |")
+        body += [f"## {spec.number}. {spec.title}", "", f"**Claim.** {spec.claim}", "", f"**Measure.** {spec.measure[0].upper()}{spec.measure[1:]}", "",
+                 f"**Config.** {spec.config_text}; {secs:.0f} s.", "", "**Measured.**", "", *lines, "", "**Checks.**", ""]
+        body += [f"- {c.text()}" for c in checks]
+        failed = "; ".join(f"{c.what} ({c.why})" for c in checks if not c.ok)
+        body += ["", "**Reproduced:** yes." if ok else f"**Reproduced:** no. Short of the claim: {failed}. On these "
+                 "Fashion-MNIST subsets, at this budget, the claim is not shown beyond the noise.", ""]
+    head.append("")
+    doc.write_text("\n".join(head + body) + "\n")
 
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=None, help="write DIR/lecture.md, DIR/lecture/*.png and the runs under DIR/runs "
+                        "(default: docs/lecture.md, docs/lecture/, runs under runs/lecture)")
+    parser.add_argument("--only", type=int, choices=[s.number for s in SECTIONS], default=None, help="judge one claim (needs --out)")
+    args = parser.parse_args(argv)
+    if args.only is not None and args.out is None:
+        parser.error("--only writes a partial document: give --out DIR (docs/lecture.md holds every claim)")
+    if args.out is not None:
+        doc, run_dir = args.out / "lecture.md", args.out / "runs"
+    else:
+        doc, run_dir = ROOT / "docs" / "lecture.md", ROOT / "runs" / "lecture"
+    plots = doc.parent / "lecture"
+    try:
+        plots.mkdir(parents=True, exist_ok=True)
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"error: --out {args.out}: cannot create {exc.filename}: {exc.strerror}; give a writable folder", file=sys.stderr)
+        return 2
+    t_start, load_start = time.perf_counter(), load()
+    cache: dict[str, Result] = {}
+    done = []
+    try:
+        for spec in SECTIONS:
+            if args.only is not None and spec.number != args.only:
+                continue
+            t0 = time.perf_counter()
+            res = []
+            for name in spec.configs:
+                if name not in cache:
+                    cache[name] = run_section(name, run_dir)
+                res.append(cache[name])
+            checks, lines = spec.fn(*res, plots)
+            secs = time.perf_counter() - t0  # claim 8 reuses claim 7's runs: its own time is the evaluation
+            n_runs = sum(len(r.comp.records) for r in res)
+            spec.config_text = (", ".join(f"`configs/lecture/{n}`" for n in spec.configs) + f" ({n_runs} runs"
+                                + (", shared with claim 7" if spec.number == 8 else "") + f", {max(r.seeds for r in res)} seeds each)")
+            tables = [] if spec.number == 8 else [line for r in res[:1] for line in table(r)] + [""]
+            verdicts = [] if spec.number == 8 else ["", "Comparative verdict (dnnlab compare):", "", *verdict_lines(res[0])]
+            done.append((spec, checks, tables + lines + verdicts, secs, max(r.seeds for r in res)))
+            print(f"   claim {spec.number}: {'yes' if checks and all(c.ok for c in checks) else 'no'} ({secs:.0f} s, load {load()})", flush=True)
+            for c in checks:
+                print(f"     {c.text()}", flush=True)
+    except LectureError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"interrupted; the runs so far are under {run_dir}, no document written", file=sys.stderr)
+        return 130
+    seconds = time.perf_counter() - t_start
+    write_doc(doc, args.only, done, seconds, (load_start, load()))
+    ok = all(c and all(x.ok for x in c) for _, c, *_ in done)
+    print(f"wrote {doc} in {seconds / 60:.1f} minutes: {sum(1 for _, c, *_ in done if c and all(x.ok for x in c))} of {len(done)} claims reproduce")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
