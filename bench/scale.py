@@ -50,14 +50,14 @@ cfg = load_config(config, [f"train.devices={devices}", "diagnosis.instruments=fa
 ds = experiment.load_data(cfg)
 train.use_compile_cache()
 setup = train._setup(cfg, ds)
-programs = train._Programs(cfg, setup, vmapped=False, on_step=None)
+programs = train._Programs(cfg, setup, vmapped=False, progress=False)
 state, shuffle_key, dropout_key = programs.init_fn(np.int32(cfg.seed))
 
 def epochs(x_N, y_N, state):
     times = []
     for rep in range(reps + 1):  # the first compiles
         t0 = time.perf_counter()
-        state, out = programs.epoch_fn(state, x_N, y_N, jax.random.fold_in(shuffle_key, rep), dropout_key)
+        state, out = programs.epoch_fn(state, x_N, y_N, shuffle_key, np.int32(rep), dropout_key)
         jax.block_until_ready(out)
         times.append(time.perf_counter() - t0)
     return statistics.median(times[1:]), state

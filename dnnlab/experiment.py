@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence
 
 from dnnlab import distributed, interrupt, runs
 from dnnlab.config import Config, data_seed, dump_yaml, training_loop
@@ -21,6 +21,9 @@ from dnnlab.data import Dataset, DataError
 from dnnlab.diagnose import Diagnosis
 
 from dnnlab.runs import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED
+
+if TYPE_CHECKING:
+    from dnnlab.reference import Pending
 
 
 class ExperimentError(Exception):
@@ -168,29 +171,34 @@ def _train_and_report(
     from dnnlab.tracking import open_board
 
     board = open_board(cfg, run_dir, resume)  # RUN_DIR/tb/, unless logging.tensorboard is off
-    writers = (run_writer, board, *shown.writers) if board is not None else (run_writer, *shown.writers)
-    distributed.on_peer_lost(partial(_mark_failed, cfg, run_dir, run_writer))
-    try:
-        result = train.fit(cfg, ds, runs.MultiWriter(*writers), progress=shown.progress, resume=resume)
-        _training_over([result.summary])
-    except OSError as exc:
-        if board is not None:
-            board.close()
-        # the disk filled up (or the folder vanished) mid-run: say so in the summary if it can be written
+    # the files are written by a thread of their own, overlapping the next epoch's training
+    files = runs.Background(run_writer, board) if board is not None else runs.Background(run_writer)
+    distributed.on_peer_lost(partial(_mark_failed, cfg, run_dir, run_writer, files))
+    with reference_beside(cfg, ds) as beside:  # the linear reference trains in a thread meanwhile
         try:
-            done = runs.read_metrics(run_dir)
-            run_writer.finish({"name": cfg.name, "status": "failed", "reason": str(exc), "epochs_run": max(len(done) - 1, 0)})
-        except (OSError, ValueError):
-            pass
-        raise
-    except KeyboardInterrupt:
-        if board is not None:
-            board.close()
-        if not (run_dir / runs.SUMMARY).exists():
-            done = runs.read_metrics(run_dir)
-            run_writer.finish({"name": cfg.name, "status": "interrupted", "epochs_run": max(len(done) - 1, 0)})
-        raise
-    summary, interrupted = with_reference(cfg, ds, result.summary)
+            result = train.fit(cfg, ds, runs.MultiWriter(files, *shown.writers), progress=shown.progress, resume=resume)
+            files.close()
+            _training_over([result.summary])
+        except OSError as exc:
+            files.close()
+            if board is not None:
+                board.close()
+            # the disk filled up (or the folder vanished) mid-run: say so in the summary if it can be written
+            try:
+                done = runs.read_metrics(run_dir)
+                run_writer.finish({"name": cfg.name, "status": "failed", "reason": str(exc), "epochs_run": max(len(done) - 1, 0)})
+            except (OSError, ValueError):
+                pass
+            raise
+        except KeyboardInterrupt:
+            files.close()
+            if board is not None:
+                board.close()
+            if not (run_dir / runs.SUMMARY).exists():
+                done = runs.read_metrics(run_dir)
+                run_writer.finish({"name": cfg.name, "status": "interrupted", "epochs_run": max(len(done) - 1, 0)})
+            raise
+        summary, interrupted = with_reference(cfg, ds, result.summary, beside)
     from dnnlab.report import draw_plots, finalize
 
     diagnosis, problems = finalize(run_dir, cfg, result.history, summary, config_name=shown.config_name, draw=False)
@@ -202,6 +210,14 @@ def _train_and_report(
         outcome.complete()
         raise KeyboardInterrupt
     return outcome
+
+
+def reference_beside(cfg: Config, ds: Dataset):
+    """The linear reference computed in a thread while the run trains (`reference.background`);
+    in a multi-process run it is computed after the training, on process 0's own devices."""
+    from dnnlab.reference import background
+
+    return background(cfg, ds, enabled=distributed.process_count() == 1)
 
 
 def check_devices(cfg: Config) -> None:
@@ -243,24 +259,32 @@ def _training_over(summaries: list[dict[str, Any]], expected: int = 1) -> None:
         distributed.finished()
 
 
-def _mark_failed(cfg: Config, run_dir: Path, run_writer: runs.Writer, message: str) -> None:
-    """The summary of a run that lost one of its processes (called by the watch thread)."""
+def _mark_failed(cfg: Config, run_dir: Path, run_writer: runs.Writer, files: runs.Background, message: str) -> None:
+    """The summary of a run that lost one of its processes (called by the watch thread), after
+    the epochs already queued are written."""
+    files.close()
     done = runs.read_metrics(run_dir)
     run_writer.finish({"name": cfg.name, "status": "failed", "reason": message, "epochs_run": max(len(done) - 1, 0)})
 
 
-def with_reference(cfg: Config, ds: Dataset, summary: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+def with_reference(
+    cfg: Config, ds: Dataset, summary: dict[str, Any], pending: Optional["Pending"] = None
+) -> tuple[dict[str, Any], bool]:
     """(`summary` with the linear reference's result, whether Ctrl-C stopped the reference).
 
     Only a run that trained gets one; an interrupted reference is left out, never half-used.
+    `pending`: the reference already being computed beside the run (`reference_beside`).
     """
     if summary.get("status") not in runs.FINISHED or cfg.diagnosis.reference == "none":
         return summary, False
     from dnnlab.reference import fit_reference
 
     try:
-        with distributed.alone():  # process 0's own devices: the other processes are done
-            reference = fit_reference(cfg, ds)
+        if pending is not None:
+            reference = pending.result(interrupt.stop_point)
+        else:
+            with distributed.alone():  # process 0's own devices: the other processes are done
+                reference = fit_reference(cfg, ds)
     except KeyboardInterrupt:
         return summary, True
     if reference is None or reference.get("status") != "completed":
@@ -356,37 +380,43 @@ def execute_seeds(cfg: Config, ds: Dataset, out: Path, shown: Optional["Shown"] 
         runs.write_manifest(run_dir, runs.SEEDS_MANIFEST, {"kind": "seeds", "status": status, "seed_mode": mode, "members": members})
 
     write_manifest("running")
-    seed_writers, boards = [], []
+    seed_writers, boards, files = [], [], []
     for i, c in enumerate(cfgs):
         (run_dir / f"seed-{c.seed}").mkdir()
         member_writer = _SeedTag(runs.RunDir(run_dir / f"seed-{c.seed}", dump_yaml(c)), c.seed)
         boards.append(open_board(c, run_dir / f"seed-{c.seed}"))  # seed-<s>/tb/, unless logging.tensorboard is off
-        own = (member_writer, boards[-1]) if boards[-1] is not None else (member_writer,)
-        seed_writers.append(runs.MultiWriter(*own, *(shown.writers if i == 0 else ())))
-    try:
-        results = train.fit_seeds(cfg, ds, seed_writers, progress=shown.progress, mode=mode)
-        _training_over([r.summary for r in results], len(cfgs))
-    except KeyboardInterrupt:
-        for board in boards:
+        # each seed's files written by a thread of their own (see `_train_and_report`)
+        files.append(runs.Background(member_writer, boards[-1]) if boards[-1] is not None else runs.Background(member_writer))
+        seed_writers.append(runs.MultiWriter(files[-1], *(shown.writers if i == 0 else ())))
+    # the seeds share their split, so one reference (trained beside them) serves every seed
+    with reference_beside(cfgs[0], ds) as beside:
+        try:
+            try:
+                results = train.fit_seeds(cfg, ds, seed_writers, progress=shown.progress, mode=mode)
+            finally:
+                for f in files:
+                    f.close()
+            _training_over([r.summary for r in results], len(cfgs))
+        except KeyboardInterrupt:
+            for board in boards:
+                if board is not None:
+                    board.close()
+            for m in members:
+                if m["status"] == "pending":
+                    m["status"] = "interrupted"
+            write_manifest("interrupted")
+            raise
+        outcomes = []
+        interrupted = False
+        for c, result, member, board in zip(cfgs, results, members, boards):
+            seed_dir = run_dir / member["dir"]
+            summary, stopped = with_reference(c, ds, result.summary, beside) if not interrupted else (result.summary, False)
+            interrupted = interrupted or stopped
+            diagnosis, problems = finalize(seed_dir, c, result.history, summary, config_name=shown.config_name)
             if board is not None:
-                board.close()
-        for m in members:
-            if m["status"] == "pending":
-                m["status"] = "interrupted"
-        write_manifest("interrupted")
-        raise
-    outcomes = []
-    interrupted = False
-    for c, result, member, board in zip(cfgs, results, members, boards):
-        seed_dir = run_dir / member["dir"]
-        # the seeds share their split: the reference is computed once (then cached)
-        summary, stopped = with_reference(c, ds, result.summary) if not interrupted else (result.summary, False)
-        interrupted = interrupted or stopped
-        diagnosis, problems = finalize(seed_dir, c, result.history, summary, config_name=shown.config_name)
-        if board is not None:
-            board.report(summary, diagnosis)
-        outcomes.append(Outcome(seed_dir, summary, diagnosis, problems))
-        member.update(status=result.summary["status"], verdict=diagnosis.verdict)
+                board.report(summary, diagnosis)
+            outcomes.append(Outcome(seed_dir, summary, diagnosis, problems))
+            member.update(status=result.summary["status"], verdict=diagnosis.verdict)
     for board in boards[len(results):]:
         if board is not None:
             board.close()

@@ -11,14 +11,19 @@ Its result is cached under `~/.cache/dnnlab/reference/` (or `$DNNLAB_CACHE/refer
 by a hash of the data arrays themselves and of everything else that decides it (the budget, the
 training-metrics subset, the dnnlab, JAX and optax versions), so a sweep pays for it once and a
 changed dataset, split, subsample or normalization can never be served a stale result.
+
+A run that needs one computes it in a thread beside its own training (`background`): the two
+compile and train at the same time, and the run waits for it only when it is diagnosed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
-from typing import Any, Optional
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Optional
 
 import dnnlab
 from dnnlab import runs
@@ -70,25 +75,51 @@ def cache_key(ref_cfg: Config, ds: Dataset) -> str:
     return h.hexdigest()[:32]
 
 
-def fit_reference(cfg: Config, ds: Dataset, *, use_cache: bool = True) -> Optional[dict[str, Any]]:
-    """The reference of a run of `cfg` on `ds` (None when `diagnosis.reference` is none):
-    {model, train_accuracy, val_accuracy, train_loss, epochs, seconds, cached}."""
-    if cfg.diagnosis.reference == "none":
-        return None
-    from dnnlab import train  # imports JAX
+class _Cancelled(runs.Writer):
+    """Stops the reference's training at its next epoch once `cancel` is set (the run it was
+    for ended without needing it)."""
 
-    ref_cfg = reference_config(cfg)
+    def __init__(self, cancel: threading.Event) -> None:
+        self.cancel = cancel
+
+    def write(self, epoch: int, metrics: dict[str, Any]) -> None:
+        if self.cancel.is_set():
+            raise KeyboardInterrupt  # the training loop ends the reference as interrupted
+
+
+def _cached(ref_cfg: Config, ds: Dataset, use_cache: bool) -> tuple[str, Any, Optional[dict[str, Any]]]:
+    """(key, cache path, the cached reference or None)."""
     key = cache_key(ref_cfg, ds)
     path = runs.cache_root() / "reference" / f"{key}.json"
     if use_cache and path.exists():
         try:
             cached = json.loads(path.read_text(encoding="utf-8"))
             if isinstance(cached, dict) and cached.get("key") == key:
-                return {**cached["reference"], "cached": True}
+                return key, path, {**cached["reference"], "cached": True}
         except (OSError, ValueError):
             pass  # a damaged cache entry is recomputed
+    return key, path, None
+
+
+def fit_reference(
+    cfg: Config, ds: Dataset, *, use_cache: bool = True, cancel: Optional[threading.Event] = None
+) -> Optional[dict[str, Any]]:
+    """The reference of a run of `cfg` on `ds` (None when `diagnosis.reference` is none):
+    {model, train_accuracy, val_accuracy, train_loss, epochs, seconds, cached, status}.
+    `cancel`, once set, stops its training at the next epoch (status interrupted)."""
+    if cfg.diagnosis.reference == "none":
+        return None
+    ref_cfg = reference_config(cfg)
+    key, path, cached = _cached(ref_cfg, ds, use_cache)
+    if cached is not None:
+        return cached
+    from dnnlab import train  # imports JAX
+
     t0 = time.perf_counter()
-    result = train.fit(ref_cfg, ds, progress=False)
+    try:
+        result = train.fit(ref_cfg, ds, _Cancelled(cancel) if cancel is not None else runs.Writer(), progress=False)
+    except KeyboardInterrupt:  # stopped before its first record
+        return {"model": MODEL, "status": "interrupted", "cached": False}
     final = result.summary.get("final") or {}
     reference = {
         "model": MODEL,
@@ -106,3 +137,54 @@ def fit_reference(cfg: Config, ds: Dataset, *, use_cache: bool = True) -> Option
         except OSError:
             pass  # an unwritable cache costs time, never the run
     return {**reference, "cached": False}
+
+
+class Pending:
+    """A reference being computed in a thread; `result` waits for it."""
+
+    def __init__(self, cfg: Config, ds: Dataset) -> None:
+        self.cancel = threading.Event()
+        self.value: Optional[dict[str, Any]] = None
+        self.error: Optional[BaseException] = None
+        self.thread = threading.Thread(target=self._compute, args=(cfg, ds), name="dnnlab-reference", daemon=True)
+
+    def _compute(self, cfg: Config, ds: Dataset) -> None:
+        try:
+            self.value = fit_reference(cfg, ds, cancel=self.cancel)
+        except BaseException as exc:  # handed to the thread that waits for it
+            self.error = exc
+
+    def result(self, stop_point: Callable[[], None]) -> Optional[dict[str, Any]]:
+        """The reference once computed; `stop_point` is called while waiting, so that Ctrl-C
+        still takes effect (it raises KeyboardInterrupt, and the reference is stopped)."""
+        while self.thread.is_alive():
+            self.thread.join(0.05)
+            stop_point()
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+    def stop(self) -> None:
+        """Stop the reference at its next epoch and wait for its thread: no XLA work is left
+        running when the process exits."""
+        self.cancel.set()
+        self.thread.join()
+
+
+@contextmanager
+def background(cfg: Config, ds: Dataset, *, enabled: bool = True) -> Iterator[Optional[Pending]]:
+    """The reference of `cfg` on `ds` computed in a thread while the block runs (None when it is
+    off, already cached, or `enabled` is false); a reference still running when the block ends
+    is stopped and left out."""
+    if not enabled or cfg.diagnosis.reference == "none" or _cached(reference_config(cfg), ds, True)[2] is not None:
+        yield None
+        return
+    from dnnlab import train  # imports JAX
+
+    train.use_compile_cache()  # set up here, before two threads compile
+    pending = Pending(cfg, ds)
+    pending.thread.start()
+    try:
+        yield pending
+    finally:
+        pending.stop()

@@ -95,6 +95,88 @@ class MultiWriter(Writer):
             w.finish(summary)
 
 
+class Background(Writer):
+    """File writers (the run folder, TensorBoard) served by one thread in call order, so that
+    writing one epoch's files overlaps the next epoch's training instead of following it.
+
+    `finish` waits for everything queued, then writes the summary. An error in the thread (a
+    full disk) is raised in the caller at its next call, and nothing queued after it is
+    written: the folder keeps the epochs before it, as when the write itself raised.
+    `progress` stays in the caller's thread.
+    """
+
+    def __init__(self, *writers: Writer) -> None:
+        import queue
+        import threading
+
+        self.writers = writers
+        self.jobs: "queue.Queue[Any]" = queue.Queue()
+        self.error: Optional[BaseException] = None
+        self.thread = threading.Thread(target=self._serve, name="dnnlab-writer", daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            job = self.jobs.get()
+            try:
+                if job is None:
+                    return
+                if self.error is None:
+                    job()
+            except BaseException as exc:  # raised in the caller's thread at its next call
+                self.error = exc
+            finally:
+                self.jobs.task_done()
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+
+    def submit(self, job: Any) -> None:
+        """Queue `job()` behind everything queued before it."""
+        self._raise()
+        if not self.thread.is_alive():
+            raise RuntimeError("the run's writer thread has stopped")
+        self.jobs.put(job)
+
+    def drain(self) -> None:
+        """Wait until everything queued is written; raise the thread's error if there was one."""
+        self.jobs.join()
+        self._raise()
+
+    def close(self) -> None:
+        """Write what is queued and stop the thread; an error is dropped (the caller is already
+        handling one)."""
+        if self.thread.is_alive():
+            self.jobs.put(None)
+            self.thread.join()
+        self.error = None
+
+    def start(self, info: dict[str, Any]) -> None:
+        info = dict(info)
+        self.submit(lambda: [w.start(info) for w in self.writers])
+
+    def write(self, epoch: int, metrics: dict[str, Any]) -> None:
+        metrics = dict(metrics)
+        self.submit(lambda: [w.write(epoch, metrics) for w in self.writers])
+
+    def progress(self, epoch: int, step: int) -> None:
+        for w in self.writers:
+            w.progress(epoch, step)
+
+    def checkpoint(self, tag: str, arrays: dict[str, np.ndarray]) -> None:
+        self.submit(lambda: [w.checkpoint(tag, arrays) for w in self.writers])
+
+    def state(self, arrays: dict[str, np.ndarray]) -> None:
+        self.submit(lambda: [w.state(arrays) for w in self.writers])
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        self.drain()
+        for w in self.writers:
+            w.finish(summary)
+
+
 def finite_or_none(value: Any) -> Any:
     """JSON has no NaN or Infinity: non-finite floats become null."""
     if isinstance(value, float) and not math.isfinite(value):

@@ -326,15 +326,17 @@ def run(
 
 def run_member(
     folder: Path, manifest: dict[str, Any], member: dict[str, Any], cache: dict[str, Any],
-    announce: Optional[Callable[[Path], None]] = None,
+    announce: Optional[Callable[[Path], None]] = None, plots: Optional[Callable[[Callable[[], Any]], None]] = None,
 ) -> dict[str, Any]:
     """Run one member of the sweep in `folder`, or continue it from its saved state.
 
     The one code path of a member, in this process, in a worker process or in a Ray task.
     Args: the sweep's manifest and the member's record (read, never written); `cache` keeps
     loaded datasets between the members of one process; `announce` is told the run folder as
-    soon as it exists. Returns what sweep.json records: dir, status, verdict and causes, or
-    status failed with the error. KeyboardInterrupt propagates; the run folder says interrupted.
+    soon as it exists; `plots`, when given, is handed the drawing of the member's plots (its
+    caller draws them while the next member trains). Returns what sweep.json records: dir,
+    status, verdict and causes, or status failed with the error. KeyboardInterrupt propagates;
+    the run folder says interrupted.
     """
     from dnnlab import data as datasets
     from dnnlab.experiment import ExperimentError, Shown, execute, finished_outcome, resume
@@ -362,7 +364,11 @@ def run_member(
             key = json.dumps([cfg.data.model_dump(mode="json"), cfg.seed])
             if key not in cache:
                 cache[key] = datasets.load(cfg.data, data_seed(cfg))
-            outcome = execute(cfg, cache[key], Path(folder), shown).complete()
+            outcome = execute(cfg, cache[key], Path(folder), shown)
+            if plots is not None:
+                plots(outcome.complete)
+            else:
+                outcome.complete()
     except (ConfigError, datasets.DataError) as exc:
         return {"status": "failed", "error": str(exc)}
     except Exception as exc:  # a member's crash must not end the sweep
@@ -391,6 +397,30 @@ def _run_pending(sweep: Sweep, on_start: Optional[MemberHook], on_end: Optional[
         member["dir"] = folder.name
         sweep.save()
 
+    # each member's plots are drawn by a thread while the next member trains (XLA leaves the GIL);
+    # all of them are drawn before the sweep returns, whatever ends it
+    plots = runs.Background()
+    try:
+        _run_members(sweep, cache, plots, started, on_start, on_end)
+    finally:
+        plots.close()
+
+
+def _draw_later(plots: runs.Background, draw: Callable[[], Any]) -> None:
+    plots.submit(partial(_best_effort, draw))
+
+
+def _best_effort(draw: Callable[[], Any]) -> None:
+    try:
+        draw()
+    except Exception:  # noqa: BLE001 - a plot (or its report.md) must never cost the sweep a member
+        pass
+
+
+def _run_members(
+    sweep: Sweep, cache: dict[str, Any], plots: runs.Background, started: Callable[[dict[str, Any], Path], None],
+    on_start: Optional[MemberHook], on_end: Optional[MemberHook],
+) -> None:
     for member in sweep.pending():
         member.update(status="running", error=None)
         member.pop("worker", None)
@@ -398,7 +428,7 @@ def _run_pending(sweep: Sweep, on_start: Optional[MemberHook], on_end: Optional[
         try:
             if on_start:
                 on_start(member)
-            member.update(run_member(sweep.path, sweep.manifest, member, cache, partial(started, member)))
+            member.update(run_member(sweep.path, sweep.manifest, member, cache, partial(started, member), partial(_draw_later, plots)))
             if member["status"] == "interrupted":
                 raise KeyboardInterrupt  # Ctrl-C (or SIGTERM) stops the sweep, not just this member
         except KeyboardInterrupt:

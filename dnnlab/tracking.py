@@ -136,20 +136,32 @@ class TensorBoard(runs.Writer):
 
     def __init__(self, run_dir: Path, cfg: Config, resume: Optional[tuple[int, list[dict[str, Any]]]] = None) -> None:
         """A writer for `run_dir`; `resume`: (the saved epoch the run continues after, the
-        records up to it), when it continues a run (`_carry_over`)."""
-        from tensorboardX import SummaryWriter
-
+        records up to it), when it continues a run (`_carry_over`). The event file is opened
+        (and tensorboardX imported) by the first call that writes, in the run's writer thread."""
         self.cfg = cfg
+        self.folder = Path(run_dir) / TB_DIR
+        self.resume = resume
         self.every = cfg.logging.histograms_every
         self.epoch: Optional[int] = None  # the epoch last written
         self.histogram_epoch: Optional[int] = None
-        folder = Path(run_dir) / TB_DIR
-        earlier = sorted(folder.glob("events.out.tfevents.*")) if resume is not None else []
-        # flush_secs: the writer flushes itself each epoch, its timer need not; the suffix keeps
-        # a resumed run's new file apart from one written in the same second
-        self.tb = SummaryWriter(logdir=str(folder), flush_secs=3600, filename_suffix=f".{secrets.token_hex(3)}")
-        if resume is not None:
-            self._carry_over(earlier, *resume)
+        self._tb: Any = None
+
+    @property
+    def tb(self) -> Any:
+        """tensorboardX's SummaryWriter, opened on first use."""
+        if self._tb is None:
+            from tensorboardX import SummaryWriter
+
+            earlier = sorted(self.folder.glob("events.out.tfevents.*")) if self.resume is not None else []
+            # flush_secs: the writer flushes itself each epoch, its timer need not; the suffix
+            # keeps a resumed run's new file apart from one written in the same second
+            self._tb = SummaryWriter(logdir=str(self.folder), flush_secs=3600, filename_suffix=f".{secrets.token_hex(3)}")
+            if self.resume is not None:
+                self._carry_over(earlier, *self.resume)
+        return self._tb
+
+    def start(self, info: dict[str, Any]) -> None:
+        self.tb  # noqa: B018 - opens the event file (the import's cost falls in the writer thread)
 
     def _carry_over(self, earlier: list[Path], epoch: int, history: list[dict[str, Any]]) -> None:
         """Copy what earlier processes wrote up to `epoch` into this writer's new event file and
@@ -221,7 +233,8 @@ class TensorBoard(runs.Writer):
         self.close()
 
     def close(self) -> None:
-        self.tb.close()
+        if self._tb is not None:
+            self._tb.close()
 
 
 def _finite(value: Any) -> bool:

@@ -8,9 +8,12 @@ prints: output goes through a `runs.Writer`.
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from functools import partial
@@ -178,6 +181,16 @@ def train_epoch(
     return state, {"running_loss": jnp.sum(out["ce_sum"]) / n, "running_accuracy": jnp.sum(out["correct"]) / n}
 
 
+def _folded(epoch_fn: Callable[..., Any]) -> Callable[..., Any]:
+    """`epoch_fn` taking the seed's base shuffle key and the epoch number: the epoch's key is
+    `fold_in(base, epoch)`, computed inside the compiled epoch."""
+
+    def run(state, x_N, y_N, shuffle_base, epoch, dropout_key):
+        return epoch_fn(state, x_N, y_N, jax.random.fold_in(shuffle_base, epoch), dropout_key)
+
+    return run
+
+
 def evaluate(
     params, x_N: jax.Array, y_N: jax.Array, *, model: models.Model, chunk: int, shard=None, multiple: int = 1
 ) -> tuple[jax.Array, jax.Array]:
@@ -254,6 +267,17 @@ def use_compile_cache() -> Optional[Path]:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     return folder
+
+
+# LLVM's -O1 for a program that runs once (the initialization): its compile takes half the time
+# of the default level's, and the numbers are the same bits (no fast-math, so no level may
+# reorder floating-point arithmetic; tests/test_train.py compares them)
+ONCE_OPTIONS = {"xla_backend_optimization_level": 1}
+
+
+def once_options() -> Optional[dict[str, Any]]:
+    """XLA options for a program that runs once: ONCE_OPTIONS on the CPU, the defaults elsewhere."""
+    return dict(ONCE_OPTIONS) if jax.default_backend() == "cpu" else None
 
 
 def device_name() -> str:
@@ -519,9 +543,14 @@ class _Programs:
     """The compiled epoch and measurement of a run, for one seed at a time or for N seeds
     vmapped over a leading axis (parameters, optimizer state and keys; the data is shared)."""
 
-    def __init__(self, cfg: Config, setup: _Setup, *, vmapped: bool, on_step: Optional[Callable[[Any], None]]) -> None:
+    def __init__(self, cfg: Config, setup: _Setup, *, vmapped: bool, progress: bool) -> None:
+        """The programs of `cfg`, bound to `setup`; `progress`: the epoch reports its steps to the
+        `on_step` of the fit it is bound to (`bind`)."""
         model, tx, reg = setup.model, setup.tx, cfg.regularization
         self.vmapped, self.setup = vmapped, setup
+        self.values = {k: np.float32(v) for k, v in hyperparameters(cfg.optimizer, cfg.regularization).items()}
+        self.on_step: Optional[Callable[[Any], None]] = None
+        on_step = self._step if progress else None
         every = max(1, setup.steps_per_epoch // 20)
         # several devices: batches split over the mesh (the one-device programs stay as they were)
         shard = None if setup.mesh is None else distributed.constrain(setup.mesh)
@@ -530,35 +559,33 @@ class _Programs:
                 f"train.seed_mode: vmap runs on one device; this run has {setup.devices} (train.devices): "
                 "set train.seed_mode to sequential (or auto), or train.devices to 1"
             )
+        # `epoch_fn(state, x_N, y_N, shuffle_base, epoch, dropout_key)`: the epoch's shuffle key is
+        # folded from the seed's base key inside the program (an eager fold_in would be two more
+        # compilations and a dispatch per epoch)
         if setup.loop == "scan":
             epoch = partial(train_epoch, model=model, tx=tx, reg=reg, batch_size=setup.batch_size, shard=shard)
             evaluate_all = partial(
                 evaluate_splits, model=model, chunk=cfg.train.eval_batch_size, shard=shard, multiple=setup.devices
             )
             if vmapped:
-                epoch, evaluate_all = jax.vmap(epoch, in_axes=(0, None, None, 0, 0)), jax.vmap(evaluate_all, in_axes=(0, None))
+                epoch, evaluate_all = jax.vmap(_folded(epoch), in_axes=(0, None, None, 0, None, 0)), jax.vmap(evaluate_all, in_axes=(0, None))
             else:
-                epoch = partial(epoch, progress=on_step, progress_every=every)
+                epoch = _folded(partial(epoch, progress=on_step, progress_every=every))
             self.epoch_fn = jax.jit(epoch, donate_argnums=0)
             self.eval_fn = jax.jit(evaluate_all)
         else:  # the per-step loop (convolutional nets on the CPU); never vmapped
             step_jit = jax.jit(partial(indexed_step, model=model, tx=tx, reg=reg, shard=shard), donate_argnums=0)
-            batches_jit = jax.jit(partial(batches, setup.n, setup.batch_size))
-            self.epoch_fn = partial(stepwise_epoch, step_fn=step_jit, batches_fn=batches_jit, on_step=on_step, every=every)
+            n, batch_size = setup.n, setup.batch_size
+            batches_jit = jax.jit(lambda base, e: batches(n, batch_size, jax.random.fold_in(base, e)))
+            stepwise = partial(stepwise_epoch, step_fn=step_jit, batches_fn=lambda keys: batches_jit(*keys), on_step=on_step, every=every)
+            self.epoch_fn = lambda state, x_N, y_N, base, e, dropout_key: stepwise(state, x_N, y_N, (base, e), dropout_key)
             chunk_jit = jax.jit(partial(chunk_at, model=model, shard=shard), static_argnames="size")
             self.eval_fn = partial(
                 stepwise_evaluate, chunk_fn=chunk_jit, chunk=cfg.train.eval_batch_size, multiple=setup.devices
             )
         init = partial(init_state, model=model, tx=tx)
-        values = {k: np.float32(v) for k, v in hyperparameters(cfg.optimizer, cfg.regularization).items()}
-        init_jit = jax.jit(jax.vmap(init, in_axes=(0, None)) if vmapped else init)
-        if setup.mesh is None:
-            self.init_fn = lambda seeds: init_jit(seeds, values)
-        else:
-            # the one-device program (compiled once, the same numbers), then the parameters, the
-            # optimizer state and the keys placed whole on every device
-            self.init_fn = lambda seeds: jax.tree_util.tree_map(setup.put, jax.device_get(init_jit(seeds, values)))
-        self.param_shapes = jax.eval_shape(init, np.int32(0), values)[0].params
+        self.init_jit = jax.jit(jax.vmap(init, in_axes=(0, None)) if vmapped else init, compiler_options=once_options())
+        self.param_shapes = jax.eval_shape(init, np.int32(0), self.values)[0].params
         self.probe_fn = None
         if setup.probe is not None:
             instruments = partial(probes.probe, model=model, tx=tx, reg=reg)
@@ -566,6 +593,25 @@ class _Programs:
                 whole = instruments  # the probe batch split over the devices, as a training batch
                 instruments = lambda p, o, x, y: whole(p, o, shard(x), shard(y))  # noqa: E731
             self.probe_fn = jax.jit(jax.vmap(instruments, in_axes=(0, 0, None, None)) if vmapped else instruments)
+
+    def bind(self, cfg: Config, setup: Optional[_Setup], on_step: Optional[Callable[[Any], None]]) -> "_Programs":
+        """These programs for a fit of `cfg` on `setup` (a config that differs from the one they
+        were built for only in injected numbers: `program_key`)."""
+        self.setup, self.on_step = setup, on_step
+        self.values = {k: np.float32(v) for k, v in hyperparameters(cfg.optimizer, cfg.regularization).items()}
+        return self
+
+    def _step(self, step: Any) -> None:
+        if self.on_step is not None:
+            self.on_step(step)
+
+    def init_fn(self, seeds: Any) -> tuple[TrainState, jax.Array, jax.Array]:
+        """The initial state and keys of `seeds` (one, or a vector when vmapped)."""
+        if self.setup.mesh is None:
+            return self.init_jit(seeds, self.values)
+        # the one-device program (compiled once, the same numbers), then the parameters, the
+        # optimizer state and the keys placed whole on every device
+        return jax.tree_util.tree_map(self.setup.put, jax.device_get(self.init_jit(seeds, self.values)))
 
     def measure(self, state: TrainState) -> dict[str, Any]:
         """Evaluation-mode metrics of every split, and the instruments when they are on."""
@@ -586,6 +632,40 @@ class _Programs:
         return int(state.step[0] if self.vmapped else state.step) - 1
 
 
+# the programs of the last few fits in this process, by `program_key`: a sweep member that
+# differs from an earlier one only in injected numbers (a learning rate) reuses its programs
+# without tracing them again
+_PROGRAMS: "OrderedDict[str, _Programs]" = OrderedDict()
+PROGRAMS_KEPT = 4
+
+
+def program_key(cfg: Config, setup: _Setup, *, vmapped: bool, progress: bool) -> str:
+    """What decides a fit's programs: the config but for its injected numbers (their presence
+    counts), the name, seed and logging; the data's shapes; the devices; and which thread fits
+    (the linear reference trains in a thread of its own, beside a run)."""
+    raw = cfg.model_dump(mode="json")
+    injected = hyperparameters(cfg.optimizer, cfg.regularization)
+    for section in ("optimizer", "regularization"):
+        raw[section] = {k: ("<injected>" if k in injected else v) for k, v in raw[section].items()}
+    for key in ("name", "seed", "logging", "sweep"):
+        raw.pop(key, None)
+    shapes = [(tuple(a.shape), str(a.dtype)) for a in (setup.x_N, setup.y_N, *(setup.probe or ()))]
+    shapes += [(name, tuple(x.shape), tuple(y.shape)) for name, (x, y) in setup.splits.items()]
+    facts = [setup.n, setup.batch_size, setup.steps_per_epoch, setup.loop, setup.devices, distributed.process_count(), vmapped, progress]
+    helper = threading.current_thread() is not threading.main_thread()
+    return json.dumps([raw, repr(shapes), facts, helper], sort_keys=True, default=str)
+
+
+def programs_for(cfg: Config, setup: _Setup, *, vmapped: bool, progress: bool) -> _Programs:
+    """The fit's programs: those of an earlier fit with the same `program_key`, else new ones."""
+    key = program_key(cfg, setup, vmapped=vmapped, progress=progress)
+    programs = _PROGRAMS.pop(key, None) or _Programs(cfg, setup, vmapped=vmapped, progress=progress)
+    _PROGRAMS[key] = programs
+    while len(_PROGRAMS) > PROGRAMS_KEPT:
+        _PROGRAMS.popitem(last=False)
+    return programs
+
+
 def _train_group(
     recs: list[_SeedRecord], seeds: list[int], programs: _Programs, cfg: Config, setup: _Setup, current: dict[str, Any],
     resume: Optional[Resume] = None,
@@ -599,10 +679,8 @@ def _train_group(
     """
     if programs.vmapped:
         state, shuffle_key, dropout_key = programs.init_fn(np.asarray(seeds, np.int32))
-        fold = jax.vmap(jax.random.fold_in, in_axes=(0, None))
     else:
         state, shuffle_key, dropout_key = programs.init_fn(np.int32(seeds[0]))
-        fold = jax.random.fold_in
     like = programs.param_shapes  # the state's buffers are donated: keep the shapes
     start = 1
     if resume is not None:  # one seed: the saved state replaces the initial one, the keys stay
@@ -632,7 +710,7 @@ def _train_group(
                 break
             current["epoch"] = epoch
             t0 = time.perf_counter()
-            state, running = programs.epoch_fn(state, setup.x_N, setup.y_N, fold(shuffle_key, epoch), dropout_key)
+            state, running = programs.epoch_fn(state, setup.x_N, setup.y_N, shuffle_key, np.int32(epoch), dropout_key)
             fetched = jax.device_get({**running, **programs.measure(state)})
             seconds = time.perf_counter() - t0
             lr = float(setup.schedule(programs.last_step(state)))
@@ -707,8 +785,18 @@ def _fit_deferred(
     def on_step(step: Any) -> None:
         current["writer"].progress(current["epoch"], int(step))
 
-    programs = _Programs(cfg, setup, vmapped=vmapped, on_step=on_step if progress else None)
-    groups = [list(range(len(cfgs)))] if vmapped else [[i] for i in range(len(cfgs))]
+    programs = programs_for(cfg, setup, vmapped=vmapped, progress=progress).bind(cfg, setup, on_step if progress else None)
+    try:
+        return _fit_groups(cfg, cfgs, data, writers, programs, setup, current, resume)
+    finally:
+        programs.bind(cfg, None, None)  # kept for a later fit, without this one's data
+
+
+def _fit_groups(
+    cfg: Config, cfgs: list[Config], data: Dataset, writers: list[Writer], programs: _Programs, setup: _Setup,
+    current: dict[str, Any], resume: Optional[Resume],
+) -> list[FitResult]:
+    groups = [list(range(len(cfgs)))] if programs.vmapped else [[i] for i in range(len(cfgs))]
     results: list[FitResult] = []
     for group in groups:
         recs = [_SeedRecord(cfgs[i], setup, writers[i], data.num_classes) for i in group]

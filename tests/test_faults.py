@@ -217,6 +217,44 @@ def test_a_full_disk_is_a_failed_run_with_its_reason(tmp_path, monkeypatch):
     assert summary["status"] == "failed" and "No space left" in summary["reason"] and summary["epochs_run"] == 1
 
 
+def test_the_writer_thread_keeps_the_order_and_raises_a_failure_at_the_next_call():
+    """runs.Background: the calls reach the writers in order; a write that fails stops every
+    later one and is raised in the caller's thread by its next call (the training loop)."""
+    import errno
+    import threading
+
+    seen = []
+
+    class Slow(runs.Writer):
+        def write(self, epoch, metrics):
+            assert threading.current_thread().name == "dnnlab-writer"
+            time.sleep(0.01)
+            if epoch == 3:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            seen.append(("write", epoch, metrics["loss"]))
+
+        def checkpoint(self, tag, arrays):
+            seen.append(("checkpoint", tag, float(arrays["w"][0])))
+
+        def finish(self, summary):
+            seen.append(("finish", summary["status"]))
+
+    files = runs.Background(Slow())
+    metrics = {"loss": 1.0}
+    files.write(1, metrics)
+    metrics["loss"] = 9.0  # the caller's dict may change after the call: the writer saw a copy
+    files.checkpoint("last", {"w": np.ones(2)})
+    files.write(2, {"loss": 0.5})
+    files.finish({"status": "completed"})
+    assert seen == [("write", 1, 1.0), ("checkpoint", "last", 1.0), ("write", 2, 0.5), ("finish", "completed")]
+    with pytest.raises(OSError, match="No space"):
+        files.write(3, {"loss": 0.1})
+        files.checkpoint("last", {"w": np.zeros(2)})  # skipped behind the failing write, or refused
+        files.drain()
+    files.close()
+    assert seen[4:] == [] and not files.thread.is_alive()
+
+
 @pytest.mark.parametrize("early_stopping", [False, True])
 def test_a_killed_run_resumes_to_the_uninterrupted_result_bit_for_bit(tmp_path, early_stopping):
     """SIGKILL at a random epoch, `run --resume`: every metric of every epoch, the final and best

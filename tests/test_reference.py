@@ -149,3 +149,28 @@ def test_the_deep_plain_mlp_recipe_end_to_end(tmp_path, cache):
     assert ref["model"] == "linear" and ref["train_accuracy"] > summary["final"]["train_accuracy"] + 0.3
     assert "## Reference" in (run / "report.md").read_text()
     assert [r["set"] for r in d["remedies"]] == ["model.residual=true", "model.depth=10"]
+
+
+def test_the_reference_trained_beside_a_run_equals_the_one_trained_after_it(cache, digits):
+    """`background` trains the reference in a thread while the block runs: its result is the
+    same as a reference computed alone, and it is cached; one stopped half-way is left out and
+    never cached."""
+    from dnnlab import interrupt
+
+    cfg = small()
+    alone = reference.fit_reference(cfg, digits, use_cache=False)
+    with reference.background(cfg, digits) as pending:
+        assert pending is not None and pending.thread.name == "dnnlab-reference"
+        beside = pending.result(interrupt.stop_point)
+    assert {k: beside[k] for k in ("train_accuracy", "val_accuracy", "train_loss", "epochs")} == {
+        k: alone[k] for k in ("train_accuracy", "val_accuracy", "train_loss", "epochs")}
+    assert beside["cached"] is False and len(list(cache.iterdir())) == 1
+    with reference.background(cfg, digits) as pending:
+        assert pending is None  # cached: nothing to train
+    for f in cache.iterdir():
+        f.unlink()
+    with reference.background(small(**{"train.epochs": 20}), digits) as pending:
+        pending.stop()  # the run ended without needing it
+        assert not pending.thread.is_alive()
+        assert pending.result(interrupt.stop_point)["status"] == "interrupted"
+    assert not list(cache.iterdir())

@@ -174,7 +174,10 @@ def test_sequential_seeds_share_one_setup_and_compile_once(digits, monkeypatch):
     setups = []
     real_setup = train._setup
     monkeypatch.setattr(train, "_setup", lambda *a: setups.append(1) or real_setup(*a))
+    # new programs for each (a fit in this process would otherwise reuse the warm-up's)
+    train._PROGRAMS.clear()
     compiles_one = _backend_compiles(lambda: train.fit(one, digits, progress=False))
+    train._PROGRAMS.clear()
     compiles_three = _backend_compiles(lambda: run_all(cfg, digits, "sequential"))
     assert setups == [1, 1]
     assert compiles_three == compiles_one > 0
