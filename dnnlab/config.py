@@ -699,7 +699,7 @@ class LoggingConfig(_Section):
         True, description="write TensorBoard event files to RUN_DIR/tb/: every epoch's scalars, weight histograms, "
         "the config as hparams and the verdict as text",
     )
-    histograms_every: Int = Field(1, ge=0, description="TensorBoard weight histograms every N epochs (0: never)")
+    histograms_every: Int = Field(5, ge=0, description="TensorBoard weight histograms every N epochs (0: never)")
     mlflow: Optional[str] = Field(
         None, min_length=1,
         description="MLflow tracking URI (e.g. sqlite:///mlflow.db) to log the finished run to; `--mlflow URI` "

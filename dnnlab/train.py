@@ -181,6 +181,11 @@ def train_epoch(
     return state, {"running_loss": jnp.sum(out["ce_sum"]) / n, "running_accuracy": jnp.sum(out["correct"]) / n}
 
 
+def _measure_all(params, opt_state, splits, probe_x, probe_y, *, evaluate_all, instruments) -> dict[str, jax.Array]:
+    """The evaluation of every split and the instruments on the probe batch, in one program."""
+    return {**evaluate_all(params, splits), **instruments(params, opt_state, probe_x, probe_y)}
+
+
 def _folded(epoch_fn: Callable[..., Any]) -> Callable[..., Any]:
     """`epoch_fn` taking the seed's base shuffle key and the epoch number: the epoch's key is
     `fold_in(base, epoch)`, computed inside the compiled epoch."""
@@ -278,6 +283,18 @@ ONCE_OPTIONS = {"xla_backend_optimization_level": 1}
 def once_options() -> Optional[dict[str, Any]]:
     """XLA options for a program that runs once: ONCE_OPTIONS on the CPU, the defaults elsewhere."""
     return dict(ONCE_OPTIONS) if jax.default_backend() == "cpu" else None
+
+
+# LLVM's -O0 for a small fit whose result is a yardstick (the linear reference on a small
+# dataset): its programs compile in half the time (2.0 s -> 1.0 s for the digits' reference) and
+# a small fit runs as fast, but a large one about 2x slower, and the numbers may differ from a
+# default compile in their last bits
+QUICK_OPTIONS = {"xla_backend_optimization_level": 0}
+
+
+def quick_options() -> Optional[dict[str, Any]]:
+    """XLA options for `fit(..., quick=True)`: QUICK_OPTIONS on the CPU, the defaults elsewhere."""
+    return dict(QUICK_OPTIONS) if jax.default_backend() == "cpu" else None
 
 
 def device_name() -> str:
@@ -543,10 +560,11 @@ class _Programs:
     """The compiled epoch and measurement of a run, for one seed at a time or for N seeds
     vmapped over a leading axis (parameters, optimizer state and keys; the data is shared)."""
 
-    def __init__(self, cfg: Config, setup: _Setup, *, vmapped: bool, progress: bool) -> None:
+    def __init__(self, cfg: Config, setup: _Setup, *, vmapped: bool, progress: bool, quick: bool = False) -> None:
         """The programs of `cfg`, bound to `setup`; `progress`: the epoch reports its steps to the
-        `on_step` of the fit it is bound to (`bind`)."""
+        `on_step` of the fit it is bound to (`bind`); `quick`: compiled with `quick_options`."""
         model, tx, reg = setup.model, setup.tx, cfg.regularization
+        options = quick_options() if quick else None
         self.vmapped, self.setup = vmapped, setup
         self.values = {k: np.float32(v) for k, v in hyperparameters(cfg.optimizer, cfg.regularization).items()}
         self.on_step: Optional[Callable[[Any], None]] = None
@@ -567,32 +585,41 @@ class _Programs:
             evaluate_all = partial(
                 evaluate_splits, model=model, chunk=cfg.train.eval_batch_size, shard=shard, multiple=setup.devices
             )
+            evaluate_one = evaluate_all  # one seed's (vmapped with the instruments below)
             if vmapped:
                 epoch, evaluate_all = jax.vmap(_folded(epoch), in_axes=(0, None, None, 0, None, 0)), jax.vmap(evaluate_all, in_axes=(0, None))
             else:
                 epoch = _folded(partial(epoch, progress=on_step, progress_every=every))
-            self.epoch_fn = jax.jit(epoch, donate_argnums=0)
-            self.eval_fn = jax.jit(evaluate_all)
+            self.epoch_fn = jax.jit(epoch, donate_argnums=0, compiler_options=options)
+            self.eval_fn = jax.jit(evaluate_all, compiler_options=options)
         else:  # the per-step loop (convolutional nets on the CPU); never vmapped
-            step_jit = jax.jit(partial(indexed_step, model=model, tx=tx, reg=reg, shard=shard), donate_argnums=0)
+            step_jit = jax.jit(partial(indexed_step, model=model, tx=tx, reg=reg, shard=shard), donate_argnums=0, compiler_options=options)
             n, batch_size = setup.n, setup.batch_size
-            batches_jit = jax.jit(lambda base, e: batches(n, batch_size, jax.random.fold_in(base, e)))
+            batches_jit = jax.jit(lambda base, e: batches(n, batch_size, jax.random.fold_in(base, e)), compiler_options=options)
             stepwise = partial(stepwise_epoch, step_fn=step_jit, batches_fn=lambda keys: batches_jit(*keys), on_step=on_step, every=every)
             self.epoch_fn = lambda state, x_N, y_N, base, e, dropout_key: stepwise(state, x_N, y_N, (base, e), dropout_key)
-            chunk_jit = jax.jit(partial(chunk_at, model=model, shard=shard), static_argnames="size")
+            chunk_jit = jax.jit(partial(chunk_at, model=model, shard=shard), static_argnames="size", compiler_options=options)
             self.eval_fn = partial(
                 stepwise_evaluate, chunk_fn=chunk_jit, chunk=cfg.train.eval_batch_size, multiple=setup.devices
             )
         init = partial(init_state, model=model, tx=tx)
-        self.init_jit = jax.jit(jax.vmap(init, in_axes=(0, None)) if vmapped else init, compiler_options=once_options())
+        self.init_jit = jax.jit(jax.vmap(init, in_axes=(0, None)) if vmapped else init, compiler_options=options or once_options())
         self.param_shapes = jax.eval_shape(init, np.int32(0), self.values)[0].params
-        self.probe_fn = None
+        self.probe_fn = self.measure_fn = None
         if setup.probe is not None:
             instruments = partial(probes.probe, model=model, tx=tx, reg=reg)
             if shard is not None and setup.probe[1].shape[0] % setup.devices == 0:
                 whole = instruments  # the probe batch split over the devices, as a training batch
                 instruments = lambda p, o, x, y: whole(p, o, shard(x), shard(y))  # noqa: E731
-            self.probe_fn = jax.jit(jax.vmap(instruments, in_axes=(0, 0, None, None)) if vmapped else instruments)
+            if setup.loop == "scan":
+                # the evaluation and the instruments as one program (one compilation fewer)
+                self.eval_fn = None
+                measure_all = partial(_measure_all, evaluate_all=evaluate_one, instruments=instruments)
+                self.measure_fn = jax.jit(
+                    jax.vmap(measure_all, in_axes=(0, 0, None, None, None)) if vmapped else measure_all, compiler_options=options
+                )
+            else:
+                self.probe_fn = jax.jit(jax.vmap(instruments, in_axes=(0, 0, None, None)) if vmapped else instruments, compiler_options=options)
 
     def bind(self, cfg: Config, setup: Optional[_Setup], on_step: Optional[Callable[[Any], None]]) -> "_Programs":
         """These programs for a fit of `cfg` on `setup` (a config that differs from the one they
@@ -615,6 +642,8 @@ class _Programs:
 
     def measure(self, state: TrainState) -> dict[str, Any]:
         """Evaluation-mode metrics of every split, and the instruments when they are on."""
+        if self.measure_fn is not None:
+            return self.measure_fn(state.params, state.opt_state, self.setup.splits, *self.setup.probe)
         out = self.eval_fn(state.params, self.setup.splits)
         if self.probe_fn is not None:
             out = {**out, **self.probe_fn(state.params, state.opt_state, *self.setup.probe)}
@@ -639,7 +668,7 @@ _PROGRAMS: "OrderedDict[str, _Programs]" = OrderedDict()
 PROGRAMS_KEPT = 4
 
 
-def program_key(cfg: Config, setup: _Setup, *, vmapped: bool, progress: bool) -> str:
+def program_key(cfg: Config, setup: _Setup, *, vmapped: bool, progress: bool, quick: bool = False) -> str:
     """What decides a fit's programs: the config but for its injected numbers (their presence
     counts), the name, seed and logging; the data's shapes; the devices; and which thread fits
     (the linear reference trains in a thread of its own, beside a run)."""
@@ -651,15 +680,15 @@ def program_key(cfg: Config, setup: _Setup, *, vmapped: bool, progress: bool) ->
         raw.pop(key, None)
     shapes = [(tuple(a.shape), str(a.dtype)) for a in (setup.x_N, setup.y_N, *(setup.probe or ()))]
     shapes += [(name, tuple(x.shape), tuple(y.shape)) for name, (x, y) in setup.splits.items()]
-    facts = [setup.n, setup.batch_size, setup.steps_per_epoch, setup.loop, setup.devices, distributed.process_count(), vmapped, progress]
+    facts = [setup.n, setup.batch_size, setup.steps_per_epoch, setup.loop, setup.devices, distributed.process_count(), vmapped, progress, quick]
     helper = threading.current_thread() is not threading.main_thread()
     return json.dumps([raw, repr(shapes), facts, helper], sort_keys=True, default=str)
 
 
-def programs_for(cfg: Config, setup: _Setup, *, vmapped: bool, progress: bool) -> _Programs:
+def programs_for(cfg: Config, setup: _Setup, *, vmapped: bool, progress: bool, quick: bool = False) -> _Programs:
     """The fit's programs: those of an earlier fit with the same `program_key`, else new ones."""
-    key = program_key(cfg, setup, vmapped=vmapped, progress=progress)
-    programs = _PROGRAMS.pop(key, None) or _Programs(cfg, setup, vmapped=vmapped, progress=progress)
+    key = program_key(cfg, setup, vmapped=vmapped, progress=progress, quick=quick)
+    programs = _PROGRAMS.pop(key, None) or _Programs(cfg, setup, vmapped=vmapped, progress=progress, quick=quick)
     _PROGRAMS[key] = programs
     while len(_PROGRAMS) > PROGRAMS_KEPT:
         _PROGRAMS.popitem(last=False)
@@ -729,7 +758,10 @@ def _train_group(
     return like
 
 
-def fit(cfg: Config, data: Dataset, writer: Writer = Writer(), *, progress: bool = True, resume: Optional[Resume] = None) -> FitResult:
+def fit(
+    cfg: Config, data: Dataset, writer: Writer = Writer(), *, progress: bool = True, resume: Optional[Resume] = None,
+    quick: bool = False,
+) -> FitResult:
     """Train `cfg`'s model on `data` (one seed: `cfg.seed`), reporting every epoch to `writer`.
 
     Args:
@@ -739,11 +771,12 @@ def fit(cfg: Config, data: Dataset, writer: Writer = Writer(), *, progress: bool
         progress: report steps within an epoch through a JAX callback (about 20 per epoch).
         resume: continue a run from its saved state (`runs` reads it): the records from then
             on equal those of the run that was never stopped, bit for bit on one machine.
+        quick: compile for a short fit (`quick_options`): the linear reference on small data.
     Returns:
         FitResult; `summary["status"]` is completed, stopped_early, diverged or interrupted.
         Ctrl-C is caught here so that the summary is still written.
     """
-    results = _fit(cfg, [cfg], data, [writer], progress=progress, vmapped=False, resume=resume)
+    results = _fit(cfg, [cfg], data, [writer], progress=progress, vmapped=False, resume=resume, quick=quick)
     if not results:
         raise KeyboardInterrupt  # before the first record; the writer has an interrupted summary
     return results[0]
@@ -766,18 +799,18 @@ def fit_seeds(cfg: Config, data: Dataset, writers: list[Writer], *, mode: str, p
 
 def _fit(
     cfg: Config, cfgs: list[Config], data: Dataset, writers: list[Writer], *, progress: bool, vmapped: bool,
-    resume: Optional[Resume] = None,
+    resume: Optional[Resume] = None, quick: bool = False,
 ) -> list[FitResult]:
     """`fit` and `fit_seeds`: one setup and one set of compiled programs for every seed, then
     the training loop over one vmapped group of seeds, or over each seed in turn."""
     use_compile_cache()
     with interrupt.deferred():
-        return _fit_deferred(cfg, cfgs, data, writers, progress=progress, vmapped=vmapped, resume=resume)
+        return _fit_deferred(cfg, cfgs, data, writers, progress=progress, vmapped=vmapped, resume=resume, quick=quick)
 
 
 def _fit_deferred(
     cfg: Config, cfgs: list[Config], data: Dataset, writers: list[Writer], *, progress: bool, vmapped: bool,
-    resume: Optional[Resume] = None,
+    resume: Optional[Resume] = None, quick: bool = False,
 ) -> list[FitResult]:
     setup = _setup(cfg, data)
     current: dict[str, Any] = {"epoch": 0, "writer": writers[0], "progress": progress}
@@ -785,7 +818,7 @@ def _fit_deferred(
     def on_step(step: Any) -> None:
         current["writer"].progress(current["epoch"], int(step))
 
-    programs = programs_for(cfg, setup, vmapped=vmapped, progress=progress).bind(cfg, setup, on_step if progress else None)
+    programs = programs_for(cfg, setup, vmapped=vmapped, progress=progress, quick=quick).bind(cfg, setup, on_step if progress else None)
     try:
         return _fit_groups(cfg, cfgs, data, writers, programs, setup, current, resume)
     finally:

@@ -25,7 +25,7 @@ BASE = {
     "name": "tiny", "seed": 0,
     "data": {"dataset": "digits", "batch_size": 64},
     "model": {"hidden": [16]}, "optimizer": {"lr": 0.003}, "train": {"epochs": 2},
-    "diagnosis": {"reference": "none"},
+    "diagnosis": {"reference": "none"}, "logging": {"histograms_every": 1},
 }
 SPLITS = {"train_loss": "loss/train", "val_loss": "loss/val", "test_loss": "loss/test",
           "train_accuracy": "accuracy/train", "val_accuracy": "accuracy/val", "test_accuracy": "accuracy/test",
