@@ -150,7 +150,7 @@ class TensorBoard(runs.Writer):
     def tb(self) -> Any:
         """tensorboardX's SummaryWriter, opened on first use."""
         if self._tb is None:
-            from tensorboardX import SummaryWriter
+            SummaryWriter = _tensorboardx().SummaryWriter
 
             earlier = sorted(self.folder.glob("events.out.tfevents.*")) if self.resume is not None else []
             # flush_secs: the writer flushes itself each epoch, its timer need not; the suffix
@@ -196,10 +196,11 @@ class TensorBoard(runs.Writer):
     def write(self, epoch: int, metrics: dict[str, Any]) -> None:
         # one event with every scalar of the epoch (TensorBoard reads each value as its own
         # tag): a fifth of the cost of one event per scalar
+        tb = self.tb
         from tensorboardX.proto.summary_pb2 import Summary
 
         values = [Summary.Value(tag=tag, simple_value=value) for tag, value in scalars(metrics).items()]
-        self.tb.file_writer.add_summary(Summary(value=values), epoch)
+        tb.file_writer.add_summary(Summary(value=values), epoch)
         self.epoch = epoch
         self.tb.flush()  # a live TensorBoard sees each epoch
 
@@ -211,6 +212,8 @@ class TensorBoard(runs.Writer):
             return
         self.histogram_epoch = epoch
         import numpy as np
+
+        self.tb  # noqa: B018 - opened (and tensorboardX imported) before its modules are used
         from tensorboardX.proto.summary_pb2 import Summary
 
         from tensorboardX.summary import histogram
@@ -226,6 +229,7 @@ class TensorBoard(runs.Writer):
     def report(self, summary: dict[str, Any], diagnosis: Diagnosis) -> None:
         """After the diagnosis: the config as hparams with the kept model's metrics, and the
         verdict as text, at the run's last epoch; then the event file is closed."""
+        self.tb  # noqa: B018 - opened (and tensorboardX imported) before its modules are used
         from tensorboardX.summary import hparams
 
         step = int(summary.get("epochs_run") or 0)
@@ -245,6 +249,25 @@ class TensorBoard(runs.Writer):
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
+
+
+def _tensorboardx() -> Any:
+    """tensorboardX, imported without PyTorch: its writer module imports torch whenever it is
+    installed (1.3 s of every run on 2 cores, for torch tensors that dnnlab never passes). torch
+    is hidden during the import only, and only if nothing has imported it yet."""
+    import sys
+
+    if "tensorboardX" in sys.modules or "torch" in sys.modules:
+        import tensorboardX
+
+        return tensorboardX
+    sys.modules["torch"] = None  # type: ignore[assignment]  # `import torch` raises ImportError
+    try:
+        import tensorboardX
+    finally:
+        if "torch" in sys.modules and sys.modules["torch"] is None:
+            del sys.modules["torch"]
+    return tensorboardX
 
 
 def _finite(value: Any) -> bool:
