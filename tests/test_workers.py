@@ -118,9 +118,11 @@ def test_two_workers_give_the_metrics_of_a_sequential_sweep(tmp_path, sequential
     job = make_sweep(tmp_path)
     sweep.run(job, workers=2)
     shares = workers.core_shares(sorted(os.sched_getaffinity(0)), 2)
-    assert sorted(m["worker"]["slot"] for m in job.members) == [0, 0, 1, 1]
+    # each worker takes the next member when it is free: both ran at least one, and a worker's
+    # later members reuse its compiled programs, so the split need not be two and two
+    assert {m["worker"]["slot"] for m in job.members} == {0, 1}
     assert all(m["worker"]["cores"] == shares[m["worker"]["slot"]] for m in job.members)
-    assert len({m["worker"]["pid"] for m in job.members}) == 2  # each worker ran two members, one after the other
+    assert len({m["worker"]["pid"] for m in job.members}) == 2  # one process per worker, for all its members
     np.testing.assert_allclose(metrics(job), metrics(sequential), rtol=RTOL, atol=1e-7)
     assert not (job.path / sweep.LOCK).exists()
     # sweep.json is a sequential sweep's: the same members, folders and outcomes
@@ -190,7 +192,8 @@ def epochs_of(job_parent: Path, at_least: int) -> list[Path]:
 
 
 def test_ctrl_c_stops_every_worker_and_resume_finishes_their_members(tmp_path, tiny_yaml):
-    options = ["--quiet", "--workers", "2", "--set", "train.epochs=30", "--set", "train.early_stopping.enabled=false"]
+    epochs = 150  # long enough that both members are still training when Ctrl-C comes
+    options = ["--quiet", "--workers", "2", "--set", f"train.epochs={epochs}", "--set", "train.early_stopping.enabled=false"]
     proc = start(tmp_path, "sweep", str(tiny_yaml), "--seeds", "2", "--out", str(tmp_path / "s"), *options)
     try:
         wait_for(lambda: len(epochs_of(tmp_path / "s", 1)) == 2, "two members at epoch 1")
@@ -208,7 +211,7 @@ def test_ctrl_c_stops_every_worker_and_resume_finishes_their_members(tmp_path, t
     for m in job.members:  # each running member stopped at an epoch's end and wrote its state
         summary = runs.read_summary(folder / m["dir"])
         assert summary["status"] == m["status"] and (folder / m["dir"] / runs.STATE).exists()
-        assert summary["epochs_run"] == 30 if m["status"] == "completed" else 1 <= summary["epochs_run"] < 30
+        assert summary["epochs_run"] == epochs if m["status"] == "completed" else 1 <= summary["epochs_run"] < epochs
     for m in job.members:
         assert not workers_alive(m["worker"]["pid"])
     before = [m["dir"] for m in job.members]
@@ -218,7 +221,7 @@ def test_ctrl_c_stops_every_worker_and_resume_finishes_their_members(tmp_path, t
     job = sweep.Sweep.open(folder)
     assert [m["status"] for m in job.members] == ["completed"] * 2
     assert [m["dir"] for m in job.members] == before  # continued in their own folders
-    assert all(len(runs.read_metrics(folder / m["dir"])) == 31 for m in job.members)
+    assert all(len(runs.read_metrics(folder / m["dir"])) == epochs + 1 for m in job.members)
 
 
 def workers_alive(pid: int) -> bool:
