@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import difflib
+import functools
 import gzip
 import hashlib
 import os
@@ -125,6 +126,19 @@ class Dataset:
     @property
     def input_dim(self) -> int:
         return int(self.train.x.shape[1])
+
+    @functools.cached_property
+    def digest(self) -> str:
+        """A SHA-256 of every split's arrays (shapes, dtypes and bytes), computed once per loaded
+        dataset: what the linear reference's cache key holds of the data."""
+        h = hashlib.sha256()
+        for split in (self.train, self.val, self.test):
+            if split is not None:
+                for a in (split.x, split.y):
+                    h.update(str((a.shape, str(a.dtype))).encode())
+                    h.update(memoryview(a).cast("B") if a.flags.c_contiguous else a.tobytes())
+            h.update(b"|")
+        return h.hexdigest()
 
     @property
     def input_shape(self) -> tuple[int, ...]:

@@ -172,7 +172,7 @@ def _train_and_report(
 
     board = open_board(cfg, run_dir, resume)  # RUN_DIR/tb/, unless logging.tensorboard is off
     # the files are written by a thread of their own, overlapping the next epoch's training
-    files = runs.Background(run_writer, board) if board is not None else runs.Background(run_writer)
+    files = runs.Background(run_writer, board)
     distributed.on_peer_lost(partial(_mark_failed, cfg, run_dir, run_writer, files))
     with reference_beside(cfg, ds) as beside:  # the linear reference trains in a thread meanwhile
         try:
@@ -386,7 +386,7 @@ def execute_seeds(cfg: Config, ds: Dataset, out: Path, shown: Optional["Shown"] 
         member_writer = _SeedTag(runs.RunDir(run_dir / f"seed-{c.seed}", dump_yaml(c)), c.seed)
         boards.append(open_board(c, run_dir / f"seed-{c.seed}"))  # seed-<s>/tb/, unless logging.tensorboard is off
         # each seed's files written by a thread of their own (see `_train_and_report`)
-        files.append(runs.Background(member_writer, boards[-1]) if boards[-1] is not None else runs.Background(member_writer))
+        files.append(runs.Background(member_writer, boards[-1]))
         seed_writers.append(runs.MultiWriter(files[-1], *(shown.writers if i == 0 else ())))
     # the seeds share their split, so one reference (trained beside them) serves every seed
     with reference_beside(cfgs[0], ds) as beside:

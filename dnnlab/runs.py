@@ -105,11 +105,12 @@ class Background(Writer):
     `progress` stays in the caller's thread.
     """
 
-    def __init__(self, *writers: Writer) -> None:
+    def __init__(self, *writers: Optional[Writer]) -> None:
+        """Serve `writers` (a None among them, such as a TensorBoard writer that is off, is left out)."""
         import queue
         import threading
 
-        self.writers = writers
+        self.writers = tuple(w for w in writers if w is not None)
         self.jobs: "queue.Queue[Any]" = queue.Queue()
         self.error: Optional[BaseException] = None
         self.thread = threading.Thread(target=self._serve, name="dnnlab-writer", daemon=True)

@@ -280,9 +280,10 @@ def use_compile_cache() -> Optional[Path]:
 ONCE_OPTIONS = {"xla_backend_optimization_level": 1}
 
 
-def once_options() -> Optional[dict[str, Any]]:
-    """XLA options for a program that runs once: ONCE_OPTIONS on the CPU, the defaults elsewhere."""
-    return dict(ONCE_OPTIONS) if jax.default_backend() == "cpu" else None
+def on_cpu(options: dict[str, Any]) -> Optional[dict[str, Any]]:
+    """`options` (ONCE_OPTIONS, QUICK_OPTIONS) on the CPU, where they were measured; the
+    defaults elsewhere."""
+    return dict(options) if jax.default_backend() == "cpu" else None
 
 
 # LLVM's -O0 for a small fit whose result is a yardstick (the linear reference on a small
@@ -290,11 +291,6 @@ def once_options() -> Optional[dict[str, Any]]:
 # a small fit runs as fast, but a large one about 2x slower, and the numbers may differ from a
 # default compile in their last bits
 QUICK_OPTIONS = {"xla_backend_optimization_level": 0}
-
-
-def quick_options() -> Optional[dict[str, Any]]:
-    """XLA options for `fit(..., quick=True)`: QUICK_OPTIONS on the CPU, the defaults elsewhere."""
-    return dict(QUICK_OPTIONS) if jax.default_backend() == "cpu" else None
 
 
 def device_name() -> str:
@@ -562,11 +558,11 @@ class _Programs:
 
     def __init__(self, cfg: Config, setup: _Setup, *, vmapped: bool, progress: bool, quick: bool = False) -> None:
         """The programs of `cfg`, bound to `setup`; `progress`: the epoch reports its steps to the
-        `on_step` of the fit it is bound to (`bind`); `quick`: compiled with `quick_options`."""
+        `on_step` of the fit it is bound to (`bind`); `quick`: compiled with QUICK_OPTIONS."""
         model, tx, reg = setup.model, setup.tx, cfg.regularization
-        options = quick_options() if quick else None
+        options = on_cpu(QUICK_OPTIONS) if quick else None
         self.vmapped, self.setup = vmapped, setup
-        self.values = {k: np.float32(v) for k, v in hyperparameters(cfg.optimizer, cfg.regularization).items()}
+        self.values = _injected(cfg)
         self.on_step: Optional[Callable[[Any], None]] = None
         on_step = self._step if progress else None
         every = max(1, setup.steps_per_epoch // 20)
@@ -603,7 +599,7 @@ class _Programs:
                 stepwise_evaluate, chunk_fn=chunk_jit, chunk=cfg.train.eval_batch_size, multiple=setup.devices
             )
         init = partial(init_state, model=model, tx=tx)
-        self.init_jit = jax.jit(jax.vmap(init, in_axes=(0, None)) if vmapped else init, compiler_options=options or once_options())
+        self.init_jit = jax.jit(jax.vmap(init, in_axes=(0, None)) if vmapped else init, compiler_options=options or on_cpu(ONCE_OPTIONS))
         self.param_shapes = jax.eval_shape(init, np.int32(0), self.values)[0].params
         self.probe_fn = self.measure_fn = None
         if setup.probe is not None:
@@ -624,8 +620,7 @@ class _Programs:
     def bind(self, cfg: Config, setup: Optional[_Setup], on_step: Optional[Callable[[Any], None]]) -> "_Programs":
         """These programs for a fit of `cfg` on `setup` (a config that differs from the one they
         were built for only in injected numbers: `program_key`)."""
-        self.setup, self.on_step = setup, on_step
-        self.values = {k: np.float32(v) for k, v in hyperparameters(cfg.optimizer, cfg.regularization).items()}
+        self.setup, self.on_step, self.values = setup, on_step, _injected(cfg)
         return self
 
     def _step(self, step: Any) -> None:
@@ -659,6 +654,11 @@ class _Programs:
 
     def last_step(self, state: TrainState) -> int:
         return int(state.step[0] if self.vmapped else state.step) - 1
+
+
+def _injected(cfg: Config) -> dict[str, np.float32]:
+    """The injected numbers of `cfg` (`optim.hyperparameters`) as the programs' inputs."""
+    return {k: np.float32(v) for k, v in hyperparameters(cfg.optimizer, cfg.regularization).items()}
 
 
 # the programs of the last few fits in this process, by `program_key`: a sweep member that
@@ -771,7 +771,7 @@ def fit(
         progress: report steps within an epoch through a JAX callback (about 20 per epoch).
         resume: continue a run from its saved state (`runs` reads it): the records from then
             on equal those of the run that was never stopped, bit for bit on one machine.
-        quick: compile for a short fit (`quick_options`): the linear reference on small data.
+        quick: compile for a short fit (QUICK_OPTIONS): the linear reference on small data.
     Returns:
         FitResult; `summary["status"]` is completed, stopped_early, diverged or interrupted.
         Ctrl-C is caught here so that the summary is still written.
