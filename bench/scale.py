@@ -50,7 +50,7 @@ cfg = load_config(config, [f"train.devices={devices}", "diagnosis.instruments=fa
 ds = experiment.load_data(cfg)
 train.use_compile_cache()
 setup = train._setup(cfg, ds)
-programs = train._Programs(cfg, setup, vmapped=False, progress=False)
+programs = train._Programs(cfg, setup, vmapped=False)
 state, shuffle_key, dropout_key = programs.init_fn(np.int32(cfg.seed))
 
 def epochs(x_N, y_N, state):

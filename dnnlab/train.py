@@ -151,34 +151,67 @@ def train_epoch(
     tx: optax.GradientTransformation,
     reg: RegularizationConfig,
     batch_size: int,
-    progress: Optional[Callable[[Any], None]] = None,
-    progress_every: int = 0,
     shard: Optional[Callable[[Any], Any]] = None,
 ) -> tuple[TrainState, dict]:
-    """A whole epoch as one `lax.scan`. The last, partial batch is padded with weight-0 repeats.
-    With several devices, `shard` splits each batch over them (`distributed.constrain`).
+    """A whole epoch as one loop (`train_steps` from the first step to the last).
 
     Returns:
         (new state, {"running_loss", "running_accuracy"}) with the dropout-on running averages.
     """
+    steps = -(-x_N.shape[0] // batch_size)
+    sums = _no_sums(steps, ())
+    state, _, running = train_steps(
+        state, sums, x_N, y_N, shuffle_key, dropout_key, jnp.int32(0), jnp.int32(steps),
+        model=model, tx=tx, reg=reg, batch_size=batch_size, shard=shard,
+    )
+    return state, running
+
+
+def _no_sums(steps: int, lead: tuple[int, ...]) -> tuple[Any, Any]:
+    """The per-step sums (cross-entropy, correct) of an epoch before its first step."""
+    return np.zeros((*lead, steps), np.float32), np.zeros((*lead, steps), np.float32)
+
+
+def train_steps(
+    state: TrainState,
+    sums: tuple[jax.Array, jax.Array],
+    x_N: jax.Array,
+    y_N: jax.Array,
+    shuffle_key: jax.Array,
+    dropout_key: jax.Array,
+    first: jax.Array,
+    last: jax.Array,
+    *,
+    model: models.Model,
+    tx: optax.GradientTransformation,
+    reg: RegularizationConfig,
+    batch_size: int,
+    shard: Optional[Callable[[Any], Any]] = None,
+) -> tuple[TrainState, tuple[jax.Array, jax.Array], dict]:
+    """Steps `first` to `last` - 1 of the epoch whose order `shuffle_key` draws, as one loop.
+    The last, partial batch is padded with weight-0 repeats. With several devices, `shard`
+    splits each batch over them (`distributed.constrain`).
+
+    `first` and `last` are inputs of the program, not constants: an epoch run in one call and
+    the same epoch run in slices (to show progress between them) are one compiled program and
+    give the same numbers. `sums` holds each step's summed cross-entropy and correct count
+    (zeros before the epoch's first step).
+
+    Returns:
+        (new state, the sums, {"running_loss", "running_accuracy"}: the dropout-on running
+        averages of the steps so far, over the whole epoch's examples).
+    """
     n = x_N.shape[0]
     idx_SxB, w_SxB = batches(n, batch_size, shuffle_key)
-    steps = idx_SxB.shape[0]
 
-    def body(state, inputs):
-        i, idx_B, w_B = inputs
-        x_B, y_B, w_B = _batch(x_N, y_N, idx_B, w_B, shard)
+    def body(carry):
+        i, state, ce_S, correct_S = carry
+        x_B, y_B, w_B = _batch(x_N, y_N, idx_SxB[i], w_SxB[i], shard)
         state, out = train_step(state, x_B, y_B, w_B, dropout_key, model=model, tx=tx, reg=reg)
-        if progress is not None:
-            jax.lax.cond(
-                (i + 1) % progress_every == 0,
-                lambda: jax.debug.callback(progress, i + 1),
-                lambda: None,
-            )
-        return state, out
+        return i + 1, state, ce_S.at[i].set(out["ce_sum"]), correct_S.at[i].set(out["correct"])
 
-    state, out = jax.lax.scan(body, state, (jnp.arange(steps), idx_SxB, w_SxB))
-    return state, {"running_loss": jnp.sum(out["ce_sum"]) / n, "running_accuracy": jnp.sum(out["correct"]) / n}
+    _, state, ce_S, correct_S = jax.lax.while_loop(lambda c: c[0] < last, body, (first, state, *sums))
+    return state, (ce_S, correct_S), {"running_loss": jnp.sum(ce_S) / n, "running_accuracy": jnp.sum(correct_S) / n}
 
 
 def _measure_all(params, opt_state, splits, probe_x, probe_y, *, evaluate_all, instruments) -> dict[str, jax.Array]:
@@ -186,14 +219,18 @@ def _measure_all(params, opt_state, splits, probe_x, probe_y, *, evaluate_all, i
     return {**evaluate_all(params, splits), **instruments(params, opt_state, probe_x, probe_y)}
 
 
-def _folded(epoch_fn: Callable[..., Any]) -> Callable[..., Any]:
-    """`epoch_fn` taking the seed's base shuffle key and the epoch number: the epoch's key is
-    `fold_in(base, epoch)`, computed inside the compiled epoch."""
+def _folded(steps_fn: Callable[..., Any]) -> Callable[..., Any]:
+    """`train_steps` taking the seed's base shuffle key and the epoch number: the epoch's key is
+    `fold_in(base, epoch)`, computed inside the compiled program."""
 
-    def run(state, x_N, y_N, shuffle_base, epoch, dropout_key):
-        return epoch_fn(state, x_N, y_N, jax.random.fold_in(shuffle_base, epoch), dropout_key)
+    def run(state, sums, x_N, y_N, shuffle_base, epoch, dropout_key, first, last):
+        return steps_fn(state, sums, x_N, y_N, jax.random.fold_in(shuffle_base, epoch), dropout_key, first, last)
 
     return run
+
+
+# a slice of an epoch shown as progress should take about this long (`_Programs.scan_epoch`)
+PROGRESS_SECONDS = 0.2
 
 
 def evaluate(
@@ -556,15 +593,14 @@ class _Programs:
     """The compiled epoch and measurement of a run, for one seed at a time or for N seeds
     vmapped over a leading axis (parameters, optimizer state and keys; the data is shared)."""
 
-    def __init__(self, cfg: Config, setup: _Setup, *, vmapped: bool, progress: bool, quick: bool = False) -> None:
-        """The programs of `cfg`, bound to `setup`; `progress`: the epoch reports its steps to the
-        `on_step` of the fit it is bound to (`bind`); `quick`: compiled with QUICK_OPTIONS."""
+    def __init__(self, cfg: Config, setup: _Setup, *, vmapped: bool, quick: bool = False) -> None:
+        """The programs of `cfg`, bound to `setup`; the epoch reports its steps to the `on_step`
+        of the fit it is bound to (`bind`), if any; `quick`: compiled with QUICK_OPTIONS."""
         model, tx, reg = setup.model, setup.tx, cfg.regularization
         options = on_cpu(QUICK_OPTIONS) if quick else None
         self.vmapped, self.setup = vmapped, setup
         self.values = _injected(cfg)
         self.on_step: Optional[Callable[[Any], None]] = None
-        on_step = self._step if progress else None
         every = max(1, setup.steps_per_epoch // 20)
         # several devices: batches split over the mesh (the one-device programs stay as they were)
         shard = None if setup.mesh is None else distributed.constrain(setup.mesh)
@@ -577,22 +613,26 @@ class _Programs:
         # folded from the seed's base key inside the program (an eager fold_in would be two more
         # compilations and a dispatch per epoch)
         if setup.loop == "scan":
-            epoch = partial(train_epoch, model=model, tx=tx, reg=reg, batch_size=setup.batch_size, shard=shard)
+            steps_fn = partial(train_steps, model=model, tx=tx, reg=reg, batch_size=setup.batch_size, shard=shard)
             evaluate_all = partial(
                 evaluate_splits, model=model, chunk=cfg.train.eval_batch_size, shard=shard, multiple=setup.devices
             )
             evaluate_one = evaluate_all  # one seed's (vmapped with the instruments below)
             if vmapped:
-                epoch, evaluate_all = jax.vmap(_folded(epoch), in_axes=(0, None, None, 0, None, 0)), jax.vmap(evaluate_all, in_axes=(0, None))
+                steps_fn = jax.vmap(_folded(steps_fn), in_axes=(0, 0, None, None, 0, None, 0, None, None))
+                evaluate_all = jax.vmap(evaluate_all, in_axes=(0, None))
             else:
-                epoch = _folded(partial(epoch, progress=on_step, progress_every=every))
-            self.epoch_fn = jax.jit(epoch, donate_argnums=0, compiler_options=options)
+                steps_fn = _folded(steps_fn)
+            # no host callback inside: a program with one is never kept in the persistent cache
+            self.steps_jit = jax.jit(steps_fn, donate_argnums=(0, 1), compiler_options=options)
+            self.step_seconds: Optional[float] = None
+            self.epoch_fn = self.scan_epoch
             self.eval_fn = jax.jit(evaluate_all, compiler_options=options)
         else:  # the per-step loop (convolutional nets on the CPU); never vmapped
             step_jit = jax.jit(partial(indexed_step, model=model, tx=tx, reg=reg, shard=shard), donate_argnums=0, compiler_options=options)
             n, batch_size = setup.n, setup.batch_size
             batches_jit = jax.jit(lambda base, e: batches(n, batch_size, jax.random.fold_in(base, e)), compiler_options=options)
-            stepwise = partial(stepwise_epoch, step_fn=step_jit, batches_fn=lambda keys: batches_jit(*keys), on_step=on_step, every=every)
+            stepwise = partial(stepwise_epoch, step_fn=step_jit, batches_fn=lambda keys: batches_jit(*keys), on_step=self._step, every=every)
             self.epoch_fn = lambda state, x_N, y_N, base, e, dropout_key: stepwise(state, x_N, y_N, (base, e), dropout_key)
             chunk_jit = jax.jit(partial(chunk_at, model=model, shard=shard), static_argnames="size", compiler_options=options)
             self.eval_fn = partial(
@@ -626,6 +666,33 @@ class _Programs:
     def _step(self, step: Any) -> None:
         if self.on_step is not None:
             self.on_step(step)
+
+    def scan_epoch(self, state: TrainState, x_N: Any, y_N: Any, base: Any, epoch: Any, dropout_key: Any) -> tuple[TrainState, dict]:
+        """One epoch of the scan loop: one call of the steps program, or, when the fit shows
+        progress, slices of about PROGRESS_SECONDS each, reporting the steps done after each
+        (the same program, so the same numbers)."""
+        steps = self.setup.steps_per_epoch
+        sums = _no_sums(steps, tuple(state.step.shape))
+        if self.on_step is None:
+            state, _, running = self.steps_jit(state, sums, x_N, y_N, base, epoch, dropout_key, np.int32(0), np.int32(steps))
+            return state, running
+        first = 0
+        while first < steps:
+            if self.step_seconds is None:  # the first slice: the usual twentieth of an epoch
+                size = max(1, steps // 20)
+            else:
+                size = max(1, min(steps, int(PROGRESS_SECONDS / max(self.step_seconds, 1e-6))))
+            size = min(size, steps - first)
+            t0 = time.perf_counter()
+            state, sums, running = self.steps_jit(
+                state, sums, x_N, y_N, base, epoch, dropout_key, np.int32(first), np.int32(first + size)
+            )
+            jax.block_until_ready(sums)
+            if first > 0 or epoch > 1:  # the first slice of a fit may include compiling
+                self.step_seconds = (time.perf_counter() - t0) / size
+            first += size
+            self._step(first)
+        return state, running
 
     def init_fn(self, seeds: Any) -> tuple[TrainState, jax.Array, jax.Array]:
         """The initial state and keys of `seeds` (one, or a vector when vmapped)."""
@@ -668,7 +735,7 @@ _PROGRAMS: "OrderedDict[str, _Programs]" = OrderedDict()
 PROGRAMS_KEPT = 4
 
 
-def program_key(cfg: Config, setup: _Setup, *, vmapped: bool, progress: bool, quick: bool = False) -> str:
+def program_key(cfg: Config, setup: _Setup, *, vmapped: bool, quick: bool = False) -> str:
     """What decides a fit's programs: the config but for its injected numbers (their presence
     counts), the name, seed and logging; the data's shapes; the devices; and which thread fits
     (the linear reference trains in a thread of its own, beside a run)."""
@@ -680,15 +747,15 @@ def program_key(cfg: Config, setup: _Setup, *, vmapped: bool, progress: bool, qu
         raw.pop(key, None)
     shapes = [(tuple(a.shape), str(a.dtype)) for a in (setup.x_N, setup.y_N, *(setup.probe or ()))]
     shapes += [(name, tuple(x.shape), tuple(y.shape)) for name, (x, y) in setup.splits.items()]
-    facts = [setup.n, setup.batch_size, setup.steps_per_epoch, setup.loop, setup.devices, distributed.process_count(), vmapped, progress, quick]
+    facts = [setup.n, setup.batch_size, setup.steps_per_epoch, setup.loop, setup.devices, distributed.process_count(), vmapped, quick]
     helper = threading.current_thread() is not threading.main_thread()
     return json.dumps([raw, repr(shapes), facts, helper], sort_keys=True, default=str)
 
 
-def programs_for(cfg: Config, setup: _Setup, *, vmapped: bool, progress: bool, quick: bool = False) -> _Programs:
+def programs_for(cfg: Config, setup: _Setup, *, vmapped: bool, quick: bool = False) -> _Programs:
     """The fit's programs: those of an earlier fit with the same `program_key`, else new ones."""
-    key = program_key(cfg, setup, vmapped=vmapped, progress=progress, quick=quick)
-    programs = _PROGRAMS.pop(key, None) or _Programs(cfg, setup, vmapped=vmapped, progress=progress, quick=quick)
+    key = program_key(cfg, setup, vmapped=vmapped, quick=quick)
+    programs = _PROGRAMS.pop(key, None) or _Programs(cfg, setup, vmapped=vmapped, quick=quick)
     _PROGRAMS[key] = programs
     while len(_PROGRAMS) > PROGRAMS_KEPT:
         _PROGRAMS.popitem(last=False)
@@ -747,9 +814,6 @@ def _train_group(
                 if r.active:
                     record.update(lr=lr, seconds=seconds)
                     r.epoch(epoch, record, partial(programs.seed_state, state, i))
-            if programs.vmapped and current["progress"]:
-                for r in recs:
-                    r.writer.progress(epoch, setup.steps_per_epoch)
             interrupt.stop_point()
     except KeyboardInterrupt:
         for r in recs:
@@ -768,7 +832,8 @@ def fit(
         cfg: the validated config.
         data: the loaded dataset (train, optional validation, test).
         writer: receives start, each epoch's metrics, checkpoints and the summary.
-        progress: report steps within an epoch through a JAX callback (about 20 per epoch).
+        progress: report steps within an epoch to the writer (`_Programs.scan_epoch`: every
+            PROGRESS_SECONDS or so; the per-step loop: about 20 times an epoch).
         resume: continue a run from its saved state (`runs` reads it): the records from then
             on equal those of the run that was never stopped, bit for bit on one machine.
         quick: compile for a short fit (QUICK_OPTIONS): the linear reference on small data.
@@ -813,12 +878,12 @@ def _fit_deferred(
     resume: Optional[Resume] = None, quick: bool = False,
 ) -> list[FitResult]:
     setup = _setup(cfg, data)
-    current: dict[str, Any] = {"epoch": 0, "writer": writers[0], "progress": progress}
+    current: dict[str, Any] = {"epoch": 0, "writer": writers[0]}
 
     def on_step(step: Any) -> None:
         current["writer"].progress(current["epoch"], int(step))
 
-    programs = programs_for(cfg, setup, vmapped=vmapped, progress=progress, quick=quick).bind(cfg, setup, on_step if progress else None)
+    programs = programs_for(cfg, setup, vmapped=vmapped, quick=quick).bind(cfg, setup, on_step if progress else None)
     try:
         return _fit_groups(cfg, cfgs, data, writers, programs, setup, current, resume)
     finally:

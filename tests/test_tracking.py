@@ -280,25 +280,27 @@ def test_without_mlflow_a_clear_error_before_anything_is_written(logged, tmp_pat
         assert not (tmp_path / "runs").exists()
 
 
-def test_tensorboard_is_imported_without_pytorch(tmp_path):
-    """tensorboardX's writer imports torch when it is installed (1.3 s of every run); dnnlab
-    imports tensorboardX with torch hidden, and torch stays importable afterwards. A stand-in
-    `torch` on the path records whether it was imported."""
+def test_tensorboard_is_imported_without_pytorch_or_boto3(tmp_path):
+    """tensorboardX imports torch (1.3 s of every run) and boto3 (for s3:// folders) whenever they
+    are installed; dnnlab imports tensorboardX with them hidden, and both stay importable
+    afterwards. Stand-ins on the path record whether they were imported."""
     import subprocess
     import sys
     import textwrap
 
-    (tmp_path / "torch.py").write_text("import builtins\nbuiltins.TORCH_IMPORTED = True\nTensor = object\n")
+    for name in ("torch", "boto3"):
+        (tmp_path / f"{name}.py").write_text(f"import builtins\nbuiltins.{name.upper()}_IMPORTED = True\nTensor = object\n")
     code = textwrap.dedent(
         """
         import builtins, sys
         from dnnlab import tracking
         tracking._tensorboardx()
-        print(getattr(builtins, "TORCH_IMPORTED", False), "torch" in sys.modules)
-        import torch
-        print(getattr(builtins, "TORCH_IMPORTED", False))
+        seen = lambda: [getattr(builtins, f"{n.upper()}_IMPORTED", False) for n in ("torch", "boto3")]
+        print(*seen(), "torch" in sys.modules, "boto3" in sys.modules)
+        import torch, boto3
+        print(*seen())
         """
     )
     env = {**__import__("os").environ, "PYTHONPATH": f"{tmp_path}:{Path(__file__).resolve().parents[1]}"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout.split()
-    assert out == ["False", "False", "True"], out
+    assert out == ["False", "False", "False", "False", "True", "True"], out

@@ -75,7 +75,15 @@ def test_metrics_records_and_summary(digits):
     loss, acc = train.evaluate(result.params, x, y, model=train.models.build(cfg.model, 64, 10), chunk=100)
     assert float(loss) == pytest.approx(s["final"]["train_loss"], rel=1e-5)
     assert float(acc) == pytest.approx(s["final"]["train_accuracy"], rel=1e-6)
-    assert rec.steps and max(st for _, st in rec.steps) <= math.ceil(len(digits.train) / 64)
+    # progress within an epoch: the first epoch in slices (a twentieth of it each), the steps done
+    # after each; the slices are one program, so the numbers equal those of a run without progress
+    steps = math.ceil(len(digits.train) / 64)
+    first = [st for e, st in rec.steps if e == 1]
+    assert len(first) > 1 and first == sorted(set(first)) and first[-1] == steps, first
+    assert {st for e, st in rec.steps if e == 6} >= {steps}
+    quiet = train.fit(cfg, digits, progress=False).history
+    strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]
+    assert strip(quiet) == strip(result.history)
 
 
 def test_same_config_and_seed_give_identical_metrics(digits):
@@ -270,26 +278,28 @@ def test_the_persistent_compilation_cache_serves_a_second_process(tmp_path):
         counts = []
         jax.monitoring.register_event_listener(
             lambda name, **kw: counts.append(name) if name == "/jax/compilation_cache/cache_hits" else None)
-        r = CliRunner().invoke(app, ["run", "configs/quickstart.yaml", "--out", sys.argv[1], "--quiet",
+        r = CliRunner().invoke(app, ["run", "configs/quickstart.yaml", "--out", sys.argv[1], *sys.argv[2:],
                                      "--set", "train.epochs=3", "--set", "diagnosis.reference=none"])
         assert r.exit_code == 0, r.output
         print(json.dumps(len(counts)))
         """
     )
 
-    def run(out, **env):
+    def run(out, *args, **env):
         full = {**os.environ, "DNNLAB_CACHE": str(tmp_path / "cache"), **env}
-        result = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True, env=full, check=True)
+        result = subprocess.run([sys.executable, "-c", code, str(out), *args], capture_output=True, text=True, env=full, check=True)
         (run_dir,) = out.iterdir()
         return json.loads(result.stdout.strip().splitlines()[-1]), read_metrics(run_dir)
 
     def same(a, b):
         return [{k: v for k, v in r.items() if k != "seconds"} for r in a] == [{k: v for k, v in r.items() if k != "seconds"} for r in b]
 
-    off, off_metrics = run(tmp_path / "off", DNNLAB_NO_COMPILE_CACHE="1")
+    off, off_metrics = run(tmp_path / "off", "--quiet", DNNLAB_NO_COMPILE_CACHE="1")
     assert not (tmp_path / "cache" / "xla").exists()
-    cold, cold_metrics = run(tmp_path / "cold")
+    cold, cold_metrics = run(tmp_path / "cold", "--quiet")
     assert len(list((tmp_path / "cache" / "xla").iterdir())) >= 3
+    # the rerun shows its progress (as a run without --quiet does): its epoch, run in slices,
+    # is the same program, and one without a host callback, which JAX would never cache
     warm, warm_metrics = run(tmp_path / "warm")
     # cache hits: none without the cache or on the first run; every program (init, epoch, and
     # the evaluation with the instruments) on the second
