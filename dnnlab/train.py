@@ -25,7 +25,7 @@ import numpy as np
 import optax
 
 import dnnlab
-from dnnlab import distributed, interrupt, losses, models, probes
+from dnnlab import distributed, interrupt, losses, models, probes, stored
 from dnnlab.config import Config, EarlyStoppingConfig, RegularizationConfig, data_seed, training_loop
 from dnnlab.data import Dataset
 from dnnlab.optim import hyperparameters, make_optimizer, with_hyperparameters
@@ -593,9 +593,10 @@ class _Programs:
     """The compiled epoch and measurement of a run, for one seed at a time or for N seeds
     vmapped over a leading axis (parameters, optimizer state and keys; the data is shared)."""
 
-    def __init__(self, cfg: Config, setup: _Setup, *, vmapped: bool, quick: bool = False) -> None:
+    def __init__(self, cfg: Config, setup: _Setup, *, vmapped: bool, quick: bool = False, key: Optional[str] = None) -> None:
         """The programs of `cfg`, bound to `setup`; the epoch reports its steps to the `on_step`
-        of the fit it is bound to (`bind`), if any; `quick`: compiled with QUICK_OPTIONS."""
+        of the fit it is bound to (`bind`), if any; `quick`: compiled with QUICK_OPTIONS; `key`
+        (`program_key`): the programs are kept on disk under it (`stored`), where that is on."""
         model, tx, reg = setup.model, setup.tx, cfg.regularization
         options = on_cpu(QUICK_OPTIONS) if quick else None
         self.vmapped, self.setup = vmapped, setup
@@ -624,14 +625,18 @@ class _Programs:
             else:
                 steps_fn = _folded(steps_fn)
             # no host callback inside: a program with one is never kept in the persistent cache
-            self.steps_jit = jax.jit(steps_fn, donate_argnums=(0, 1), compiler_options=options)
+            self.steps_jit = stored.wrap(jax.jit(steps_fn, donate_argnums=(0, 1), compiler_options=options), "epoch", key)
             self.step_seconds: Optional[float] = None
             self.epoch_fn = self.scan_epoch
-            self.eval_fn = jax.jit(evaluate_all, compiler_options=options)
+            self.eval_fn = stored.wrap(jax.jit(evaluate_all, compiler_options=options), "evaluation", key)
         else:  # the per-step loop (convolutional nets on the CPU); never vmapped
-            step_jit = jax.jit(partial(indexed_step, model=model, tx=tx, reg=reg, shard=shard), donate_argnums=0, compiler_options=options)
+            step_jit = stored.wrap(
+                jax.jit(partial(indexed_step, model=model, tx=tx, reg=reg, shard=shard), donate_argnums=0, compiler_options=options), "step", key
+            )
             n, batch_size = setup.n, setup.batch_size
-            batches_jit = jax.jit(lambda base, e: batches(n, batch_size, jax.random.fold_in(base, e)), compiler_options=options)
+            batches_jit = stored.wrap(
+                jax.jit(lambda base, e: batches(n, batch_size, jax.random.fold_in(base, e)), compiler_options=options), "batches", key
+            )
             stepwise = partial(stepwise_epoch, step_fn=step_jit, batches_fn=lambda keys: batches_jit(*keys), on_step=self._step, every=every)
             self.epoch_fn = lambda state, x_N, y_N, base, e, dropout_key: stepwise(state, x_N, y_N, (base, e), dropout_key)
             chunk_jit = jax.jit(partial(chunk_at, model=model, shard=shard), static_argnames="size", compiler_options=options)
@@ -639,8 +644,9 @@ class _Programs:
                 stepwise_evaluate, chunk_fn=chunk_jit, chunk=cfg.train.eval_batch_size, multiple=setup.devices
             )
         init = partial(init_state, model=model, tx=tx)
-        self.init_jit = jax.jit(jax.vmap(init, in_axes=(0, None)) if vmapped else init, compiler_options=options or on_cpu(ONCE_OPTIONS))
-        self.param_shapes = jax.eval_shape(init, np.int32(0), self.values)[0].params
+        self.init_jit = stored.wrap(
+            jax.jit(jax.vmap(init, in_axes=(0, None)) if vmapped else init, compiler_options=options or on_cpu(ONCE_OPTIONS)), "init", key
+        )
         self.probe_fn = self.measure_fn = None
         if setup.probe is not None:
             instruments = partial(probes.probe, model=model, tx=tx, reg=reg)
@@ -651,11 +657,14 @@ class _Programs:
                 # the evaluation and the instruments as one program (one compilation fewer)
                 self.eval_fn = None
                 measure_all = partial(_measure_all, evaluate_all=evaluate_one, instruments=instruments)
-                self.measure_fn = jax.jit(
-                    jax.vmap(measure_all, in_axes=(0, 0, None, None, None)) if vmapped else measure_all, compiler_options=options
+                self.measure_fn = stored.wrap(
+                    jax.jit(jax.vmap(measure_all, in_axes=(0, 0, None, None, None)) if vmapped else measure_all, compiler_options=options),
+                    "measure", key,
                 )
             else:
-                self.probe_fn = jax.jit(jax.vmap(instruments, in_axes=(0, 0, None, None)) if vmapped else instruments, compiler_options=options)
+                self.probe_fn = stored.wrap(
+                    jax.jit(jax.vmap(instruments, in_axes=(0, 0, None, None)) if vmapped else instruments, compiler_options=options), "probe", key
+                )
 
     def bind(self, cfg: Config, setup: Optional[_Setup], on_step: Optional[Callable[[Any], None]]) -> "_Programs":
         """These programs for a fit of `cfg` on `setup` (a config that differs from the one they
@@ -669,12 +678,15 @@ class _Programs:
 
     def scan_epoch(self, state: TrainState, x_N: Any, y_N: Any, base: Any, epoch: Any, dropout_key: Any) -> tuple[TrainState, dict]:
         """One epoch of the scan loop: one call of the steps program, or, when the fit shows
-        progress, slices of about PROGRESS_SECONDS each, reporting the steps done after each
-        (the same program, so the same numbers)."""
+        progress in one process, slices of about PROGRESS_SECONDS each, reporting the steps done
+        after each (the same program, so the same numbers)."""
         steps = self.setup.steps_per_epoch
         sums = _no_sums(steps, tuple(state.step.shape))
-        if self.on_step is None:
+        if self.on_step is None or distributed.process_count() > 1:
+            # several processes make every call together, and only process 0 shows progress:
+            # the whole epoch in one call, reported when it ends
             state, _, running = self.steps_jit(state, sums, x_N, y_N, base, epoch, dropout_key, np.int32(0), np.int32(steps))
+            self._step(steps)
             return state, running
         first = 0
         while first < steps:
@@ -755,7 +767,9 @@ def program_key(cfg: Config, setup: _Setup, *, vmapped: bool, quick: bool = Fals
 def programs_for(cfg: Config, setup: _Setup, *, vmapped: bool, quick: bool = False) -> _Programs:
     """The fit's programs: those of an earlier fit with the same `program_key`, else new ones."""
     key = program_key(cfg, setup, vmapped=vmapped, quick=quick)
-    programs = _PROGRAMS.pop(key, None) or _Programs(cfg, setup, vmapped=vmapped, quick=quick)
+    # programs over several devices or processes are left to jax.jit (and JAX's cache)
+    keep = key if setup.mesh is None and distributed.process_count() == 1 else None
+    programs = _PROGRAMS.pop(key, None) or _Programs(cfg, setup, vmapped=vmapped, quick=quick, key=keep)
     _PROGRAMS[key] = programs
     while len(_PROGRAMS) > PROGRAMS_KEPT:
         _PROGRAMS.popitem(last=False)
@@ -777,7 +791,8 @@ def _train_group(
         state, shuffle_key, dropout_key = programs.init_fn(np.asarray(seeds, np.int32))
     else:
         state, shuffle_key, dropout_key = programs.init_fn(np.int32(seeds[0]))
-    like = programs.param_shapes  # the state's buffers are donated: keep the shapes
+    # the state's buffers are donated: keep the parameters' shapes (of one seed)
+    like = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape[1:] if programs.vmapped else a.shape, a.dtype), state.params)
     start = 1
     if resume is not None:  # one seed: the saved state replaces the initial one, the keys stay
         treedef = jax.tree_util.tree_structure(state)

@@ -32,6 +32,9 @@ from dnnlab import compare, runs
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs" / "lecture"
+# a sweep's members in this many worker processes at once: a lecture run is mostly compiling,
+# one program at a time per process, so two processes keep two cores busy
+WORKERS = min(2, os.cpu_count() or 1)
 MIN_SEEDS = 2  # a side with fewer seeds has no spread to judge by
 SAME_WITHIN = 0.03  # a "same" claim also needs a noise band no wider than 3 points
 CLAIMS = ("higher", "lower", "same", "not lower")  # what B is claimed to be against A
@@ -165,7 +168,7 @@ class LectureError(Exception):
     """The lecture cannot be run (bad input); `str()` is the message."""
 
 
-def run_section(config_name: str, out: Path) -> Result:
+def run_section(config_name: str, out: Path, workers: Optional[int] = None) -> Result:
     from dnnlab import config, sweep
 
     t0 = time.perf_counter()
@@ -176,7 +179,7 @@ def run_section(config_name: str, out: Path) -> Result:
         raise LectureError(f"{path}: {exc}") from None
     job = sweep.Sweep.create(out, p.base["name"], str(path.relative_to(ROOT)), p.base, p.grid, p.seeds, p.variants)
     print(f"== {config_name}: {len(job.members)} runs in {job.path}", flush=True)
-    sweep.run(job, on_end=lambda m: print(f"   {m['index']:03d} {' '.join(m['overrides'])}: {m['status']} {m.get('verdict') or m.get('error', '')}", flush=True))
+    sweep.run(job, workers=workers, on_end=lambda m: print(f"   {m['index']:03d} {' '.join(m['overrides'])}: {m['status']} {m.get('verdict') or m.get('error', '')}", flush=True))
     failed = [m for m in job.members if m["status"] == "failed"]
     if failed:
         raise LectureError(f"{config_name}: {len(failed)} of {len(job.members)} runs failed; the first: {failed[0].get('error')}")
@@ -651,6 +654,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="write DIR/lecture.md, DIR/lecture/*.png and the runs under DIR/runs "
                         "(default: docs/lecture.md, docs/lecture/, runs under runs/lecture)")
     parser.add_argument("--only", type=int, choices=[s.number for s in SECTIONS], default=None, help="judge one claim (needs --out)")
+    parser.add_argument("--workers", type=int, default=WORKERS, help="run each sweep's members in this many processes at once "
+                        f"(default {WORKERS}: the cores, at most 2); 0 runs them one after another in this process")
     args = parser.parse_args(argv)
     if args.only is not None and args.out is None:
         parser.error("--only writes a partial document: give --out DIR (docs/lecture.md holds every claim)")
@@ -676,7 +681,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             res = []
             for name in spec.configs:
                 if name not in cache:
-                    cache[name] = run_section(name, run_dir)
+                    cache[name] = run_section(name, run_dir, args.workers or None)
                 res.append(cache[name])
             checks, lines = spec.fn(*res, plots)
             secs = time.perf_counter() - t0  # claim 8 reuses claim 7's runs: its own time is the evaluation

@@ -262,8 +262,9 @@ def test_a_quickstart_run_compiles_a_handful_of_programs(tmp_path):
 
 
 def test_the_persistent_compilation_cache_serves_a_second_process(tmp_path):
-    """A rerun in a new process loads its programs from <cache>/xla instead of compiling them,
-    with the same metrics; DNNLAB_NO_COMPILE_CACHE=1 writes no cache."""
+    """A rerun in a new process loads its programs from <cache>/programs (dnnlab's own store:
+    no tracing, no lowering, no compiling), with the same metrics; DNNLAB_NO_COMPILE_CACHE=1
+    writes no cache."""
     import os
     import subprocess
     import sys
@@ -274,14 +275,20 @@ def test_the_persistent_compilation_cache_serves_a_second_process(tmp_path):
         import json, sys
         import jax.monitoring
         from typer.testing import CliRunner
+        from dnnlab import stored
         from dnnlab.cli import app
-        counts = []
-        jax.monitoring.register_event_listener(
-            lambda name, **kw: counts.append(name) if name == "/jax/compilation_cache/cache_hits" else None)
+        counts = {"hits": 0, "stored": 0, "compiles": 0}
+        def listen(name, **kw):
+            key = {stored.HIT: "hits", stored.STORED: "stored"}.get(name)
+            if key:
+                counts[key] += 1
+        jax.monitoring.register_event_listener(listen)
+        jax.monitoring.register_event_duration_secs_listener(
+            lambda name, d, **kw: counts.update(compiles=counts["compiles"] + 1) if name == "/jax/core/compile/backend_compile_duration" else None)
         r = CliRunner().invoke(app, ["run", "configs/quickstart.yaml", "--out", sys.argv[1], *sys.argv[2:],
                                      "--set", "train.epochs=3", "--set", "diagnosis.reference=none"])
         assert r.exit_code == 0, r.output
-        print(json.dumps(len(counts)))
+        print(json.dumps(counts))
         """
     )
 
@@ -295,16 +302,61 @@ def test_the_persistent_compilation_cache_serves_a_second_process(tmp_path):
         return [{k: v for k, v in r.items() if k != "seconds"} for r in a] == [{k: v for k, v in r.items() if k != "seconds"} for r in b]
 
     off, off_metrics = run(tmp_path / "off", "--quiet", DNNLAB_NO_COMPILE_CACHE="1")
-    assert not (tmp_path / "cache" / "xla").exists()
+    assert not (tmp_path / "cache" / "xla").exists() and not (tmp_path / "cache" / "programs").exists()
     cold, cold_metrics = run(tmp_path / "cold", "--quiet")
     assert len(list((tmp_path / "cache" / "xla").iterdir())) >= 3
     # the rerun shows its progress (as a run without --quiet does): its epoch, run in slices,
-    # is the same program, and one without a host callback, which JAX would never cache
+    # is the same program, and one without a host callback (which could never be kept)
     warm, warm_metrics = run(tmp_path / "warm")
-    # cache hits: none without the cache or on the first run; every program (init, epoch, and
-    # the evaluation with the instruments) on the second
-    assert (off, cold) == (0, 0) and warm >= 3, (off, cold, warm)
+    # init, epoch, and the evaluation with the instruments: compiled and stored on the first run,
+    # loaded on the second, which compiles at most the odd eager operation
+    assert off["hits"] == off["stored"] == 0 and off["compiles"] >= 3, off
+    assert cold["hits"] == 0 and cold["stored"] >= 3, cold
+    assert warm["hits"] >= 3 and warm["stored"] == 0 and warm["compiles"] <= cold["compiles"] - 3, (cold, warm)
     assert same(off_metrics, cold_metrics) and same(cold_metrics, warm_metrics)
+
+
+def test_stored_programs_are_keyed_by_what_shapes_them_and_a_damaged_one_is_compiled_again(digits, tmp_path, monkeypatch):
+    """dnnlab's program store (<cache>/programs): a run that differs only in injected numbers (the
+    learning rate) loads the programs of an earlier one; a new width stores new ones; a damaged
+    file is deleted and its program compiled again, with the same numbers."""
+    import jax.monitoring
+
+    from dnnlab import stored
+
+    monkeypatch.setenv("DNNLAB_CACHE", str(tmp_path / "cache"))
+    events: list[str] = []
+    listen = lambda name, **kw: events.append(name) if name in (stored.HIT, stored.STORED) else None  # noqa: E731
+    folder = tmp_path / "cache" / "programs"
+
+    def fit(**dotted):
+        train._PROGRAMS.clear()  # as a new process would: nothing reused in memory
+        del events[:]
+        cfg = make_cfg(**{**SMALL, "train.epochs": 2, "model.hidden": [32], **dotted})
+        history = train.fit(cfg, digits, progress=False).history
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in history], events.count(stored.HIT), events.count(stored.STORED)
+
+    jax.monitoring.register_event_listener(listen)
+    try:
+        first, hits, written = fit(**{"optimizer.lr": 0.01})
+        assert (hits, written) == (0, 3)
+        files = sorted(folder.iterdir())
+        again, hits, written = fit(**{"optimizer.lr": 0.01})
+        assert (hits, written) == (3, 0) and again == first
+        other_lr, hits, written = fit(**{"optimizer.lr": 0.02})
+        assert (hits, written) == (3, 0) and other_lr != first and sorted(folder.iterdir()) == files
+        _, hits, written = fit(**{"model.hidden": [16]})
+        assert (hits, written) == (0, 3) and len(list(folder.iterdir())) == 6
+        for path in files:
+            path.write_bytes(b"not a program")
+        # compiled again: JAX's own cache serves the programs, and what it serves is not stored
+        # again (an executable loaded from there, serialized once more, lacks kernels)
+        repaired, hits, written = fit(**{"optimizer.lr": 0.01})
+        assert (hits, written) == (0, 0) and repaired == first
+        assert not any(path.exists() for path in files)
+    finally:
+        jax.monitoring.unregister_event_listener(listen)
+        train._PROGRAMS.clear()
 
 
 def test_runs_that_differ_only_in_optimizer_numbers_share_their_compiled_programs(digits, tmp_path, monkeypatch):
