@@ -108,15 +108,20 @@ def main() -> None:
     fresh = lambda: train.TrainState(jax.tree_util.tree_map(jnp.copy, params), tx.init(params), jnp.zeros((), jnp.int32))
     common = dict(model=model, tx=tx, reg=cfg.regularization, batch_size=args.batch)
 
-    scan_epoch = jax.jit(partial(train.train_epoch, **common), donate_argnums=0)
+    # the program a run trains with: its steps from `first` to `last` (inputs), one call an epoch
     steps_jit = jax.jit(partial(train.train_steps, **common), donate_argnums=(0, 1))
+
+    def scan_epoch(state, x_N, y_N, key, dropout_key):
+        carry = train.new_epoch(steps, args.batch, ())
+        state, _, running = steps_jit(state, carry, x_N, y_N, key, dropout_key, np.int32(0), np.int32(steps))
+        return state, running
 
     def sliced_epoch(state, key):
         """The epoch in 20 slices, waiting for each (what a run showing progress does)."""
-        sums, size = train._no_sums(steps, ()), max(1, steps // 20)
+        carry, size = train.new_epoch(steps, args.batch, ()), max(1, steps // 20)
         for first in range(0, steps, size):
-            state, sums, _ = steps_jit(state, sums, x_N, y_N, key, dropout_key, np.int32(first), np.int32(min(steps, first + size)))
-            jax.block_until_ready(sums)
+            state, carry, _ = steps_jit(state, carry, x_N, y_N, key, dropout_key, np.int32(first), np.int32(min(steps, first + size)))
+            jax.block_until_ready(carry)
         return state
     step = jax.jit(partial(train.train_step, model=model, tx=tx, reg=cfg.regularization), donate_argnums=0)
 

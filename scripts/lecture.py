@@ -32,9 +32,10 @@ from dnnlab import compare, runs
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs" / "lecture"
-# a sweep's members in this many worker processes at once: a lecture run is mostly compiling,
-# one program at a time per process, so two processes keep two cores busy
-WORKERS = min(2, os.cpu_count() or 1)
+# a sweep's members one after another in this process by default: the lecture's runs are mostly
+# training, which XLA already spreads over the cores (2 worker processes on 2 cores measured 360 s
+# against 370 s one after another, within the noise)
+WORKERS = 0
 MIN_SEEDS = 2  # a side with fewer seeds has no spread to judge by
 SAME_WITHIN = 0.03  # a "same" claim also needs a noise band no wider than 3 points
 CLAIMS = ("higher", "lower", "same", "not lower")  # what B is claimed to be against A
@@ -598,12 +599,15 @@ def load() -> str:
 
 
 def cpu_minutes() -> float:
-    """CPU time (user and system) of this process so far, in minutes."""
+    """CPU time (user and system) of this process and of its finished worker processes so far, in minutes."""
     t = os.times()
-    return (t.user + t.system) / 60
+    return (t.user + t.system + t.children_user + t.children_system) / 60
 
 
-def write_doc(doc: Path, only: Optional[int], done: list[tuple[Spec, list[Check], list[str], float, int]], seconds: float, loads: tuple[str, str]) -> None:
+def write_doc(
+    doc: Path, only: Optional[int], done: list[tuple[Spec, list[Check], list[str], float, int]], seconds: float, loads: tuple[str, str],
+    workers: int = 0,
+) -> None:
     seeds = sorted({n for *_, n in done})
     head = [
         "# The lecture, reproduced", "",
@@ -614,10 +618,13 @@ def write_doc(doc: Path, only: Optional[int], done: list[tuple[Spec, list[Check]
         "the runs shared the cores with other work, and the runtime is longer than on a quiet machine). Seeds: "
         f"{' and '.join(str(s) for s in seeds)} per configuration (seeds 0, 1, ...: they vary the initialization, the "
         "shuffling and the dropout masks; the training subsample and validation split are the same for every seed, "
-        "`data.split_seed: 0`). Fashion-MNIST subsets. The seeds of a configuration run one after another as members of "
-        "its sweep (a sweep runs seeds as members; vmapping them measured about 1.1x on 2 CPU cores, "
-        "[speed.md](speed.md#several-seeds-trainseed_mode)); after a configuration's first seed, the others reuse its "
-        "compiled programs.", "",
+        "`data.split_seed: 0`). Fashion-MNIST subsets. The seeds of a configuration run as members of its sweep (a "
+        "sweep runs seeds as members; vmapping them measured about 1.1x on 2 CPU cores, "
+        "[speed.md](speed.md#several-seeds-trainseed_mode)), "
+        + (f"{workers} members at once, each in a worker process; a worker's later members reuse its compiled programs, "
+           "and a program that one worker has compiled is loaded from the cache by the other. " if workers > 1 else
+           "one after another; after a configuration's first seed, the others reuse its compiled programs. ")
+        + "A member's numbers do not depend on the process that trained it.", "",
         "**How a claim is judged.** Each claim is a set of checks, each comparing a measure between two configurations "
         "(mean ± standard deviation over the seeds, of the model each run kept). A claimed effect counts only when it "
         "exceeds the noise, by the rule of `dnnlab compare`'s comparative verdict (`compare.noise_band`): the largest "
@@ -654,8 +661,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="write DIR/lecture.md, DIR/lecture/*.png and the runs under DIR/runs "
                         "(default: docs/lecture.md, docs/lecture/, runs under runs/lecture)")
     parser.add_argument("--only", type=int, choices=[s.number for s in SECTIONS], default=None, help="judge one claim (needs --out)")
-    parser.add_argument("--workers", type=int, default=WORKERS, help="run each sweep's members in this many processes at once "
-                        f"(default {WORKERS}: the cores, at most 2); 0 runs them one after another in this process")
+    parser.add_argument("--workers", type=int, default=WORKERS, help="run each sweep's members in this many worker processes "
+                        "at once (default 0: one after another in this process)")
     args = parser.parse_args(argv)
     if args.only is not None and args.out is None:
         parser.error("--only writes a partial document: give --out DIR (docs/lecture.md holds every claim)")
@@ -701,7 +708,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"interrupted; the runs so far are under {run_dir}, no document written", file=sys.stderr)
         return 130
     seconds = time.perf_counter() - t_start
-    write_doc(doc, args.only, done, seconds, (load_start, load()))
+    write_doc(doc, args.only, done, seconds, (load_start, load()), args.workers)
     ok = all(c and all(x.ok for x in c) for _, c, *_ in done)
     print(f"wrote {doc} in {seconds / 60:.1f} minutes: {sum(1 for _, c, *_ in done if c and all(x.ok for x in c))} of {len(done)} claims reproduce")
     return 0 if ok else 1
