@@ -31,6 +31,7 @@ import jax
 # jax.monitoring events (tests count them)
 HIT, STORED = "/dnnlab/stored/hit", "/dnnlab/stored/write"
 
+
 @functools.cache
 def _source() -> str:
     """A digest of dnnlab's own source, and of the versions and flags that shape a compiled program."""
@@ -55,6 +56,7 @@ def _source_digest() -> str:
 
 
 def _signature(args: tuple[Any, ...]) -> str:
+    """The inputs' tree structure, and each leaf's shape, dtype and weak type."""
     leaves, tree = jax.tree_util.tree_flatten(args)
     avals = [(tuple(getattr(x, "shape", ())), str(getattr(x, "dtype", type(x).__name__)), bool(getattr(x, "weak_type", False))) for x in leaves]
     return repr((str(tree), avals))
