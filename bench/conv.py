@@ -1,7 +1,10 @@
 """Why dnnlab trains CNNs with a per-step loop on the CPU, measured: the Fashion-MNIST CNN step
 (2 conv+pool blocks 32/64, dense 256, batch 128) called from Python against the same step inside
-a `lax.scan` (what `train.loop: scan` compiles), and XLA's convolution forward against its
-gradients.
+a `lax.scan` (what `train.loop: scan` compiles), XLA's convolution forward against its
+gradients, and two ways of computing the filter gradient with matrix products instead of XLA's
+convolution (tried to close the gap to PyTorch on the CPU; neither did, see docs/speed.md):
+im2col (`lax.conv_general_dilated_patches`, then one matrix product) and one matrix product per
+kernel offset of the shifted inputs.
 
     python bench/conv.py [--steps 20]
 """
@@ -66,6 +69,31 @@ def main() -> None:
         dx = timed(jax.jit(jax.grad(loss, argnums=0)), xs, ws)
         print(f"  conv {h}x{h} {cin}->{cout}: forward {1000 * fwd:.1f} ms, "
               f"filter gradient {1000 * dw:.1f} ms, input gradient {1000 * dx:.1f} ms (each with its forward)")
+        # the filter gradient alone, given the output's gradient: XLA's against the matrix-product forms
+        dy = jax.random.normal(jax.random.PRNGKey(5), (batch, h, h, cout))
+        xla_dw = jax.jit(lambda d: jax.vjp(models.conv2d, xs, ws)[1](d)[1])
+        want = xla_dw(dy)
+        row = [f"XLA {1000 * timed(xla_dw, dy):.1f} ms"]
+        for name, form in (("im2col", filter_gradient_im2col), ("shifted products", filter_gradient_shifted)):
+            got = jax.jit(partial(form, xs))
+            err = float(jnp.max(jnp.abs(got(dy) - want)) / jnp.max(jnp.abs(want)))
+            row.append(f"{name} {1000 * timed(got, dy):.1f} ms (relative difference {err:.0e})")
+        print("    filter gradient alone: " + ", ".join(row))
+
+
+def filter_gradient_im2col(x_BHWC: jax.Array, dy_BHWO: jax.Array, k: int = 3) -> jax.Array:
+    """dL/dw of a 'SAME' 3x3 convolution as one matrix product of the input's patches (HWIO)."""
+    patches = jax.lax.conv_general_dilated_patches(x_BHWC, (k, k), (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    g_PO = jnp.einsum("bhwp,bhwo->po", patches, dy_BHWO)  # patch features ordered (C, kh, kw)
+    return g_PO.reshape(x_BHWC.shape[-1], k, k, -1).transpose(1, 2, 0, 3)
+
+
+def filter_gradient_shifted(x_BHWC: jax.Array, dy_BHWO: jax.Array, k: int = 3) -> jax.Array:
+    """dL/dw as one matrix product per kernel offset: the padded input shifted by it, against dy."""
+    pad, (h, w) = k // 2, x_BHWC.shape[1:3]
+    xp = jnp.pad(x_BHWC, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    rows = [jnp.einsum("bhwc,bhwo->co", xp[:, i : i + h, j : j + w, :], dy_BHWO) for i in range(k) for j in range(k)]
+    return jnp.stack(rows).reshape(k, k, x_BHWC.shape[-1], -1)
 
 
 if __name__ == "__main__":
