@@ -7,7 +7,7 @@ resnet-20 and resnet-56 with and without shortcuts (batch norm, 32x32x3 inputs).
 MLP: compile = first epoch minus a steady epoch; step = steady
 epoch / steps. The epoch is dnnlab's: one jitted lax.scan over the minibatches.
 ResNet: dnnlab trains convolutional nets with a per-step loop (convolutions inside a scan are
-~25x slower on the CPU, bench/conv.py), so compile = first step minus a steady step.
+~11x slower on the CPU, bench/conv.py), so compile = first step minus a steady step.
 The `auto` column is what `train.stack: auto` picks (models.plan_stack).
 """
 

@@ -330,7 +330,7 @@ class ModelConfig(_Section):
 
 def training_loop(cfg: "Config") -> str:
     """`train.loop` resolved: auto is the per-step loop for convolutional nets (XLA:CPU runs
-    convolutions inside a while loop about 25x slower; bench/conv.py) and one scan per epoch otherwise."""
+    convolutions inside a while loop about 11x slower; bench/conv.py) and one scan per epoch otherwise."""
     if cfg.train.loop != "auto":
         return cfg.train.loop
     return "steps" if cfg.model.arch in ("cnn", "resnet") else "scan"
@@ -352,7 +352,7 @@ def stack_plan(model: ModelConfig, stack: str = "auto", unroll: Optional[int] = 
 
     A stack shorter than 2 layers, and a batch-normalized mlp or cnn, is always unrolled; auto
     scans an mlp or cnn stack of SCAN_FROM_LAYERS layers or more and keeps resnets unrolled (their
-    convolutions run about 25x slower inside a scan on XLA:CPU; bench/conv.py). The same rule as
+    convolutions run about 11x slower inside a scan on XLA:CPU; bench/conv.py). The same rule as
     models.plan_stack (tests/test_registries.py holds the two equal).
     """
     if stack == "unrolled" or stack_length(model) < 2 or (model.arch != "resnet" and model.norm == "batch"):
@@ -580,7 +580,7 @@ class TrainConfig(_Section):
     loop: LoopName = Field(
         "auto",
         description="scan: a whole epoch in one compiled lax.scan; steps: a Python loop over a compiled step; "
-        "auto: steps for cnn and resnet (XLA's CPU convolutions are about 25x slower inside a scan; bench/conv.py), "
+        "auto: steps for cnn and resnet (XLA's CPU convolutions are about 11x slower inside a scan; bench/conv.py), "
         "scan otherwise",
     )
     train_eval_size: Optional[Int] = Field(

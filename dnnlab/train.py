@@ -92,7 +92,7 @@ def _batch(x_N, y_N, idx_B, w_B, shard: Optional[Callable[[Any], Any]]):
 
 def stepwise_epoch(state, x_N, y_N, shuffle_key, dropout_key, *, step_fn, batches_fn, on_step=None, every=1):
     """The same epoch as `train_epoch`, as a Python loop over a jitted step: on the CPU, XLA runs
-    convolutions inside a while loop (lax.scan) about 25x slower than outside one
+    convolutions inside a while loop (lax.scan) about 11x slower than outside one
     (bench/conv.py), so convolutional models train this way."""
     idx_SxB, w_SxB = batches_fn(shuffle_key)
     ce_sum = correct = 0.0

@@ -161,9 +161,9 @@ def test_project_files_speak_of_the_project_alone(path):
 
 @pytest.mark.parametrize("path", _project_texts(), ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_conv_in_scan_slowdown_is_stated_one_way(path):
-    # bench/conv.py measures about 25x; an older figure must not linger
-    stale = re.findall(r"\b20 ?x slower|\b20x\b", path.read_text(encoding="utf-8"))
-    assert not stale, f"{path.relative_to(ROOT)} gives the conv-in-scan slowdown as {stale}; it is about 25x"
+    # bench/conv.py measures about 11x (jax 0.10.2); older figures (20x, 25x) must not linger
+    stale = re.findall(r"\b2[05] ?x slower|\b2[05]x\b", path.read_text(encoding="utf-8"))
+    assert not stale, f"{path.relative_to(ROOT)} gives the conv-in-scan slowdown as {stale}; it is about 11x"
 
 
 def test_outside_pattern_can_fail():

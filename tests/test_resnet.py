@@ -233,7 +233,7 @@ def test_stack_plan_by_depth_and_setting():
     assert not models.plan_stack(mlp(56)).scanned
     assert models.plan_stack(mlp(56), "unrolled") == models.StackPlan(False)
     assert models.plan_stack(mlp(10), "scanned", 3) == models.StackPlan(True, 3)
-    # convolutions inside a scan are ~25x slower on the CPU: resnets stay unrolled there
+    # convolutions inside a scan are ~11x slower on the CPU: resnets stay unrolled there
     assert not models.plan_stack(resnet(9)).scanned
     assert models.plan_stack(resnet(9), "scanned").scanned
     residual = make_cfg(**{"model.depth": 9, "model.residual": True}).model
