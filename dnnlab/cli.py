@@ -56,6 +56,20 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Datasets: where they are found, and downloading them.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+# the commands that train, and so compile and fit linear references that the cache folder keeps
+TRAINING_COMMANDS = ("run", "sweep", "fix", "check")
+
+
+@app.callback()
+def _before_command(ctx: typer.Context) -> None:
+    """Before a command that trains: a cache folder that cannot be written is said once (the
+    runs go on without it)."""
+    if ctx.invoked_subcommand in TRAINING_COMMANDS:
+        from dnnlab.runs import cache_problem
+
+        problem = cache_problem()
+        if problem is not None:
+            err_console.print(f"warning: {problem}", markup=False)
 
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)

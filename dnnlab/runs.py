@@ -222,6 +222,29 @@ def cache_root() -> Path:
     return Path(os.environ.get("DNNLAB_CACHE") or Path("~/.cache/dnnlab").expanduser())
 
 
+_CACHE_PROBLEMS: dict[str, Optional[str]] = {}
+
+
+def cache_problem() -> Optional[str]:
+    """Why `cache_root()` cannot be used (it cannot be created or written), or None; checked once
+    per folder in a process. Where it cannot, compiled programs and references are not kept
+    (`train.use_compile_cache`, `stored.folder`) and the runs go on."""
+    root = cache_root()
+    if str(root) not in _CACHE_PROBLEMS:
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=root)
+            os.close(fd)
+            os.unlink(probe)
+            _CACHE_PROBLEMS[str(root)] = None
+        except OSError as exc:
+            _CACHE_PROBLEMS[str(root)] = (
+                f"the cache folder {root} cannot be written ({exc.strerror or exc}): compiled programs and linear "
+                "references are not kept, so each run compiles and fits them again; set DNNLAB_CACHE to a writable folder"
+            )
+    return _CACHE_PROBLEMS[str(root)]
+
+
 def new_run_dir(parent: Path, name: str, now: Optional[float] = None) -> Path:
     """Create `parent/<name>-<YYYYMMDD-HHMMSS>-<4 hex>/`, never reusing an existing folder."""
     parent.mkdir(parents=True, exist_ok=True)

@@ -217,6 +217,27 @@ def test_a_full_disk_is_a_failed_run_with_its_reason(tmp_path, monkeypatch):
     assert summary["status"] == "failed" and "No space left" in summary["reason"] and summary["epochs_run"] == 1
 
 
+def test_a_cache_folder_that_cannot_be_written_is_said_once_and_the_run_goes_on(tmp_path, monkeypatch):
+    from dnnlab import stored, train
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("DNNLAB_CACHE", str(blocker / "cache"))
+    result = runner.invoke(app, ["run", "configs/quickstart.yaml", "--out", str(tmp_path / "runs"), "--quiet", "--set", "train.epochs=2"])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 0, result.output
+    assert said.count(f"warning: the cache folder {blocker / 'cache'} cannot be written") == 1, said
+    assert "set DNNLAB_CACHE to a writable folder" in said and "UserWarning" not in said
+    # the run is whole and diagnosed with its reference, which was fitted but not kept
+    (run,) = (tmp_path / "runs").iterdir()
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["reference"]["train_accuracy"] > 0.5
+    assert (run / "report.md").exists() and (run / "curves.png").exists()
+    assert train.use_compile_cache() is None and stored.folder() is None
+    # a command that does not train says nothing of it
+    assert "cache folder" not in runner.invoke(app, ["validate", "configs/quickstart.yaml"]).output
+
+
 def test_the_writer_thread_keeps_the_order_and_raises_a_failure_at_the_next_call():
     """runs.Background: the calls reach the writers in order; a write that fails stops every
     later one and is raised in the caller's thread by its next call (the training loop)."""
