@@ -245,6 +245,12 @@ def cache_problem() -> Optional[str]:
     return _CACHE_PROBLEMS[str(root)]
 
 
+def compiled_cache_off() -> bool:
+    """Whether compiled programs are not kept on disk (JAX's cache and dnnlab's store): with
+    DNNLAB_NO_COMPILE_CACHE=1, or when the cache folder cannot be written (`cache_problem`)."""
+    return os.environ.get("DNNLAB_NO_COMPILE_CACHE", "") not in ("", "0") or cache_problem() is not None
+
+
 def new_run_dir(parent: Path, name: str, now: Optional[float] = None) -> Path:
     """Create `parent/<name>-<YYYYMMDD-HHMMSS>-<4 hex>/`, never reusing an existing folder."""
     parent.mkdir(parents=True, exist_ok=True)

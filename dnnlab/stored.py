@@ -138,11 +138,9 @@ def _listen() -> None:
 
 def folder() -> Optional[Path]:
     """Where programs are kept (`<cache>/programs`), or None when compiled programs are not kept."""
-    from dnnlab.runs import cache_problem, cache_root
+    from dnnlab.runs import cache_root, compiled_cache_off
 
-    if os.environ.get("DNNLAB_NO_COMPILE_CACHE", "") not in ("", "0") or cache_problem() is not None:
-        return None
-    return cache_root() / "programs"
+    return None if compiled_cache_off() else cache_root() / "programs"
 
 
 def wrap(jitted: Callable[..., Any], name: str, key: Optional[str]) -> Callable[..., Any]:

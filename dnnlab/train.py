@@ -30,7 +30,7 @@ from dnnlab.config import Config, EarlyStoppingConfig, RegularizationConfig, dat
 from dnnlab.data import Dataset
 from dnnlab.optim import hyperparameters, make_optimizer, with_hyperparameters
 from dnnlab.checkpoints import flatten_params, unflatten_params
-from dnnlab.runs import FINISHED, METRICS, Writer, cache_problem, cache_root
+from dnnlab.runs import FINISHED, METRICS, Writer, cache_root, compiled_cache_off
 
 class TrainState(NamedTuple):
     params: Any
@@ -307,11 +307,10 @@ def use_compile_cache() -> Optional[Path]:
     """Keep compiled programs in `<cache>/xla` (JAX's persistent compilation cache), so a rerun
     or a sweep member in a new process loads them instead of compiling; off with
     DNNLAB_NO_COMPILE_CACHE=1, or when the cache folder cannot be written
-    (`runs.cache_problem`). Returns the folder, or None when off."""
+    (`runs.compiled_cache_off`). Returns the folder, or None when off."""
     from jax.experimental.compilation_cache import compilation_cache
 
-    off = os.environ.get("DNNLAB_NO_COMPILE_CACHE", "") not in ("", "0") or cache_problem() is not None
-    folder = None if off else cache_root() / "xla"
+    folder = None if compiled_cache_off() else cache_root() / "xla"
     if jax.config.jax_compilation_cache_dir != (str(folder) if folder else None):
         # a new folder in the same process (tests, benchmarks): JAX's cache object keeps the
         # folder it was first opened on unless it is reset
