@@ -40,6 +40,7 @@ LoopName = Literal["auto", "scan", "steps"]
 StackName = Literal["auto", "unrolled", "scanned"]
 SeedModeName = Literal["auto", "vmap", "sequential"]
 ReferenceName = Literal["linear", "none"]
+PretrainName = Literal["none", "rbm"]
 
 ACTIVATIONS: tuple[str, ...] = get_args(ActivationName)
 # Each dataset's images (H, W, C) and classes as published; data.py refuses files whose labels
@@ -89,6 +90,11 @@ MAX_MODEL_BYTES = 64 << 30
 FALLBACK_MEMORY_BYTES = 8 << 30
 MAX_SWEEP_MEMBERS = 10_000  # a larger sweep needs --yes
 DEFAULT_TEST_SPLIT = 0.2  # data.test_split of csv, npz and folder data without a test set
+# the pretrain section's defaults: measured on the digits (6 sigmoid layers of 256, plain SGD;
+# bench/pretrain.py, docs/config.md "Greedy layer-wise pretraining")
+PRETRAIN_EPOCHS = 20
+PRETRAIN_BATCH = 16
+PRETRAIN_INIT_SCALE = 1.0
 
 
 def _not_bool(value: Any) -> Any:
@@ -247,6 +253,12 @@ class ModelConfig(_Section):
         None,
         description="batch: batch normalization before each activation (running statistics at evaluation); "
         "default batch for resnet, none otherwise",
+    )
+    pretrain: PretrainName = Field(
+        "none",
+        description="rbm: before training, each hidden layer of a sigmoid mlp in turn is trained as a restricted "
+        "Boltzmann machine (CD-k) on the layer below's hidden probabilities and initializes that layer (the "
+        "settings: the pretrain section; docs/config.md); none: the ordinary initialization",
     )
 
     @model_validator(mode="before")
@@ -707,6 +719,20 @@ class LoggingConfig(_Section):
     )
 
 
+class PretrainConfig(_Section):
+    """Greedy layer-wise RBM pretraining (model.pretrain: rbm; dnnlab/pretrain.py)."""
+
+    epochs: Int = Field(PRETRAIN_EPOCHS, ge=1, description="epochs of CD-k per hidden layer")
+    lr: Float = Field(0.1, gt=0.0, description="the RBMs' learning rate (plain SGD on the CD-k statistics)")
+    cd_steps: Int = Field(1, ge=1, le=100, description="k of CD-k: Gibbs steps from the data to the negative phase")
+    batch_size: Int = Field(PRETRAIN_BATCH, gt=0, description="examples per CD-k update")
+    init_scale: Float = Field(
+        PRETRAIN_INIT_SCALE, gt=0.0, le=10.0,
+        description="each RBM's weights start at this multiple of the layer's ordinary initial weights (model.init; "
+        "glorot_uniform under auto)",
+    )
+
+
 class Config(_Section):
     name: str = Field("run", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     seed: Int = Field(0, ge=0, lt=2**31, description="seeds the init, the splits, shuffling and dropout")
@@ -717,6 +743,7 @@ class Config(_Section):
     train: TrainConfig = TrainConfig()
     diagnosis: DiagnosisConfig = DiagnosisConfig()
     logging: LoggingConfig = LoggingConfig()
+    pretrain: PretrainConfig = Field(PretrainConfig(), description="the settings of model.pretrain: rbm")
     sweep: Optional[SweepConfig] = Field(None, description="used by `dnnlab sweep`; ignored by `dnnlab run`")
 
     @model_validator(mode="after")
@@ -739,6 +766,42 @@ class Config(_Section):
                 "above 0 (e.g. 0.1)"
             )
         return self
+
+    @model_validator(mode="after")
+    def _pretrain_supported(self) -> "Config":
+        problem = pretrain_problem(self)
+        if problem is not None:
+            raise ValueError(problem)
+        return self
+
+
+def pretrain_problem(cfg: "Config") -> Optional[str]:
+    """Why `cfg`'s model.pretrain cannot be honoured, or None: RBM pretraining is for the dense
+    hidden layers of a sigmoid mlp (Bernoulli hidden units) on inputs in [0, 1] (Bernoulli
+    visible units: data.normalize unit); anything else is refused before any JAX work."""
+    m = cfg.model
+    if m.pretrain == "none":
+        return None
+    fix = "set model.pretrain=none"
+    if m.arch != "mlp":
+        return f"model.pretrain: rbm pretrains the hidden layers of an mlp (model.arch mlp), not a {m.arch}; {fix}"
+    if m.activation != "sigmoid":
+        return (
+            f"model.pretrain: rbm needs sigmoid hidden units (model.activation sigmoid: an RBM's hidden units are "
+            f"Bernoulli, their probabilities a sigmoid), not {m.activation}; set model.activation=sigmoid, or {fix}"
+        )
+    if not m.layer_widths:
+        return f"model.pretrain: rbm needs at least one hidden layer (model.depth is 0); {fix}"
+    if m.norm != "none" or m.residual:
+        what = "model.norm batch" if m.norm != "none" else "model.residual true"
+        return f"model.pretrain: rbm pretrains plain sigmoid layers (a weight matrix and a bias), not with {what}; {fix}"
+    if cfg.data.normalize != "unit":
+        return (
+            f"model.pretrain: rbm's first RBM has Bernoulli visible units, which need inputs in [0, 1] (data.normalize "
+            f"unit), not standardized ones (Gaussian visible units are not supported); set "
+            f"data.normalize=unit, or {fix}"
+        )
+    return None
 
 
 # ---------------------------------------------------------------- loading and errors
@@ -1116,6 +1179,10 @@ def config_warnings(cfg: Config, raw: dict[str, Any]) -> list[str]:
         ignored("diagnosis.probe_size", "diagnosis.instruments is false (no probe batch)")
     if cfg.diagnosis.reference == "none" and given("diagnosis.reference_margin"):
         ignored("diagnosis.reference_margin", "diagnosis.reference is none")
+    if m.pretrain == "none":
+        for key in PretrainConfig.model_fields:
+            if given(f"pretrain.{key}"):
+                ignored(f"pretrain.{key}", "model.pretrain is none (no pretraining); set model.pretrain=rbm")
     return out
 
 

@@ -131,6 +131,13 @@ def unstack_params(params: Params) -> Params:
     return {**rest, "hidden": list(params["hidden"]) + unstack_tree(params["stack"], n)}
 
 
+def replace_hidden(params: Params, hidden: list[Params]) -> Params:
+    """`params` with its hidden layers replaced by `hidden` (one dict per layer, input to output),
+    in the layout of `params` (restacked when its stack is scanned)."""
+    flat = {**unstack_params(params), "hidden": list(hidden)}
+    return stack_params(flat) if "stack" in params else flat
+
+
 def layers(params: Params) -> list[Params]:
     """Every conv and hidden layer's dict, input to output, whatever the layout (the classifier
     excluded); for the per-layer instruments."""

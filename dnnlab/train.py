@@ -25,7 +25,7 @@ import numpy as np
 import optax
 
 import dnnlab
-from dnnlab import distributed, interrupt, losses, models, probes, stored
+from dnnlab import distributed, interrupt, losses, models, pretrain, probes, stored
 from dnnlab.config import Config, EarlyStoppingConfig, RegularizationConfig, data_seed, training_loop
 from dnnlab.data import Dataset
 from dnnlab.optim import hyperparameters, make_optimizer, with_hyperparameters
@@ -389,6 +389,7 @@ class _Setup:
     info: dict[str, Any]
     mesh: Any = None  # the 1-D ("data",) mesh of several devices; None for one device
     devices: int = 1
+    pretrain_x: Any = None  # the training inputs on the host, for model.pretrain (else None)
 
     def put(self, array: Any) -> jax.Array:
         """A host array on the device, or whole on every device of the mesh."""
@@ -442,7 +443,8 @@ def _setup(cfg: Config, data: Dataset) -> _Setup:
         "train_size": n, "batch_size": batch_size, "loop": loop,
         "stack": ("scanned" if plan.scanned else "unrolled") + (f" (unroll {plan.unroll})" if plan.scanned else ""),
     }
-    return _Setup(model, tx, schedule, x_N, y_N, splits, probe, n, batch_size, steps_per_epoch, loop, monitor, info, mesh, devices)
+    pretrain_x = data.train.x if cfg.model.pretrain != "none" else None
+    return _Setup(model, tx, schedule, x_N, y_N, splits, probe, n, batch_size, steps_per_epoch, loop, monitor, info, mesh, devices, pretrain_x)
 
 
 def init_state(
@@ -472,6 +474,7 @@ class _SeedRecord:
         self.active = True
         self.limit = math.inf
         self.t_start = time.perf_counter()
+        self.pretrain: Optional[dict[str, Any]] = None  # the pretraining's record (`pretrain.pretrain`)
 
     def initial(self, record: dict[str, Any]) -> None:
         self.history.append({"epoch": 0, **record})
@@ -498,7 +501,7 @@ class _SeedRecord:
             self.status, self.active = "stopped_early", False
         # what continuing needs, before the checkpoints: a kill between the two leaves a state
         # that `resume` can rewrite them from
-        self.writer.state(resume_arrays(epoch, host, self.stopper, self.best_arrays))
+        self.writer.state(resume_arrays(epoch, host, self.stopper, self.best_arrays, self.pretrain))
         self.writer.checkpoint("last", arrays)
         if improved:
             self.writer.checkpoint("best", arrays)
@@ -511,6 +514,7 @@ class _SeedRecord:
         self.stopper.best, self.stopper.best_epoch, self.stopper.wait = resume.early_stopping
         self.best_arrays = resume.best
         self.last_arrays = resume.last
+        self.pretrain = resume.pretrain
         self.stopper.should_stop = self.cfg.train.early_stopping.enabled and self.stopper.wait >= self.cfg.train.early_stopping.patience
         if self.stopper.should_stop:  # killed after early stopping decided, before the summary
             self.status, self.active = "stopped_early", False
@@ -551,6 +555,7 @@ class _SeedRecord:
             **({"processes": setup.info["processes"]} if setup.info["processes"] > 1 else {}),
             "loop": setup.loop,
             "stack": setup.info["stack"],
+            **({"pretrain": self.pretrain} if self.pretrain is not None else {}),
             "data": {
                 "dataset": data.name, "source": data.source, "train": setup.n,
                 "train_eval": int(setup.splits["train"][1].shape[0]),
@@ -563,14 +568,20 @@ class _SeedRecord:
         return FitResult(summary, final_params, history)
 
 
-def resume_arrays(epoch: int, state: TrainState, stopper: EarlyStopping, best: Optional[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+def resume_arrays(
+    epoch: int, state: TrainState, stopper: EarlyStopping, best: Optional[dict[str, np.ndarray]],
+    pretrained: Optional[dict[str, Any]] = None,
+) -> dict[str, np.ndarray]:
     """state.npz: the train state's leaves (parameters, optimizer state, step), the epoch, early
-    stopping's state and the best model, as plain arrays. The RNG keys follow from the seed."""
+    stopping's state and the best model, as plain arrays, and the pretraining's record (JSON
+    text) when the run was pretrained. The RNG keys follow from the seed."""
     out = {f"state.{i:04d}": np.asarray(leaf) for i, leaf in enumerate(jax.tree_util.tree_leaves(state))}
     out["epoch"] = np.asarray(epoch)
     out["early_stopping"] = np.asarray([stopper.best, -1 if stopper.best_epoch is None else stopper.best_epoch, stopper.wait], np.float64)
     for name, value in (best or {}).items():
         out[f"best.{name}"] = value
+    if pretrained is not None:
+        out["pretrain"] = np.asarray(json.dumps(pretrained))
     return out
 
 
@@ -584,6 +595,7 @@ class Resume:
     early_stopping: tuple[float, Optional[int], int]
     best: Optional[dict[str, np.ndarray]]
     last: dict[str, np.ndarray]
+    pretrain: Optional[dict[str, Any]] = None  # the pretraining's record, when the run was pretrained
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], history: list[dict[str, Any]]) -> "Resume":
@@ -598,7 +610,11 @@ class Resume:
         if [r["epoch"] for r in kept] != list(range(epoch + 1)):
             raise ValueError(f"metrics.jsonl does not hold epochs 0..{epoch}, which the state continues")
         best_arrays = {k[len("best."):]: v for k, v in arrays.items() if k.startswith("best.")} or None
-        return cls(epoch, kept, leaves, (best, None if best_epoch < 0 else int(best_epoch), int(wait)), best_arrays, {})
+        try:
+            pretrained = json.loads(str(arrays["pretrain"])) if "pretrain" in arrays else None
+        except ValueError as exc:
+            raise ValueError(f"not a resume state (its pretraining record: {exc})") from None
+        return cls(epoch, kept, leaves, (best, None if best_epoch < 0 else int(best_epoch), int(wait)), best_arrays, {}, pretrained)
 
 
 class _Programs:
@@ -803,6 +819,10 @@ def _train_group(
         state, shuffle_key, dropout_key = programs.init_fn(np.asarray(seeds, np.int32))
     else:
         state, shuffle_key, dropout_key = programs.init_fn(np.int32(seeds[0]))
+    if resume is None and setup.pretrain_x is not None:  # model.pretrain: before the first record
+        state, pretrained = pretrain.into_state(state, seeds, setup.pretrain_x, cfg, setup.put, programs.vmapped)
+        for r, record in zip(recs, pretrained):
+            r.pretrain = record
     # the state's buffers are donated: keep the parameters' shapes (of one seed)
     like = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape[1:] if programs.vmapped else a.shape, a.dtype), state.params)
     start = 1
