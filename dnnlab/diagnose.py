@@ -15,7 +15,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
-from dnnlab.config import Config, DiagnosisConfig, residual_blocks
+from dnnlab.config import Config, DiagnosisConfig, pretrain_problem, residual_blocks
 from dnnlab.runs import kept_metrics
 
 VERDICTS = ("good-fit", "overfitting", "failed-training", "diverged", "undertrained")
@@ -333,14 +333,25 @@ def _training_remedies(run: _Run, d: Diagnosis) -> None:
                 # sigmoid net is unstable, and Adam alone leaves a 10-layer sigmoid net at chance;
                 # the lecture's two remedies together train it, and so does batch norm
                 also = () if opt.name in ADAPTIVE else ("optimizer.name=adam", f"optimizer.lr={_g(USUAL_LR['adam'])}")
+                unpretrained = ("model.pretrain=none",)  # RBM pretraining is for plain sigmoid layers only
                 d.add_remedy(
                     "model.activation=relu",
                     f"{m.activation} squashes the gradient at every layer; ReLU passes it through"
                     + ("" if not also else ", and Adam at its usual lr scales each step (the lecture's two remedies)"),
-                    current=run.cfg, also=also,
+                    current=run.cfg, also=also + unpretrained,
                 )
                 if m.norm == "none":
-                    d.add_remedy("model.norm=batch", f"batch normalization keeps the {m.activation} units in their responsive range", current=run.cfg)
+                    d.add_remedy("model.norm=batch", f"batch normalization keeps the {m.activation} units in their responsive range", current=run.cfg, also=unpretrained)
+                rbm = run.cfg.model_copy(update={"model": m.model_copy(update={"pretrain": "rbm"})})
+                if pretrain_problem(rbm) is None:
+                    # measured (bench/pretrain.py, the same SGD): 10 sigmoid layers of 64 on the digits
+                    # (configs/recipe/deep-sigmoid-sgd.yaml) 0.10 -> 0.80-0.83 training accuracy, and
+                    # claim 9 of docs/lecture.md
+                    d.add_remedy(
+                        "model.pretrain=rbm", "greedy layer-wise RBM pretraining starts every sigmoid layer at features of "
+                        "the layer below, so the first layers are trained before the gradient has to reach them (the "
+                        "lecture's first remedy, before ReLU)", current=run.cfg,
+                    )
             elif opt.name not in ADAPTIVE:
                 d.add_optimizer("adam", "an adaptive learning rate per parameter rescues the small gradients of the early layers", run.cfg)
             if m.arch == "resnet":

@@ -334,20 +334,31 @@ def resume(run_dir: Path, overrides: Sequence[str] = (), shown: Optional[Shown] 
 
     try:
         arrays, _ = runs.read_state(run_dir)
-        state = train.Resume.from_arrays(arrays, history)
+        state: Optional[train.Resume] = train.Resume.from_arrays(arrays, history)
     except ValueError as exc:
-        raise ExperimentError(f"{run_dir}: {exc}") from None
+        if not _killed_pretraining(cfg, run_dir, history):
+            raise ExperimentError(f"{run_dir}: {exc}") from None
+        state = None  # killed while pretraining (no epoch saved yet): the run starts again, to the same bits
     ds = load_data(cfg)
     check_devices(cfg)
     if cfg.train.epochs != saved.train.epochs:
         runs.atomic_write_text(run_dir / runs.CONFIG, dump_yaml(cfg))
     with _known_failures(run_dir, "interrupted; the finished epochs are in the run folder, resume it again"), interrupt.deferred():
-        run_writer: runs.Writer = runs.RunDir(run_dir, "", history=state.history)
+        run_writer: runs.Writer = runs.RunDir(run_dir, "", history=state.history if state is not None else [])
         if (run_dir.parent / runs.SEEDS_MANIFEST).exists():
             run_writer = _SeedTag(run_writer, cfg.seed)  # a seed of a multi-seed folder keeps its tag
         if shown.announce is not None:
             shown.announce(run_dir)
         return _train_and_report(cfg, ds, run_dir, run_writer, shown, resume=state)
+
+
+def _killed_pretraining(cfg: Config, run_dir: Path, history: list[dict[str, Any]]) -> bool:
+    """Whether a pretrained run stopped before it saved its first epoch (during pretraining, or
+    before epoch 1 ended): no resume state at all and no record past epoch 0. Such a run is
+    started again in its folder (pretraining takes seconds, and the same seed repeats it bit for
+    bit); a damaged state is never overwritten."""
+    no_state = not (run_dir / runs.STATE).exists() and not (run_dir / runs.STATE_PREV).exists()
+    return cfg.model.pretrain != "none" and no_state and all(r.get("epoch", 0) == 0 for r in history)
 
 
 def execute_seeds(cfg: Config, ds: Dataset, out: Path, shown: Optional["Shown"] = None) -> SeedsOutcome:

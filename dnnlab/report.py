@@ -79,6 +79,35 @@ def plot_layers(history: list[dict[str, Any]], key: str, title: str, path: Path,
     return True
 
 
+def plot_pretrain(record: Optional[dict[str, Any]], path: Path) -> bool:
+    """The reconstruction error of each layer's RBM per pretraining epoch (summary.json's
+    `pretrain`); False when the run was not pretrained."""
+    layers = (record or {}).get("layers") or []
+    if not layers:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8.5, 4))
+    cmap = plt.get_cmap("viridis")
+    for i, layer in enumerate(layers):
+        errors = [(e, v) for e, v in enumerate(layer.get("reconstruction_error") or [], 1) if v is not None and v > 0]
+        if errors:
+            ax.plot(*zip(*errors), color=cmap(i / max(len(layers) - 1, 1)), marker=".",
+                    label=f"layer {layer.get('layer')} ({layer.get('seconds', 0):.1f} s)")
+    ax.set_yscale("log")
+    ax.set_xlabel("pretraining epoch")
+    ax.set_title(f"RBM reconstruction error (mean squared, per visible unit; log); {record.get('seconds', 0):.1f} s in all", y=1.0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small", ncol=2 if len(layers) > 12 else 1, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.subplots_adjust(left=0.09, right=0.70 if len(layers) > 12 else 0.80, bottom=0.12, top=0.91)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return True
+
+
 def write_plots(run_dir: Path, history: list[dict[str, Any]], summary: dict[str, Any]) -> list[tuple[str, str]]:
     """Draw the plots that the records allow; returns (file name, caption) pairs."""
     out = []
@@ -94,6 +123,11 @@ def write_plots(run_dir: Path, history: list[dict[str, Any]], summary: dict[str,
         name = key.replace("_fraction", "").replace("_evenness", "") + ".png"
         if plot_layers(history, key, title, run_dir / name):
             out.append((name, title[0].upper() + title[1:] + ", per layer"))
+    pre = summary.get("pretrain")
+    if plot_pretrain(pre, run_dir / "pretrain.png"):
+        out.append(("pretrain.png", f"Greedy layer-wise RBM pretraining before training (CD-{pre.get('cd_steps')}, "
+                    f"{pre.get('epochs')} epochs per layer, {pre.get('seconds', 0):.1f} s): each layer's reconstruction "
+                    "error per epoch"))
     return out
 
 
