@@ -142,7 +142,7 @@ _propagate_jit = jax.jit(hidden_probabilities)
 def train_rbm(
     w_init_VxH: Any, v_NxV: jax.Array, seed: int, layer: int, settings: PretrainConfig,
     on_epoch: Optional[Callable[[int, float], None]] = None,
-) -> tuple[RBM, list[float]]:
+) -> tuple[RBM, list[float], list[float]]:
     """Train layer `layer`'s RBM on `v_NxV` for `settings.epochs` epochs of CD-`settings.cd_steps`.
 
     Args:
@@ -151,21 +151,26 @@ def train_rbm(
         seed: the run's seed; layer: 0-based.
         on_epoch: told (epoch, reconstruction error) after each epoch.
     Returns:
-        (the trained RBM, the mean squared reconstruction error of each epoch).
+        (the trained RBM, the mean squared reconstruction error of each epoch, the seconds of
+        each epoch: the first includes compiling the layer shape's programs, once per process).
     """
     rbm = _start_jit(jax.device_put(np.asarray(w_init_VxH, np.float32)), v_NxV, np.float32(settings.init_scale))
     batch = min(settings.batch_size, v_NxV.shape[0])
     errors: list[float] = []
+    seconds: list[float] = []
+    t0 = time.perf_counter()
     for epoch in range(1, settings.epochs + 1):
         rbm, error = _epoch_jit(
             rbm, v_NxV, np.int32(seed), np.int32(layer), np.int32(epoch), np.float32(settings.lr),
             k=settings.cd_steps, batch_size=batch,
         )
-        errors.append(float(error))
+        errors.append(float(error))  # waits for the epoch
+        seconds.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
         if on_epoch is not None:
             on_epoch(epoch, errors[-1])
         interrupt.stop_point()
-    return rbm, errors
+    return rbm, errors, seconds
 
 
 def pretrain(params: Any, x_NxD: Any, cfg: Config, seed: int) -> tuple[Any, dict[str, Any]]:
@@ -179,7 +184,7 @@ def pretrain(params: Any, x_NxD: Any, cfg: Config, seed: int) -> tuple[Any, dict
     Returns:
         (the parameters with each hidden layer's w and b from its RBM, the rest unchanged;
         the record for summary.json: the settings, seconds in all, and per layer its shape,
-        seconds and reconstruction error per epoch). Ctrl-C stops between epochs
+        its seconds, and each epoch's seconds and reconstruction error). Ctrl-C stops between epochs
         (KeyboardInterrupt).
     """
     settings = cfg.pretrain
@@ -190,14 +195,14 @@ def pretrain(params: Any, x_NxD: Any, cfg: Config, seed: int) -> tuple[Any, dict
     layers: list[dict[str, Any]] = []
     for i, layer in enumerate(hidden):
         t0 = time.perf_counter()
-        rbm, errors = train_rbm(layer["w"], v, seed, i, settings)
+        rbm, errors, epoch_seconds = train_rbm(layer["w"], v, seed, i, settings)
         if i + 1 < len(hidden):
             v = jax.block_until_ready(_propagate_jit(rbm.w, rbm.hidden, v))  # the next layer's data
         w, b = jax.device_get((rbm.w, rbm.hidden))
         layer.update(w=np.asarray(w), b=np.asarray(b))
         layers.append({
             "layer": i + 1, "visible": int(w.shape[0]), "hidden": int(w.shape[1]),
-            "seconds": time.perf_counter() - t0, "reconstruction_error": errors,
+            "seconds": time.perf_counter() - t0, "epoch_seconds": epoch_seconds, "reconstruction_error": errors,
         })
     record = {
         "method": "rbm", **settings.model_dump(mode="json"), "train_size": int(v.shape[0]),

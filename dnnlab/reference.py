@@ -47,6 +47,7 @@ def reference_config(cfg: Config) -> Config:
     raw = cfg.model_dump(mode="json")
     raw.pop("sweep", None)
     raw.pop("logging", None)  # where the run is logged does not change its reference
+    raw.pop("pretrain", None)  # nor how its net was pretrained (the reference has no hidden layer)
     raw["name"] = f"{cfg.name}-reference"
     raw["seed"] = BUDGET["seed"]
     raw["data"]["split_seed"] = cfg.data.split_seed if cfg.data.split_seed is not None else cfg.seed

@@ -783,8 +783,9 @@ def program_key(cfg: Config, setup: _Setup, *, vmapped: bool, quick: bool = Fals
     injected = hyperparameters(cfg.optimizer, cfg.regularization)
     for section in ("optimizer", "regularization"):
         raw[section] = {k: ("<injected>" if k in injected else v) for k, v in raw[section].items()}
-    for key in ("name", "seed", "logging", "sweep"):
+    for key in ("name", "seed", "logging", "sweep", "pretrain"):
         raw.pop(key, None)
+    raw["model"].pop("pretrain", None)  # pretraining runs in programs of its own (dnnlab/pretrain.py)
     shapes = [(tuple(a.shape), str(a.dtype)) for a in (setup.x_N, setup.y_N, *(setup.probe or ()))]
     shapes += [(name, tuple(x.shape), tuple(y.shape)) for name, (x, y) in setup.splits.items()]
     facts = [setup.n, setup.batch_size, setup.steps_per_epoch, setup.loop, setup.devices, distributed.process_count(), vmapped, quick]

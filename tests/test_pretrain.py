@@ -85,8 +85,8 @@ def test_one_cd1_update_of_the_compiled_epoch_equals_numpy():
 def test_the_reconstruction_error_falls_over_a_few_epochs_on_the_digits(digits):
     settings = config.PretrainConfig(epochs=6)
     w0 = jax.nn.initializers.glorot_uniform()(jax.random.PRNGKey(0), (64, 32), jnp.float32)
-    _, errors = pretrain.train_rbm(w0, jax.device_put(digits.train.x), seed=0, layer=0, settings=settings)
-    assert len(errors) == 6 and all(np.isfinite(errors))
+    _, errors, seconds = pretrain.train_rbm(w0, jax.device_put(digits.train.x), seed=0, layer=0, settings=settings)
+    assert len(errors) == len(seconds) == 6 and all(np.isfinite(errors)) and all(t > 0 for t in seconds)
     assert errors[-1] < 0.6 * errors[0] and all(b < a for a, b in zip(errors[:3], errors[1:4])), errors
 
 
@@ -101,8 +101,8 @@ def test_each_rbm_initializes_its_own_layer_and_the_classifier_keeps_its_init(di
     pretrained, record = pretrain.pretrain(params, digits.train.x, cfg, cfg.seed)
     # the RBMs by hand: the first on the inputs, the next on the first's hidden probabilities
     x = jax.device_put(digits.train.x)
-    first, _ = pretrain.train_rbm(params["hidden"][0]["w"], x, cfg.seed, 0, cfg.pretrain)
-    second, _ = pretrain.train_rbm(params["hidden"][1]["w"], pretrain.hidden_probabilities(first.w, first.hidden, x), cfg.seed, 1, cfg.pretrain)
+    first, *_ = pretrain.train_rbm(params["hidden"][0]["w"], x, cfg.seed, 0, cfg.pretrain)
+    second, *_ = pretrain.train_rbm(params["hidden"][1]["w"], pretrain.hidden_probabilities(first.w, first.hidden, x), cfg.seed, 1, cfg.pretrain)
     np.testing.assert_array_equal(pretrained["hidden"][0]["w"], first.w)
     np.testing.assert_array_equal(pretrained["hidden"][0]["b"], first.hidden)
     np.testing.assert_allclose(pretrained["hidden"][1]["w"], second.w, atol=1e-6)
@@ -209,3 +209,33 @@ def test_pretrain_settings_without_pretraining_are_a_warning():
         "pretrain.epochs: 5 is ignored: model.pretrain is none (no pretraining); set model.pretrain=rbm"
     ]
     assert make_cfg(**{"model.activation": "sigmoid", "model.pretrain": "rbm"}).pretrain.epochs == config.PRETRAIN_EPOCHS
+
+
+def test_the_diagnosis_offers_pretraining_after_relu_and_turns_it_off_in_their_place():
+    from dnnlab.diagnose import diagnose
+
+    n = 10
+    h = [{"epoch": e, "train_loss": 2.33 if e == 0 else 2.31, "train_accuracy": 0.1, "val_loss": 2.31, "val_accuracy": 0.1,
+          "grad_ratio": 4e-6, "grad_rms": [1e-8, 1e-6, 1e-4, 1e-2], "update_ratio": [1e-8, 1e-6, 1e-4, 1e-2],
+          "saturated_pre_fraction": [0.0, 0.0, 0.0]} for e in range(n + 1)]
+    summary = {"status": "completed", "data": {"num_classes": 10}}
+    base = {"model": {"activation": "sigmoid", "depth": 10}, "optimizer": {"name": "sgd", "lr": 0.1}}
+    d = diagnose(h, config.validate(base), summary)
+    assert d.verdict == "failed-training" and d.causes == ["vanishing-gradients"]
+    assert [r.set for r in d.remedies][:3] == ["model.activation=relu", "model.norm=batch", "model.pretrain=rbm"]
+    assert d.remedies[2].sets == ["model.pretrain=rbm"]
+    # every remedy is a valid config
+    for r in d.remedies:
+        config.validate(config.apply_overrides(base, r.sets))
+    # a pretrained net that still fails: the same verdict, and its remedies turn pretraining off
+    pre = config.apply_overrides(base, ["model.pretrain=rbm"])
+    d = diagnose(h, config.validate(pre), summary)
+    assert d.verdict == "failed-training" and d.causes == ["vanishing-gradients"]
+    assert "model.pretrain" not in [r.set.split("=")[0] for r in d.remedies]
+    assert d.remedies[0].sets == ["model.activation=relu", "optimizer.name=adam", "optimizer.lr=0.001", "model.pretrain=none"]
+    for r in d.remedies:
+        config.validate(config.apply_overrides(pre, r.sets))
+    # not offered where it cannot run: standardized inputs, tanh
+    for other in (["data.normalize=standard"], ["model.activation=tanh"]):
+        d = diagnose(h, config.validate(config.apply_overrides(base, other)), summary)
+        assert "model.pretrain" not in [r.set.split("=")[0] for r in d.remedies]
