@@ -19,7 +19,7 @@ without pretraining draws what it always drew. Nothing here prints.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -141,7 +141,6 @@ _propagate_jit = jax.jit(hidden_probabilities)
 
 def train_rbm(
     w_init_VxH: Any, v_NxV: jax.Array, seed: int, layer: int, settings: PretrainConfig,
-    on_epoch: Optional[Callable[[int, float], None]] = None,
 ) -> tuple[RBM, list[float], list[float]]:
     """Train layer `layer`'s RBM on `v_NxV` for `settings.epochs` epochs of CD-`settings.cd_steps`.
 
@@ -149,7 +148,6 @@ def train_rbm(
         w_init_VxH: the layer's ordinary initial weights (the RBM starts at init_scale times them).
         v_NxV: the visible data on the device: the inputs, or the layer below's probabilities.
         seed: the run's seed; layer: 0-based.
-        on_epoch: told (epoch, reconstruction error) after each epoch.
     Returns:
         (the trained RBM, the mean squared reconstruction error of each epoch, the seconds of
         each epoch: the first includes compiling the layer shape's programs, once per process).
@@ -167,8 +165,6 @@ def train_rbm(
         errors.append(float(error))  # waits for the epoch
         seconds.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        if on_epoch is not None:
-            on_epoch(epoch, errors[-1])
         interrupt.stop_point()
     return rbm, errors, seconds
 
@@ -184,8 +180,8 @@ def pretrain(params: Any, x_NxD: Any, cfg: Config, seed: int) -> tuple[Any, dict
     Returns:
         (the parameters with each hidden layer's w and b from its RBM, the rest unchanged;
         the record for summary.json: the settings, seconds in all, and per layer its shape,
-        its seconds, and each epoch's seconds and reconstruction error). Ctrl-C stops between epochs
-        (KeyboardInterrupt).
+        its seconds, and each epoch's seconds and reconstruction error). Ctrl-C stops between
+        epochs (KeyboardInterrupt).
     """
     settings = cfg.pretrain
     t_start = time.perf_counter()

@@ -239,3 +239,27 @@ def test_the_diagnosis_offers_pretraining_after_relu_and_turns_it_off_in_their_p
     for other in (["data.normalize=standard"], ["model.activation=tanh"]):
         d = diagnose(h, config.validate(config.apply_overrides(base, other)), summary)
         assert "model.pretrain" not in [r.set.split("=")[0] for r in d.remedies]
+
+
+def test_ctrl_c_while_pretraining_is_an_interrupted_run_with_nothing_to_continue(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    (tmp_path / "cfg.yaml").write_text(json.dumps({**SMALL, "name": "p", "pretrain": {"epochs": 100_000}}))
+    env = {**os.environ, "DNNLAB_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.Popen([sys.executable, "-m", "dnnlab", "run", str(tmp_path / "cfg.yaml"), "--out", str(tmp_path / "runs"), "--quiet"],
+                            cwd=Path(__file__).resolve().parents[1], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list((tmp_path / "runs").glob("*/config.yaml")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(3.0)  # 100,000 epochs a layer: still pretraining its first layer
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err and "interrupted" in err, err
+    (run,) = (tmp_path / "runs").iterdir()
+    assert json.loads((run / "summary.json").read_text())["status"] == "interrupted"
+    assert runs.read_metrics(run) == [] and not (run / "state.npz").exists()
