@@ -97,16 +97,28 @@ class Baselines:
         """Whether the largest class holds more than `share` of the training split."""
         return self.majority > share
 
+    def imbalance_warning(self, share: float) -> Optional[str]:
+        """What to say before training on imbalanced data (`imbalanced`), else None."""
+        if not self.imbalanced(share):
+            return None
+        return (
+            f"imbalanced classes: {self.class_name(self.majority_class)!r} holds {100 * self.majority:.1f}% of the "
+            f"training split (more than diagnosis.imbalance_share {share:g}): a net that always predicts it is "
+            f"{self.majority:.3f} accurate. dnnlab judges the fit against that prior, and reports balanced accuracy "
+            "and each class's recall; train.class_weight: balanced makes every class weigh as much in the loss"
+        )
+
     def class_name(self, c: int) -> str:
         return self.names[c] if c < len(self.names) else str(c)
 
     def chance_words(self) -> str:
-        """Chance for the evidence: `0.1 (1/10)`, `0.901 (the majority class's share: 'no')`."""
+        """Chance for the evidence: `0.101 (the largest class's share, about 1/10)`,
+        `0.901 (the largest class's share: 'no')`."""
         if self.weighted:
-            return f"{_g(self.chance)} (balanced accuracy's, 1/C)"
-        if abs(self.majority - 1.0 / self.num_classes) < 1e-9:
-            return f"{_g(self.chance)} (1/{self.num_classes})"
-        return f"{_g(self.majority)} (the majority class's share: {self.class_name(self.majority_class)!r})"
+            return f"{_g(self.chance)} (1/C, for balanced accuracy)"
+        if self.majority < 1.5 / self.num_classes:  # about balanced
+            return f"{_g(self.majority)} (the largest class's share, about 1/{self.num_classes})"
+        return f"{_g(self.majority)} (the largest class's share: {self.class_name(self.majority_class)!r})"
 
 
 def _number(x: Any) -> bool:

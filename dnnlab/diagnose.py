@@ -114,6 +114,11 @@ def _g(x: Optional[float]) -> str:
     return f"{x:.2g}"
 
 
+def _skill(x: Optional[float]) -> str:
+    """A skill as the evidence shows it: two decimals, never -0.00."""
+    return "n/a" if x is None else f"{round(x, 2) + 0.0:.2f}"
+
+
 def _finite(x: Any) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x)
 
@@ -207,7 +212,8 @@ class _Run:
     def fit_words(self, accuracy: Optional[float]) -> str:
         """`training accuracy 0.901 (skill 0)`: the fit measure, raw and on the skill scale."""
         name = "accuracy" if self.fit_metric == "accuracy" else "balanced accuracy"
-        return f"training {name} {_g(accuracy)} (skill {_g(self.skill(accuracy))})"
+        skill = self.skill(accuracy)
+        return f"training {name} {_g(accuracy)} (skill {_skill(skill)})"
 
     def below_reference(self) -> bool:
         """The kept model fits its training set worse than the linear reference on the same
@@ -227,7 +233,7 @@ class _Run:
         ref, kept = self.reference, self.kept
         return (
             f"training {self.fit_metric.replace('_', ' ')} {_g(self.fit(kept))} vs {_g(self.fit(ref))} for a linear "
-            f"model on the same examples (skill {self.skill(self.fit(kept)):.2f} vs {self.skill(self.fit(ref)):.2f}; "
+            f"model on the same examples (skill {_skill(self.skill(self.fit(kept)))} vs {_skill(self.skill(self.fit(ref)))}; "
             f"validation {_g(self.fit(kept, 'val'))} vs {_g(self.fit(ref, 'val'))})"
         )
 
@@ -277,6 +283,13 @@ def diagnose(history: list[dict[str, Any]], cfg: Config, summary: Optional[dict[
         }.get(status, "the run never finished (no summary.json: it was killed, or is still running)")
         d.warnings.insert(0, f"{why}: a provisional verdict after {len(run.epochs)} of {run.cfg.train.epochs} epochs")
     return d
+
+
+def solved(history: list[dict[str, Any]], cfg: Config, summary: Optional[dict[str, Any]] = None) -> bool:
+    """Whether the run had solved its task at its last epoch (`diagnosis.solved_skill`): such a
+    run is never undertrained, and `dnnlab fix` never calls a change to it a fix."""
+    run = _Run(history, cfg, summary or {})
+    return bool(run.epochs) and run.solved()
 
 
 # ---------------------------------------------------------------- 0. divergence
@@ -390,9 +403,9 @@ def _training_causes(run: _Run, d: Diagnosis, progress: float, improving: bool) 
         d.causes.append("plateau")
         one = run.one_class()
         d.evidence.append(
-            f"{run.fit_words(run.fit(run.last))} is at chance ({run.base.chance_words()}; skill < {_g(th.chance_skill)}): "
-            + (f"the net predicts {one!r} for every example, " if one is not None else "")
-            + "it has not started to learn"
+            f"{run.fit_words(run.fit(run.last))} is at chance (skill < {_g(th.chance_skill)}): "
+            + (f"predicting {one!r} for every example, " if one is not None else "")
+            + "the net has not started to learn"
         )
     elif not improving and run.below_reference():
         d.causes.append("plateau")
@@ -522,7 +535,7 @@ def _judge_training(run: _Run) -> Optional[Diagnosis]:
     weighted = "class-weighted " if run.base.weighted else ""
     d.evidence.append(
         f"{weighted}training loss {_g(run.init_loss)} at init -> {_g(loss)} at epoch {run.last['epoch']} "
-        f"({_g(100 * progress)}% lower; loss skill {_g(run.base.loss_skill(loss))} against the prior's cross-entropy "
+        f"({_g(100 * progress)}% lower; loss skill {_skill(run.base.loss_skill(loss))} against the prior's cross-entropy "
         f"{_g(run.base.prior_loss)})"
     )
     _training_causes(run, d, progress, improving)
@@ -635,7 +648,7 @@ def _judge_validation(run: _Run) -> Diagnosis:
     fit_line = f"{run.fit_words(acc)} at epoch {run.last['epoch']} (good: >= {_g(run.target)}; chance {run.base.chance_words()})"
     if run.reference is not None:
         ref = run.fit(run.reference)
-        fit_line += f"; a linear model reaches {_g(ref)} (skill {_g(run.skill(ref))}) on the same examples"
+        fit_line += f"; a linear model reaches {_g(ref)} (skill {_skill(run.skill(ref))}) on the same examples"
     if not run.has_val:
         d = Diagnosis("good-fit", evidence=[fit_line])
         d.warnings.append("no validation split (data.validation_split = 0): overfitting cannot be judged")

@@ -662,6 +662,10 @@ class _SeedRecord:
                 "val": len(data.val) if data.val is not None else 0, "test": len(data.test),
                 "num_classes": data.num_classes,
                 **({"classes": list(data.classes)} if data.classes else {}),  # output i is classes[i]
+                # the largest class holds more than diagnosis.imbalance_share of the training split
+                "imbalanced": baselines.Baselines(tuple(_counts(data.train.y, data.num_classes))).imbalanced(
+                    cfg.diagnosis.imbalance_share
+                ),
                 # examples of each class: the training split's (the prior), the evaluated ones
                 "class_counts": {
                     **setup.class_counts, "train": _counts(data.train.y, data.num_classes),
