@@ -356,7 +356,7 @@ def comparisons(groups: list[Group], keys: list[str], metric: str) -> list[dict[
 
 def _skills(b: Optional[float], a: Optional[float]) -> str:
     """` (skill 0.97 vs 0.00)`, the training fit on the skill scale, when both are known."""
-    return "" if a is None or b is None else f" (skill {b:.2f} vs {a:.2f})"
+    return "" if a is None or b is None else f" (skill {round(b, 2) + 0.0:.2f} vs {round(a, 2) + 0.0:.2f})"
 
 
 @dataclass

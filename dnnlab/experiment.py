@@ -451,7 +451,7 @@ def _seeds_summary(
         status = "interrupted"
     summaries = [o.summary for o in outcomes]
     mean, std = {}, {}
-    for key in runs.METRICS:
+    for key in runs.METRICS + runs.CLASS_METRICS:
         m, s, count = runs.seed_stats(summaries, key)
         if count:
             mean[key], std[key] = m, s

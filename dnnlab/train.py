@@ -596,7 +596,8 @@ class _SeedRecord:
             self.status, self.active = "stopped_early", False
         # what continuing needs, before the checkpoints: a kill between the two leaves a state
         # that `resume` can rewrite them from
-        self.writer.state(resume_arrays(epoch, host, self.stopper, self.best_arrays))
+        kept_recall = {e: self.recall[e] for e in (0, self.stopper.best_epoch, epoch) if e in self.recall}
+        self.writer.state(resume_arrays(epoch, host, self.stopper, self.best_arrays, kept_recall))
         self.writer.checkpoint("last", arrays)
         if improved:
             self.writer.checkpoint("best", arrays)
@@ -609,6 +610,7 @@ class _SeedRecord:
         self.stopper.best, self.stopper.best_epoch, self.stopper.wait = resume.early_stopping
         self.best_arrays = resume.best
         self.last_arrays = resume.last
+        self.recall = dict(resume.recall)
         self.stopper.should_stop = self.cfg.train.early_stopping.enabled and self.stopper.wait >= self.cfg.train.early_stopping.patience
         if self.stopper.should_stop:  # killed after early stopping decided, before the summary
             self.status, self.active = "stopped_early", False
@@ -677,14 +679,22 @@ class _SeedRecord:
         return FitResult(summary, final_params, history)
 
 
-def resume_arrays(epoch: int, state: TrainState, stopper: EarlyStopping, best: Optional[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+def resume_arrays(
+    epoch: int, state: TrainState, stopper: EarlyStopping, best: Optional[dict[str, np.ndarray]],
+    recall: Optional[dict[int, dict[str, list]]] = None,
+) -> dict[str, np.ndarray]:
     """state.npz: the train state's leaves (parameters, optimizer state, step), the epoch, early
-    stopping's state and the best model, as plain arrays. The RNG keys follow from the seed."""
+    stopping's state, the best model and the per-class recall of the epochs a summary may need
+    (`recall.<epoch>.<split>`, NaN for a class without examples), as plain arrays. The RNG keys
+    follow from the seed."""
     out = {f"state.{i:04d}": np.asarray(leaf) for i, leaf in enumerate(jax.tree_util.tree_leaves(state))}
     out["epoch"] = np.asarray(epoch)
     out["early_stopping"] = np.asarray([stopper.best, -1 if stopper.best_epoch is None else stopper.best_epoch, stopper.wait], np.float64)
     for name, value in (best or {}).items():
         out[f"best.{name}"] = value
+    for e, splits in (recall or {}).items():
+        for split, values in splits.items():
+            out[f"recall.{e}.{split}"] = np.asarray([math.nan if v is None else v for v in values], np.float64)
     return out
 
 
@@ -698,6 +708,7 @@ class Resume:
     early_stopping: tuple[float, Optional[int], int]
     best: Optional[dict[str, np.ndarray]]
     last: dict[str, np.ndarray]
+    recall: dict[int, dict[str, list]] = field(default_factory=dict)  # `_SeedRecord.recall` of the epochs kept
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], history: list[dict[str, Any]]) -> "Resume":
@@ -712,7 +723,12 @@ class Resume:
         if [r["epoch"] for r in kept] != list(range(epoch + 1)):
             raise ValueError(f"metrics.jsonl does not hold epochs 0..{epoch}, which the state continues")
         best_arrays = {k[len("best."):]: v for k, v in arrays.items() if k.startswith("best.")} or None
-        return cls(epoch, kept, leaves, (best, None if best_epoch < 0 else int(best_epoch), int(wait)), best_arrays, {})
+        recall: dict[int, dict[str, list]] = {}
+        for k, v in arrays.items():
+            if k.startswith("recall."):
+                _, e, split = k.split(".")
+                recall.setdefault(int(e), {})[split] = [None if math.isnan(x) else float(x) for x in v]
+        return cls(epoch, kept, leaves, (best, None if best_epoch < 0 else int(best_epoch), int(wait)), best_arrays, {}, recall)
 
 
 class _Programs:

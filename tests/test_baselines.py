@@ -230,3 +230,29 @@ def test_over_regularization_is_named_first_with_its_evidence_and_removed_in_eve
                     weight_norm=tuple([[20.0, 20.0, 5.0]] * (n + 1)), **HEALTHY)
     d = diagnose(light, make_cfg(**{"regularization.l2": 1e-5}), {**summary, "penalty": {"l2": 0.002, "epoch": n}})
     assert "over-regularization" not in d.causes and any("regularization is on" in w for w in d.warnings)
+
+
+def test_fix_never_calls_a_change_to_a_solved_run_a_fix(tmp_path):
+    """A run diagnosed undertrained by older rules although it had solved its task (1.0 on
+    training and validation): a longer run that is then called something else is no fix."""
+    from dnnlab import fix, runs
+    from dnnlab.compare import Group, load_record
+
+    val = [1.05, 0.2, 0.05, 0.03, 0.022, 0.019, 0.0165, 0.0153]
+    history = records([1.05, 0.2, 0.04, 0.02, 0.012, 0.01, 0.008, 0.007], [0.4] + [1.0] * 7, val, [0.4] + [1.0] * 7)
+    folders = []
+    for name, final in (("control", history[-1]), ("longer", {**history[-1], "val_loss": 0.01})):
+        folder = tmp_path / name
+        folder.mkdir()
+        writer = runs.RunDir(folder, config.dump_yaml(make_cfg()))
+        for r in history:
+            writer.write(r["epoch"], {k: v for k, v in r.items() if k != "epoch"})
+        runs.write_summary(folder, {"status": "completed", "epochs_run": 7, "final": final,
+                                    "data": {"num_classes": 3, "train": 333, "val": 33, "class_counts": {"train": [146, 119, 68]}}})
+        folders.append(folder)
+    assert fix._solved([str(folders[0])])
+    control, longer = Group({}, [load_record(folders[0])]), Group({}, [load_record(folders[1])])
+    remedy = {"set": "train.epochs=14", "sets": ["train.epochs=14"]}
+    result = fix._judge_one("undertrained", remedy, control, longer, [{"status": "completed"}], solved=True)
+    assert result.fixed is False and "already solved" in result.words
+    assert fix._judge_one("undertrained", remedy, control, longer, [{"status": "completed"}]).fixed is True
