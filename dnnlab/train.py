@@ -97,10 +97,14 @@ def _batch(x_N, y_N, idx_B, w_B, shard: Optional[Callable[[Any], Any]]):
     return shard(x_B), shard(y_B), shard(w_B)
 
 
-def stepwise_epoch(state, x_N, y_N, shuffle_key, dropout_key, *, step_fn, batches_fn, on_step=None, every=1, class_weights=None):
+def stepwise_epoch(
+    state, x_N, y_N, shuffle_key, dropout_key, *, step_fn, batches_fn, on_step=None, every=1, class_weights=None,
+    total_weight=None,
+):
     """The same epoch as `train_epoch`, as a Python loop over a jitted step: on the CPU, XLA runs
     convolutions inside a while loop (lax.scan) about 11x slower than outside one
-    (bench/conv.py), so convolutional models train this way. `class_weights`: see `loss_fn`."""
+    (bench/conv.py), so convolutional models train this way. `class_weights`: see `loss_fn`;
+    `total_weight`, the training examples' summed class weight, divides the running loss."""
     idx_SxB, w_SxB = batches_fn(shuffle_key)
     ce_sum = correct = 0.0
     weighted = () if class_weights is None else (class_weights,)
@@ -111,7 +115,7 @@ def stepwise_epoch(state, x_N, y_N, shuffle_key, dropout_key, *, step_fn, batche
         if on_step is not None and (i + 1) % every == 0:
             on_step(i + 1)
     n = x_N.shape[0]
-    total = n if class_weights is None else float(np.sum(np.asarray(class_weights)[np.asarray(y_N)]))
+    total = n if class_weights is None else total_weight
     return state, {"running_loss": ce_sum / total, "running_accuracy": correct / n}
 
 
@@ -434,6 +438,7 @@ class _Setup:
     devices: int = 1
     num_classes: Optional[int] = None  # the evaluation's per-class sums (None: not computed)
     class_counts: dict[str, list[int]] = field(default_factory=dict)  # examples of each class per evaluated split
+    train_counts: list[int] = field(default_factory=list)  # ... in the whole training split: the prior
     weights: Optional[list[float]] = None  # the loss's class weights (`train.class_weight`); None: unweighted
     class_weights: Any = None  # ... on the device: an input of the training programs
     class_aware: bool = False  # each split's balanced accuracy goes into every record (`class_aware`)
@@ -490,7 +495,8 @@ def _setup(cfg: Config, data: Dataset) -> _Setup:
     monitor = cfg.train.early_stopping.monitor if data.val is not None else "train_loss"
     # the classes: the examples of each class in every evaluated split, the loss's class weights
     # (an input of the programs, not a constant: `class_aware`)
-    weights = baselines.class_weights(cfg.train.class_weight, _counts(data.train.y, data.num_classes), data.classes)
+    train_counts = _counts(data.train.y, data.num_classes)
+    weights = baselines.class_weights(cfg.train.class_weight, train_counts, data.classes)
     class_counts = {name: _counts(y, data.num_classes) for name, y in evaluated_y.items()}
     info = {
         "epochs": cfg.train.epochs, "steps_per_epoch": steps_per_epoch, "params": models.param_count(shapes),
@@ -500,9 +506,9 @@ def _setup(cfg: Config, data: Dataset) -> _Setup:
     }
     return _Setup(
         model, tx, schedule, x_N, y_N, splits, probe, n, batch_size, steps_per_epoch, loop, monitor, info, mesh, devices,
-        num_classes=data.num_classes, class_counts=class_counts, weights=weights,
+        num_classes=data.num_classes, class_counts=class_counts, train_counts=train_counts, weights=weights,
         class_weights=None if weights is None else put(np.asarray(weights, np.float32)),
-        class_aware=class_aware(cfg, _counts(data.train.y, data.num_classes), weights),
+        class_aware=class_aware(cfg, train_counts, weights),
     )
 
 
@@ -665,12 +671,10 @@ class _SeedRecord:
                 "num_classes": data.num_classes,
                 **({"classes": list(data.classes)} if data.classes else {}),  # output i is classes[i]
                 # the largest class holds more than diagnosis.imbalance_share of the training split
-                "imbalanced": baselines.Baselines(tuple(_counts(data.train.y, data.num_classes))).imbalanced(
-                    cfg.diagnosis.imbalance_share
-                ),
+                "imbalanced": baselines.Baselines(tuple(setup.train_counts)).imbalanced(cfg.diagnosis.imbalance_share),
                 # examples of each class: the training split's (the prior), the evaluated ones
                 "class_counts": {
-                    **setup.class_counts, "train": _counts(data.train.y, data.num_classes),
+                    **setup.class_counts, "train": setup.train_counts,
                     **({"train_eval": setup.class_counts["train"]} if setup.splits["train"][1] is not setup.y_N else {}),
                 },
             },
@@ -783,7 +787,8 @@ class _Programs:
             stepwise = partial(stepwise_epoch, step_fn=step_jit, batches_fn=lambda keys: batches_jit(*keys), on_step=self._step, every=every)
             # the class weights of the fit the programs are bound to (`bind`), read at each call
             self.epoch_fn = lambda state, x_N, y_N, base, e, dropout_key: stepwise(
-                state, x_N, y_N, (base, e), dropout_key, class_weights=self.setup.class_weights
+                state, x_N, y_N, (base, e), dropout_key, class_weights=self.setup.class_weights,
+                total_weight=None if self.setup.weights is None else float(np.dot(self.setup.weights, self.setup.train_counts)),
             )
             chunk_jit = jax.jit(
                 partial(chunk_at, model=model, shard=shard, num_classes=setup.num_classes, class_loss=setup.weights is not None),

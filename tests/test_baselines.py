@@ -256,3 +256,29 @@ def test_fix_never_calls_a_change_to_a_solved_run_a_fix(tmp_path):
     result = fix._judge_one("undertrained", remedy, control, longer, [{"status": "completed"}], solved=True)
     assert result.fixed is False and "already solved" in result.words
     assert fix._judge_one("undertrained", remedy, control, longer, [{"status": "completed"}]).fixed is True
+
+
+def test_early_stopping_and_compare_rank_by_validation_balanced_accuracy(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from dnnlab.cli import app
+    from dnnlab.runs import read_metrics, read_summary
+
+    result = CliRunner().invoke(app, [
+        "sweep", "configs/quickstart.yaml", "--grid", "model.width=16,64", "--out", str(tmp_path), "--quiet",
+        "--set", "train.epochs=4", "--set", "train.early_stopping.enabled=true",
+        "--set", "train.early_stopping.monitor=val_balanced_accuracy", "--metric", "val_balanced_accuracy",
+    ])
+    assert result.exit_code == 0, result.output
+    (sweep,) = tmp_path.iterdir()
+    members = sorted(p for p in sweep.iterdir() if (p / "summary.json").exists())
+    for member in members:
+        history, summary = read_metrics(member), read_summary(member)
+        values = [r["val_balanced_accuracy"] for r in history[1:]]
+        assert summary["monitor"] == "val_balanced_accuracy" and summary["best_epoch"] == 1 + values.index(max(values))
+    compared = CliRunner().invoke(app, ["compare", str(sweep), "--json", "--metric", "val_balanced_accuracy"])
+    table = json.loads(compared.output)
+    best = max(table["groups"], key=lambda g: g["val_balanced_accuracy"]["mean"])
+    assert compared.exit_code == 0 and table["metric"] == "val_balanced_accuracy" and table["best"] == best["label"]
