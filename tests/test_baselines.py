@@ -282,3 +282,23 @@ def test_early_stopping_and_compare_rank_by_validation_balanced_accuracy(tmp_pat
     table = json.loads(compared.output)
     best = max(table["groups"], key=lambda g: g["val_balanced_accuracy"]["mean"])
     assert compared.exit_code == 0 and table["metric"] == "val_balanced_accuracy" and table["best"] == best["label"]
+
+
+def test_data_inspect_names_chance_and_warns_of_imbalance(tmp_path):
+    from typer.testing import CliRunner
+
+    from dnnlab.cli import app
+
+    rng = np.random.default_rng(0)
+    rows = ["a,b,label"] + [f"{x:.3f},{y:.3f},{'rare' if i % 10 == 0 else 'common'}" for i, (x, y) in enumerate(rng.normal(size=(400, 2)))]
+    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"data: {{dataset: csv, path: {tmp_path / 't.csv'}, label: label}}\n")
+    out = CliRunner().invoke(app, ["data", "inspect", str(cfg)])
+    assert out.exit_code == 0, out.output
+    # the training split after the stratified test and validation splits: 0.899 of it is 'common'
+    assert "chance: always predicting 'common' is 0.899 accurate" in out.output
+    assert "warning: imbalanced classes: 'common' holds 89.9% of the training split" in out.output
+    assert "train.class_weight: balanced" in out.output
+    balanced = CliRunner().invoke(app, ["data", "inspect", str(cfg), "--set", "diagnosis.imbalance_share=0.95"])
+    assert balanced.exit_code == 0 and "warning" not in balanced.output
