@@ -52,6 +52,20 @@ def _breast_cancer_csv(folder: Path) -> None:
     bunch.frame.to_csv(folder / "breast-cancer.csv", index=False)
 
 
+def _digits_zero_csv(folder: Path) -> None:
+    """configs/recipe/imbalanced-at-prior.yaml's table: the digits labelled "is it a zero?"."""
+    from sklearn.datasets import load_digits
+
+    frame = load_digits(as_frame=True).frame
+    table = frame.drop(columns="target")
+    table["zero"] = ["yes" if v == 0 else "no" for v in frame["target"]]
+    table.to_csv(folder / "digits-zero.csv", index=False)
+
+
+# the tables a case's config reads from its working folder, by file name: written there first
+TABLES = {"breast-cancer.csv": _breast_cancer_csv, "digits-zero.csv": _digits_zero_csv}
+
+
 def _digest(run: Path) -> dict:
     import numpy as np
 
@@ -75,10 +89,12 @@ def run_case(name: str, args: list[str]) -> dict:
         tmp = Path(tmp)
         env = {**os.environ, "DNNLAB_CACHE": str(tmp / "cache"), "COLUMNS": "120"}
         cwd = ROOT
-        if name == "csv-table":
-            _breast_cancer_csv(tmp)
-            cwd = tmp
-            args = [str(ROOT / args[0]), *args[1:]]
+        text = (ROOT / args[0]).read_text()
+        for table, write in TABLES.items():
+            if f"path: {table}" in text:
+                write(tmp)
+                cwd = tmp
+                args = [str(ROOT / args[0]), *args[1:]]
         cmd = [sys.executable, "-m", "dnnlab", "run", *args, "--out", str(tmp / "runs"), "--quiet"]
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)

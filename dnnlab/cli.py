@@ -31,7 +31,7 @@ from dnnlab.runs import (  # the exit codes; dnnlab.experiment raises Experiment
 
 
 class Metric(str, Enum):
-    """The metrics that rank runs (runs.METRICS)."""
+    """The metrics that rank runs (runs.METRICS, and the balanced accuracies of runs.CLASS_METRICS)."""
 
     train_loss = "train_loss"
     train_accuracy = "train_accuracy"
@@ -39,6 +39,8 @@ class Metric(str, Enum):
     val_accuracy = "val_accuracy"
     test_loss = "test_loss"
     test_accuracy = "test_accuracy"
+    val_balanced_accuracy = "val_balanced_accuracy"
+    test_balanced_accuracy = "test_balanced_accuracy"
 
 
 class Checkpoint(str, Enum):
@@ -121,6 +123,21 @@ def _load_data(cfg):
         return load_data(cfg)
     except ExperimentError as exc:
         raise _fail(_escape(str(exc)), exc.code) from None
+
+
+def _warn_imbalance(cfg, ds) -> None:
+    """The run's header: a warning when the largest class holds most of the training split."""
+    from dnnlab.baselines import Baselines
+
+    warning = Baselines(_class_counts(ds), names=tuple(ds.classes)).imbalance_warning(cfg.diagnosis.imbalance_share)
+    if warning is not None:
+        err_console.print(f"warning: {warning}", markup=False)
+
+
+def _class_counts(ds) -> tuple[int, ...]:
+    import numpy as np
+
+    return tuple(np.bincount(ds.train.y, minlength=ds.num_classes).tolist())
 
 
 def _escape(text: str) -> str:
@@ -269,6 +286,8 @@ def _run(
     cfg = _load(config, [*(set_ or []), *([f"train.seeds={seeds}"] if seeds is not None else [])], warn=not follower)
     uri = _mlflow_ready(mlflow or (cfg.logging.mlflow if not follower else None))
     ds = _load_data(cfg)
+    if not follower:
+        _warn_imbalance(cfg, ds)
     from dnnlab import experiment
 
     if follower:
@@ -359,6 +378,9 @@ def _print_run(outcome, quiet: bool, config: Path, fail_verdicts: set[str]) -> N
         f"test acc {_acc(final.get('test_accuracy'))}, {summary['wall_seconds']:.1f} s, "
         f"verdict {diagnosis.verdict}{' (' + ', '.join(diagnosis.causes) + ')' if diagnosis.causes else ''} -> {run_dir}"
     )
+    if _imbalanced(summary, outcome):
+        kept = (summary.get("best") if summary.get("restored_best") else final) or {}
+        line += f"\n  imbalanced classes: balanced accuracy val {_acc(kept.get('val_balanced_accuracy'))}, test {_acc(kept.get('test_balanced_accuracy'))}"
     if summary.get("restored_best"):
         best = summary.get("best") or {}
         line += (
@@ -389,6 +411,11 @@ def _print_run(outcome, quiet: bool, config: Path, fail_verdicts: set[str]) -> N
         err_console.print(f"error: verdict {diagnosis.verdict} is in --fail-on", markup=False)
         code = EXIT_VERDICT
     raise typer.Exit(code)
+
+
+def _imbalanced(summary: dict, outcome) -> bool:
+    """Whether the run's training split is imbalanced (summary.json's data.imbalanced)."""
+    return bool((summary.get("data") or {}).get("imbalanced"))
 
 
 def _print_seeds(result, fail_verdicts: set[str]) -> None:
@@ -761,7 +788,8 @@ def _report_fix(job, as_json: bool) -> None:
         }
         sys.stdout.write(json.dumps(out, indent=2, default=str) + "\n")
         raise typer.Exit(EXIT_OK if winner else EXIT_FAILED)
-    table = Table("remedy", "verdict", "train acc", "val acc", "val loss", "fixed", title=f"{job.run_dir.name} was {job.verdict}: the remedies, measured")
+    acc = "bal acc" if job.results and job.results[0].measure == "balanced_accuracy" else "acc"
+    table = Table("remedy", "verdict", f"train {acc}", f"val {acc}", "val loss", "fixed", title=f"{job.run_dir.name} was {job.verdict}: the remedies, measured")
     table.add_row("(the run itself)", job.verdict, _acc(job.results[0].train[0]) if job.results else "-",
                   _acc(job.results[0].val[0]) if job.results else "-", _acc(job.results[0].val_loss[0]) if job.results else "-", "")
     for r in job.results:
@@ -855,6 +883,16 @@ def data_inspect(config: ConfigArg, set_: SetOpt = None) -> None:
         name = ds.classes[k] if ds.classes else "-"
         table.add_row(str(k), name, *(f"{n:,}" for n in row), f"{sum(row):,}")
     console.print(table)
+    from dnnlab.baselines import Baselines
+
+    base = Baselines(_class_counts(ds), names=tuple(ds.classes))
+    console.print(
+        f"chance: always predicting {base.class_name(base.majority_class)!r} is {base.majority:.3f} accurate; predicting "
+        f"the training split's class shares costs a cross-entropy of {base.prior_loss:.3f}", markup=False,
+    )
+    warning = base.imbalance_warning(cfg.diagnosis.imbalance_share)
+    if warning is not None:
+        console.print(f"warning: {warning}", markup=False)
 
 
 @data_app.command("download")

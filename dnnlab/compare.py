@@ -17,8 +17,8 @@ from typing import Any, Optional
 
 import yaml
 
-from dnnlab import runs
-from dnnlab.runs import METRICS
+from dnnlab import baselines, runs
+from dnnlab.runs import CLASS_METRICS, METRICS
 IGNORED_KEYS = ("name", "seed")  # seeds of one config are aggregated; names differ per member (logging.* is output only)
 TOLERANCE = 0.005  # accuracy differences below half a point are "the same" ...
 # ... and so are those within the seeds' spread or 1.96 two-proportion standard errors of the split sizes
@@ -173,11 +173,32 @@ class Group:
             return self.runs[0].label
         return ", ".join(f"{k.split('.')[-1]}={_show(v)}" for k, v in self.values.items())
 
-    def size(self, split: str) -> Optional[int]:
-        """Examples in `split` (train, val or test), from the summaries."""
-        sizes = [(r.summary.get("data") or {}).get(split) for r in self.runs]
+    def size(self, split: str, measure: str = "accuracy") -> Optional[int]:
+        """Examples in `split` (train, val or test), from the summaries; for balanced accuracy,
+        the number of classes times the smallest class's examples (its noise is the rarest
+        class's)."""
+        if measure == "balanced_accuracy":
+            counts = [((r.summary.get("data") or {}).get("class_counts") or {}).get(split) for r in self.runs]
+            sizes = [len(c) * min(n for n in c if n > 0) for c in counts if isinstance(c, list) and any(n > 0 for n in c)]
+        else:
+            sizes = [(r.summary.get("data") or {}).get(split) for r in self.runs]
         sizes = [n for n in sizes if isinstance(n, int) and n > 0]
         return min(sizes) if sizes else None
+
+    def baselines(self) -> baselines.Baselines:
+        """The first run's baselines (`baselines.of_summary`): the seeds of a group share their data."""
+        return baselines.of_summary(self.runs[0].summary if self.runs else {})
+
+    def fit(self) -> tuple[Optional[float], Optional[float], bool]:
+        """(the kept model's training fit measure, its skill, whether it is poor): what each run's
+        own verdict reads (`diagnose`), with the group's `diagnosis.poor_train_margin`."""
+        base = self.baselines()
+        value = self.stat(f"train_{base.fit_metric}")[0]
+        skill = base.accuracy_skill(value)
+        margin = self.runs[0].config.get("diagnosis.poor_train_margin", 0.5) if self.runs else 0.5
+        target = self.runs[0].config.get("diagnosis.target_train_accuracy") if self.runs else None
+        poor = value is not None and (value < target if _num(target) else skill < margin)
+        return value, skill, poor
 
     def stat(self, metric: str) -> tuple[Optional[float], float]:
         """Mean and standard deviation of the kept model's `metric` over the seeds that
@@ -295,7 +316,8 @@ def tolerance(a: Group, b: Group, split: str, measure: str = "accuracy") -> floa
     (ma, sa), (mb, sb) = a.stat(f"{split}_{measure}"), b.stat(f"{split}_{measure}")
     if ma is None or mb is None:
         return TOLERANCE
-    return noise_band((ma, sa, a.size(split)), (mb, sb, b.size(split)), proportion=measure == "accuracy")
+    proportion = measure in ("accuracy", "balanced_accuracy")
+    return noise_band((ma, sa, a.size(split, measure)), (mb, sb, b.size(split, measure)), proportion=proportion)
 
 
 def _side(g: Group, key: str, along: list[str]) -> str:
@@ -313,17 +335,28 @@ def comparisons(groups: list[Group], keys: list[str], metric: str) -> list[dict[
             continue
         tol_t, tol_v = tolerance(a, b, "train"), tolerance(a, b, "val")
         code, words = classify(tb - ta, vb - va, tol_t, tol_v)
+        # whether each side trained, on the skill scale each run's own verdict uses
+        (_, skill_a, poor_a), (_, skill_b, poor_b) = a.fit(), b.fit()
+        untrained = [side for side, poor in ((_side(b, key, along), poor_b), (_side(a, key, along), poor_a)) if poor]
+        if untrained:
+            words += f"; {' and '.join(untrained)} did not fit {'its' if len(untrained) == 1 else 'their'} training set"
         context = ", ".join(f"{k}={_show(v)}" for k, v in a.values.items() if k != key and k not in along)
         out.append({
             "key": key, "with": along, "a": _show(a.values.get(key)), "b": _show(b.values.get(key)), "context": context,
             "train": [ta, tb], "val": [va, vb], "tolerance": {"train": tol_t, "val": tol_v}, "call": code,
+            "train_skill": [skill_a, skill_b], "trained": [not poor_a, not poor_b],
             "text": (
                 f"{_side(b, key, along)} vs {_side(a, key, along) if along else _show(a.values.get(key))}"
                 f"{f' ({context})' if context else ''}: "
-                f"train {tb:.3f} vs {ta:.3f}, validation {vb:.3f} vs {va:.3f}: {words}"
+                f"train {tb:.3f} vs {ta:.3f}{_skills(skill_b, skill_a)}, validation {vb:.3f} vs {va:.3f}: {words}"
             ),
         })
     return out
+
+
+def _skills(b: Optional[float], a: Optional[float]) -> str:
+    """` (skill 0.97 vs 0.00)`, the training fit on the skill scale, when both are known."""
+    return "" if a is None or b is None else f" (skill {round(b, 2) + 0.0:.2f} vs {round(a, 2) + 0.0:.2f})"
 
 
 @dataclass
@@ -345,6 +378,13 @@ class Comparison:
         return refs[0] if len(shared) == 1 else None
 
     @property
+    def imbalanced(self) -> bool:
+        """Whether any run's training split is imbalanced (its `diagnosis.imbalance_share`)."""
+        return any(
+            baselines.of_summary(r.summary).imbalanced(r.config.get("diagnosis.imbalance_share", 0.7)) for r in self.records
+        )
+
+    @property
     def best(self) -> Optional[Group]:
         scored = [g for g in self.groups if g.stat(self.metric)[0] is not None]
         if not scored:
@@ -356,7 +396,7 @@ class Comparison:
         out = []
         for g in self.groups:
             row: dict[str, Any] = {"label": g.label, "values": g.values, "runs": [str(r.path) for r in g.runs], "seeds": len(g.runs)}
-            for m in METRICS:
+            for m in METRICS + CLASS_METRICS:
                 mean, std = g.stat(m)
                 row[m] = {"mean": mean, "std": std}
             bests = [r.best(self.metric) for r in g.runs]
@@ -381,8 +421,8 @@ class Comparison:
 
 def compare(targets: list[str], metric: str = "val_accuracy") -> tuple[Comparison, list[Path]]:
     """Load the targets and compare them. Returns (comparison, sweep folders among the targets)."""
-    if metric not in METRICS:
-        raise CompareError(f"--metric {metric!r}: choose one of {', '.join(METRICS)}")
+    if metric not in METRICS + CLASS_METRICS:
+        raise CompareError(f"--metric {metric!r}: choose one of {', '.join(METRICS + CLASS_METRICS)}")
     records, sweeps = collect(targets)
     keys = differing_keys(records)
     groups = group(records, keys)
@@ -475,7 +515,9 @@ def table_rows(comp: Comparison) -> tuple[list[str], list[list[str]]]:
     """Header and rows for both the Rich table and compare.md."""
     header = [k.split(".")[-1] if sum(1 for x in comp.keys if x.split(".")[-1] == k.split(".")[-1]) == 1 else k for k in comp.keys]
     seeds = any(len(g.runs) > 1 for g in comp.groups)
-    header += (["seeds"] if seeds else []) + ["train acc", "val acc", "test acc", f"best {comp.metric} (epoch)", "epochs", "wall s", "verdict"]
+    balanced = comp.metric in CLASS_METRICS or comp.imbalanced
+    header += (["seeds"] if seeds else []) + ["train acc", "val acc", "test acc"] + (["val bal acc"] if balanced else [])
+    header += [f"best {comp.metric} (epoch)", "epochs", "wall s", "verdict"]
     rows = []
     for g in comp.groups:
         n = len(g.runs)
@@ -483,6 +525,8 @@ def table_rows(comp: Comparison) -> tuple[list[str], list[list[str]]]:
         if seeds:
             row.append(str(n))
         row += [_cell(*g.stat(m), n) for m in ("train_accuracy", "val_accuracy", "test_accuracy")]
+        if balanced:
+            row.append(_cell(*g.stat("val_balanced_accuracy"), n))
         bests = [r.best(comp.metric) for r in g.runs]
         vals = [b[0] for b in bests if b[0] is not None]
         row.append(f"{statistics.fmean(vals):.4f} ({', '.join(str(b[1]) for b in bests)})" if vals else "-")
@@ -495,7 +539,8 @@ def table_rows(comp: Comparison) -> tuple[list[str], list[list[str]]]:
     ref = comp.reference
     if ref is not None:
         row = ["linear reference"] + [""] * (len(comp.keys) - 1) if comp.keys else []
-        row += ([""] if seeds else []) + [_cell(ref.get("train_accuracy"), 0.0, 1), _cell(ref.get("val_accuracy"), 0.0, 1), "-", "-", str(ref.get("epochs", "-")), "-", "reference"]
+        row += ([""] if seeds else []) + [_cell(ref.get("train_accuracy"), 0.0, 1), _cell(ref.get("val_accuracy"), 0.0, 1), "-"]
+        row += ([_cell(ref.get("val_balanced_accuracy"), 0.0, 1)] if balanced else []) + ["-", str(ref.get("epochs", "-")), "-", "reference"]
         rows.append(row)
     return header, rows
 

@@ -35,7 +35,7 @@ NormName = Literal["none", "batch"]
 PoolName = Literal["max", "none"]
 NormalizeName = Literal["unit", "standard"]
 MissingName = Literal["error", "drop"]
-Monitor = Literal["val_loss", "val_accuracy"]
+Monitor = Literal["val_loss", "val_accuracy", "val_balanced_accuracy"]
 LoopName = Literal["auto", "scan", "steps"]
 StackName = Literal["auto", "unrolled", "scanned"]
 SeedModeName = Literal["auto", "vmap", "sequential"]
@@ -124,6 +124,23 @@ def _device_count(value: Any) -> Any:
 
 
 DeviceCount = Annotated[Union[Literal["auto"], int], BeforeValidator(_device_count)]  # train.devices
+
+
+def _class_weight(value: Any) -> Any:
+    if value in ("none", "balanced"):
+        return value
+    if not isinstance(value, dict) or not value:
+        raise ValueError("must be none, balanced, or a map from class name to weight, e.g. {yes: 5.0}")
+    out = {}
+    for name, weight in value.items():
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0 or weight == float("inf"):
+            raise ValueError(f"the weight of class {name!r} must be a number >= 0; got {weight!r}")
+        out[str(name)] = float(weight)  # YAML reads a class named 1 as a number: names are strings
+    return out
+
+
+# train.class_weight: none, balanced, or {class name: weight}
+ClassWeight = Annotated[Union[Literal["none", "balanced"], dict[str, float]], BeforeValidator(_class_weight)]
 
 
 class ConfigError(Exception):
@@ -583,6 +600,12 @@ class EarlyStoppingConfig(_Section):
 class TrainConfig(_Section):
     epochs: Int = Field(20, gt=0)
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
+    class_weight: ClassWeight = Field(
+        "none",
+        description="weigh each example's loss by its class: none; balanced (n / (C * n_c), every class weighing "
+        "as much in all); or a map from class name to weight (classes left out weigh 1). The loss is then the "
+        "weighted mean, the reported losses are class-weighted, and the fit is judged on balanced accuracy",
+    )
     divergence_factor: Float = Field(
         100.0,
         gt=1.0,
@@ -638,11 +661,17 @@ class DiagnosisConfig(_Section):
     instruments: bool = Field(True, description="record the per-layer instruments every epoch")
     probe_size: Int = Field(512, gt=0, description="training examples in the fixed probe batch")
     target_train_accuracy: Optional[Float] = Field(
-        None, gt=0.0, le=1.0, description="training accuracy that counts as good (default: from chance)"
+        None, gt=0.0, le=1.0, description="training accuracy that counts as good (default: from the skill scale)"
     )
     poor_train_margin: Float = Field(
         0.5, gt=0.0, lt=1.0,
-        description="training is poor below chance + margin * (1 - chance) accuracy",
+        description="training is poor when its accuracy skill, (accuracy - chance) / (1 - chance) with chance "
+        "the majority class's share of the training split, is below this",
+    )
+    chance_skill: Float = Field(
+        0.1, gt=0.0, lt=1.0,
+        description="a training accuracy skill below this is at chance: the net predicts the prior (one class, "
+        "on imbalanced data) and has not started to learn",
     )
     min_progress: Float = Field(
         0.1, gt=0.0, lt=1.0, description="the loss 'barely moved' if it fell by less than this fraction of its initial value"
@@ -650,6 +679,16 @@ class DiagnosisConfig(_Section):
     window: Int = Field(3, ge=2, description="epochs over which trends (still improving, plateau) are judged")
     improving_rate: Float = Field(
         0.01, gt=0.0, description="mean relative loss decrease per epoch over the window that counts as still improving"
+    )
+    improving_floor: Float = Field(
+        0.001, ge=0.0,
+        description="... when the loss also falls by more than this fraction of the prior's cross-entropy per epoch "
+        "(an absolute floor: a loss near 0 that halves is done, not still improving)",
+    )
+    solved_skill: Float = Field(
+        0.99, gt=0.0, le=1.0,
+        description="a task is solved, never undertrained, when the training and validation accuracy skills are "
+        "both at least this, or the validation loss skill (1 - loss / the prior's cross-entropy) is",
     )
     vanishing_ratio: Float = Field(1e-3, gt=0.0, description="first/last layer gradient RMS below this is vanishing")
     vanishing_first_rms: Float = Field(1e-4, gt=0.0, description="... when the first layer's gradient RMS is also below this")
@@ -673,9 +712,25 @@ class DiagnosisConfig(_Section):
         "that fits its training set worse than it failed-training; none: no reference",
     )
     reference_margin: Float = Field(
-        0.1, ge=0.0, lt=1.0,
-        description="training is poor when the kept model's training accuracy is below the reference's minus this "
-        "(and its validation accuracy is not above the reference's)",
+        0.11, ge=0.0, lt=1.0,
+        description="training is poor when the kept model's training accuracy skill is below the reference's minus "
+        "this (and its validation accuracy is not above the reference's); 0.11 of skill is 0.1 of accuracy on a "
+        "balanced 10-class problem",
+    )
+    imbalance_share: Float = Field(
+        0.7, gt=0.0, lt=1.0,
+        description="the data are imbalanced when the largest class holds more than this share of the training "
+        "split: a warning, balanced accuracy per epoch and in the final table, `fix` judged on balanced accuracy",
+    )
+    penalty_share: Float = Field(
+        0.2, gt=0.0, lt=1.0,
+        description="over-regularization: the L2/L1 penalty is at least this share of the training loss at the "
+        "last epoch while the training set is fit poorly",
+    )
+    shrunk_weights: Float = Field(
+        0.5, gt=0.0, lt=1.0,
+        description="over-regularization: ... or the weights' norm fell to at most this fraction of the same "
+        "net's at epoch 0 (L2, L1 or weight decay on)",
     )
 
 

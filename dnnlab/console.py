@@ -68,6 +68,8 @@ class RichWriter(Writer):
     def finish(self, summary: dict[str, Any]) -> None:
         self.close()
         self.console.print(summary_table(summary))
+        if (summary.get("data") or {}).get("imbalanced"):
+            self.console.print(class_table(summary))
 
 
 def summary_table(summary: dict[str, Any]) -> Table:
@@ -79,6 +81,10 @@ def summary_table(summary: dict[str, Any]) -> Table:
     best_label = f"best (epoch {best_epoch})" if best_epoch else "best"
     table.add_column(f"{best_label} loss", justify="right")
     table.add_column(f"{best_label} acc", justify="right")
+    imbalanced = bool((summary.get("data") or {}).get("imbalanced"))
+    if imbalanced:  # accuracy flatters a net that favours the largest class
+        table.add_column("final bal acc", justify="right")
+        table.add_column(f"{best_label} bal acc", justify="right")
     final, best = summary.get("final") or {}, summary.get("best") or {}
     for split in ("train", "val", "test"):
         table.add_row(
@@ -87,7 +93,32 @@ def summary_table(summary: dict[str, Any]) -> Table:
             _fmt(final.get(f"{split}_accuracy")),
             _fmt(best.get(f"{split}_loss")),
             _fmt(best.get(f"{split}_accuracy")),
+            *((_fmt(final.get(f"{split}_balanced_accuracy")), _fmt(best.get(f"{split}_balanced_accuracy"))) if imbalanced else ()),
         )
+    if (summary.get("loss") or {}).get("weighted"):
+        table.caption = "losses are class-weighted means (train.class_weight)"
+    return table
+
+
+def class_table(summary: dict[str, Any]) -> Table:
+    """The kept model's recall of each class on every split (summary.json's per_class)."""
+    per_class = summary.get("per_class") or {}
+    recall = per_class.get("recall") or {}
+    data = summary.get("data") or {}
+    names = data.get("classes") or []
+    counts = data.get("class_counts") or {}
+    splits = [s for s in ("train", "val", "test") if recall.get(s)]
+    table = Table(title=f"recall of each class (the kept model, epoch {per_class.get('epoch')})")
+    table.add_column("class")
+    for split in splits:
+        table.add_column(f"{split} examples", justify="right")
+        table.add_column(f"{split} recall", justify="right")
+    for c in range(len(recall[splits[0]]) if splits else 0):
+        cells = []
+        for split in splits:
+            n = (counts.get("train_eval" if split == "train" and "train_eval" in counts else split) or [])
+            cells += [str(n[c]) if c < len(n) else "-", _fmt(recall[split][c], 3)]
+        table.add_row(str(names[c]) if c < len(names) else str(c), *cells)
     return table
 
 

@@ -1,7 +1,9 @@
 """The recipe as rules: read a run's records and say what is wrong, with evidence and remedies.
 
 1. Look at the TRAINING set first. Poor on training data is not overfitting: training failed
-   (or it is still improving: undertrained). The causes come from the instruments.
+   (or it is still improving: undertrained). The causes come from the instruments. Poor is
+   measured on the skill scale of `dnnlab.baselines`: chance is the training split's class
+   prior, so a net that predicts the majority class of an imbalanced table fit nothing.
 2. Only when training is good is validation looked at: overfitting, undertrained or good-fit.
 3. Remedies follow the problem: training problems get activation / optimizer changes, never
    dropout or L2; overfitting gets early stopping, dropout and regularization.
@@ -15,6 +17,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
+from dnnlab import baselines
 from dnnlab.config import Config, DiagnosisConfig, pretrain_problem, residual_blocks
 from dnnlab.runs import kept_metrics
 
@@ -29,6 +32,7 @@ CAUSES = (
     "plateau",
     "insufficient-capacity",
     "depth-degradation",
+    "over-regularization",
 )
 ADAPTIVE = ("adagrad", "rmsprop", "adam", "adamw")
 # the learning rate each optimizer is usually run at: a remedy that switches the optimizer sets it
@@ -110,6 +114,11 @@ def _g(x: Optional[float]) -> str:
     return f"{x:.2g}"
 
 
+def _skill(x: Optional[float]) -> str:
+    """A skill as the evidence shows it: two decimals, never -0.00."""
+    return "n/a" if x is None else f"{round(x, 2) + 0.0:.2f}"
+
+
 def _finite(x: Any) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x)
 
@@ -125,6 +134,15 @@ def _rate(values: list[float], window: int) -> float:
     return (start - end) / start / w
 
 
+def _fall(values: list[float], window: int) -> float:
+    """Mean absolute decrease per epoch over the last `window` epochs (positive: falling)."""
+    if len(values) < 2:
+        return 0.0
+    w = min(window, len(values) - 1)
+    start, end = values[-w - 1], values[-1]
+    return (start - end) / w if _finite(start) and _finite(end) else 0.0
+
+
 class _Run:
     """What the rules read, derived once from the records."""
 
@@ -134,28 +152,90 @@ class _Run:
         self.init = history[0] if history and history[0].get("epoch") == 0 else None
         self.epochs = [r for r in history if r.get("epoch", 0) > 0]
         self.classes = int((summary.get("data") or {}).get("num_classes") or 10)
-        self.chance = 1.0 / self.classes
+        # chance from the data: the training split's class prior (`baselines`)
+        self.base = baselines.of_summary(summary, self.classes)
+        self.chance = self.base.chance
+        self.fit_metric = self.base.fit_metric  # accuracy, or balanced_accuracy for a class-weighted loss
         self.ln_c = math.log(self.classes)
         self.init_loss = self.init["train_loss"] if self.init and _finite(self.init.get("train_loss")) else self.ln_c
         self.train_loss = [r.get("train_loss") for r in self.epochs]
         self.has_val = any(_finite(r.get("val_loss")) for r in self.epochs)
         self.last = self.epochs[-1] if self.epochs else {}
-        self.target = self.th.target_train_accuracy or self.chance + self.th.poor_train_margin * (1 - self.chance)
+        self.target = self.th.target_train_accuracy or self.base.accuracy_at(self.th.poor_train_margin)
         self.kept = kept_metrics(summary, history)
         ref = summary.get("reference")
-        self.reference = ref if isinstance(ref, dict) and _finite(ref.get("train_accuracy")) else None
+        self.reference = ref if isinstance(ref, dict) and _finite(self.fit(ref)) else None
+
+    def fit(self, record: dict[str, Any], split: str = "train") -> Optional[float]:
+        """The accuracy the fit is judged on (`fit_metric`) of a record, the kept metrics or the
+        reference; None where it was not recorded."""
+        value = record.get(f"{split}_{self.fit_metric}")
+        return value if _finite(value) else None
+
+    def skill(self, accuracy: Optional[float]) -> Optional[float]:
+        return self.base.accuracy_skill(accuracy)
+
+    def at_chance(self, accuracy: Optional[float]) -> bool:
+        """The net predicts the prior: its accuracy skill is below `chance_skill`."""
+        skill = self.skill(accuracy)
+        return skill is not None and skill < self.th.chance_skill
+
+    def improving(self, losses: list[float]) -> bool:
+        """Still falling: by more than `improving_rate` of itself and more than `improving_floor`
+        of the prior's cross-entropy per epoch, over the window."""
+        th = self.th
+        return _rate(losses, th.window) > th.improving_rate and _fall(losses, th.window) > th.improving_floor * self.base.prior_loss
+
+    def solved(self) -> bool:
+        """The task is solved at the last epoch: training and validation accuracy skills at least
+        `solved_skill`, or the validation loss skill at least that."""
+        th, last = self.th, self.last
+        train, val = self.skill(self.fit(last)), self.skill(self.fit(last, "val"))
+        if train is not None and val is not None and min(train, val) >= th.solved_skill:
+            return True
+        loss_skill = self.base.loss_skill(last.get("val_loss"))
+        return loss_skill is not None and loss_skill >= th.solved_skill
+
+    def one_class(self) -> Optional[str]:
+        """The class the net predicts for every training example, when it does (the kept model's
+        per-class recall: 1 for one class, 0 for the others), else None."""
+        per_class = self.summary.get("per_class") if isinstance(self.summary.get("per_class"), dict) else {}
+        recall = (per_class.get("recall") or {}).get("train")
+        if per_class.get("epoch") != self.last.get("epoch") or not isinstance(recall, list):
+            return None
+        present = [(c, r) for c, r in enumerate(recall) if r is not None]
+        ones = [c for c, r in present if r == 1.0]
+        if len(ones) == 1 and all(r == 0.0 for c, r in present if c != ones[0]):
+            return self.base.class_name(ones[0])
+        return None
+
+    def fit_words(self, accuracy: Optional[float]) -> str:
+        """`training accuracy 0.901 (skill 0)`: the fit measure, raw and on the skill scale."""
+        name = "accuracy" if self.fit_metric == "accuracy" else "balanced accuracy"
+        skill = self.skill(accuracy)
+        return f"training {name} {_g(accuracy)} (skill {_skill(skill)})"
 
     def below_reference(self) -> bool:
         """The kept model fits its training set worse than the linear reference on the same
-        examples (beyond the margin), and does not make up for it on validation."""
+        examples (beyond the margin, on the skill scale), and does not make up for it on
+        validation."""
         ref, kept, margin = self.reference, self.kept, self.th.reference_margin
-        if ref is None or not _finite(kept.get("train_accuracy")):
+        if ref is None or self.fit(kept) is None:
             return False
-        if kept["train_accuracy"] >= ref["train_accuracy"] - margin:
+        if self.skill(self.fit(kept)) >= self.skill(self.fit(ref)) - margin:
             return False
         # better on validation than the linear model: regularization at work, not a failed fit
-        return not (_finite(kept.get("val_accuracy")) and _finite(ref.get("val_accuracy"))
-                    and kept["val_accuracy"] > ref["val_accuracy"])
+        kept_val, ref_val = self.fit(kept, "val"), self.fit(ref, "val")
+        return not (kept_val is not None and ref_val is not None and kept_val > ref_val)
+
+    def reference_words(self) -> str:
+        """The kept model's fit against the linear reference's, raw and in skill."""
+        ref, kept = self.reference, self.kept
+        return (
+            f"training {self.fit_metric.replace('_', ' ')} {_g(self.fit(kept))} vs {_g(self.fit(ref))} for a linear "
+            f"model on the same examples (skill {_skill(self.skill(self.fit(kept)))} vs {_skill(self.skill(self.fit(ref)))}; "
+            f"validation {_g(self.fit(kept, 'val'))} vs {_g(self.fit(ref, 'val'))})"
+        )
 
     def deep_plain(self) -> Optional[str]:
         """Words for a deep net without shortcuts (the degradation problem), else None."""
@@ -205,6 +285,13 @@ def diagnose(history: list[dict[str, Any]], cfg: Config, summary: Optional[dict[
     return d
 
 
+def solved(history: list[dict[str, Any]], cfg: Config, summary: Optional[dict[str, Any]] = None) -> bool:
+    """Whether the run had solved its task at its last epoch (`diagnosis.solved_skill`): such a
+    run is never undertrained, and `dnnlab fix` never calls a change to it a fix."""
+    run = _Run(history, cfg, summary or {})
+    return bool(run.epochs) and run.solved()
+
+
 # ---------------------------------------------------------------- 0. divergence
 
 
@@ -238,8 +325,11 @@ def _diverged(run: _Run) -> Diagnosis:
 # ---------------------------------------------------------------- 1. the training set first
 
 
-def _training_causes(run: _Run, d: Diagnosis, progress: float, improving: bool) -> None:
+def _instrument_findings(run: _Run) -> list[tuple[str, str]]:
+    """(cause, evidence) for what the instruments show, whatever the fit: vanishing or exploding
+    gradients, dead units, saturation."""
     th, cfg = run.th, run.cfg
+    out: list[tuple[str, str]] = []
     ratio = [(e, v) for e, v in run.series("grad_ratio") if _finite(v)]
     rms = dict(run.series("grad_rms"))
     if ratio and rms:
@@ -249,33 +339,37 @@ def _training_causes(run: _Run, d: Diagnosis, progress: float, improving: bool) 
         ]
         if len(vanishing) * 2 > len(ratio):  # most epochs, not a blip
             e, v, first = vanishing[0]
-            d.causes.append("vanishing-gradients")
-            d.evidence.append(
+            out.append(("vanishing-gradients", (
                 f"first/last layer gradient RMS ratio {_g(v)} at epoch {e} (< {_g(th.vanishing_ratio)}), first layer "
                 f"RMS {_g(first)} (< {_g(th.vanishing_first_rms)}); in {len(vanishing)} of {len(ratio)} epochs"
-            )
+            )))
         exploding = [(e, v) for e, v in ratio if v > th.exploding_ratio]
         if exploding:
-            d.causes.append("exploding-gradients")
-            d.evidence.append(f"first/last layer gradient RMS ratio {_g(exploding[0][1])} at epoch {exploding[0][0]} (> {_g(th.exploding_ratio)})")
+            out.append(("exploding-gradients", f"first/last layer gradient RMS ratio {_g(exploding[0][1])} at epoch {exploding[0][0]} (> {_g(th.exploding_ratio)})"))
     last = run.last
     # only a ReLU unit can die: leaky, PReLU, ELU and GELU keep a gradient below zero
     nonpos = (last.get("nonpositive_fraction") or []) if cfg.model.activation == "relu" else []
     if nonpos and max(nonpos) >= th.dead_fraction:
         layer = max(range(len(nonpos)), key=lambda i: nonpos[i])
         dead = (last.get("dead_fraction") or [0.0] * len(nonpos))[layer]
-        d.causes.append("dead-units")
-        d.evidence.append(
+        out.append(("dead-units", (
             f"hidden layer {layer + 1}: {_g(nonpos[layer])} of pre-activations <= 0 (>= {_g(th.dead_fraction)}), "
             f"{_g(dead)} of its units dead on every probe example, at epoch {last['epoch']}"
-        )
+        )))
     sat = last.get("saturated_pre_fraction") or []
     if sat and max(sat) > th.saturated_fraction:
         layer = max(range(len(sat)), key=lambda i: sat[i])
-        d.causes.append("saturation")
-        d.evidence.append(
+        out.append(("saturation", (
             f"hidden layer {layer + 1}: {_g(sat[layer])} of pre-activations beyond +-5 (> {_g(th.saturated_fraction)}) at epoch {last['epoch']}"
-        )
+        )))
+    return out
+
+
+def _training_causes(run: _Run, d: Diagnosis, progress: float, improving: bool) -> None:
+    th = run.th
+    for cause, evidence in _instrument_findings(run):
+        d.causes.append(cause)
+        d.evidence.append(evidence)
     losses = [run.init_loss] + run.train_loss
     # a rise counts when it is more than noise: 1% of the loss (a flat loss at chance wobbles)
     rises = sum(1 for a, b in zip(losses, losses[1:]) if b > a * 1.01)
@@ -304,12 +398,14 @@ def _training_causes(run: _Run, d: Diagnosis, progress: float, improving: bool) 
             d.causes.append("plateau")
             if median_update is not None:
                 d.evidence.append(f"gradients are healthy and steps are not small (update/weight ratio {_g(median_update)}), yet the loss does not move")
-    elif not improving and (run.last.get("train_accuracy") or 0.0) < run.chance + 0.1 * (1 - run.chance):
+    elif not improving and run.at_chance(run.fit(run.last) or 0.0):
         # a net at chance has learned nothing: it has not converged, whatever its loss did
         d.causes.append("plateau")
+        one = run.one_class()
         d.evidence.append(
-            f"training accuracy {_g(run.last.get('train_accuracy'))} is at chance ({_g(run.chance)}): the net has not "
-            "started to learn"
+            f"{run.fit_words(run.fit(run.last))} is at chance (skill < {_g(th.chance_skill)}): "
+            + (f"predicting {one!r} for every example, " if one is not None else "")
+            + "the net has not started to learn"
         )
     elif not improving and run.below_reference():
         d.causes.append("plateau")
@@ -429,28 +525,30 @@ def _structural_remedies(run: _Run, d: Diagnosis) -> None:
 def _judge_training(run: _Run) -> Optional[Diagnosis]:
     """failed-training or undertrained when the TRAINING set is poorly fit; None when it is fit well."""
     th = run.th
-    acc, loss = run.last.get("train_accuracy"), run.last["train_loss"]
+    acc, loss = run.fit(run.last), run.last["train_loss"]
     poor = acc is not None and acc < run.target
     below_reference = run.below_reference()
     if not (poor or below_reference):
         return None
     progress = 1.0 - loss / run.init_loss if run.init_loss > 0 else 0.0
-    improving = _rate([run.init_loss] + run.train_loss, th.window) > th.improving_rate
+    improving = run.improving([run.init_loss] + run.train_loss)
     d = Diagnosis("failed-training")
-    target_words = "your target" if th.target_train_accuracy else f"chance {_g(run.chance)} + {_g(th.poor_train_margin)} x (1 - chance)"
+    target_words = "your target" if th.target_train_accuracy else f"skill {_g(th.poor_train_margin)}"
     if poor:
+        one = run.one_class()
         d.evidence.append(
-            f"training accuracy {_g(acc)} at epoch {run.last['epoch']} is below {_g(run.target)} ({target_words}); "
-            f"chance is {_g(run.chance)}"
+            f"{run.fit_words(acc)} at epoch {run.last['epoch']} is below {_g(run.target)} ({target_words}); "
+            f"chance is {run.base.chance_words()}"
+            + (f": the net predicts {one!r} for every example" if one is not None else "")
         )
     if below_reference:
-        ref = run.reference
-        d.evidence.append(
-            f"training accuracy {_g(run.kept['train_accuracy'])} vs {_g(ref['train_accuracy'])} for a linear model on the "
-            f"same examples (validation {_g(run.kept.get('val_accuracy'))} vs {_g(ref.get('val_accuracy'))}): this net "
-            "fits its training set worse than a linear model"
-        )
-    d.evidence.append(f"training loss {_g(run.init_loss)} at init -> {_g(loss)} at epoch {run.last['epoch']} ({_g(100 * progress)}% lower; ln(C) = {_g(run.ln_c)})")
+        d.evidence.append(f"{run.reference_words()}: this net fits its training set worse than a linear model")
+    weighted = "class-weighted " if run.base.weighted else ""
+    d.evidence.append(
+        f"{weighted}training loss {_g(run.init_loss)} at init -> {_g(loss)} at epoch {run.last['epoch']} "
+        f"({_g(100 * progress)}% lower; loss skill {_skill(run.base.loss_skill(loss))} against the prior's cross-entropy "
+        f"{_g(run.base.prior_loss)})"
+    )
     _training_causes(run, d, progress, improving)
     hard = {"vanishing-gradients", "exploding-gradients", "dead-units", "saturation", "lr-too-high"}
     # still improving is undertrained, unless a linear model already fits the training set better
@@ -464,13 +562,69 @@ def _judge_training(run: _Run) -> Optional[Diagnosis]:
         _training_remedies(run, d)
         if run.deep_plain():
             _structural_remedies(run, d)  # after the cause's own remedies: a deep plain net's way out
+        _imbalance_remedy(run, d, acc)
     _regularization_while_poor(run, d)
     return d
 
 
+def _imbalance_remedy(run: _Run, d: Diagnosis, acc: Optional[float]) -> None:
+    """A net at the prior of an imbalanced table: class weights make the minority classes count."""
+    if run.base.imbalanced(run.th.imbalance_share) and run.at_chance(acc) and run.cfg.train.class_weight == "none":
+        d.add_remedy(
+            "train.class_weight=balanced",
+            f"the largest class holds {_g(run.base.majority)} of the training split and the net predicts the prior: "
+            "balanced class weights make every class weigh as much in the loss",
+            current=run.cfg,
+        )
+
+
+def _over_regularization(run: _Run) -> list[str]:
+    """Evidence that L2, L1 or weight decay holds the fit back: the penalty's share of the
+    training loss at the last epoch (>= `penalty_share`), or the weights' norm against the same
+    net's at epoch 0 (<= `shrunk_weights`). Both facts are given when either holds; [] when none."""
+    reg, th = run.cfg.regularization, run.th
+    if not (reg.l2 > 0 or reg.l1 > 0 or reg.weight_decay > 0):
+        return []
+    facts, strong = [], False
+    penalty = run.summary.get("penalty") if isinstance(run.summary.get("penalty"), dict) else {}
+    terms = {k: v for k, v in penalty.items() if k in ("l2", "l1") and _finite(v)}
+    loss = run.last.get("train_loss")
+    if terms and _finite(loss) and penalty.get("epoch") == run.last.get("epoch"):
+        total = loss + sum(terms.values())
+        share = sum(terms.values()) / total if total > 0 else 0.0
+        strong = strong or share >= th.penalty_share
+        facts.append(
+            f"the {' + '.join(terms)} penalty is {_g(100 * share)}% of the training loss at epoch {run.last['epoch']} "
+            f"({_g(sum(terms.values()))} of {_g(total)}; >= {_g(100 * th.penalty_share)}% fights the fit)"
+        )
+    norms = [(e, v) for e, v in run.series("weight_norm") if isinstance(v, list) and v and all(_finite(x) for x in v)]
+    if len(norms) >= 2 and norms[0][0] == 0:
+        first, last = (math.sqrt(sum(x * x for x in v)) for _, v in (norms[0], norms[-1]))
+        ratio = last / first if first > 0 else 1.0
+        strong = strong or ratio <= th.shrunk_weights
+        facts.append(
+            f"the weights' norm is {_g(ratio)} of the same net's at epoch 0 ({_g(first)} -> {_g(last)} at epoch "
+            f"{norms[-1][0]}; <= {_g(th.shrunk_weights)} is pulled toward zero)"
+        )
+    return facts if strong else []
+
+
 def _regularization_while_poor(run: _Run, d: Diagnosis) -> None:
-    """The recipe: a remedy for overfitting hurts a net that does not fit its training set."""
+    """The recipe: a remedy for overfitting hurts a net that does not fit its training set.
+    Regularization the evidence shows to hold the fit back is a cause, `over-regularization`,
+    and taking it away is the first remedy and part of every other."""
     m, reg = run.cfg.model, run.cfg.regularization
+    evidence = _over_regularization(run) if d.verdict == "failed-training" else []
+    if evidence:
+        off = [f"regularization.{k}=0" for k in ("l2", "l1", "weight_decay") if getattr(reg, k) > 0]
+        d.causes.insert(0, "over-regularization")
+        d.evidence += evidence
+        for r in d.remedies:  # each remedy is a complete change: it trains without the penalty too
+            r.also += [s for s in off if s not in r.sets]
+        d.remedies.insert(0, Remedy(
+            off[0], "regularization is a remedy for overfitting; on a net that does not fit its training set it is the "
+            "cause: remove it until the net fits, then add it back a tenth at a time if it overfits", off[1:],
+        ))
     if m.dropout > 0 or m.input_dropout > 0:
         d.warnings.append(
             f"dropout is on (hidden {_g(m.dropout)}, input {_g(m.input_dropout)}) while the net does not fit its "
@@ -481,7 +635,7 @@ def _regularization_while_poor(run: _Run, d: Diagnosis) -> None:
             r.also += [s for s in off if s not in r.sets]
         if not d.remedies:  # alone only when nothing else is known to help
             d.remedies.append(Remedy(off[0], "dropout is for overfitting; turn it off until the net fits its training set", off[1:]))
-    if reg.l2 > 0 or reg.l1 > 0 or reg.weight_decay > 0:
+    if (reg.l2 > 0 or reg.l1 > 0 or reg.weight_decay > 0) and not evidence:
         d.warnings.append(
             f"regularization is on (l2 {_g(reg.l2)}, l1 {_g(reg.l1)}, weight_decay {_g(reg.weight_decay)}) while the net "
             "does not fit its training set: it pulls the weights toward zero and fights the fit"
@@ -492,11 +646,20 @@ def _regularization_while_poor(run: _Run, d: Diagnosis) -> None:
 
 
 def _judge_generalization(run: _Run) -> Diagnosis:
+    d = _judge_validation(run)
+    # the instruments may contradict a good fit: say so, whatever the accuracy
+    for cause, evidence in _instrument_findings(run):
+        d.warnings.append(f"{cause} although the net fits its training set: {evidence}")
+    return d
+
+
+def _judge_validation(run: _Run) -> Diagnosis:
     th, cfg = run.th, run.cfg
-    acc = run.last["train_accuracy"]
-    fit_line = f"training accuracy {_g(acc)} at epoch {run.last['epoch']} (good: >= {_g(run.target)}; chance {_g(run.chance)})"
+    acc = run.fit(run.last)
+    fit_line = f"{run.fit_words(acc)} at epoch {run.last['epoch']} (good: >= {_g(run.target)}; chance {run.base.chance_words()})"
     if run.reference is not None:
-        fit_line += f"; a linear model reaches {_g(run.reference['train_accuracy'])} on the same examples"
+        ref = run.fit(run.reference)
+        fit_line += f"; a linear model reaches {_g(ref)} (skill {_skill(run.skill(ref))}) on the same examples"
     if not run.has_val:
         d = Diagnosis("good-fit", evidence=[fit_line])
         d.warnings.append("no validation split (data.validation_split = 0): overfitting cannot be judged")
@@ -507,8 +670,10 @@ def _judge_generalization(run: _Run) -> Diagnosis:
     after = sum(1 for e, _ in val if e > best_epoch)
     rise = (last_val - best_val) / best_val if best_val > 0 else 0.0
     train_at_best = next(r["train_loss"] for r in run.epochs if r["epoch"] == best_epoch)
-    rising = after >= th.overfit_patience and rise > th.overfit_rise and run.last["train_loss"] < train_at_best
-    val_acc = run.last.get("val_accuracy")
+    # a rise of a loss near 0 by a few percent of itself is noise: it must also exceed the floor
+    noticeable = last_val - best_val > th.improving_floor * run.base.prior_loss
+    rising = after >= th.overfit_patience and rise > th.overfit_rise and noticeable and run.last["train_loss"] < train_at_best
+    val_acc = run.fit(run.last, "val")
     gap = acc - val_acc if val_acc is not None else 0.0
     if rising or gap > th.overfit_gap:
         d = Diagnosis("overfitting", evidence=[fit_line])
@@ -532,7 +697,8 @@ def _judge_generalization(run: _Run) -> Diagnosis:
             d.add_remedy("data.train_size=null", "more training data is the surest remedy: the training set was subsampled", current=run.cfg)
         return d
     val_rate = _rate([v for _, v in val], th.window)
-    if val_rate > th.improving_rate and last_epoch == best_epoch:
+    # a solved task is done, however fast its tiny loss still falls in relative terms
+    if run.improving([v for _, v in val]) and last_epoch == best_epoch and not run.solved():
         d = Diagnosis("undertrained", evidence=[fit_line])
         d.evidence.append(f"validation loss still falling {_g(100 * val_rate)}% per epoch at the last epoch ({_g(last_val)} at epoch {last_epoch})")
         d.add_remedy(f"train.epochs={cfg.train.epochs * 2}", "both losses were still improving when the budget ran out", current=run.cfg)
@@ -549,6 +715,18 @@ def _judge_generalization(run: _Run) -> Diagnosis:
 
 def _general_warnings(run: _Run, d: Diagnosis) -> None:
     s = run.summary
+    base = run.base
+    if base.imbalanced(run.th.imbalance_share):
+        kept = run.kept
+        per_class = (s.get("per_class") or {}).get("recall") or {} if isinstance(s.get("per_class"), dict) else {}
+        split = "val" if per_class.get("val") else "test"
+        recall = per_class.get(split) or []
+        shown = ", ".join(f"{base.class_name(c)!r} {_g(r)}" for c, r in enumerate(recall) if r is not None)
+        d.warnings.append(
+            f"imbalanced classes: {base.class_name(base.majority_class)!r} holds {_g(100 * base.majority)}% of the "
+            f"training split, so accuracy flatters a net that favours it; balanced accuracy {_g(kept.get(f'{split}_balanced_accuracy'))} "
+            f"on {'validation' if split == 'val' else 'test'}" + (f" (recall per class: {shown})" if shown else "")
+        )
     if len(run.epochs) == 1:
         d.warnings.append("only one epoch: trends (still improving, rising validation loss) cannot be judged")
     if run.init and _finite(run.init.get("train_loss")) and run.init["train_loss"] > 2 * run.ln_c:
@@ -557,4 +735,19 @@ def _general_warnings(run: _Run, d: Diagnosis) -> None:
         )
     best, ran = s.get("best_epoch"), s.get("epochs_run")
     if s.get("restored_best") and best and ran and best < 0.5 * ran:
-        d.warnings.append(f"early stopping restored epoch {best}, far before the end (epoch {ran}): most of the budget was spent overfitting")
+        val = {r["epoch"]: r.get("val_loss") for r in run.epochs if _finite(r.get("val_loss"))}
+        at_best, at_end = val.get(best), val.get(max(val)) if val else None
+        rose = at_best is not None and at_end is not None and at_end - at_best > max(
+            run.th.overfit_rise * at_best, run.th.improving_floor * run.base.prior_loss
+        )
+        if rose:
+            d.warnings.append(
+                f"early stopping restored epoch {best}, far before the end (epoch {ran}): the validation loss rose "
+                f"{_g(at_best)} -> {_g(at_end)} after it: most of the budget was spent overfitting"
+            )
+        else:
+            d.warnings.append(
+                f"early stopping restored epoch {best}, far before the end (epoch {ran}), yet the validation loss did "
+                f"not rise after it ({_g(at_best)} -> {_g(at_end)}): not overfitting; the monitored "
+                f"{s.get('monitor') or 'metric'} stopped improving, and most of the budget was spent without progress"
+            )

@@ -52,7 +52,17 @@ def load_data(cfg: Config) -> Dataset:
 
 
 def check_compatible(cfg: Config, ds: Dataset) -> None:
-    """Raise DataError when the model cannot take the dataset's inputs (before any JAX work)."""
+    """Raise DataError when the model cannot take the dataset's inputs, or `train.class_weight`
+    names a class the data do not have (before any JAX work)."""
+    if isinstance(cfg.train.class_weight, dict):
+        import numpy as np
+
+        from dnnlab.baselines import class_weights
+
+        try:
+            class_weights(cfg.train.class_weight, np.bincount(ds.train.y, minlength=ds.num_classes).tolist(), ds.classes)
+        except ValueError as exc:
+            raise DataError(str(exc)) from None
     if cfg.model.arch not in ("cnn", "resnet"):
         return
     if len(ds.input_shape) != 3:
@@ -452,7 +462,7 @@ def _seeds_summary(
         status = "interrupted"
     summaries = [o.summary for o in outcomes]
     mean, std = {}, {}
-    for key in runs.METRICS:
+    for key in runs.METRICS + runs.CLASS_METRICS:
         m, s, count = runs.seed_stats(summaries, key)
         if count:
             mean[key], std[key] = m, s

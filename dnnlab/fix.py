@@ -11,8 +11,11 @@ work on it; the original run is the control. A remedy fixed the problem when:
 - overfitting: the kept model's validation loss fell by more than `LOSS_TOLERANCE` and its
   validation accuracy did not fall beyond the noise.
 
-The noise is `compare`'s: the largest of half a point, the seeds' spread and 1.96 standard
-errors of the split sizes. Imports no JAX until a member trains.
+On imbalanced data (the control's largest class holds more than `diagnosis.imbalance_share` of
+its training split) the accuracies are balanced accuracies. A run that had already solved its task
+(`diagnose.solved`) is never "fixed": nothing was broken. The noise is `compare`'s: the largest
+of half a point, the seeds' spread and 1.96 standard errors of the split sizes. Imports no JAX
+until a member trains.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any, Optional
 
 import yaml
 
-from dnnlab import runs
+from dnnlab import baselines, runs
 from dnnlab.compare import Group, load_record, tolerance
 from dnnlab.config import ConfigError, apply_overrides, dump_yaml, read_yaml, validate
 from dnnlab.sweep import Sweep, SweepError, override
@@ -49,6 +52,7 @@ class Result:
     val_loss: tuple[Optional[float], Optional[float]]
     fixed: bool
     words: str
+    measure: str = "accuracy"  # what train and val hold: accuracy, or balanced_accuracy on imbalanced data
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -57,7 +61,7 @@ class Result:
             "train_accuracy": {"control": self.train[0], "remedy": self.train[1], "tolerance": self.train[2]},
             "val_accuracy": {"control": self.val[0], "remedy": self.val[1], "tolerance": self.val[2]},
             "val_loss": {"control": self.val_loss[0], "remedy": self.val_loss[1]},
-            "fixed": self.fixed, "words": self.words,
+            "fixed": self.fixed, "words": self.words, "measure": self.measure,
         }
 
 
@@ -192,7 +196,7 @@ def judge(fix: Fix) -> Fix:
             continue  # skipped as invalid
         paths = [fix.sweep.path / m["dir"] for m in members if m.get("dir")]
         group = Group(variant, [load_record(p) for p in paths])
-        fix.results.append(_judge_one(fix.verdict, remedy, control, group, members))
+        fix.results.append(_judge_one(fix.verdict, remedy, control, group, members, solved=_solved(info["control"])))
     winner = fix.winner
     if winner is not None:
         base = fix.sweep.manifest["base"]
@@ -207,11 +211,33 @@ def judge(fix: Fix) -> Fix:
     return fix
 
 
-def _judge_one(verdict: str, remedy: dict[str, Any], control: Group, group: Group, members: list[dict]) -> Result:
-    (ct, _), (rt, _) = control.stat("train_accuracy"), group.stat("train_accuracy")
-    (cv, _), (rv, _) = control.stat("val_accuracy"), group.stat("val_accuracy")
+def _solved(control: list[str]) -> bool:
+    """Whether the control (its first seed) had already solved its task (`diagnose.solved`)."""
+    from dnnlab.config import ConfigError
+    from dnnlab.diagnose import solved
+
+    try:
+        history, cfg, summary = runs.load_run(Path(control[0]))
+    except (ConfigError, ValueError, OSError, IndexError):
+        return False
+    return solved(history, cfg, summary)
+
+
+def measure_of(control: Group) -> str:
+    """The accuracy a fix is judged on: balanced accuracy when the control's data are imbalanced."""
+    rec = control.runs[0] if control.runs else None
+    share = rec.config.get("diagnosis.imbalance_share", 0.7) if rec else 0.7
+    return "balanced_accuracy" if rec and baselines.of_summary(rec.summary).imbalanced(share) else "accuracy"
+
+
+def _judge_one(
+    verdict: str, remedy: dict[str, Any], control: Group, group: Group, members: list[dict], solved: bool = False
+) -> Result:
+    measure = measure_of(control)
+    (ct, _), (rt, _) = control.stat(f"train_{measure}"), group.stat(f"train_{measure}")
+    (cv, _), (rv, _) = control.stat(f"val_{measure}"), group.stat(f"val_{measure}")
     (cl, _), (rl, _) = control.stat("val_loss"), group.stat("val_loss")
-    tol_t, tol_v = tolerance(control, group, "train"), tolerance(control, group, "val")
+    tol_t, tol_v = tolerance(control, group, "train", measure), tolerance(control, group, "val", measure)
     verdicts = [r.verdict for r in group.runs]
     status = [r.status for r in group.runs] or [m["status"] for m in members]
     finished = bool(group.runs) and all(s in runs.FINISHED for s in status)
@@ -222,6 +248,8 @@ def _judge_one(verdict: str, remedy: dict[str, Any], control: Group, group: Grou
     loss_down = rl is not None and cl is not None and rl < cl * (1 - LOSS_TOLERANCE)
     if not finished:
         fixed, words = False, f"did not finish ({', '.join(status)})"
+    elif solved:  # a solved task is not made better by a change of verdict
+        fixed, words = False, "nothing to fix: the run had already solved its task"
     elif verdict == "diverged":  # the control has no metrics to beat: training at all is the fix
         fixed = trains
         words = "trains now" if fixed else "still does not train"
@@ -236,4 +264,4 @@ def _judge_one(verdict: str, remedy: dict[str, Any], control: Group, group: Grou
         words = "generalizes better" if fixed else (
             "validation accuracy fell beyond the noise" if down_val else "validation loss not lower beyond 1%"
         )
-    return Result(remedy, [r.path for r in group.runs], verdicts, status, (ct, rt, tol_t), (cv, rv, tol_v), (cl, rl), fixed, words)
+    return Result(remedy, [r.path for r in group.runs], verdicts, status, (ct, rt, tol_t), (cv, rv, tol_v), (cl, rl), fixed, words, measure)

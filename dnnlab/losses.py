@@ -1,4 +1,5 @@
-"""The loss: softmax cross-entropy plus the named regularization terms of the config."""
+"""The loss: softmax cross-entropy (class-weighted when `train.class_weight` sets weights) plus the
+named regularization terms of the config."""
 
 from __future__ import annotations
 
@@ -40,6 +41,25 @@ def loss_and_correct(logits: jax.Array, labels: jax.Array, weights: jax.Array) -
     return cross_entropy_sum(logits, labels, weights), correct
 
 
+def class_sums(logits: jax.Array, labels: jax.Array, weights: jax.Array, num_classes: int, loss: bool = False) -> tuple[jax.Array, ...]:
+    """Each class's weighted count of correct predictions (and, with `loss`, its summed
+    cross-entropy) in a batch: (correct_C,) or (correct_C, loss_C), the sums that per-class recall
+    and the class-weighted mean loss divide."""
+    onehot_BxC = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32) * weights[:, None]
+    correct_C = jnp.sum(onehot_BxC * (jnp.argmax(logits, -1) == labels)[:, None], axis=0)
+    if not loss:
+        return (correct_C,)
+    return correct_C, jnp.sum(onehot_BxC * optax.softmax_cross_entropy_with_integer_labels(logits, labels)[:, None], axis=0)
+
+
+def weighted_cross_entropy(logits: jax.Array, labels: jax.Array, weights: jax.Array, class_weights: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(sum of weight * class weight * cross-entropy, sum of weight * class weight) of a batch:
+    their ratio is the class-weighted mean loss. The class weights are an input (traced), so
+    runs that differ only in them share one compiled program."""
+    w = weights * class_weights[labels]
+    return cross_entropy_sum(logits, labels, w), jnp.sum(w)
+
+
 def regularization_terms(params: Any, cfg: RegularizationConfig) -> dict[str, jax.Array]:
     """The loss-side terms: l2/2 * ||w||^2 and l1 * ||w||_1 over the masked leaves."""
     mask = regularized_mask(params, cfg.include_biases)
@@ -50,3 +70,19 @@ def regularization_terms(params: Any, cfg: RegularizationConfig) -> dict[str, ja
     if cfg.l1 > 0:
         terms["l1"] = cfg.l1 * sum(jnp.sum(jnp.abs(p)) for p in leaves)
     return terms
+
+
+def penalty(arrays: dict[str, Any], cfg: RegularizationConfig) -> dict[str, float]:
+    """`regularization_terms` of a checkpoint's named host arrays (`checkpoints.flatten_params`:
+    `hidden.0.w`, ...), as floats in float64: the penalty a run's last epoch paid, computed once
+    after training with NumPy (nothing to compile). The same leaves as `regularized_mask`."""
+    import numpy as np
+
+    names = WEIGHT_NAMES + (BIAS_NAMES if cfg.include_biases else ())
+    leaves = [np.asarray(a, np.float64) for k, a in arrays.items() if k.rsplit(".", 1)[-1] in names]
+    out: dict[str, float] = {}
+    if cfg.l2 > 0:
+        out["l2"] = 0.5 * cfg.l2 * float(sum(np.sum(np.square(p)) for p in leaves))
+    if cfg.l1 > 0:
+        out["l1"] = cfg.l1 * float(sum(np.sum(np.abs(p)) for p in leaves))
+    return out

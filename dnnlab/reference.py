@@ -111,7 +111,8 @@ def fit_reference(
     cfg: Config, ds: Dataset, *, use_cache: bool = True, cancel: Optional[threading.Event] = None
 ) -> Optional[dict[str, Any]]:
     """The reference of a run of `cfg` on `ds` (None when `diagnosis.reference` is none):
-    {model, train_accuracy, val_accuracy, train_loss, epochs, seconds, cached, status}.
+    {model, train_accuracy, val_accuracy, train_loss, train_balanced_accuracy,
+    val_balanced_accuracy, epochs, seconds, cached, status}.
     `cancel`, once set, stops its training at the next epoch (status interrupted)."""
     if cfg.diagnosis.reference == "none":
         return None
@@ -132,6 +133,8 @@ def fit_reference(
         "train_accuracy": final.get("train_accuracy"),
         "val_accuracy": final.get("val_accuracy"),
         "train_loss": final.get("train_loss"),
+        "train_balanced_accuracy": final.get("train_balanced_accuracy"),
+        "val_balanced_accuracy": final.get("val_balanced_accuracy"),
         "epochs": result.summary["epochs_run"],
         "seconds": time.perf_counter() - t0,
         "status": result.summary["status"],

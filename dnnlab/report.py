@@ -10,7 +10,7 @@ from typing import Any, Optional
 
 from dnnlab.config import Config
 from dnnlab.diagnose import Diagnosis, diagnose
-from dnnlab import runs
+from dnnlab import baselines, runs
 
 SPLITS = ("train", "val", "test")
 
@@ -170,11 +170,40 @@ def markdown(
             f"| {split} | {_fmt(final.get(f'{split}_loss'))} | {_fmt(final.get(f'{split}_accuracy'))} | "
             f"{_fmt(best.get(f'{split}_loss'))} | {_fmt(best.get(f'{split}_accuracy'))} |"
         )
+    lines += _classes(cfg, summary)
     if plots:
         lines += ["", "## Plots"]
         for name, caption in plots:
             lines += ["", f"{caption}.", "", f"![{caption}]({name})"]
     return "\n".join(lines) + "\n"
+
+
+def _classes(cfg: Config, summary: dict[str, Any]) -> list[str]:
+    """The `## Classes` section: chance from the data, whether the losses are class-weighted, and
+    the kept model's balanced accuracy and recall of each class."""
+    base = baselines.of_summary(summary)
+    per_class = summary.get("per_class") if isinstance(summary.get("per_class"), dict) else {}
+    recall = per_class.get("recall") or {}
+    splits = [s for s in SPLITS if isinstance(recall.get(s), list)]
+    if not splits:
+        return []
+    weights = (summary.get("loss") or {}).get("class_weights")
+    lines = ["", "## Classes", "",
+             f"The largest class, {base.class_name(base.majority_class)!r}, holds {100 * base.majority:.1f}% of the training "
+             f"split: a net that always predicts it is {base.majority:.3f} accurate, and predicting the classes' shares costs "
+             f"a cross-entropy of {base.prior_loss:.3f}. The diagnosis measures the fit from there (skill 0) to a perfect "
+             "fit (skill 1)."
+             + (" The data are imbalanced: judge the model by its balanced accuracy and each class's recall." if base.imbalanced(cfg.diagnosis.imbalance_share) else ""),
+             "",
+             ("The losses are class-weighted means (`train.class_weight`: " + ", ".join(f"{base.class_name(c)} {w:.3g}" for c, w in enumerate(weights)) + ")."
+              if weights else "The losses are unweighted means."),
+             "", f"Recall of each class, the kept model (epoch {per_class.get('epoch')}):", "",
+             "| class | " + " | ".join(f"{s} recall" for s in splits) + " |", "|---|" + "---|" * len(splits)]
+    kept = runs.kept_metrics(summary)
+    for c in range(len(recall[splits[0]])):
+        lines.append(f"| {base.class_name(c)} | " + " | ".join(_fmt(recall[s][c] if c < len(recall[s]) else None) for s in splits) + " |")
+    lines.append("| **balanced accuracy** | " + " | ".join(_fmt(kept.get(f"{s}_balanced_accuracy")) for s in splits) + " |")
+    return lines
 
 
 def finalize(

@@ -35,6 +35,9 @@ STATE, STATE_PREV = "state.npz", "state.prev.npz"  # what `run --resume` continu
 
 # the six evaluation-mode metrics every epoch records
 METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy")
+# each split's balanced accuracy (the mean per-class recall): in summary.json's final and best for
+# every run, and in the records too when the classes are watched (`train.class_aware`)
+CLASS_METRICS = ("train_balanced_accuracy", "val_balanced_accuracy", "test_balanced_accuracy")
 # the statuses whose kept model counts in a mean over seeds; diverged, interrupted and killed
 # runs are listed, never averaged in
 FINISHED = ("completed", "stopped_early")
@@ -379,6 +382,7 @@ SUMMARY_TYPES: dict[str, tuple[type, ...]] = {
     "status": (str,), "epochs_run": (int,), "best_epoch": (int,), "restored_best": (bool,),
     "final": (dict,), "best": (dict,), "initial": (dict,), "data": (dict,), "diagnosis": (dict,),
     "reference": (dict,), "wall_seconds": (int, float), "monitor": (str,),
+    "per_class": (dict,), "loss": (dict,), "penalty": (dict,),
 }
 
 
@@ -445,7 +449,7 @@ def kept_metrics(summary: dict[str, Any], history: Optional[list[dict[str, Any]]
     if summary.get("final"):
         return summary["final"]
     done = [r for r in history or [] if isinstance(r.get("epoch"), int) and r["epoch"] > 0]
-    return {k: done[-1].get(k) for k in METRICS} if done else {}
+    return {k: done[-1].get(k) for k in METRICS + CLASS_METRICS if k in METRICS or k in done[-1]} if done else {}
 
 
 def _number(x: Any) -> bool:

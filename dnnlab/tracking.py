@@ -43,9 +43,11 @@ NAMES = {
     "train_loss": "loss/train", "val_loss": "loss/val", "test_loss": "loss/test",
     "train_accuracy": "accuracy/train", "val_accuracy": "accuracy/val", "test_accuracy": "accuracy/test",
     "lr": "lr", "running_loss": "running/loss", "running_accuracy": "running/accuracy", "seconds": "time/epoch_seconds",
+    "train_balanced_accuracy": "balanced_accuracy/train", "val_balanced_accuracy": "balanced_accuracy/val",
+    "test_balanced_accuracy": "balanced_accuracy/test",
 }
 NOT_SCALARS = ("epoch", "seed")
-REPORT_TAGS = ("_hparams_/", "hparams/", "diagnosis/", "status/")  # written once, when the run is diagnosed
+REPORT_TAGS = ("_hparams_/", "hparams/", "kept/", "diagnosis/", "status/")  # written once, when the run is diagnosed
 ARTIFACTS = (runs.REPORT, runs.CONFIG, runs.SUMMARY)  # and the plots (*.png)
 
 
@@ -99,6 +101,23 @@ def scalars(record: dict[str, Any]) -> dict[str, float]:
                     add(f"instruments/{layer(i, len(value))}/{key}", v)
         else:
             add(f"instruments/{key}", value)
+    return out
+
+
+def kept_scalars(summary: dict[str, Any]) -> dict[str, float]:
+    """The kept model's balanced accuracies and each class's recall (summary.json's per_class):
+    `kept/balanced_accuracy/<split>`, `kept/recall/<split>/<class>`; the same names in
+    TensorBoard and MLflow."""
+    out = {}
+    for key, value in runs.kept_metrics(summary).items():
+        if key in runs.CLASS_METRICS and _finite(value):
+            out[f"kept/balanced_accuracy/{key.split('_')[0]}"] = float(value)
+    per_class = summary.get("per_class") if isinstance(summary.get("per_class"), dict) else {}
+    names = (summary.get("data") or {}).get("classes") or []
+    for split, recall in (per_class.get("recall") or {}).items():
+        for c, r in enumerate(recall or []):
+            if _finite(r):
+                out[f"kept/recall/{split}/{names[c] if c < len(names) else c}"] = float(r)
     return out
 
 
@@ -233,14 +252,14 @@ class TensorBoard(runs.Writer):
         from tensorboardX.summary import hparams
 
         step = int(summary.get("epochs_run") or 0)
-        kept = {f"hparams/{k}": v for k, v in runs.kept_metrics(summary).items() if k in runs.METRICS and _finite(v)}
+        kept = {f"hparams/{k}": v for k, v in runs.kept_metrics(summary).items() if k in runs.METRICS + runs.CLASS_METRICS and _finite(v)}
         values = {
             k: (v if isinstance(v, (bool, int, float, str)) else _text(v))
             for k, v in flat_config(self.cfg.model_dump(mode="json")).items() if v is not None
         }
         for part in hparams(values, kept):
             self.tb.file_writer.add_summary(part, step)
-        for tag, value in kept.items():
+        for tag, value in {**kept, **kept_scalars(summary)}.items():
             self.tb.add_scalar(tag, value, step)
         self.tb.add_text("diagnosis", diagnosis_markdown(diagnosis.to_dict()), step)
         self.tb.add_text("status", str(summary.get("status")), step)
@@ -419,6 +438,8 @@ def _log_leaf(store: _Store, experiment_id: str, run_dir: Path, loaded: tuple[An
     for record in history:
         t += 1000 * float(record.get("seconds") or 0)
         metrics += [Metric(k, v, int(t), int(record["epoch"])) for k, v in scalars(record).items() if math.isfinite(v)]
+    last_epoch = int(history[-1]["epoch"]) if history else 0
+    metrics += [Metric(k, v, int(t), last_epoch) for k, v in kept_scalars(summary).items()]
     for i in range(0, len(params), 100):  # MLflow's limits per log_batch call
         store.client.log_batch(run_id, params=params[i : i + 100])
     for i in range(0, len(metrics), 1000):

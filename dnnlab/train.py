@@ -14,7 +14,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from functools import partial
 from typing import Any, Callable, NamedTuple, Optional
@@ -25,7 +25,7 @@ import numpy as np
 import optax
 
 import dnnlab
-from dnnlab import distributed, interrupt, losses, models, pretrain, probes, stored
+from dnnlab import baselines, distributed, interrupt, losses, models, pretrain, probes, stored
 from dnnlab.config import Config, EarlyStoppingConfig, RegularizationConfig, data_seed, training_loop
 from dnnlab.data import Dataset
 from dnnlab.optim import hyperparameters, make_optimizer, with_hyperparameters
@@ -38,8 +38,11 @@ class TrainState(NamedTuple):
     step: jax.Array  # global step, int32
 
 
-def loss_fn(trainable, stats, x, y, w, key, *, model: models.Model, reg: RegularizationConfig):
-    """Mean cross-entropy over the real (w = 1) examples plus the regularization terms.
+def loss_fn(trainable, stats, x, y, w, key, *, model: models.Model, reg: RegularizationConfig, class_weights=None):
+    """Mean cross-entropy over the real (w = 1) examples plus the regularization terms; with
+    `class_weights` (one per class, an input of the program), the class-weighted mean, and the
+    summed cross-entropy it returns is weighted too. Without them the loss is exactly the
+    unweighted one.
 
     `stats` are batch norm's running statistics (None without batch norm): read-only here, the
     updated ones come back in the aux output.
@@ -47,18 +50,22 @@ def loss_fn(trainable, stats, x, y, w, key, *, model: models.Model, reg: Regular
     logits, aux = model.apply(models.merge_stats(trainable, stats), x, key=key, train=True)
     ce_sum, correct = losses.loss_and_correct(logits, y, w)
     terms = losses.regularization_terms(trainable, reg)
-    total = ce_sum / jnp.maximum(jnp.sum(w), 1.0) + sum(terms.values())
+    if class_weights is None:
+        total = ce_sum / jnp.maximum(jnp.sum(w), 1.0) + sum(terms.values())
+    else:
+        ce_sum, weight_sum = losses.weighted_cross_entropy(logits, y, w, class_weights)
+        total = ce_sum / jnp.maximum(weight_sum, 1e-12) + sum(terms.values())
     return total, (ce_sum, correct, aux.get("batch_stats"))
 
 
-def train_step(state: TrainState, x, y, w, dropout_key, *, model, tx, reg) -> tuple[TrainState, dict]:
+def train_step(state: TrainState, x, y, w, dropout_key, class_weights=None, *, model, tx, reg) -> tuple[TrainState, dict]:
     """One optimizer step on one minibatch; the dropout key is folded with the global step.
     The optimizer updates the trainable parameters; batch norm's running statistics are
-    replaced by the step's new running averages."""
+    replaced by the step's new running averages. `class_weights`: see `loss_fn`."""
     key = jax.random.fold_in(dropout_key, state.step)
     trainable, stats = models.split_stats(state.params)
     grads, (ce_sum, correct, new_stats) = jax.grad(loss_fn, has_aux=True)(
-        trainable, stats, x, y, w, key, model=model, reg=reg
+        trainable, stats, x, y, w, key, model=model, reg=reg, class_weights=class_weights
     )
     updates, opt_state = tx.update(grads, state.opt_state, trainable)
     params = models.merge_stats(optax.apply_updates(trainable, updates), new_stats)
@@ -74,10 +81,10 @@ def batches(n: int, batch_size: int, shuffle_key: jax.Array) -> tuple[jax.Array,
     return perm[flat % n].reshape(steps, batch_size), (flat < n).astype(jnp.float32).reshape(steps, batch_size)
 
 
-def indexed_step(state, x_N, y_N, idx_B, w_B, dropout_key, *, model, tx, reg, shard=None):
+def indexed_step(state, x_N, y_N, idx_B, w_B, dropout_key, class_weights=None, *, model, tx, reg, shard=None):
     """`train_step` on the examples `idx_B` of device-resident data (for the per-step loop)."""
     x_B, y_B, w_B = _batch(x_N, y_N, idx_B, w_B, shard)
-    return train_step(state, x_B, y_B, w_B, dropout_key, model=model, tx=tx, reg=reg)
+    return train_step(state, x_B, y_B, w_B, dropout_key, class_weights, model=model, tx=tx, reg=reg)
 
 
 def _batch(x_N, y_N, idx_B, w_B, shard: Optional[Callable[[Any], Any]]):
@@ -90,20 +97,26 @@ def _batch(x_N, y_N, idx_B, w_B, shard: Optional[Callable[[Any], Any]]):
     return shard(x_B), shard(y_B), shard(w_B)
 
 
-def stepwise_epoch(state, x_N, y_N, shuffle_key, dropout_key, *, step_fn, batches_fn, on_step=None, every=1):
+def stepwise_epoch(
+    state, x_N, y_N, shuffle_key, dropout_key, *, step_fn, batches_fn, on_step=None, every=1, class_weights=None,
+    total_weight=None,
+):
     """The same epoch as `train_epoch`, as a Python loop over a jitted step: on the CPU, XLA runs
     convolutions inside a while loop (lax.scan) about 11x slower than outside one
-    (bench/conv.py), so convolutional models train this way."""
+    (bench/conv.py), so convolutional models train this way. `class_weights`: see `loss_fn`;
+    `total_weight`, the training examples' summed class weight, divides the running loss."""
     idx_SxB, w_SxB = batches_fn(shuffle_key)
     ce_sum = correct = 0.0
+    weighted = () if class_weights is None else (class_weights,)
     for i in range(idx_SxB.shape[0]):
         interrupt.stop_point()
-        state, out = step_fn(state, x_N, y_N, idx_SxB[i], w_SxB[i], dropout_key)
+        state, out = step_fn(state, x_N, y_N, idx_SxB[i], w_SxB[i], dropout_key, *weighted)
         ce_sum, correct = ce_sum + out["ce_sum"], correct + out["correct"]
         if on_step is not None and (i + 1) % every == 0:
             on_step(i + 1)
     n = x_N.shape[0]
-    return state, {"running_loss": ce_sum / n, "running_accuracy": correct / n}
+    total = n if class_weights is None else total_weight
+    return state, {"running_loss": ce_sum / total, "running_accuracy": correct / n}
 
 
 def stepwise_evaluate(params, splits, *, chunk_fn, chunk: int, multiple: int = 1) -> dict[str, jax.Array]:
@@ -112,12 +125,20 @@ def stepwise_evaluate(params, splits, *, chunk_fn, chunk: int, multiple: int = 1
     for name, (x, y) in splits.items():
         n = x.shape[0]
         size = _chunk_size(chunk, n, multiple)
-        loss = correct = 0.0
+        sums: tuple = ()
         for start in range(0, n, size):
-            l, c = chunk_fn(params, x, y, np.int32(start), size=size)
-            loss, correct = loss + l, correct + c
+            part = chunk_fn(params, x, y, np.int32(start), size=size)
+            sums = tuple(part) if not sums else tuple(a + b for a, b in zip(sums, part))
+        loss, correct, *per_class = sums
         out[f"{name}_loss"], out[f"{name}_accuracy"] = loss / n, correct / n
+        out.update(_class_outputs(name, per_class))
     return out
+
+
+def _class_outputs(split: str, per_class: list[Any]) -> dict[str, Any]:
+    """The per-class sums of a split's evaluation (`losses.class_sums`) by name:
+    `<split>_class_correct` and, when the loss is class-weighted, `<split>_class_loss`."""
+    return dict(zip((f"{split}_class_correct", f"{split}_class_loss"), per_class))
 
 
 def _chunk_size(chunk: int, n: int, multiple: int) -> int:
@@ -126,18 +147,25 @@ def _chunk_size(chunk: int, n: int, multiple: int) -> int:
     return -(-min(chunk, n) // multiple) * multiple
 
 
-def chunk_at(params, x_N, y_N, start, *, size: int, model, shard=None):
+def chunk_at(params, x_N, y_N, start, *, size: int, model, shard=None, num_classes=None, class_loss=False):
     """`chunk_sums` of the `size` examples from `start` (past the end: weight-0 repeats)."""
     n = x_N.shape[0]
     flat = start + jnp.arange(size)
-    return chunk_sums(params, x_N, y_N, jnp.minimum(flat, n - 1), (flat < n).astype(jnp.float32), model=model, shard=shard)
+    return chunk_sums(
+        params, x_N, y_N, jnp.minimum(flat, n - 1), (flat < n).astype(jnp.float32), model=model, shard=shard,
+        num_classes=num_classes, class_loss=class_loss,
+    )
 
 
-def chunk_sums(params, x_N, y_N, idx, w, *, model, shard=None):
-    """Summed loss and correct count of one evaluation chunk."""
+def chunk_sums(params, x_N, y_N, idx, w, *, model, shard=None, num_classes=None, class_loss=False):
+    """Summed loss and correct count of one evaluation chunk; with `num_classes`, then each
+    class's correct count (and, with `class_loss`, its summed loss: `losses.class_sums`)."""
     x_C, y_C, w = _batch(x_N, y_N, idx, w, shard)
     logits, _ = model.apply(params, x_C, train=False)
-    return losses.loss_and_correct(logits, y_C, w)
+    sums = losses.loss_and_correct(logits, y_C, w)
+    if num_classes is None:
+        return sums
+    return (*sums, *losses.class_sums(logits, y_C, w, num_classes, class_loss))
 
 
 def train_epoch(
@@ -186,6 +214,7 @@ def train_steps(
     dropout_key: jax.Array,
     first: jax.Array,
     last: jax.Array,
+    class_weights: Optional[jax.Array] = None,
     *,
     model: models.Model,
     tx: optax.GradientTransformation,
@@ -202,7 +231,8 @@ def train_steps(
     give the same numbers. `carry` (`new_epoch` before the first slice) holds the epoch's order
     of the examples, drawn by the slice that starts at step 0 (a permutation of 60,000 takes 40
     ms on 2 cores: once an epoch, not once a slice), and each step's summed cross-entropy and
-    correct count.
+    correct count. `class_weights` (an input, like `first`): see `loss_fn`; the running loss is
+    then the class-weighted mean.
 
     Returns:
         (new state, the carry, {"running_loss", "running_accuracy"}: the dropout-on running
@@ -217,11 +247,12 @@ def train_steps(
     def body(loop):
         i, state, ce_S, correct_S = loop
         x_B, y_B, w_B = _batch(x_N, y_N, idx_SxB[i], w_SxB[i], shard)
-        state, out = train_step(state, x_B, y_B, w_B, dropout_key, model=model, tx=tx, reg=reg)
+        state, out = train_step(state, x_B, y_B, w_B, dropout_key, class_weights, model=model, tx=tx, reg=reg)
         return i + 1, state, ce_S.at[i].set(out["ce_sum"]), correct_S.at[i].set(out["correct"])
 
     _, state, ce_S, correct_S = jax.lax.while_loop(lambda c: c[0] < last, body, (first, state, ce_S, correct_S))
-    running = {"running_loss": jnp.sum(ce_S) / n, "running_accuracy": jnp.sum(correct_S) / n}
+    total = n if class_weights is None else jnp.sum(class_weights[y_N])  # every example once an epoch
+    running = {"running_loss": jnp.sum(ce_S) / total, "running_accuracy": jnp.sum(correct_S) / n}
     return state, (idx_SxB, w_SxB, ce_S, correct_S), running
 
 
@@ -234,8 +265,8 @@ def _folded(steps_fn: Callable[..., Any]) -> Callable[..., Any]:
     """`train_steps` taking the seed's base shuffle key and the epoch number: the epoch's key is
     `fold_in(base, epoch)`, computed inside the compiled program."""
 
-    def run(state, carry, x_N, y_N, shuffle_base, epoch, dropout_key, first, last):
-        return steps_fn(state, carry, x_N, y_N, jax.random.fold_in(shuffle_base, epoch), dropout_key, first, last)
+    def run(state, carry, x_N, y_N, shuffle_base, epoch, dropout_key, first, last, class_weights=None):
+        return steps_fn(state, carry, x_N, y_N, jax.random.fold_in(shuffle_base, epoch), dropout_key, first, last, class_weights)
 
     return run
 
@@ -245,13 +276,17 @@ PROGRESS_SECONDS = 0.2
 
 
 def evaluate(
-    params, x_N: jax.Array, y_N: jax.Array, *, model: models.Model, chunk: int, shard=None, multiple: int = 1
-) -> tuple[jax.Array, jax.Array]:
+    params, x_N: jax.Array, y_N: jax.Array, *, model: models.Model, chunk: int, shard=None, multiple: int = 1,
+    num_classes: Optional[int] = None, class_loss: bool = False,
+) -> tuple[jax.Array, ...]:
     """Mean loss and accuracy in evaluation mode: sums over chunks, divided once. With several
-    devices, each chunk is split over them (`shard`; chunks a multiple of their count)."""
+    devices, each chunk is split over them (`shard`; chunks a multiple of their count). With
+    `num_classes`, then each class's correct count (and, with `class_loss`, its summed loss), as
+    sums (`chunk_sums`)."""
     n = x_N.shape[0]
     if n == 0:
-        return jnp.float32(jnp.nan), jnp.float32(jnp.nan)
+        nan = (jnp.float32(jnp.nan), jnp.float32(jnp.nan))
+        return nan if num_classes is None else nan + (jnp.full(num_classes, jnp.nan),) * (2 if class_loss else 1)
     chunk = _chunk_size(chunk, n, multiple)
     steps = -(-n // chunk)
     flat = jnp.arange(steps * chunk)
@@ -259,22 +294,27 @@ def evaluate(
     w_SxC = (flat < n).astype(jnp.float32).reshape(steps, chunk)
 
     def body(carry, inputs):
-        loss, correct = chunk_sums(params, x_N, y_N, *inputs, model=model, shard=shard)
-        return (carry[0] + loss, carry[1] + correct), None
+        sums = chunk_sums(params, x_N, y_N, *inputs, model=model, shard=shard, num_classes=num_classes, class_loss=class_loss)
+        return tuple(c + s for c, s in zip(carry, sums)), None
 
-    (loss_sum, correct), _ = jax.lax.scan(body, (jnp.float32(0), jnp.float32(0)), (idx_SxC, w_SxC))
-    return loss_sum / n, correct / n
+    per_class = () if num_classes is None else (jnp.zeros(num_classes, jnp.float32),) * (2 if class_loss else 1)
+    (loss_sum, correct, *class_sums), _ = jax.lax.scan(body, (jnp.float32(0), jnp.float32(0), *per_class), (idx_SxC, w_SxC))
+    return (loss_sum / n, correct / n, *class_sums)
 
 
 def evaluate_splits(
-    params, splits: dict[str, tuple[jax.Array, jax.Array]], *, model, chunk, shard=None, multiple: int = 1
+    params, splits: dict[str, tuple[jax.Array, jax.Array]], *, model, chunk, shard=None, multiple: int = 1,
+    num_classes: Optional[int] = None, class_loss: bool = False,
 ) -> dict[str, jax.Array]:
-    """{"<split>_loss", "<split>_accuracy"} for every split, in one compiled call."""
+    """{"<split>_loss", "<split>_accuracy"} for every split, in one compiled call; with
+    `num_classes`, also `<split>_class_correct` (and `<split>_class_loss`: `_class_outputs`)."""
     out = {}
     for name, (x, y) in splits.items():
-        out[f"{name}_loss"], out[f"{name}_accuracy"] = evaluate(
-            params, x, y, model=model, chunk=chunk, shard=shard, multiple=multiple
+        out[f"{name}_loss"], out[f"{name}_accuracy"], *per_class = evaluate(
+            params, x, y, model=model, chunk=chunk, shard=shard, multiple=multiple, num_classes=num_classes,
+            class_loss=class_loss,
         )
+        out.update(_class_outputs(name, per_class))
     return out
 
 
@@ -358,8 +398,15 @@ def _to_python(fetched: dict[str, Any]) -> dict[str, Any]:
     return {k: (float(v) if np.ndim(v) == 0 else [float(x) for x in np.ravel(v)]) for k, v in fetched.items()}
 
 
-def _pick(record: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
-    return None if record is None else {k: record.get(k) for k in METRICS}
+def _pick(record: Optional[dict[str, Any]], recall: Optional[dict[str, list]] = None) -> Optional[dict[str, Any]]:
+    """The six metrics of an epoch's record, and each split's balanced accuracy from its per-class
+    recall (`_SeedRecord.recall`)."""
+    if record is None:
+        return None
+    out = {k: record.get(k) for k in METRICS}
+    for split, per_class in (recall or {}).items():
+        out[f"{split}_balanced_accuracy"] = baselines.balanced_accuracy(per_class)
+    return out
 
 
 def _is_diverged(record: dict[str, Any], limit: float) -> bool:
@@ -389,6 +436,12 @@ class _Setup:
     info: dict[str, Any]
     mesh: Any = None  # the 1-D ("data",) mesh of several devices; None for one device
     devices: int = 1
+    num_classes: Optional[int] = None  # the evaluation's per-class sums (None: not computed)
+    class_counts: dict[str, list[int]] = field(default_factory=dict)  # examples of each class per evaluated split
+    train_counts: list[int] = field(default_factory=list)  # ... in the whole training split: the prior
+    weights: Optional[list[float]] = None  # the loss's class weights (`train.class_weight`); None: unweighted
+    class_weights: Any = None  # ... on the device: an input of the training programs
+    class_aware: bool = False  # each split's balanced accuracy goes into every record (`class_aware`)
     pretrain_x: Any = None  # the training inputs on the host, for model.pretrain (else None)
 
     def put(self, array: Any) -> jax.Array:
@@ -423,13 +476,17 @@ def _setup(cfg: Config, data: Dataset) -> _Setup:
     split_seed = data_seed(cfg)
     x_N, y_N = put(data.train.x), put(data.train.y)
     splits = {"train": (x_N, y_N)}
+    evaluated_y = {"train": data.train.y}
     if cfg.train.train_eval_size is not None and cfg.train.train_eval_size < n:
         # a fixed subset: the training metrics of a large set at a fraction of the cost
         subset = np.sort(np.random.default_rng(split_seed + 1).permutation(n)[: cfg.train.train_eval_size])
         splits["train"] = (put(data.train.x[subset]), put(data.train.y[subset]))
+        evaluated_y["train"] = data.train.y[subset]
     if data.val is not None:
         splits["val"] = (put(data.val.x), put(data.val.y))
+        evaluated_y["val"] = data.val.y
     splits["test"] = (put(data.test.x), put(data.test.y))
+    evaluated_y["test"] = data.test.y
     probe = None
     if cfg.diagnosis.instruments:
         # a fixed, seeded probe batch of training examples, the same every epoch
@@ -437,6 +494,11 @@ def _setup(cfg: Config, data: Dataset) -> _Setup:
         probe = (put(data.train.x[probe_idx]), put(data.train.y[probe_idx]))
     loop = training_loop(cfg)
     monitor = cfg.train.early_stopping.monitor if data.val is not None else "train_loss"
+    # the classes: the examples of each class in every evaluated split, the loss's class weights
+    # (an input of the programs, not a constant: `class_aware`)
+    train_counts = _counts(data.train.y, data.num_classes)
+    weights = baselines.class_weights(cfg.train.class_weight, train_counts, data.classes)
+    class_counts = {name: _counts(y, data.num_classes) for name, y in evaluated_y.items()}
     info = {
         "epochs": cfg.train.epochs, "steps_per_epoch": steps_per_epoch, "params": models.param_count(shapes),
         "device": distributed.describe(devices), "devices": devices, "processes": distributed.process_count(),
@@ -444,7 +506,25 @@ def _setup(cfg: Config, data: Dataset) -> _Setup:
         "stack": ("scanned" if plan.scanned else "unrolled") + (f" (unroll {plan.unroll})" if plan.scanned else ""),
     }
     pretrain_x = data.train.x if cfg.model.pretrain != "none" else None
-    return _Setup(model, tx, schedule, x_N, y_N, splits, probe, n, batch_size, steps_per_epoch, loop, monitor, info, mesh, devices, pretrain_x)
+    return _Setup(
+        model, tx, schedule, x_N, y_N, splits, probe, n, batch_size, steps_per_epoch, loop, monitor, info, mesh, devices,
+        num_classes=data.num_classes, class_counts=class_counts, train_counts=train_counts, weights=weights,
+        class_weights=None if weights is None else put(np.asarray(weights, np.float32)),
+        class_aware=class_aware(cfg, train_counts, weights), pretrain_x=pretrain_x,
+    )
+
+
+def _counts(y: np.ndarray, num_classes: int) -> list[int]:
+    return np.bincount(np.asarray(y), minlength=num_classes).tolist()
+
+
+def class_aware(cfg: Config, train_counts: list[int], weights: Optional[list[float]]) -> bool:
+    """Whether every record carries each split's balanced accuracy: when the loss is
+    class-weighted (the fit is judged on it), early stopping monitors it, or the data are
+    imbalanced (`diagnosis.imbalance_share`). Otherwise the records are what they always were,
+    and only the kept model's per-class recall is in summary.json."""
+    imbalanced = baselines.Baselines(tuple(train_counts)).imbalanced(cfg.diagnosis.imbalance_share)
+    return weights is not None or cfg.train.early_stopping.monitor == "val_balanced_accuracy" or imbalanced
 
 
 def init_state(
@@ -475,8 +555,31 @@ class _SeedRecord:
         self.limit = math.inf
         self.t_start = time.perf_counter()
         self.pretrain: Optional[dict[str, Any]] = None  # the pretraining's record (`pretrain.pretrain`)
+        self.recall: dict[int, dict[str, list]] = {}  # epoch -> split -> each class's recall
+
+    def _classes(self, epoch: int, record: dict[str, Any]) -> dict[str, Any]:
+        """`record` without the evaluation's per-class sums, which are kept here as each class's
+        recall (the kept model's go into summary.json). With class weights each split's loss
+        becomes the class-weighted mean; where the classes are watched (`class_aware`), each
+        split's balanced accuracy goes into the record."""
+        setup, recall = self.setup, {}
+        for split in ("train", "val", "test"):
+            correct, per_class_loss = record.pop(f"{split}_class_correct", None), record.pop(f"{split}_class_loss", None)
+            if correct is None:
+                continue
+            counts = setup.class_counts[split]
+            recall[split] = baselines.class_recall(correct, counts)
+            if per_class_loss is not None and setup.weights is not None:
+                total = sum(w * n for w, n in zip(setup.weights, counts))
+                loss = sum(w * v for w, v in zip(setup.weights, per_class_loss))
+                record[f"{split}_loss"] = loss / total if total > 0 else math.nan
+            if setup.class_aware:
+                record[f"{split}_balanced_accuracy"] = baselines.balanced_accuracy(recall[split])
+        self.recall[epoch] = recall
+        return record
 
     def initial(self, record: dict[str, Any]) -> None:
+        record = self._classes(0, record)
         self.history.append({"epoch": 0, **record})
         self.writer.write(0, record)
         initial_loss = record["train_loss"]
@@ -486,6 +589,7 @@ class _SeedRecord:
 
     def epoch(self, epoch: int, record: dict[str, Any], state: Callable[[], TrainState]) -> None:
         """Record one epoch; `state()` fetches this seed's state when it is needed."""
+        record = self._classes(epoch, record)
         self.history.append({"epoch": epoch, **record})
         self.writer.write(epoch, record)
         if _is_diverged(record, self.limit):
@@ -501,7 +605,8 @@ class _SeedRecord:
             self.status, self.active = "stopped_early", False
         # what continuing needs, before the checkpoints: a kill between the two leaves a state
         # that `resume` can rewrite them from
-        self.writer.state(resume_arrays(epoch, host, self.stopper, self.best_arrays, self.pretrain))
+        kept_recall = {e: self.recall[e] for e in (0, self.stopper.best_epoch, epoch) if e in self.recall}
+        self.writer.state(resume_arrays(epoch, host, self.stopper, self.best_arrays, kept_recall, self.pretrain))
         self.writer.checkpoint("last", arrays)
         if improved:
             self.writer.checkpoint("best", arrays)
@@ -515,6 +620,7 @@ class _SeedRecord:
         self.best_arrays = resume.best
         self.last_arrays = resume.last
         self.pretrain = resume.pretrain
+        self.recall = dict(resume.recall)
         self.stopper.should_stop = self.cfg.train.early_stopping.enabled and self.stopper.wait >= self.cfg.train.early_stopping.patience
         if self.stopper.should_stop:  # killed after early stopping decided, before the summary
             self.status, self.active = "stopped_early", False
@@ -536,6 +642,8 @@ class _SeedRecord:
             restored = stopper.best_epoch != history[-1]["epoch"]
         by_epoch = {h["epoch"]: h for h in history}
         last = history[-1] if len(history) > 1 else None
+        kept_epoch = stopper.best_epoch if restored else (last["epoch"] if last else None)
+        penalty = losses.penalty(self.last_arrays, cfg.regularization) if self.last_arrays is not None else {}
         summary = {
             "name": cfg.name,
             "seed": cfg.seed,
@@ -544,9 +652,14 @@ class _SeedRecord:
             "best_epoch": stopper.best_epoch,
             "monitor": setup.monitor,
             "restored_best": restored,
-            "final": _pick(last),
-            "best": _pick(by_epoch.get(stopper.best_epoch)) if stopper.best_epoch else None,
-            "initial": _pick(history[0]) if history else None,
+            "final": _pick(last, self.recall.get(last["epoch"]) if last else None),
+            "best": _pick(by_epoch.get(stopper.best_epoch), self.recall.get(stopper.best_epoch)) if stopper.best_epoch else None,
+            "initial": _pick(history[0], self.recall.get(0)) if history else None,
+            # the kept model's recall of each class (output i is data.classes[i])
+            "per_class": {"epoch": kept_epoch, "recall": self.recall.get(kept_epoch, {})} if kept_epoch else None,
+            # the reported losses (train_loss, ...) are class-weighted means when weights are set
+            "loss": {"class_weight": cfg.train.class_weight, "class_weights": setup.weights, "weighted": setup.weights is not None},
+            **({"penalty": {**penalty, "epoch": history[-1]["epoch"]}} if penalty else {}),
             "wall_seconds": time.perf_counter() - self.t_start,
             "params": setup.info["params"],
             "versions": {"jax": jax.__version__, "optax": optax.__version__, "dnnlab": dnnlab.__version__},
@@ -562,6 +675,13 @@ class _SeedRecord:
                 "val": len(data.val) if data.val is not None else 0, "test": len(data.test),
                 "num_classes": data.num_classes,
                 **({"classes": list(data.classes)} if data.classes else {}),  # output i is classes[i]
+                # the largest class holds more than diagnosis.imbalance_share of the training split
+                "imbalanced": baselines.Baselines(tuple(setup.train_counts)).imbalanced(cfg.diagnosis.imbalance_share),
+                # examples of each class: the training split's (the prior), the evaluated ones
+                "class_counts": {
+                    **setup.class_counts, "train": setup.train_counts,
+                    **({"train_eval": setup.class_counts["train"]} if setup.splits["train"][1] is not setup.y_N else {}),
+                },
             },
         }
         self.writer.finish(summary)
@@ -570,16 +690,21 @@ class _SeedRecord:
 
 def resume_arrays(
     epoch: int, state: TrainState, stopper: EarlyStopping, best: Optional[dict[str, np.ndarray]],
+    recall: Optional[dict[int, dict[str, list]]] = None,
     pretrained: Optional[dict[str, Any]] = None,
 ) -> dict[str, np.ndarray]:
     """state.npz: the train state's leaves (parameters, optimizer state, step), the epoch, early
-    stopping's state and the best model, as plain arrays, and the pretraining's record (JSON
-    text) when the run was pretrained. The RNG keys follow from the seed."""
+    stopping's state, the best model and the per-class recall of the epochs a summary may need
+    (`recall.<epoch>.<split>`, NaN for a class without examples), as plain arrays, and the
+    pretraining's record (JSON text) when the run was pretrained. The RNG keys follow from the seed."""
     out = {f"state.{i:04d}": np.asarray(leaf) for i, leaf in enumerate(jax.tree_util.tree_leaves(state))}
     out["epoch"] = np.asarray(epoch)
     out["early_stopping"] = np.asarray([stopper.best, -1 if stopper.best_epoch is None else stopper.best_epoch, stopper.wait], np.float64)
     for name, value in (best or {}).items():
         out[f"best.{name}"] = value
+    for e, splits in (recall or {}).items():
+        for split, values in splits.items():
+            out[f"recall.{e}.{split}"] = np.asarray([math.nan if v is None else v for v in values], np.float64)
     if pretrained is not None:
         out["pretrain"] = np.asarray(json.dumps(pretrained))
     return out
@@ -595,6 +720,7 @@ class Resume:
     early_stopping: tuple[float, Optional[int], int]
     best: Optional[dict[str, np.ndarray]]
     last: dict[str, np.ndarray]
+    recall: dict[int, dict[str, list]] = field(default_factory=dict)  # `_SeedRecord.recall` of the epochs kept
     pretrain: Optional[dict[str, Any]] = None  # the pretraining's record, when the run was pretrained
 
     @classmethod
@@ -614,7 +740,12 @@ class Resume:
             pretrained = json.loads(str(arrays["pretrain"])) if "pretrain" in arrays else None
         except ValueError as exc:
             raise ValueError(f"not a resume state (its pretraining record: {exc})") from None
-        return cls(epoch, kept, leaves, (best, None if best_epoch < 0 else int(best_epoch), int(wait)), best_arrays, {}, pretrained)
+        recall: dict[int, dict[str, list]] = {}
+        for k, v in arrays.items():
+            if k.startswith("recall."):
+                _, e, split = k.split(".")
+                recall.setdefault(int(e), {})[split] = [None if math.isnan(x) else float(x) for x in v]
+        return cls(epoch, kept, leaves, (best, None if best_epoch < 0 else int(best_epoch), int(wait)), best_arrays, {}, recall, pretrained)
 
 
 class _Programs:
@@ -644,11 +775,12 @@ class _Programs:
         if setup.loop == "scan":
             steps_fn = partial(train_steps, model=model, tx=tx, reg=reg, batch_size=setup.batch_size, shard=shard)
             evaluate_all = partial(
-                evaluate_splits, model=model, chunk=cfg.train.eval_batch_size, shard=shard, multiple=setup.devices
+                evaluate_splits, model=model, chunk=cfg.train.eval_batch_size, shard=shard, multiple=setup.devices,
+                num_classes=setup.num_classes, class_loss=setup.weights is not None,
             )
             evaluate_one = evaluate_all  # one seed's (vmapped with the instruments below)
             if vmapped:
-                steps_fn = jax.vmap(_folded(steps_fn), in_axes=(0, 0, None, None, 0, None, 0, None, None))
+                steps_fn = jax.vmap(_folded(steps_fn), in_axes=(0, 0, None, None, 0, None, 0, None, None, None))
                 evaluate_all = jax.vmap(evaluate_all, in_axes=(0, None))
             else:
                 steps_fn = _folded(steps_fn)
@@ -666,8 +798,15 @@ class _Programs:
                 jax.jit(lambda base, e: batches(n, batch_size, jax.random.fold_in(base, e)), compiler_options=options), "batches", key
             )
             stepwise = partial(stepwise_epoch, step_fn=step_jit, batches_fn=lambda keys: batches_jit(*keys), on_step=self._step, every=every)
-            self.epoch_fn = lambda state, x_N, y_N, base, e, dropout_key: stepwise(state, x_N, y_N, (base, e), dropout_key)
-            chunk_jit = jax.jit(partial(chunk_at, model=model, shard=shard), static_argnames="size", compiler_options=options)
+            # the class weights of the fit the programs are bound to (`bind`), read at each call
+            self.epoch_fn = lambda state, x_N, y_N, base, e, dropout_key: stepwise(
+                state, x_N, y_N, (base, e), dropout_key, class_weights=self.setup.class_weights,
+                total_weight=None if self.setup.weights is None else float(np.dot(self.setup.weights, self.setup.train_counts)),
+            )
+            chunk_jit = jax.jit(
+                partial(chunk_at, model=model, shard=shard, num_classes=setup.num_classes, class_loss=setup.weights is not None),
+                static_argnames="size", compiler_options=options,
+            )
             self.eval_fn = partial(
                 stepwise_evaluate, chunk_fn=chunk_jit, chunk=cfg.train.eval_batch_size, multiple=setup.devices
             )
@@ -713,7 +852,9 @@ class _Programs:
         if self.on_step is None or distributed.process_count() > 1:
             # several processes make every call together, and only process 0 shows progress:
             # the whole epoch in one call, reported when it ends
-            state, _, running = self.steps_jit(state, carry, x_N, y_N, base, epoch, dropout_key, np.int32(0), np.int32(steps))
+            state, _, running = self.steps_jit(
+                state, carry, x_N, y_N, base, epoch, dropout_key, np.int32(0), np.int32(steps), self.setup.class_weights
+            )
             self._step(steps)
             return state, running
         first = 0
@@ -725,7 +866,7 @@ class _Programs:
             size = min(size, steps - first)
             t0 = time.perf_counter()
             state, carry, running = self.steps_jit(
-                state, carry, x_N, y_N, base, epoch, dropout_key, np.int32(first), np.int32(first + size)
+                state, carry, x_N, y_N, base, epoch, dropout_key, np.int32(first), np.int32(first + size), self.setup.class_weights
             )
             jax.block_until_ready(carry)
             if first > 0 or epoch > 1:  # the first slice of a fit may include compiling
@@ -786,9 +927,11 @@ def program_key(cfg: Config, setup: _Setup, *, vmapped: bool, quick: bool = Fals
     for key in ("name", "seed", "logging", "sweep", "pretrain"):
         raw.pop(key, None)
     raw["model"].pop("pretrain", None)  # pretraining runs in programs of its own (dnnlab/pretrain.py)
+    # class weights are an input of the programs (`loss_fn`): only whether there are any counts
+    raw["train"]["class_weight"] = "none" if setup.weights is None else "<injected>"
     shapes = [(tuple(a.shape), str(a.dtype)) for a in (setup.x_N, setup.y_N, *(setup.probe or ()))]
     shapes += [(name, tuple(x.shape), tuple(y.shape)) for name, (x, y) in setup.splits.items()]
-    facts = [setup.n, setup.batch_size, setup.steps_per_epoch, setup.loop, setup.devices, distributed.process_count(), vmapped, quick]
+    facts = [setup.n, setup.batch_size, setup.steps_per_epoch, setup.loop, setup.devices, distributed.process_count(), vmapped, quick, setup.num_classes]
     helper = threading.current_thread() is not threading.main_thread()
     return json.dumps([raw, repr(shapes), facts, helper], sort_keys=True, default=str)
 

@@ -136,3 +136,56 @@ def test_check_passes_a_good_config_and_fails_a_failing_one():
     # a schedule that decays to zero must not fail the single-batch check: it runs at the peak lr
     cosine = runner.invoke(app, ["check", str(RECIPE / "good-fit.yaml"), "--set", "optimizer.schedule=cosine", "--set", "train.epochs=2"])
     assert cosine.exit_code == 0, cosine.output
+
+
+def digits_zero_csv(folder: Path) -> Path:
+    """scikit-learn's digits labelled "is it a zero?" (10% yes), as the recipe's header writes it."""
+    from sklearn.datasets import load_digits
+
+    frame = load_digits(as_frame=True).frame
+    table = frame.drop(columns="target")
+    table["zero"] = ["yes" if v == 0 else "no" for v in frame["target"]]
+    path = folder / "digits-zero.csv"
+    table.to_csv(path, index=False)
+    return path
+
+
+def test_a_net_at_the_prior_of_an_imbalanced_table_fails_to_train_and_fix_mends_it(tmp_path):
+    csv = digits_zero_csv(tmp_path)
+    result, run, summary, d = run_recipe("imbalanced-at-prior", tmp_path, "--set", f"data.path={csv}")
+    # 0.901 accurate, and yet it learned nothing: it predicts the majority class for every example
+    assert summary["final"]["train_accuracy"] == pytest.approx(1166 / 1294)
+    assert summary["final"]["train_balanced_accuracy"] == 0.5 and summary["per_class"]["recall"]["val"] == [1.0, 0.0]
+    assert summary["data"]["imbalanced"] is True and summary["data"]["class_counts"]["train"] == [1166, 128]
+    assert d["verdict"] == "failed-training" and "vanishing-gradients" in d["causes"]
+    assert any("training accuracy 0.901 (skill 0.00)" in e and "predicts 'no' for every example" in e for e in d["evidence"])
+    assert any("skill 0.00 vs 0.9" in e for e in d["evidence"])  # the linear reference, on the skill scale
+    assert "train.class_weight=balanced" in [r["set"] for r in d["remedies"]]
+    assert any(w.startswith("imbalanced classes: 'no' holds 90.1%") for w in d["warnings"])
+    assert "warning: imbalanced classes: 'no' holds 90.1% of the training split" in result.output
+    report = (run / "report.md").read_text()
+    assert "## Classes" in report and "| yes | 0.0000 | 0.0000 | 0.0000 |" in report
+    # the first remedy, measured on balanced accuracy (the data are imbalanced), fixes it
+    fixed = runner.invoke(app, ["fix", str(run), "--out", str(tmp_path / "fix"), "--json", "--top", "1"])
+    out = json.loads(fixed.output)
+    (remedy,) = out["remedies"]
+    assert fixed.exit_code == 0 and out["fixed"] is True and remedy["measure"] == "balanced_accuracy"
+    assert remedy["remedy"]["set"] == "model.activation=relu" and remedy["val_accuracy"]["remedy"] > 0.9
+
+
+def test_l2_too_strong_is_over_regularization_and_its_first_remedy_trains(tmp_path):
+    _, _, summary, d = run_recipe("l2-too-strong", tmp_path)
+    assert d["verdict"] == "failed-training" and d["causes"][0] == "over-regularization"
+    assert summary["penalty"]["l2"] > 0 and summary["penalty"]["epoch"] == 15
+    share = summary["penalty"]["l2"] / (summary["penalty"]["l2"] + summary["final"]["train_loss"])
+    assert any(f"the l2 penalty is {100 * share:.3g}% of the training loss at epoch 15" in e for e in d["evidence"])
+    assert any("the weights' norm is" in e and "of the same net's at epoch 0" in e for e in d["evidence"])
+    first = d["remedies"][0]
+    assert first["sets"] == ["regularization.l2=0"]
+    assert all("regularization.l2=0" in r["sets"] for r in d["remedies"])  # a complete change, like dropout's
+    # the remedy, applied as written: the net fits the digits
+    again = tmp_path / "again"
+    again.mkdir()
+    sets = [arg for s in first["sets"] for arg in ("--set", s)]
+    _, _, after, d_after = run_recipe("l2-too-strong", again, *sets)
+    assert after["final"]["train_accuracy"] > 0.95 and d_after["verdict"] not in ("failed-training", "diverged")

@@ -110,8 +110,14 @@ def test_tensorboard_events_equal_metrics_jsonl(logged):
         for record in history:
             for tag, value in expected_scalars(record).items():
                 expected.setdefault(tag, []).append((record["epoch"], value))
-        tags = [t for t in acc.Tags()["scalars"] if not t.startswith("hparams/")]
+        tags = [t for t in acc.Tags()["scalars"] if not t.startswith(("hparams/", "kept/"))]
         assert sorted(tags) == sorted(expected) and len(expected) > 20
+        # the kept model's balanced accuracy and recall of each class, once, at the last epoch
+        kept = tracking.kept_scalars(summary)
+        assert "kept/balanced_accuracy/val" in kept and "kept/recall/test/9" in kept
+        for tag, value in kept.items():
+            (point,) = acc.Scalars(tag)
+            assert point.step == 2 and point.value == pytest.approx(value, rel=1e-6)
         for tag, points in expected.items():
             got = [(e.step, e.value) for e in acc.Scalars(tag)]
             assert [s for s, _ in got] == [s for s, _ in points], tag  # every epoch once
@@ -175,7 +181,9 @@ def _check_mlflow_run(client, run, member: Path) -> None:
     for record in history:
         for tag, value in expected_scalars(record).items():
             expected.setdefault(tag, []).append((record["epoch"], value))
-    assert set(run.data.metrics) == set(expected)
+    kept = tracking.kept_scalars(summary)
+    assert set(run.data.metrics) == set(expected) | set(kept) and kept
+    assert all(run.data.metrics[tag] == pytest.approx(value) for tag, value in kept.items())
     for tag in ("loss/val", "accuracy/train", "lr", "instruments/layer1/grad_rms", "instruments/output/weight_norm"):
         got = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, tag))
         assert [s for s, _ in got] == [s for s, _ in expected[tag]], tag

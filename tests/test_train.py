@@ -13,7 +13,7 @@ import pytest
 
 from dnnlab import config, train
 from dnnlab.config import EarlyStoppingConfig
-from dnnlab.runs import METRICS, RunDir, Writer, read_metrics, read_summary
+from dnnlab.runs import CLASS_METRICS, METRICS, RunDir, Writer, read_metrics, read_summary
 from conftest import make_cfg
 
 SMALL = {"model.hidden": [64], "train.epochs": 6, "data.batch_size": 64}
@@ -67,7 +67,10 @@ def test_metrics_records_and_summary(digits):
     assert rec.epochs[-1][1]["lr"] == pytest.approx(0.001)
     s = result.summary
     assert s["status"] == "completed" and s["epochs_run"] == 6 and s["params"] == 64 * 64 + 64 + 64 * 10 + 10
-    assert set(s["final"]) == set(METRICS) and s["best_epoch"] in range(1, 7)
+    assert set(s["final"]) == set(METRICS + CLASS_METRICS) and s["best_epoch"] in range(1, 7)
+    # balanced classes: the records are the six metrics, never the evaluation's per-class sums
+    assert not any("balanced" in k or "class_" in k for k in rec.epochs[-1][1])
+    assert s["final"]["val_balanced_accuracy"] == pytest.approx(sum(s["per_class"]["recall"]["val"]) / 10)
     assert s["device"].startswith(jax.devices()[0].platform)
     assert rec.checkpoints.count("last") == 6 and "best" in rec.checkpoints
     # the training loss is the evaluation-mode loss on the whole training set
