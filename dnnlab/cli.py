@@ -24,7 +24,6 @@ from dnnlab.runs import (  # the exit codes; dnnlab.experiment raises Experiment
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
-    EXIT_TERMINATED,
     EXIT_VERDICT,
     STATUS_EXIT,
 )
@@ -271,6 +270,7 @@ def _run(
     ds = _load_data(cfg)
     from dnnlab import experiment
 
+    _stop_point("before the run started")
     if follower:
         try:
             summary = experiment.run(cfg, ds, out)
@@ -883,26 +883,15 @@ def data_download(
     console.print(f"{name}: ready in {folder}", markup=False)
 
 
-_signal_received: list[int] = []
-
-
-def _on_signal(signum: int, frame: Any) -> None:
-    """SIGINT and SIGTERM stop the run the same way: the state is written, the summary says
-    interrupted. A second signal during that cleanup is ignored, so the cleanup finishes."""
-    import signal
-
-    if _signal_received:
-        return
-    _signal_received.append(signum)
+def _stop_point(when: str) -> None:
+    """A stop signal received so far ends the command here (exit 130, or 143 for SIGTERM): before
+    a run starts, nothing has been written (dnnlab.interrupt)."""
     from dnnlab import interrupt
 
-    deferred = interrupt.request()
-    # ignored from now on, at the OS level: Python's own shutdown puts back the default action
-    # for a handler it runs, and a second Ctrl-C would then kill the cleanup half-way
-    for s in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(s, signal.SIG_IGN)
-    if not deferred:  # training stops itself between compiled calls: never inside one
-        raise KeyboardInterrupt
+    try:
+        interrupt.stop_point()
+    except KeyboardInterrupt:
+        raise _fail(f"interrupted {when}; nothing was written", EXIT_INTERRUPTED) from None
 
 
 def _teardown_needed() -> bool:
@@ -932,16 +921,27 @@ def _exit(code: Any) -> None:
 
 
 def main() -> None:
-    """Console entry point: no traceback reaches the user unless DNNLAB_DEBUG is set."""
-    import signal
+    """Console entry point: no traceback reaches the user unless DNNLAB_DEBUG is set.
 
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, _on_signal)
+    SIGINT and SIGTERM stop a command the same way, at its next stop point: the state is
+    written, the summary says interrupted (dnnlab.interrupt; `dnnlab.__main__` installs the
+    handler before this module is imported)."""
+    from dnnlab import interrupt
+
+    interrupt.install()
     # helper threads (the run's file writers, the linear reference, a sweep's plots) share the
     # GIL with the training loop: at the default 5 ms switch interval the loop waits up to 5 ms
     # for it after each compiled call (a sweep of 8 quickstarts: 14.2 s at 5 ms, 12.6 s at 1 ms)
     sys.setswitchinterval(0.001)
-    terminated = lambda code: EXIT_TERMINATED if code == EXIT_INTERRUPTED and signal.SIGTERM in _signal_received else code  # noqa: E731
+
+    def terminated(code: Any) -> Any:
+        """The exit code of a command that a signal stopped (or that finished its work first)."""
+        if not isinstance(code, (int, type(None))) or not interrupt.received():
+            return code
+        if not code:
+            err_console.print("interrupted; the command had done its work: everything is written", markup=False)
+        return interrupt.exit_code(code or EXIT_OK)
+
     try:
         try:
             app()

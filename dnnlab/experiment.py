@@ -153,6 +153,7 @@ def execute(cfg: Config, ds: Dataset, out: Path, shown: Optional["Shown"] = None
     """
     shown = shown or Shown()
     check_compatible(cfg, ds)
+    _stop_before("before the run started; nothing was written")
     run_dir = runs.new_run_dir(out, cfg.name)
     run_writer = runs.RunDir(run_dir, dump_yaml(cfg))
     if shown.announce is not None:
@@ -160,13 +161,37 @@ def execute(cfg: Config, ds: Dataset, out: Path, shown: Optional["Shown"] = None
     return _train_and_report(cfg, ds, run_dir, run_writer, shown)
 
 
+def _stop_before(what: str) -> None:
+    """A stop signal received so far ends the run here, before it changes any file: ExperimentError
+    (exit 130) saying `what`."""
+    try:
+        interrupt.stop_point()
+    except KeyboardInterrupt:
+        raise ExperimentError(f"interrupted {what}", EXIT_INTERRUPTED) from None
+
+
+def _interrupted_summary(cfg: Config, run_dir: Path, run_writer: runs.Writer) -> None:
+    """The summary of a run stopped before it wrote one: interrupted, after the epochs on disk."""
+    if not (run_dir / runs.SUMMARY).exists():
+        done = runs.read_metrics(run_dir)
+        run_writer.finish({"name": cfg.name, "status": "interrupted", "epochs_run": max(len(done) - 1, 0)})
+
+
 def _train_and_report(
     cfg: Config, ds: Dataset, run_dir: Path, run_writer: runs.Writer, shown: Shown, resume: Any = None
 ) -> Outcome:
     """fit, the reference, the diagnosis and report.md (the plots left for `Outcome.complete`).
 
-    A failure while writing or a Ctrl-C leaves a summary that says so (failed, interrupted).
+    A failure while writing or a Ctrl-C leaves a summary that says so (failed, interrupted); so
+    does a stop that the watchdog had to carry out (`interrupt.last_words`).
     """
+    with interrupt.last_words(partial(_interrupted_summary, cfg, run_dir, run_writer)):
+        return _train_and_report_(cfg, ds, run_dir, run_writer, shown, resume)
+
+
+def _train_and_report_(
+    cfg: Config, ds: Dataset, run_dir: Path, run_writer: runs.Writer, shown: Shown, resume: Any = None
+) -> Outcome:
     from dnnlab import train  # imports JAX
     from dnnlab.tracking import open_board
 
@@ -194,9 +219,7 @@ def _train_and_report(
             files.close()
             if board is not None:
                 board.close()
-            if not (run_dir / runs.SUMMARY).exists():
-                done = runs.read_metrics(run_dir)
-                run_writer.finish({"name": cfg.name, "status": "interrupted", "epochs_run": max(len(done) - 1, 0)})
+            _interrupted_summary(cfg, run_dir, run_writer)
             raise
         summary, interrupted = with_reference(cfg, ds, result.summary, beside)
     from dnnlab.report import draw_plots, finalize
@@ -365,6 +388,7 @@ def execute_seeds(cfg: Config, ds: Dataset, out: Path, shown: Optional["Shown"] 
     shown = shown or Shown()
     check_compatible(cfg, ds)
     t0 = time.perf_counter()
+    _stop_before("before the run started; nothing was written")
     run_dir = runs.new_run_dir(out, cfg.name)
     runs.atomic_write_text(run_dir / runs.CONFIG, dump_yaml(cfg))
     if shown.announce is not None:

@@ -359,6 +359,58 @@ def test_two_quick_ctrl_c_during_the_first_compile_end_cleanly(tmp_path):
     assert json.loads((run / "summary.json").read_text())["status"] == "interrupted"
 
 
+def test_a_stop_signal_at_any_moment_ends_the_run_with_its_code_and_summary(tmp_path):
+    """SIGTERM or SIGINT at a spread of moments from process start (imports, config, data, JAX's
+    import, the first compilation, training) and a second one during the shutdown: every process
+    ends with 143 or 130 within a bounded time, says interrupted, and a run folder, if it was made,
+    holds an interrupted summary of its epochs on disk."""
+    spread = [(0.2, signal.SIGTERM), (0.5, signal.SIGINT), (0.9, signal.SIGTERM), (1.4, signal.SIGINT),
+              (2.0, signal.SIGTERM), (3.0, signal.SIGINT)]
+    for wave in (spread[0::2], spread[1::2]):  # three processes at a time: a few seconds each
+        procs = []
+        for offset, signum in wave:
+            out = tmp_path / f"at-{offset}"
+            procs.append((offset, signum, out, time.monotonic(), start(tmp_path, "run", "configs/quickstart.yaml", "--out", str(out), "--quiet", *LONG)))
+        for offset, signum, out, t0, proc in procs:
+            time.sleep(max(0.0, t0 + offset - time.monotonic()))
+            proc.send_signal(signum)
+        time.sleep(1.0)
+        for offset, signum, out, t0, proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signum)  # during the shutdown: must not abort it
+        for offset, signum, out, t0, proc in procs:
+            _, err = proc.communicate(timeout=60)
+            assert proc.returncode == 128 + signum, (offset, signum, proc.returncode, err)
+            assert "interrupted" in err and "Traceback" not in err and "Exception ignored" not in err, (offset, err)
+            for run in out.glob("*/") if out.exists() else ():
+                summary = json.loads((run / "summary.json").read_text())
+                assert summary["status"] == "interrupted" and summary["epochs_run"] == len(runs.read_metrics(run)) - 1, (offset, summary)
+
+
+def test_a_stop_that_no_stop_point_takes_ends_the_process_after_the_grace(tmp_path):
+    """The watchdog: a process that never reaches a stop point (here, a loop of sleeps) ends
+    STOP_GRACE after the signal with its code, after its last words."""
+    code = (
+        "import sys, time\n"
+        "from dnnlab import interrupt\n"
+        "interrupt.STOP_GRACE = 0.5\n"
+        "interrupt.install()\n"
+        f"words = lambda: open({str(tmp_path / 'words')!r}, 'w').write('said')\n"
+        "with interrupt.last_words(words):\n"
+        "    print('ready', flush=True)\n"
+        "    for _ in range(600):\n"
+        "        time.sleep(0.1)\n"
+        "sys.exit(5)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 143 and "no stopping point within 0.5 s" in err, err
+    assert 0.4 < time.monotonic() - t0 < 10 and (tmp_path / "words").read_text() == "said"
+
+
 # ---------------------------------------------------------------- a generated config corpus
 
 
