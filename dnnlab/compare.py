@@ -431,7 +431,7 @@ def write_plots(comp: Comparison, out: Path) -> list[tuple[str, str]]:
     if axes[1].get_legend_handles_labels()[0]:
         axes[1].legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
-    fig.savefig(out / "curves.png", dpi=90)
+    runs.write_figure(out / "curves.png", fig)
     plt.close(fig)
     made.append(("curves.png", "Training (solid) and validation (dashed) curves, one colour per configuration (mean over seeds)"))
 
@@ -459,7 +459,7 @@ def write_plots(comp: Comparison, out: Path) -> list[tuple[str, str]]:
         ax.legend(fontsize="small")
         fig.tight_layout()
         name = f"vs_{key.replace('.', '_')}.png"
-        fig.savefig(out / name, dpi=90)
+        runs.write_figure(out / name, fig)
         plt.close(fig)
         made.append((name, f"Final training and validation accuracy against {key}"))
     return made

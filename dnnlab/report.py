@@ -45,7 +45,7 @@ def plot_curves(history: list[dict[str, Any]], best_epoch: Optional[int], path: 
     axes[1].set_title("accuracy", y=1.0)
     # fixed margins: tight_layout draws the whole figure once more before savefig draws it
     fig.subplots_adjust(left=0.07, right=0.99, bottom=0.12, top=0.92, wspace=0.18)
-    fig.savefig(path, dpi=90)
+    runs.write_figure(path, fig)
     plt.close(fig)
 
 
@@ -74,7 +74,7 @@ def plot_layers(history: list[dict[str, Any]], key: str, title: str, path: Path,
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small", ncol=2 if layers > 12 else 1, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.subplots_adjust(left=0.09, right=0.70 if layers > 12 else 0.82, bottom=0.12, top=0.91)
-    fig.savefig(path, dpi=90)
+    runs.write_figure(path, fig)
     plt.close(fig)
     return True
 

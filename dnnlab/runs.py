@@ -18,7 +18,7 @@ import secrets
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Optional
 
 if TYPE_CHECKING:  # numpy is imported where checkpoints are read or written: the CLI starts without it
     import numpy as np
@@ -197,12 +197,16 @@ def _file_mode() -> int:
     return 0o666 & ~mask
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, write: Callable[[BinaryIO], Any]) -> None:
+    """The one way dnnlab writes a file: `write(fh)` fills a temp file in the same folder, which
+    is synced and renamed over `path`. A reader never sees a half-written file, and a symlink at
+    `path` is replaced, never followed: its target, wherever it points, is left as it was."""
+    path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.chmod(tmp, _file_mode())
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -210,6 +214,15 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    atomic_write(path, lambda fh: fh.write(data))
+
+
+def write_figure(path: Path, fig: Any, dpi: int = 90) -> None:
+    """A matplotlib figure as a PNG, written like every other file (`atomic_write`)."""
+    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=dpi))
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -294,18 +307,7 @@ class RunDir(Writer):
     def checkpoint(self, tag: str, arrays: dict[str, "np.ndarray"]) -> None:
         import numpy as np
 
-        fd, tmp = tempfile.mkstemp(prefix=f".{tag}.", suffix=".npz", dir=self.path)
-        os.chmod(tmp, _file_mode())
-        os.close(fd)
-        try:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, **arrays)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path / f"{tag}.npz")
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        atomic_write(self.path / f"{tag}.npz", lambda fh: np.savez(fh, **arrays))
 
     def finish(self, summary: dict[str, Any]) -> None:
         write_summary(self.path, summary)

@@ -152,6 +152,24 @@ def test_bad_checkpoints_are_bad_input(finished, tmp_path, damage):
     assert result.exit_code == 2 and "cannot load the checkpoint" in result.output and "unexpected" not in result.output
 
 
+def test_files_are_never_written_through_a_symlink(finished, tmp_path):
+    """`diagnose --write` replaces a symlinked plot or report by a file of its own: the
+    files the links pointed at, outside the run folder, are left as they were."""
+    run = damaged(finished, tmp_path)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    for name in ("curves.png", "report.md"):
+        (outside / name).write_text("not yours")
+        (run / name).unlink()
+        (run / name).symlink_to(outside / name)
+    result = runner.invoke(app, ["diagnose", str(run), "--write"])
+    assert result.exit_code == 0, result.output
+    for name in ("curves.png", "report.md"):
+        assert (outside / name).read_text() == "not yours" and not (run / name).is_symlink(), name
+    assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and json.loads((run / "summary.json").read_text())["status"]
+    assert not list(run.glob(".*.tmp"))
+
+
 def test_a_killed_run_gets_a_provisional_verdict_and_an_unfinished_status(finished, tmp_path):
     run = damaged(finished, tmp_path)
     (run / "summary.json").unlink()
