@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.console import Console
 
+from dnnlab.console import SafeConsole
+
+from dnnlab.runs import shell_command
 from dnnlab.runs import (  # the exit codes; dnnlab.experiment raises ExperimentError with one
     EXIT_BAD_INPUT,
     EXIT_FAILED,
@@ -70,8 +72,10 @@ def _before_command(ctx: typer.Context) -> None:
         if problem is not None:
             err_console.print(f"warning: {problem}", markup=False)
 
-console = Console(highlight=False, soft_wrap=True)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+# control characters in what is printed (text from data files: class and column names, paths)
+# are shown as escapes, never obeyed by the terminal (console.visible)
+console = SafeConsole(highlight=False, soft_wrap=True)
+err_console = SafeConsole(stderr=True, highlight=False, soft_wrap=True)
 
 ConfigArg = Annotated[Path, typer.Argument(help="YAML config file", show_default=False)]
 SetOpt = Annotated[
@@ -282,7 +286,7 @@ def _run(
 
     def announce(run_dir: Path) -> None:
         if not quiet:
-            console.print(f"[bold]{cfg.name}[/]: {ds.name} from {_escape(ds.source)} -> {run_dir}")
+            console.print(f"[bold]{_escape(cfg.name)}[/]: {_escape(ds.name)} from {_escape(ds.source)} -> {_escape(str(run_dir))}")
 
     try:
         outcome = experiment.run(cfg, ds, out, experiment.Shown(writers, not quiet, str(config), announce))
@@ -296,7 +300,7 @@ def _run(
             _print_seeds(outcome, fail_verdicts)
         _print_run(outcome, quiet, config, fail_verdicts)
     finally:  # after the plots: they are artifacts
-        _log_mlflow(uri, outcome.run_dir, f"dnnlab run --resume {outcome.run_dir} --mlflow {uri}")
+        _log_mlflow(uri, outcome.run_dir, shell_command("dnnlab", "run", "--resume", outcome.run_dir, "--mlflow", uri))
 
 
 def _resume(run_dir: Path, config: Optional[Path], overrides: list[str], quiet: bool, fail_verdicts: set[str], mlflow: Optional[str] = None) -> None:
@@ -332,7 +336,7 @@ def _resume(run_dir: Path, config: Optional[Path], overrides: list[str], quiet: 
     finally:
         for w in writers:
             w.close()
-    again = f"dnnlab run --resume {run_dir} --mlflow {uri}"
+    again = shell_command("dnnlab", "run", "--resume", run_dir, "--mlflow", uri)
     if outcome is None:
         console.print(f"{run_dir}: the run had finished; nothing to resume (extend it with --set train.epochs=N)", markup=False)
         _log_mlflow(uri, run_dir, again)
@@ -375,7 +379,7 @@ def _print_run(outcome, quiet: bool, config: Path, fail_verdicts: set[str]) -> N
     elif summary["status"] == "interrupted":
         err_console.print(
             f"interrupted after {summary['epochs_run']} epochs; the finished epochs are in {run_dir}; "
-            f"continue it with: dnnlab run --resume {run_dir}",
+            f"continue it with: {shell_command('dnnlab', 'run', '--resume', run_dir)}",
             markup=False,
         )
     try:
@@ -486,7 +490,7 @@ def check(config: ConfigArg, set_: SetOpt = None) -> None:
         console.print(f"{mark} {_escape(c.name)}: {_escape(c.detail)}")
     failed = [c.name for c in checks if not c.ok]
     if failed:
-        raise _fail(f"{len(failed)} of {len(checks)} checks failed: {', '.join(failed)}", EXIT_FAILED)
+        raise _fail(_escape(f"{len(failed)} of {len(checks)} checks failed: {', '.join(failed)}"), EXIT_FAILED)
     console.print(f"all {len(checks)} checks passed", markup=False)
 
 
@@ -556,12 +560,13 @@ def sweep(
         raise _fail(_escape(str(exc))) from None
     except OSError as exc:
         raise _fail(_escape(f"cannot write the sweep folder under {out}: {exc}")) from None
-    hint = f"dnnlab sweep {config} --resume {job.path}" + "".join(f" --set {s}" for s in set_ or [])
-    hint += (f" --workers {workers}" if workers else "") + (f" --ray {ray}" if ray else "")
+    hint_words = ["dnnlab", "sweep", config, "--resume", job.path, *(w for s in set_ or [] for w in ("--set", s))]
+    hint_words += (["--workers", workers] if workers else []) + (["--ray", ray] if ray else [])
+    hint = shell_command(*hint_words)
     _run_members(job, hint, quiet=quiet, workers=workers, ray=ray)
     failed = [m for m in job.members if m["status"] == "failed"]
     _compare_and_print([str(job.path)], job.path, metric.value, as_json=False)
-    _log_mlflow(uri, job.path, f"{hint} --mlflow {uri}")  # a parent MLflow run, one child per member
+    _log_mlflow(uri, job.path, shell_command(*hint_words, "--mlflow", uri))  # a parent MLflow run, one child per member
     if failed:
         err_console.print(f"{len(failed)} member(s) failed; see {job.path / 'sweep.json'}", markup=False)
     raise typer.Exit(EXIT_FAILED if len(failed) == len(job.members) else EXIT_OK)
@@ -597,7 +602,7 @@ def _run_members(job, resume_hint: str, quiet: bool, workers: Optional[int] = No
             sweeps.run(job, on_start=on_start, on_end=on_end, workers=workers, ray=ray,
                        on_warning=lambda text: err_console.print(f"warning: {text}", markup=False))
     except KeyboardInterrupt:
-        raise _fail(f"interrupted; the pending members did not start. Finish it with: {resume_hint}", EXIT_INTERRUPTED) from None
+        raise _fail(_escape(f"interrupted; the pending members did not start. Finish it with: {resume_hint}"), EXIT_INTERRUPTED) from None
     except sweeps.SweepError as exc:
         raise _fail(_escape(str(exc))) from None
 
@@ -625,7 +630,7 @@ def _compare_and_print(targets: list[str], out: Optional[Path], metric: str, as_
     table = Table(*header, title=f"{len(comp.records)} runs, {len(comp.groups)} configurations")
     for row in rows:
         table.add_row(*row)
-    console.print(table, soft_wrap=False)
+    console.print(table, soft_wrap=False, markup=False)  # the labels and values come from the runs' configs
     if comp.best:
         console.print(f"best on {metric}: {comp.best.label}", markup=False)
     for c in comp.comparisons:
@@ -668,7 +673,7 @@ def evaluate(
     except (ConfigError, ValueError, OSError) as exc:
         raise _fail(_escape(str(exc))) from None
     if cfg.model.dropout == 0 and cfg.model.input_dropout == 0:
-        raise _fail(f"{run_dir}: this model has no dropout (model.dropout = model.input_dropout = 0): every mask is the identity")
+        raise _fail(_escape(f"{run_dir}: this model has no dropout (model.dropout = model.input_dropout = 0): every mask is the identity"))
     ds = _load_data(cfg)
     from dnnlab.evaluate import class_names, mc_dropout as run_mc
 
@@ -688,7 +693,7 @@ def evaluate(
         return
     from rich.table import Table
 
-    table = Table("model", "test accuracy", "test loss", title=f"{run_dir.name} ({path.name}): dropout as an ensemble")
+    table = Table("model", "test accuracy", "test loss", title=f"{_escape(run_dir.name)} ({path.name}): dropout as an ensemble")
     ws = result["weight_scaling"]
     table.add_row("weight scaling (evaluation mode)", f"{ws['accuracy']:.4f}", f"{ws['loss']:.4f}")
     for row in result["mc"]:
@@ -699,7 +704,7 @@ def evaluate(
         for row in result["per_class"]:
             acc = "-" if row["accuracy"] is None else f"{row['accuracy']:.4f}"
             by_class.add_row(str(row["class"]), row["name"], str(row["count"]), acc)
-        console.print(by_class, soft_wrap=False)
+        console.print(by_class, soft_wrap=False, markup=False)  # the names come from the data
 
 
 @app.command()
@@ -735,12 +740,12 @@ def fix(
     for skipped in job.skipped:
         err_console.print(f"note: remedy skipped, its config is invalid: {skipped}", markup=False)
     uri = _mlflow_ready(mlflow or _raw_mlflow(job.sweep.manifest.get("base")))
-    _run_members(job.sweep, f"dnnlab fix {job.sweep.path}", quiet=quiet or as_json)
+    _run_members(job.sweep, shell_command("dnnlab", "fix", job.sweep.path), quiet=quiet or as_json)
     fixing.judge(job)
     try:
         _report_fix(job, as_json)
     finally:  # after compare.md: the remedies as children of one parent MLflow run
-        _log_mlflow(uri, job.sweep.path, f"dnnlab fix {job.sweep.path} --mlflow {uri}")
+        _log_mlflow(uri, job.sweep.path, shell_command("dnnlab", "fix", job.sweep.path, "--mlflow", uri))
 
 
 def _report_fix(job, as_json: bool) -> None:
@@ -761,7 +766,7 @@ def _report_fix(job, as_json: bool) -> None:
         }
         sys.stdout.write(json.dumps(out, indent=2, default=str) + "\n")
         raise typer.Exit(EXIT_OK if winner else EXIT_FAILED)
-    table = Table("remedy", "verdict", "train acc", "val acc", "val loss", "fixed", title=f"{job.run_dir.name} was {job.verdict}: the remedies, measured")
+    table = Table("remedy", "verdict", "train acc", "val acc", "val loss", "fixed", title=f"{_escape(job.run_dir.name)} was {job.verdict}: the remedies, measured")
     table.add_row("(the run itself)", job.verdict, _acc(job.results[0].train[0]) if job.results else "-",
                   _acc(job.results[0].val[0]) if job.results else "-", _acc(job.results[0].val_loss[0]) if job.results else "-", "")
     for r in job.results:
@@ -769,12 +774,12 @@ def _report_fix(job, as_json: bool) -> None:
             " ".join(r.remedy["sets"]), ", ".join(v or s for v, s in zip(r.verdicts, r.status)) or "-",
             _delta(*r.train), _delta(*r.val), _acc(r.val_loss[1]), ("yes: " if r.fixed else "no: ") + r.words,
         )
-    console.print(table, soft_wrap=False)
+    console.print(table, soft_wrap=False, markup=False)
     if winner is None:
         err_console.print(f"no remedy fixed {job.verdict}; the table says what each did ({job.sweep.path})", markup=False)
         raise typer.Exit(EXIT_FAILED)
     console.print(f"fixed by {winner.to_dict()['command']}: wrote {job.fixed_config}", markup=False)
-    console.print(f"run it: dnnlab run {job.fixed_config}", markup=False)
+    console.print(f"run it: {shell_command('dnnlab', 'run', job.fixed_config)}", markup=False)
     raise typer.Exit(EXIT_OK)
 
 
@@ -816,7 +821,7 @@ def data_list() -> None:
     table = Table("dataset", "found at", "to get it")
     for row in listing():
         table.add_row(row["name"], row["found"], row["get"])
-    console.print(table)
+    console.print(table, markup=False)
 
 
 @data_app.command("inspect")
@@ -854,7 +859,7 @@ def data_inspect(config: ConfigArg, set_: SetOpt = None) -> None:
         row = [int(c[k]) for c in counts]
         name = ds.classes[k] if ds.classes else "-"
         table.add_row(str(k), name, *(f"{n:,}" for n in row), f"{sum(row):,}")
-    console.print(table)
+    console.print(table, markup=False)  # the class names come from the data
 
 
 @data_app.command("download")

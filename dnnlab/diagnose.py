@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
 from dnnlab.config import Config, DiagnosisConfig, residual_blocks
-from dnnlab.runs import kept_metrics
+from dnnlab.runs import kept_metrics, shell_command
 
 VERDICTS = ("good-fit", "overfitting", "failed-training", "diverged", "undertrained")
 CAUSES = (
@@ -51,8 +51,8 @@ class Remedy:
 
     @property
     def command(self) -> str:
-        """The remedy as command-line options: `--set a --set b`."""
-        return " ".join(f"--set {s}" for s in self.sets)
+        """The remedy as command-line options: `--set a --set b` (shell-quoted)."""
+        return shell_command(*(word for s in self.sets for word in ("--set", s)))
 
 
 @dataclass

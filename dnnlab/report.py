@@ -117,8 +117,8 @@ def markdown(
     if diagnosis.remedies:
         lines += ["", "Remedies, in order:"] + [f"- `{r.command}`: {r.why}" for r in diagnosis.remedies]
         first = diagnosis.remedies[0].command
-        lines += ["", "Try the first one:", "", "```bash", f"dnnlab run {config_name} {first}", "```"]
-        lines += ["", f"Or train and measure the top remedies: `dnnlab fix {run_dir_name}`."]
+        lines += ["", "Try the first one:", "", "```bash", f"{runs.shell_command('dnnlab', 'run', config_name)} {first}", "```"]
+        lines += ["", f"Or train and measure the top remedies: `{runs.shell_command('dnnlab', 'fix', run_dir_name)}`."]
     ref = summary.get("reference")
     if isinstance(ref, dict):
         lines += [

@@ -178,6 +178,15 @@ class Background(Writer):
             w.finish(summary)
 
 
+def shell_command(*words: Any) -> str:
+    """The one formatter of every command dnnlab prints or writes (`dnnlab run --resume RUN_DIR`,
+    a remedy's `--set key=value`): each word shell-quoted, so that a path with a space, a `$(...)`
+    or a quote pastes as the word it is."""
+    import shlex
+
+    return shlex.join(str(w) for w in words)
+
+
 def finite_or_none(value: Any) -> Any:
     """JSON has no NaN or Infinity: non-finite floats become null."""
     if isinstance(value, float) and not math.isfinite(value):

@@ -170,6 +170,47 @@ def test_files_are_never_written_through_a_symlink(finished, tmp_path):
     assert not list(run.glob(".*.tmp"))
 
 
+def test_text_from_data_is_shown_literally_and_kept_exact(tmp_path):
+    """Class names that are Rich markup or terminal control codes: `data inspect`, `run` and
+    `evaluate` show them as the text they are (escapes for the control codes, never obeyed);
+    summary.json keeps them exact."""
+    names = ["[/]", "[bold red]x[/]", "esc\x1b]0;pwned\x07"]
+    rows = ["a,b,label"] + [f"{i % 5},{(i * 3) % 7},{names[i % 3]}" for i in range(30)]
+    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
+    cfg = tmp_path / "t.yaml"
+    cfg.write_text(f"name: t\ndata: {{dataset: csv, path: {tmp_path / 't.csv'}, validation_split: 0.2}}\n"
+                   "model: {depth: 1, width: 8, dropout: 0.2}\ntrain: {epochs: 1}\ndiagnosis: {reference: none}\n")
+    inspect = runner.invoke(app, ["data", "inspect", str(cfg)])
+    assert inspect.exit_code == 0, inspect.output
+    ran = runner.invoke(app, ["run", str(cfg), "--out", str(tmp_path / "runs")])
+    assert ran.exit_code == 0, ran.output
+    (run,) = (tmp_path / "runs").iterdir()
+    evaluated = runner.invoke(app, ["evaluate", str(run), "--mc-dropout", "2"])
+    assert evaluated.exit_code == 0, evaluated.output
+    for result in (inspect, evaluated):
+        assert "[/]" in result.output and "[bold red]x[/]" in result.output, result.output
+        assert "\x1b" not in result.output and "\x07" not in result.output and "esc\\x1b]0;pwned\\x07" in result.output
+    assert "\x1b" not in ran.output
+    assert sorted(json.loads((run / "summary.json").read_text())["data"]["classes"]) == sorted(names)
+
+
+def test_printed_commands_paste_as_the_words_they_are(tmp_path):
+    """A run folder under a path with a space and a `$(...)`: report.md's commands, split as a
+    shell splits them, give that path as one word (and run nothing)."""
+    import shlex
+
+    out = tmp_path / "a b" / "$(touch pwned)"
+    result = runner.invoke(app, ["run", "configs/quickstart.yaml", "--out", str(out), "--quiet", "--set", "train.epochs=2",
+                                 "--set", "optimizer.lr=0.00001", "--set", "diagnosis.reference=none"])
+    assert result.exit_code == 0, result.output
+    (run,) = out.iterdir()
+    report = (run / "report.md").read_text()
+    fix = next(line for line in report.splitlines() if "dnnlab fix" in line).split("`")[1]
+    assert shlex.split(fix) == ["dnnlab", "fix", str(run)]
+    first = report.split("```bash\n")[1].split("\n")[0]
+    assert shlex.split(first)[:3] == ["dnnlab", "run", "configs/quickstart.yaml"] and shlex.split(first)[3] == "--set"
+
+
 def test_a_killed_run_gets_a_provisional_verdict_and_an_unfinished_status(finished, tmp_path):
     run = damaged(finished, tmp_path)
     (run / "summary.json").unlink()
