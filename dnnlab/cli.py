@@ -118,12 +118,16 @@ def _join(coordinator: Optional[str], num_processes: Optional[int], process_id: 
 
 
 def _load_data(cfg):
+    from dnnlab.data import split_warnings
     from dnnlab.experiment import ExperimentError, load_data
 
     try:
-        return load_data(cfg)
+        ds = load_data(cfg)
     except ExperimentError as exc:
         raise _fail(_escape(str(exc)), exc.code) from None
+    for warning in split_warnings(cfg.data, ds):
+        err_console.print(f"warning: {warning}", markup=False)
+    return ds
 
 
 def _escape(text: str) -> str:
@@ -838,6 +842,8 @@ def data_inspect(config: ConfigArg, set_: SetOpt = None) -> None:
         ds = datasets.load(cfg.data, data_seed(cfg))
     except datasets.DataError as exc:
         raise _fail(_escape(str(exc))) from None
+    for warning in datasets.split_warnings(cfg.data, ds):
+        err_console.print(f"warning: {warning}", markup=False)
     splits = [("train", ds.train), ("val", ds.val), ("test", ds.test)]
     splits = [(name, s) for name, s in splits if s is not None]
     total = sum(len(s) for _, s in splits)

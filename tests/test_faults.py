@@ -470,6 +470,82 @@ def test_a_stop_that_no_stop_point_takes_ends_the_process_after_the_grace(tmp_pa
     assert 0.4 < time.monotonic() - t0 < 10 and (tmp_path / "words").read_text() == "said"
 
 
+# ---------------------------------------------------------------- data in the type it is used in
+
+
+def _data_cfg(**data):
+    from dnnlab.config import validate
+
+    return validate({"data": data}).data
+
+
+def test_a_value_beyond_float32_is_named_with_its_line_and_column(tmp_path):
+    from dnnlab import data
+
+    rows = ["a,b,label"] + [f"{i},{1e39 if i == 4 else i},{i % 2}" for i in range(12)]
+    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
+    with pytest.raises(data.DataError, match=r"column 1 \('b'\) holds 1e\+39 at line 6, beyond float32's range"):
+        data.load(_data_cfg(dataset="csv", path=str(tmp_path / "t.csv")), 0)
+    x = np.ones((12, 3))
+    x[5, 2] = -1e300
+    np.savez(tmp_path / "t.npz", x=x, y=np.arange(12) % 2)
+    with pytest.raises(data.DataError, match=r"example 5, value 2 holds -1e\+300, beyond float32's range"):
+        data.load(_data_cfg(dataset="npz", path=str(tmp_path / "t.npz")), 0)
+    cfg = tmp_path / "t.yaml"
+    cfg.write_text(f"data: {{dataset: csv, path: {tmp_path / 't.csv'}}}\n")
+    result = runner.invoke(app, ["data", "inspect", str(cfg)])
+    assert result.exit_code == 2 and "line 6" in result.output, result.output
+
+
+def test_labels_are_compared_as_what_they_are_and_folder_names_are_names(tmp_path):
+    from PIL import Image
+
+    from dnnlab import data
+
+    big = 2**53
+    np.savez(tmp_path / "big.npz", x=np.arange(12, dtype=np.float32)[:, None], y=np.asarray([big, big + 1] * 6, np.int64))
+    ds = data.load(_data_cfg(dataset="npz", path=str(tmp_path / "big.npz"), validation_split=0.0), 0)
+    assert ds.classes == (str(big), str(big + 1)) and ds.num_classes == 2
+    for names, order in ((["1", "01", "2"], None), (["inf", "Infinity", "x"], None), (["10", "9", "100"], ("9", "10", "100"))):
+        root = tmp_path / "-".join(names)
+        for name in names:
+            (root / name).mkdir(parents=True)
+            for k in range(3):
+                Image.fromarray(np.full((4, 4), 40 * k, np.uint8)).save(root / name / f"{k}.png")
+        ds = data.load(_data_cfg(dataset="folder", path=str(root), validation_split=0.0), 0)
+        assert sorted(ds.classes) == sorted(names) and ds.num_classes == 3, ds.classes
+        if order:
+            assert ds.classes == order
+
+
+def test_odd_data_files_get_their_own_messages(tmp_path):
+    """A line of 20,000 tab-separated columns is read; a test file with another separator than the
+    training file's is read; an .npy under an .npz name, and a device, are named for what they are."""
+    from dnnlab import data
+
+    wide = ["\t".join([*(str((i * j) % 7) for j in range(20_000)), str(i % 2)]) for i in range(8)]
+    (tmp_path / "wide.tsv").write_text("\n".join(wide) + "\n")
+    ds = data.load(_data_cfg(dataset="csv", path=str(tmp_path / "wide.tsv"), validation_split=0.0), 0)
+    assert ds.input_dim == 20_000
+    (tmp_path / "train.csv").write_text("a,b,y\n" + "".join(f"{i},{i * 2},{i % 2}\n" for i in range(10)))
+    (tmp_path / "test.csv").write_text("a;b;y\n" + "".join(f"{i};{i * 3};{i % 2}\n" for i in range(6)))
+    ds = data.load(_data_cfg(dataset="csv", path=str(tmp_path / "train.csv"), test_path=str(tmp_path / "test.csv"), validation_split=0.0), 0)
+    assert len(ds.test) == 6 and list(ds.test.y) == [0, 1] * 3
+    np.save(tmp_path / "single.npy", np.ones((4, 2)))
+    (tmp_path / "single.npy").rename(tmp_path / "single.npz")
+    with pytest.raises(data.DataError, match=r"holds a single array \(an .npy file\), not an npz archive"):
+        data.load(_data_cfg(dataset="npz", path=str(tmp_path / "single.npz")), 0)
+    with pytest.raises(data.DataError, match=r"/dev/zero is not a regular file \(a device, a pipe or a socket\)"):
+        data.load(_data_cfg(dataset="csv", path="/dev/zero"), 0)
+
+
+def test_a_validation_split_that_leaves_classes_without_training_examples_is_a_warning(tmp_path):
+    result = runner.invoke(app, ["data", "inspect", "configs/quickstart.yaml", "--set", "data.validation_split=0.999"])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 0 and "warning: the training split holds 1 examples" in said and "classes have none" in said, said
+    assert "warning" not in runner.invoke(app, ["data", "inspect", "configs/quickstart.yaml"]).output
+
+
 # ---------------------------------------------------------------- a generated config corpus
 
 
