@@ -678,7 +678,13 @@ def evaluate(
         raise _fail(_escape(str(exc))) from None
     if cfg.model.dropout == 0 and cfg.model.input_dropout == 0:
         raise _fail(_escape(f"{run_dir}: this model has no dropout (model.dropout = model.input_dropout = 0): every mask is the identity"))
-    ds = _load_data(cfg)
+    from dnnlab.experiment import located
+
+    try:
+        inputs = runs.read_inputs(run_dir)
+    except ValueError as exc:
+        raise _fail(_escape(str(exc))) from None
+    ds = _load_data(located(cfg, inputs))  # the data where the run found them, from any folder
     from dnnlab.evaluate import class_names, mc_dropout as run_mc
 
     try:
@@ -688,6 +694,9 @@ def evaluate(
     try:
         path = runs.kept_checkpoint(run_dir, summary, checkpoint.value)
         arrays = runs.load_checkpoint(path)
+        bad = runs.nonfinite_array(arrays)
+        if bad is not None:
+            raise ValueError(f"its array {bad} holds a NaN or an infinity: a model with such weights predicts nothing")
         result = run_mc(cfg, ds, arrays, mc_dropout, seed=cfg.seed, names=names)
     except (FileNotFoundError, KeyError, ValueError, OSError) as exc:
         raise _fail(_escape(f"{run_dir}: cannot load the checkpoint ({type(exc).__name__}: {exc})")) from None

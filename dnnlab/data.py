@@ -1219,6 +1219,24 @@ def _check_scaled(cfg: DataConfig, train: Split, val: Optional[Split], test: Spl
             )
 
 
+def fingerprint(cfg: DataConfig, ds: Dataset) -> dict[str, Any]:
+    """What a run records of its data (runs.INPUTS) and what `run --resume` and `fix` hold the
+    data to: the digest of the loaded arrays (`Dataset.digest`, whatever the file format; the
+    linear reference's cache is keyed by it too), and data.path and data.test_path as absolute
+    paths, where the data are found from any folder, with the size and modification time of a
+    file (a quick check: the digest decides)."""
+    files = []
+    for key, value in (("data.path", cfg.path), ("data.test_path", cfg.test_path)):
+        if value:
+            path = Path(value).expanduser().resolve()
+            entry: dict[str, Any] = {"key": key, "path": str(path)}
+            if path.is_file():
+                stat = path.stat()
+                entry.update(size=stat.st_size, mtime_ns=stat.st_mtime_ns)
+            files.append(entry)
+    return {"digest": ds.digest, "files": files}
+
+
 def split_warnings(cfg: DataConfig, ds: Dataset) -> list[str]:
     """What the splits leave that a run cannot learn: classes with no training example."""
     counts = np.bincount(ds.train.y, minlength=ds.num_classes)

@@ -32,6 +32,8 @@ SWEEP_MANIFEST = "sweep.json"  # a sweep folder: its members
 MANIFESTS = (SWEEP_MANIFEST, SEEDS_MANIFEST)
 CHECKPOINTS = ("best", "last")  # <tag>.npz
 STATE, STATE_PREV = "state.npz", "state.prev.npz"  # what `run --resume` continues from
+INPUTS = "inputs.json"  # what the run started with: its resolved config (and hash), its data's fingerprint
+RUN_LOCK = "run.lock"  # the process training in the folder (`FolderLock`)
 
 # the six evaluation-mode metrics every epoch records
 METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy")
@@ -294,13 +296,19 @@ class RunDir(Writer):
         """A new run folder; or, with `history`, a run continued after its last record (the
         records after it are dropped from metrics.jsonl)."""
         self.path = path
+        self.resumed = history is not None
         if history is None:
             self.lines: list[str] = []
             atomic_write_text(path / CONFIG, config_yaml)
         else:
             self.lines = [json.dumps(finite_or_none(r)) for r in history]
-            atomic_write_text(path / METRICS_FILE, "\n".join(self.lines) + "\n")
-            (path / SUMMARY).unlink(missing_ok=True)  # the run is running again
+
+    def start(self, info: dict[str, Any]) -> None:
+        if self.resumed:  # the run is running again: its records after the state go, and its summary
+            atomic_write_text(self.path / METRICS_FILE, "\n".join(self.lines) + ("\n" if self.lines else ""))
+            (self.path / SUMMARY).unlink(missing_ok=True)
+            for stale in self.path.glob(".*.tmp"):  # left by a process killed half-way through a write
+                stale.unlink(missing_ok=True)
 
     def write(self, epoch: int, metrics: dict[str, Any]) -> None:
         self.lines.append(json.dumps(finite_or_none({"epoch": epoch, **metrics})))
@@ -322,10 +330,82 @@ class RunDir(Writer):
         write_summary(self.path, summary)
 
 
+class FolderLock:
+    """`folder/name` holds the PID of the process working in a folder (a run's training, a
+    sweep's members): a second process is refused while that one lives (`busy(pid)`: the error
+    to raise); a dead one's lock is taken over."""
+
+    def __init__(self, folder: Path, name: str, busy: Callable[[int], Exception]) -> None:
+        self.path, self.busy = Path(folder) / name, busy
+
+    def __enter__(self) -> "FolderLock":
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                try:
+                    pid = int(self.path.read_text().strip() or "0")
+                except (OSError, ValueError):
+                    pid = 0
+                if pid and pid != os.getpid() and _alive(pid):
+                    raise self.busy(pid) from None
+                self.path.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            with os.fdopen(fd, "w") as fh:
+                fh.write(f"{os.getpid()}\n")
+            return self
+        raise self.busy(0)
+
+    def __exit__(self, *exc: Any) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def write_manifest(folder: Path, name: str, manifest: dict[str, Any]) -> None:
     """sweep.json or seeds.json: the members of a folder of runs."""
     assert name in MANIFESTS, name
     atomic_write_text(Path(folder) / name, json.dumps(manifest, indent=2) + "\n")
+
+
+def config_digest(config: dict[str, Any]) -> str:
+    """The SHA-256 of a resolved config (as `Config.model_dump(mode="json")` gives it)."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
+
+
+def write_inputs(folder: Path, config: dict[str, Any], data: dict[str, Any]) -> None:
+    """inputs.json: what a run started with, that `run --resume` and `fix` hold it to: the
+    resolved config and its hash, and the data's fingerprint (`data.fingerprint`)."""
+    record = {"config": config, "config_sha256": config_digest(config), "data": data}
+    atomic_write_text(Path(folder) / INPUTS, json.dumps(record, indent=2) + "\n")
+
+
+def read_inputs(folder: Path) -> Optional[dict[str, Any]]:
+    """inputs.json of a run folder; None for a folder made before runs recorded it. Raises
+    ValueError for one that cannot be read."""
+    path = Path(folder) / INPUTS
+    if not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: unreadable ({exc})") from None
+    data = record.get("data") if isinstance(record, dict) else None
+    if (not isinstance(record.get("config"), dict) or not isinstance(record.get("config_sha256"), str)
+            or not isinstance(data, dict) or not isinstance(data.get("digest"), str) or not isinstance(data.get("files"), list)
+            or not all(isinstance(f, dict) and isinstance(f.get("key"), str) and isinstance(f.get("path"), str) for f in data["files"])):
+        raise ValueError(f"{path}: not what a run records of its inputs (config, config_sha256, data); restore it or delete it")
+    return record
 
 
 def write_summary(folder: Path, summary: dict[str, Any]) -> None:
@@ -485,10 +565,42 @@ def kept_checkpoint(run_dir: Path, summary: dict[str, Any], which: str = "kept")
     return path
 
 
-def read_state(run_dir: Path) -> tuple[dict[str, "np.ndarray"], str]:
-    """(the newest readable resume state, its file name): state.npz, else state.prev.npz.
+class StateError(ValueError):
+    """A resume state that does not fit the run (`str()` names the array and the file)."""
 
-    Raises ValueError when neither can be read.
+
+def nonfinite_array(arrays: dict[str, "np.ndarray"]) -> Optional[str]:
+    """The name of the first floating-point array that holds a NaN or an infinity, or None."""
+    import numpy as np
+
+    for name, a in arrays.items():
+        if a.dtype.kind in "fc" and not np.isfinite(a).all():
+            return name
+    return None
+
+
+def state_problem(arrays: dict[str, "np.ndarray"]) -> Optional[str]:
+    """Why the arrays of a state.npz cannot be continued from (a wrong type, a NaN: a damaged or
+    edited file), or None. Every floating-point array of the model's state and its best model is
+    float32 and finite; the epoch an integer; early stopping's state three numbers."""
+    epoch, es = arrays.get("epoch"), arrays.get("early_stopping")
+    if epoch is None or epoch.shape != () or epoch.dtype.kind not in "iu":
+        return "`epoch` is not an integer"
+    if es is None or es.shape != (3,) or es.dtype.kind != "f":
+        return "`early_stopping` is not three numbers"
+    model = {k: a for k, a in arrays.items() if k.startswith(("state.", "best."))}
+    for name, a in model.items():
+        if a.dtype.kind not in "biuf" or (a.dtype.kind == "f" and a.dtype.name != "float32"):
+            return f"array {name} is {a.dtype.name}; a state holds float32 numbers and integers"
+    bad = nonfinite_array(model)
+    return None if bad is None else f"array {bad} holds a NaN or an infinity"
+
+
+def read_state(run_dir: Path) -> tuple[dict[str, "np.ndarray"], str, list[str]]:
+    """(the newest usable resume state, its file name, why a newer one was passed over):
+    state.npz, else state.prev.npz (`state_problem`).
+
+    Raises StateError when neither can be used.
     """
     problems = []
     for name in (STATE, STATE_PREV):
@@ -497,7 +609,12 @@ def read_state(run_dir: Path) -> tuple[dict[str, "np.ndarray"], str]:
             problems.append(f"no {name}")
             continue
         try:
-            return load_checkpoint(path), name
+            arrays = load_checkpoint(path)
         except ValueError as exc:
             problems.append(str(exc))
-    raise ValueError(f"{run_dir}: nothing to resume from ({'; '.join(problems)}); the run saves its state after each epoch")
+            continue
+        problem = state_problem(arrays)
+        if problem is None:
+            return arrays, name, [p for p in problems if not p.startswith("no ")]
+        problems.append(f"{path}: {problem}")
+    raise StateError(f"{run_dir}: nothing to resume from ({'; '.join(problems)}); the run saves its state after each epoch")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -104,8 +105,6 @@ def finished(tmp_path_factory):
 
 
 def damaged(finished, tmp_path):
-    import shutil
-
     copy = tmp_path / finished.name
     shutil.copytree(finished, copy)
     return copy
@@ -373,6 +372,35 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result_bit_for_bit(tmp_path, 
     assert changed.exit_code == 2 and "optimizer.lr (0.001 -> 0.01)" in " ".join(changed.output.split())
 
 
+def test_a_damaged_state_falls_back_to_the_one_before_or_is_refused(finished, tmp_path):
+    """A state.npz with a NaN (or float64 numbers): the run continues from state.prev.npz, to the
+    records of the run that was never stopped; both damaged: exit 2 naming the array. evaluate
+    refuses weights with a NaN."""
+    run = damaged(finished, tmp_path)
+    before = [{k: v for k, v in r.items() if k != "seconds"} for r in runs.read_metrics(run)]
+    (run / "summary.json").unlink()  # as a run killed after its last epoch
+    arrays = runs.load_checkpoint(run / "state.npz")
+    name = next(k for k, v in arrays.items() if k.startswith("state.") and v.dtype == np.float32)
+    for damage in (np.nan, "float64"):
+        shutil.copy(finished / "state.prev.npz", run / "state.prev.npz")
+        bad = arrays[name].astype(np.float64) if damage == "float64" else np.full_like(arrays[name], np.nan)
+        np.savez(run / "state.npz", **{**arrays, name: bad})
+        result = runner.invoke(app, ["run", "--resume", str(run), "--quiet"])
+        said = " ".join(result.output.split())
+        assert result.exit_code == 0 and f"continued from state.prev.npz (epoch {len(before) - 2})" in said and name in said, said
+        assert [{k: v for k, v in r.items() if k != "seconds"} for r in runs.read_metrics(run)] == before
+        (run / "summary.json").unlink()
+    for f in ("state.npz", "state.prev.npz"):
+        np.savez(run / f, **{**arrays, name: np.full_like(arrays[name], np.nan)})
+    result = runner.invoke(app, ["run", "--resume", str(run), "--quiet"])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2 and f"array {name} holds a NaN or an infinity" in said and "unexpected" not in said, said
+    weights = runs.load_checkpoint(run / "last.npz")
+    np.savez(run / "last.npz", **{k: np.full_like(v, np.nan) for k, v in weights.items()})
+    result = runner.invoke(app, ["evaluate", str(run), "--mc-dropout", "2", "--checkpoint", "last"])
+    assert result.exit_code == 2 and "holds a NaN or an infinity" in result.output, result.output
+
+
 def test_resume_without_a_state_is_bad_input(finished, tmp_path):
     run = damaged(finished, tmp_path)
     (run / "summary.json").unlink()
@@ -468,6 +496,63 @@ def test_a_stop_that_no_stop_point_takes_ends_the_process_after_the_grace(tmp_pa
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 143 and "no stopping point within 0.5 s" in err, err
     assert 0.4 < time.monotonic() - t0 < 10 and (tmp_path / "words").read_text() == "said"
+
+
+# ---------------------------------------------------------------- a run tied to its inputs
+
+
+def test_a_resumed_or_fixed_run_is_held_to_its_config_and_data(tmp_path, monkeypatch):
+    """run --resume and fix: the data are found where the run found them from any folder; a hand
+    edit of config.yaml (but for more epochs) or changed data is refused with exit 2, naming what
+    differs and the command that trains afresh."""
+    rows = ["a,b,y"] + [f"{i % 7},{(i * 5) % 11},{i % 3}" for i in range(60)]
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "t.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "t.yaml").write_text("name: t\ndata: {dataset: csv, path: data/t.csv}\nmodel: {depth: 1, width: 8}\n"
+                                     "train: {epochs: 2}\ndiagnosis: {reference: none}\nlogging: {tensorboard: false}\n")
+    monkeypatch.chdir(tmp_path)
+    assert runner.invoke(app, ["run", "t.yaml", "--out", "runs", "--quiet"]).exit_code == 0
+    (run,) = (tmp_path / "runs").iterdir()
+    run = run.resolve()
+    inputs = json.loads((run / "inputs.json").read_text())
+    assert inputs["data"]["files"][0]["path"] == str(tmp_path / "data" / "t.csv") and len(inputs["config_sha256"]) == 64
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    grown = runner.invoke(app, ["run", "--resume", str(run), "--quiet", "--set", "train.epochs=3"])
+    assert grown.exit_code == 0 and len(runs.read_metrics(run)) == 4, grown.output
+    text = (run / "config.yaml").read_text()
+    for edit, said in (("seed: 0", "seed: 7"), ("epochs: 3", "epochs: 1")):
+        (run / "config.yaml").write_text(text.replace(edit, said))
+        for command in (["run", "--resume", str(run), "--set", "train.epochs=4"], ["fix", str(run), "--out", str(tmp_path / "fixes")]):
+            result = runner.invoke(app, command)
+            out = " ".join(result.output.split())
+            key = edit.split(":")[0]
+            assert result.exit_code == 2 and f"{key} (" in out and f"dnnlab run {run / 'config.yaml'} --out {run.parent}" in out, (command, out)
+    (run / "config.yaml").write_text(text)
+    (tmp_path / "data" / "t.csv").write_text("\n".join(rows[:1] + [r.replace(",", ",1", 1) for r in rows[1:]]) + "\n")
+    for command in (["run", "--resume", str(run), "--set", "train.epochs=4"], ["fix", str(run), "--out", str(tmp_path / "fixes")]):
+        result = runner.invoke(app, command)
+        out = " ".join(result.output.split())
+        assert result.exit_code == 2 and "the data differ from those the run started with: data.path" in out, (command, out)
+    assert len(runs.read_metrics(run)) == 4 and not (tmp_path / "fixes").exists()
+
+
+def test_a_cache_entry_of_the_wrong_shape_is_recomputed(tmp_path, monkeypatch):
+    monkeypatch.setenv("DNNLAB_CACHE", str(tmp_path / "cache"))
+    args = ["run", "configs/quickstart.yaml", "--out", str(tmp_path / "runs"), "--quiet", "--set", "train.epochs=2"]
+    assert runner.invoke(app, args).exit_code == 0
+    (entry,) = (tmp_path / "cache" / "reference").iterdir()
+    cached = json.loads(entry.read_text())
+    seen = set((tmp_path / "runs").iterdir())
+    for bad in ({"train_accuracy": "high"}, {"epochs": None}, {"val_accuracy": 7.0}):
+        entry.write_text(json.dumps({**cached, "reference": {**cached["reference"], **bad}}))
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, (bad, result.output)
+        (new,) = set((tmp_path / "runs").iterdir()) - seen
+        seen.add(new)
+        summary = json.loads((new / "summary.json").read_text())
+        assert summary["reference"]["cached"] is False and summary["reference"]["train_accuracy"] == cached["reference"]["train_accuracy"]
+        assert json.loads(entry.read_text()) == {**cached, "reference": {**cached["reference"], "seconds": json.loads(entry.read_text())["reference"]["seconds"]}}
 
 
 # ---------------------------------------------------------------- data in the type it is used in
