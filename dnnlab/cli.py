@@ -625,6 +625,8 @@ def _compare_and_print(targets: list[str], out: Optional[Path], metric: str, as_
         if out is None:
             out = sweeps_found[0] if len(sweeps_found) == 1 and len(targets) == 1 else new_run_dir(Path("runs"), "compare")
         problems = comparing.write(comp, out)
+    except comparing.CompareError as exc:
+        raise _fail(_escape(str(exc))) from None
     except OSError as exc:
         raise _fail(_escape(f"cannot write the comparison to {out}: {exc}")) from None
     if as_json:

@@ -86,7 +86,11 @@ def load_record(path: Path) -> RunRecord:
     rec = RunRecord(Path(path))
     cfg_path = rec.path / runs.CONFIG
     try:
-        rec.config = flatten(yaml.safe_load(cfg_path.read_text(encoding="utf-8", errors="replace")) or {})
+        raw = yaml.safe_load(cfg_path.read_text(encoding="utf-8", errors="replace")) or {}
+        if isinstance(raw, dict):
+            rec.config = flatten(raw)
+        else:
+            rec.problems.append(f"config.yaml is not a mapping (a YAML {type(raw).__name__}): its keys are not compared")
     except FileNotFoundError:
         rec.problems.append(f"no {runs.CONFIG}")
     except (OSError, yaml.YAMLError) as exc:
@@ -105,6 +109,12 @@ def load_record(path: Path) -> RunRecord:
         rec.problems.append("config.yaml is not a mapping")
         rec.config = {}
     return rec
+
+
+def is_run_folder(path: Path) -> bool:
+    """A single run's folder (its own config.yaml or metrics.jsonl, no manifest of members)."""
+    path = Path(path)
+    return ((path / runs.CONFIG).exists() or (path / runs.METRICS_FILE).exists()) and not _is_folder_of_runs(path)
 
 
 def collect(targets: list[str]) -> tuple[list[RunRecord], list[Path]]:
@@ -525,7 +535,12 @@ def markdown(comp: Comparison, plots: list[tuple[str, str]]) -> str:
 
 
 def write(comp: Comparison, out: Path) -> list[str]:
-    """compare.md, compare.json and the plots into `out`; returns problems (plots not drawn)."""
+    """compare.md, compare.json and the plots into `out`; returns problems (plots not drawn).
+    CompareError when `out` is a run folder: its own curves.png would be replaced."""
+    if is_run_folder(out):
+        raise CompareError(
+            f"--out {out} is a run folder: the comparison's curves.png would replace the run's own; give a folder of its own"
+        )
     out.mkdir(parents=True, exist_ok=True)
     problems = []
     try:

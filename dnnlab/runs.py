@@ -440,6 +440,11 @@ def read_metrics(run: Path) -> list[dict[str, Any]]:
             value = record.get(key)
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
                 raise ValueError(f"{path}, line {number}: {key} is {value!r}, not a number")
+        if record["epoch"] != len(out):  # what `run --resume` continues from: 0, 1, 2, ... once each
+            raise ValueError(
+                f"{path}, line {number}: epoch {record['epoch']} where epoch {len(out)} was expected (a duplicated or "
+                "missing epoch); repair or delete that line"
+            )
         out.append(record)
     return out
 

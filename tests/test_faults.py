@@ -401,6 +401,77 @@ def test_a_damaged_state_falls_back_to_the_one_before_or_is_refused(finished, tm
     assert result.exit_code == 2 and "holds a NaN or an infinity" in result.output, result.output
 
 
+def test_a_resume_of_a_run_in_training_is_refused_and_one_stopped_before_its_first_epoch_starts_again(finished, tmp_path):
+    run = damaged(finished, tmp_path)
+    before = [{k: v for k, v in r.items() if k != "seconds"} for r in runs.read_metrics(run)]
+    (run / "summary.json").unlink()
+    (run / runs.RUN_LOCK).write_text(f"{os.getppid()}\n")  # a live process trains in it
+    result = runner.invoke(app, ["run", "--resume", str(run)])
+    assert result.exit_code == 2 and f"process {os.getppid()} is training this run" in " ".join(result.output.split())
+    (run / runs.RUN_LOCK).unlink()
+    # stopped before its first epoch: no state, epoch 0 at most; a stale temp file of a kill
+    for name in ("state.npz", "state.prev.npz", "last.npz", "best.npz"):
+        (run / name).unlink(missing_ok=True)
+    (run / "metrics.jsonl").write_text((run / "metrics.jsonl").read_text().splitlines()[0] + "\n")
+    (run / "summary.json").write_text(json.dumps({"name": "quickstart", "status": "interrupted", "epochs_run": 0}))
+    (run / ".metrics.jsonl.abc.tmp").write_text("half")
+    result = runner.invoke(app, ["run", "--resume", str(run), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in runs.read_metrics(run)] == before
+    assert json.loads((run / "summary.json").read_text())["status"] == "completed" and not list(run.glob(".*.tmp"))
+
+
+def test_a_resumed_run_holds_every_epoch_once_in_tensorboard(finished, tmp_path):
+    """A kill can cut the event file short of epochs that metrics.jsonl and the state hold: on
+    resume the scalars are written again from metrics.jsonl, the histograms carried over."""
+    import struct
+
+    from tensorboardX.proto.event_pb2 import Event
+
+    from dnnlab import tracking
+
+    run = damaged(finished, tmp_path)
+    (run / "summary.json").unlink()
+    (events,) = (run / tracking.TB_DIR).glob("events.out.tfevents.*")
+    data, pos, cut = events.read_bytes(), 0, None
+    while pos + 12 <= len(data):  # TFRecord framing: length, its CRC, the event, its CRC
+        (length,) = struct.unpack_from("<Q", data, pos)
+        event = Event.FromString(data[pos + 12:pos + 12 + length])
+        if cut is None and event.step >= 2 and event.HasField("summary"):
+            cut = pos
+        pos += 16 + length
+    def steps() -> dict[tuple[str, str], list[int]]:
+        out: dict[tuple[str, str], list[int]] = {}
+        for path in (run / tracking.TB_DIR).glob("events.out.tfevents.*"):
+            for event in tracking._read_events(path):
+                for value in event.summary.value:
+                    if not value.tag.startswith(tracking.REPORT_TAGS):
+                        out.setdefault((value.tag, value.WhichOneof("value")), []).append(event.step)
+        return {k: sorted(v) for k, v in out.items()}
+
+    whole = steps()
+    events.write_bytes(data[:cut])
+    assert runner.invoke(app, ["run", "--resume", str(run), "--quiet"]).exit_code == 0
+    assert steps() == whole and whole[("loss/train", "simple_value")] == [0, 1, 2, 3]
+
+
+def test_compare_never_writes_into_a_run_folder_and_names_what_it_cannot_read(finished, tmp_path):
+    run = damaged(finished, tmp_path)
+    curves = (run / "curves.png").read_bytes()
+    result = runner.invoke(app, ["compare", str(run), "--out", str(run)])
+    assert result.exit_code == 2 and "is a run folder" in result.output and (run / "curves.png").read_bytes() == curves
+    assert not (run / "compare.md").exists()
+    other = damaged(finished, tmp_path / "b")
+    (other / "config.yaml").write_text("- a\n- b\n")
+    result = runner.invoke(app, ["compare", str(run), str(other), "--out", str(tmp_path / "c")])
+    assert result.exit_code == 0 and "config.yaml is not a mapping (a YAML list)" in " ".join(result.output.split()), result.output
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    for edited in (lines[:2] + lines[1:], lines[:1] + lines[2:]):  # a duplicated, a missing epoch
+        (run / "metrics.jsonl").write_text("\n".join(edited) + "\n")
+        result = runner.invoke(app, ["diagnose", str(run)])
+        assert result.exit_code == 2 and "a duplicated or missing epoch" in " ".join(result.output.split()), result.output
+
+
 def test_resume_without_a_state_is_bad_input(finished, tmp_path):
     run = damaged(finished, tmp_path)
     (run / "summary.json").unlink()
