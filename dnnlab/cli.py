@@ -165,12 +165,13 @@ MlflowOpt = Annotated[
 
 
 def _mlflow_ready(uri: Optional[str]) -> Optional[str]:
-    """The tracking URI to log to, once MLflow is known to be installed (exit 2 if it is not)."""
+    """The tracking URI to log to, once MLflow is known to be installed and to accept it (exit 2
+    if not), before anything trains."""
     if uri:
-        from dnnlab.tracking import TrackingError, require_mlflow
+        from dnnlab.tracking import TrackingError, check_uri
 
         try:
-            require_mlflow()
+            check_uri(uri)
         except TrackingError as exc:
             raise _fail(_escape(str(exc)), exc.code) from None
     return uri

@@ -320,6 +320,24 @@ def require_mlflow() -> None:
         raise TrackingError(f"logging.mlflow / --mlflow needs MLflow, an optional extra: {MLFLOW_EXTRA}") from None
 
 
+def check_uri(uri: str) -> None:
+    """TrackingError (exit 2) when MLflow cannot use `uri` as a tracking store (an unknown scheme;
+    a plain folder, whose file store MLflow 3 refuses unless MLFLOW_ALLOW_FILE_STORE is set):
+    said before anything trains, not after. Only the client is made: no server is contacted."""
+    require_mlflow()
+    _short_retries()
+    from mlflow import MlflowClient
+
+    try:
+        MlflowClient(tracking_uri=uri)
+    except Exception as exc:  # MlflowException and its kin: the URI names no store MLflow can use
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise TrackingError(
+            f"--mlflow / logging.mlflow {uri!r}: MLflow cannot use it as a tracking store ({type(exc).__name__}: "
+            f"{first[:300]}{'...' if len(first) > 300 else ''}); give sqlite:///mlflow.db, http://host:5000 or another store it accepts"
+        ) from None
+
+
 def _short_retries() -> None:
     # MLflow retries an unreachable server 7 times with exponential backoff (minutes); a run
     # that has finished only needs to know soon. Settings the user made are kept.

@@ -626,6 +626,36 @@ def test_a_cache_entry_of_the_wrong_shape_is_recomputed(tmp_path, monkeypatch):
         assert json.loads(entry.read_text()) == {**cached, "reference": {**cached["reference"], "seconds": json.loads(entry.read_text())["reference"]["seconds"]}}
 
 
+def test_ray_and_mlflow_addresses_are_checked_before_anything_trains(tmp_path, monkeypatch):
+    """--ray at a server that is not Ray (an HTTP server, as the dashboard's port is) gives up in
+    bounded time with exit 2; --mlflow with a store MLflow refuses (a plain folder, an unknown
+    scheme) is exit 2 before any training. Nothing is written."""
+    import socketserver
+    import threading
+
+    class Http(socketserver.BaseRequestHandler):
+        def handle(self):
+            self.request.recv(1024)
+            self.request.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+
+    server = socketserver.TCPServer(("127.0.0.1", 0), Http)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        t0 = time.monotonic()
+        result = runner.invoke(app, ["sweep", "configs/quickstart.yaml", "--grid", "model.depth=1,2", "--ray",
+                                     f"127.0.0.1:{server.server_address[1]}", "--out", str(tmp_path / "s")])
+        assert result.exit_code == 2 and "not a Ray cluster" in " ".join(result.output.split()), result.output
+        assert time.monotonic() - t0 < 60 and not (tmp_path / "s").exists()
+    finally:
+        server.shutdown()
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    for uri in (str(tmp_path / "mlruns"), "bogus://x"):
+        result = runner.invoke(app, ["run", "configs/quickstart.yaml", "--mlflow", uri, "--out", str(tmp_path / "r"), "--quiet"])
+        said = " ".join(result.output.split())
+        assert result.exit_code == 2 and "MLflow cannot use it as a tracking store" in said and "unexpected" not in said, said
+        assert not (tmp_path / "r").exists()
+
+
 # ---------------------------------------------------------------- data in the type it is used in
 
 
