@@ -66,9 +66,9 @@ def _before_command(ctx: typer.Context) -> None:
     """Before a command that trains: a cache folder that cannot be written is said once (the
     runs go on without it)."""
     if ctx.invoked_subcommand in TRAINING_COMMANDS:
-        from dnnlab.runs import cache_problem
+        from dnnlab.runs import cache_exposure, cache_problem
 
-        problem = cache_problem()
+        problem = cache_problem() or cache_exposure()
         if problem is not None:
             err_console.print(f"warning: {problem}", markup=False)
 

@@ -296,6 +296,26 @@ def test_a_cache_folder_that_cannot_be_written_is_said_once_and_the_run_goes_on(
     assert "cache folder" not in runner.invoke(app, ["validate", "configs/quickstart.yaml"]).output
 
 
+def test_the_cache_folder_is_made_private_and_a_shared_one_keeps_no_programs(tmp_path, monkeypatch):
+    """The cache holds executable programs: dnnlab creates it 0700; one that the group (or
+    anyone) can write is said once, and no compiled program is loaded from it or kept there."""
+    from dnnlab import stored, train
+
+    monkeypatch.setenv("DNNLAB_CACHE", str(tmp_path / "new" / "cache"))
+    assert runs.cache_problem() is None and (tmp_path / "new" / "cache").stat().st_mode & 0o777 == 0o700
+    assert runs.cache_exposure() is None and stored.folder() is not None
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o775)
+    monkeypatch.setenv("DNNLAB_CACHE", str(shared))
+    result = runner.invoke(app, ["run", "configs/quickstart.yaml", "--out", str(tmp_path / "runs"), "--quiet",
+                                 "--set", "train.epochs=1", "--set", "diagnosis.reference=none"])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 0 and said.count(f"warning: the cache folder {shared} is not private (its group can write it)") == 1, said
+    assert not (shared / "programs").exists() and not (shared / "xla").exists()
+    assert stored.folder() is None and train.use_compile_cache() is None
+
+
 def test_the_writer_thread_keeps_the_order_and_raises_a_failure_at_the_next_call():
     """runs.Background: the calls reach the writers in order; a write that fails stops every
     later one and is raised in the caller's thread by its next call (the training loop)."""
