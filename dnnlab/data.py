@@ -1035,8 +1035,11 @@ def _read_image_files(files: list[Path], cfg: DataConfig, size: Optional[tuple[i
     from PIL import Image  # Pillow: a dependency of matplotlib
 
     gray = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N"}
+    from dnnlab.interrupt import stop_point  # a stop signal takes effect between files
+
     modes, sizes = [], []
     for f in files:
+        stop_point()
         try:
             with Image.open(f) as im:
                 modes.append(im.mode)
@@ -1056,6 +1059,7 @@ def _read_image_files(files: list[Path], cfg: DataConfig, size: Optional[tuple[i
     h, w = size if size is not None else tuple(cfg.image_size)  # type: ignore[misc]
     out = np.empty((len(files), h, w, channels), np.uint8)
     for i, f in enumerate(files):
+        stop_point()
         try:
             with Image.open(f) as im:
                 im.load()
@@ -1327,6 +1331,8 @@ def download(
     Returns:
         The folder that now holds the dataset. Raises DataError.
     """
+    from dnnlab.interrupt import stop_point
+
     remote = remote or REMOTES.get(name)
     if remote is None:
         known = ", ".join(REMOTES)
@@ -1347,6 +1353,7 @@ def download(
                 total_bytes = int(total) if total and total.isdigit() else None
                 done = 0
                 for block in iter(lambda: resp.read(1 << 16), b""):
+                    stop_point()  # a stop signal ends the download here; the partial file is removed
                     out.write(block)
                     digest.update(block)
                     done += len(block)
