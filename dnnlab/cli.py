@@ -19,8 +19,6 @@ from typing import Annotated, Any, Optional
 import typer
 
 from dnnlab.console import SafeConsole
-
-from dnnlab.runs import shell_command
 from dnnlab.runs import (  # the exit codes; dnnlab.experiment raises ExperimentError with one
     EXIT_BAD_INPUT,
     EXIT_FAILED,
@@ -28,6 +26,7 @@ from dnnlab.runs import (  # the exit codes; dnnlab.experiment raises Experiment
     EXIT_OK,
     EXIT_VERDICT,
     STATUS_EXIT,
+    shell_command,
 )
 
 

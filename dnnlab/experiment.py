@@ -484,13 +484,13 @@ def _resume(run_dir: Path, overrides: Sequence[str], shown: Optional[Shown], con
     ds = load_data(located(cfg, inputs))
     check_data(run_dir, ds, inputs)
     check_devices(cfg)
+    _stop_before("before the run was resumed; nothing was changed")
     if cfg.train.epochs != saved.train.epochs:
         runs.atomic_write_text(run_dir / runs.CONFIG, dump_yaml(cfg))
         if inputs is not None:
             runs.write_inputs(run_dir, cfg.model_dump(mode="json"), inputs["data"])
     if inputs is None:
         record_inputs(run_dir, cfg, ds)  # from now on the folder is tied to these
-    _stop_before("before the run was resumed; nothing was changed")
     with _known_failures(run_dir, "interrupted; the finished epochs are in the run folder, resume it again"), interrupt.deferred():
         run_writer: runs.Writer = runs.RunDir(run_dir, "", history=state.history if state is not None else [])
         if (run_dir.parent / runs.SEEDS_MANIFEST).exists():
