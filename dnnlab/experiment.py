@@ -693,6 +693,8 @@ def _resume_seeds(run_dir: Path, overrides: Sequence[str], shown: Shown) -> Opti
         outcome.complete()
         outcomes.append(outcome)
         member.update(status=outcome.summary["status"], verdict=outcome.diagnosis.verdict)
+        if outcome.summary["status"] == "interrupted":
+            break  # a stop ends the resume, as it ends a run of the seeds: the next seeds keep their state
     aggregate = _seeds_summary(cfg, cfgs, members, outcomes, "sequential (resumed)", time.perf_counter() - t0)
     runs.write_summary(run_dir, aggregate)
     runs.write_manifest(run_dir, runs.SEEDS_MANIFEST, {**found[1], "status": aggregate["status"], "members": members})
