@@ -17,16 +17,16 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.console import Console
 
+from dnnlab.console import SafeConsole
 from dnnlab.runs import (  # the exit codes; dnnlab.experiment raises ExperimentError with one
     EXIT_BAD_INPUT,
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
-    EXIT_TERMINATED,
     EXIT_VERDICT,
     STATUS_EXIT,
+    shell_command,
 )
 
 
@@ -67,14 +67,16 @@ def _before_command(ctx: typer.Context) -> None:
     """Before a command that trains: a cache folder that cannot be written is said once (the
     runs go on without it)."""
     if ctx.invoked_subcommand in TRAINING_COMMANDS:
-        from dnnlab.runs import cache_problem
+        from dnnlab.runs import cache_exposure, cache_problem
 
-        problem = cache_problem()
+        problem = cache_problem() or cache_exposure()
         if problem is not None:
             err_console.print(f"warning: {problem}", markup=False)
 
-console = Console(highlight=False, soft_wrap=True)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+# control characters in what is printed (text from data files: class and column names, paths)
+# are shown as escapes, never obeyed by the terminal (console.visible)
+console = SafeConsole(highlight=False, soft_wrap=True)
+err_console = SafeConsole(stderr=True, highlight=False, soft_wrap=True)
 
 ConfigArg = Annotated[Path, typer.Argument(help="YAML config file", show_default=False)]
 SetOpt = Annotated[
@@ -117,12 +119,16 @@ def _join(coordinator: Optional[str], num_processes: Optional[int], process_id: 
 
 
 def _load_data(cfg):
+    from dnnlab.data import split_warnings
     from dnnlab.experiment import ExperimentError, load_data
 
     try:
-        return load_data(cfg)
+        ds = load_data(cfg)
     except ExperimentError as exc:
         raise _fail(_escape(str(exc)), exc.code) from None
+    for warning in split_warnings(cfg.data, ds):
+        err_console.print(f"warning: {warning}", markup=False)
+    return ds
 
 
 def _warn_imbalance(cfg, ds) -> None:
@@ -175,12 +181,13 @@ MlflowOpt = Annotated[
 
 
 def _mlflow_ready(uri: Optional[str]) -> Optional[str]:
-    """The tracking URI to log to, once MLflow is known to be installed (exit 2 if it is not)."""
+    """The tracking URI to log to, once MLflow is known to be installed and to accept it (exit 2
+    if not), before anything trains."""
     if uri:
-        from dnnlab.tracking import TrackingError, require_mlflow
+        from dnnlab.tracking import TrackingError, check_uri
 
         try:
-            require_mlflow()
+            check_uri(uri)
         except TrackingError as exc:
             raise _fail(_escape(str(exc)), exc.code) from None
     return uri
@@ -290,6 +297,7 @@ def _run(
         _warn_imbalance(cfg, ds)
     from dnnlab import experiment
 
+    _stop_point("before the run started")
     if follower:
         try:
             summary = experiment.run(cfg, ds, out)
@@ -301,7 +309,7 @@ def _run(
 
     def announce(run_dir: Path) -> None:
         if not quiet:
-            console.print(f"[bold]{cfg.name}[/]: {ds.name} from {_escape(ds.source)} -> {run_dir}")
+            console.print(f"[bold]{_escape(cfg.name)}[/]: {_escape(ds.name)} from {_escape(ds.source)} -> {_escape(str(run_dir))}")
 
     try:
         outcome = experiment.run(cfg, ds, out, experiment.Shown(writers, not quiet, str(config), announce))
@@ -315,7 +323,7 @@ def _run(
             _print_seeds(outcome, fail_verdicts)
         _print_run(outcome, quiet, config, fail_verdicts)
     finally:  # after the plots: they are artifacts
-        _log_mlflow(uri, outcome.run_dir, f"dnnlab run --resume {outcome.run_dir} --mlflow {uri}")
+        _log_mlflow(uri, outcome.run_dir, shell_command("dnnlab", "run", "--resume", outcome.run_dir, "--mlflow", uri))
 
 
 def _resume(run_dir: Path, config: Optional[Path], overrides: list[str], quiet: bool, fail_verdicts: set[str], mlflow: Optional[str] = None) -> None:
@@ -351,7 +359,7 @@ def _resume(run_dir: Path, config: Optional[Path], overrides: list[str], quiet: 
     finally:
         for w in writers:
             w.close()
-    again = f"dnnlab run --resume {run_dir} --mlflow {uri}"
+    again = shell_command("dnnlab", "run", "--resume", run_dir, "--mlflow", uri)
     if outcome is None:
         console.print(f"{run_dir}: the run had finished; nothing to resume (extend it with --set train.epochs=N)", markup=False)
         _log_mlflow(uri, run_dir, again)
@@ -397,7 +405,7 @@ def _print_run(outcome, quiet: bool, config: Path, fail_verdicts: set[str]) -> N
     elif summary["status"] == "interrupted":
         err_console.print(
             f"interrupted after {summary['epochs_run']} epochs; the finished epochs are in {run_dir}; "
-            f"continue it with: dnnlab run --resume {run_dir}",
+            f"continue it with: {shell_command('dnnlab', 'run', '--resume', run_dir)}",
             markup=False,
         )
     try:
@@ -513,7 +521,7 @@ def check(config: ConfigArg, set_: SetOpt = None) -> None:
         console.print(f"{mark} {_escape(c.name)}: {_escape(c.detail)}")
     failed = [c.name for c in checks if not c.ok]
     if failed:
-        raise _fail(f"{len(failed)} of {len(checks)} checks failed: {', '.join(failed)}", EXIT_FAILED)
+        raise _fail(_escape(f"{len(failed)} of {len(checks)} checks failed: {', '.join(failed)}"), EXIT_FAILED)
     console.print(f"all {len(checks)} checks passed", markup=False)
 
 
@@ -583,12 +591,13 @@ def sweep(
         raise _fail(_escape(str(exc))) from None
     except OSError as exc:
         raise _fail(_escape(f"cannot write the sweep folder under {out}: {exc}")) from None
-    hint = f"dnnlab sweep {config} --resume {job.path}" + "".join(f" --set {s}" for s in set_ or [])
-    hint += (f" --workers {workers}" if workers else "") + (f" --ray {ray}" if ray else "")
+    hint_words = ["dnnlab", "sweep", config, "--resume", job.path, *(w for s in set_ or [] for w in ("--set", s))]
+    hint_words += (["--workers", workers] if workers else []) + (["--ray", ray] if ray else [])
+    hint = shell_command(*hint_words)
     _run_members(job, hint, quiet=quiet, workers=workers, ray=ray)
     failed = [m for m in job.members if m["status"] == "failed"]
     _compare_and_print([str(job.path)], job.path, metric.value, as_json=False)
-    _log_mlflow(uri, job.path, f"{hint} --mlflow {uri}")  # a parent MLflow run, one child per member
+    _log_mlflow(uri, job.path, shell_command(*hint_words, "--mlflow", uri))  # a parent MLflow run, one child per member
     if failed:
         err_console.print(f"{len(failed)} member(s) failed; see {job.path / 'sweep.json'}", markup=False)
     raise typer.Exit(EXIT_FAILED if len(failed) == len(job.members) else EXIT_OK)
@@ -624,7 +633,7 @@ def _run_members(job, resume_hint: str, quiet: bool, workers: Optional[int] = No
             sweeps.run(job, on_start=on_start, on_end=on_end, workers=workers, ray=ray,
                        on_warning=lambda text: err_console.print(f"warning: {text}", markup=False))
     except KeyboardInterrupt:
-        raise _fail(f"interrupted; the pending members did not start. Finish it with: {resume_hint}", EXIT_INTERRUPTED) from None
+        raise _fail(_escape(f"interrupted; the pending members did not start. Finish it with: {resume_hint}"), EXIT_INTERRUPTED) from None
     except sweeps.SweepError as exc:
         raise _fail(_escape(str(exc))) from None
 
@@ -643,6 +652,8 @@ def _compare_and_print(targets: list[str], out: Optional[Path], metric: str, as_
         if out is None:
             out = sweeps_found[0] if len(sweeps_found) == 1 and len(targets) == 1 else new_run_dir(Path("runs"), "compare")
         problems = comparing.write(comp, out)
+    except comparing.CompareError as exc:
+        raise _fail(_escape(str(exc))) from None
     except OSError as exc:
         raise _fail(_escape(f"cannot write the comparison to {out}: {exc}")) from None
     if as_json:
@@ -652,7 +663,7 @@ def _compare_and_print(targets: list[str], out: Optional[Path], metric: str, as_
     table = Table(*header, title=f"{len(comp.records)} runs, {len(comp.groups)} configurations")
     for row in rows:
         table.add_row(*row)
-    console.print(table, soft_wrap=False)
+    console.print(table, soft_wrap=False, markup=False)  # the labels and values come from the runs' configs
     if comp.best:
         console.print(f"best on {metric}: {comp.best.label}", markup=False)
     for c in comp.comparisons:
@@ -695,8 +706,14 @@ def evaluate(
     except (ConfigError, ValueError, OSError) as exc:
         raise _fail(_escape(str(exc))) from None
     if cfg.model.dropout == 0 and cfg.model.input_dropout == 0:
-        raise _fail(f"{run_dir}: this model has no dropout (model.dropout = model.input_dropout = 0): every mask is the identity")
-    ds = _load_data(cfg)
+        raise _fail(_escape(f"{run_dir}: this model has no dropout (model.dropout = model.input_dropout = 0): every mask is the identity"))
+    from dnnlab.experiment import located
+
+    try:
+        inputs = runs.read_inputs(run_dir)
+    except ValueError as exc:
+        raise _fail(_escape(str(exc))) from None
+    ds = _load_data(located(cfg, inputs))  # the data where the run found them, from any folder
     from dnnlab.evaluate import class_names, mc_dropout as run_mc
 
     try:
@@ -706,6 +723,9 @@ def evaluate(
     try:
         path = runs.kept_checkpoint(run_dir, summary, checkpoint.value)
         arrays = runs.load_checkpoint(path)
+        bad = runs.nonfinite_array(arrays)
+        if bad is not None:
+            raise ValueError(f"its array {bad} holds a NaN or an infinity: a model with such weights predicts nothing")
         result = run_mc(cfg, ds, arrays, mc_dropout, seed=cfg.seed, names=names)
     except (FileNotFoundError, KeyError, ValueError, OSError) as exc:
         raise _fail(_escape(f"{run_dir}: cannot load the checkpoint ({type(exc).__name__}: {exc})")) from None
@@ -715,7 +735,7 @@ def evaluate(
         return
     from rich.table import Table
 
-    table = Table("model", "test accuracy", "test loss", title=f"{run_dir.name} ({path.name}): dropout as an ensemble")
+    table = Table("model", "test accuracy", "test loss", title=f"{_escape(run_dir.name)} ({path.name}): dropout as an ensemble")
     ws = result["weight_scaling"]
     table.add_row("weight scaling (evaluation mode)", f"{ws['accuracy']:.4f}", f"{ws['loss']:.4f}")
     for row in result["mc"]:
@@ -726,7 +746,7 @@ def evaluate(
         for row in result["per_class"]:
             acc = "-" if row["accuracy"] is None else f"{row['accuracy']:.4f}"
             by_class.add_row(str(row["class"]), row["name"], str(row["count"]), acc)
-        console.print(by_class, soft_wrap=False)
+        console.print(by_class, soft_wrap=False, markup=False)  # the names come from the data
 
 
 @app.command()
@@ -762,12 +782,12 @@ def fix(
     for skipped in job.skipped:
         err_console.print(f"note: remedy skipped, its config is invalid: {skipped}", markup=False)
     uri = _mlflow_ready(mlflow or _raw_mlflow(job.sweep.manifest.get("base")))
-    _run_members(job.sweep, f"dnnlab fix {job.sweep.path}", quiet=quiet or as_json)
+    _run_members(job.sweep, shell_command("dnnlab", "fix", job.sweep.path), quiet=quiet or as_json)
     fixing.judge(job)
     try:
         _report_fix(job, as_json)
     finally:  # after compare.md: the remedies as children of one parent MLflow run
-        _log_mlflow(uri, job.sweep.path, f"dnnlab fix {job.sweep.path} --mlflow {uri}")
+        _log_mlflow(uri, job.sweep.path, shell_command("dnnlab", "fix", job.sweep.path, "--mlflow", uri))
 
 
 def _report_fix(job, as_json: bool) -> None:
@@ -789,7 +809,7 @@ def _report_fix(job, as_json: bool) -> None:
         sys.stdout.write(json.dumps(out, indent=2, default=str) + "\n")
         raise typer.Exit(EXIT_OK if winner else EXIT_FAILED)
     acc = "bal acc" if job.results and job.results[0].measure == "balanced_accuracy" else "acc"
-    table = Table("remedy", "verdict", f"train {acc}", f"val {acc}", "val loss", "fixed", title=f"{job.run_dir.name} was {job.verdict}: the remedies, measured")
+    table = Table("remedy", "verdict", f"train {acc}", f"val {acc}", "val loss", "fixed", title=f"{_escape(job.run_dir.name)} was {job.verdict}: the remedies, measured")
     table.add_row("(the run itself)", job.verdict, _acc(job.results[0].train[0]) if job.results else "-",
                   _acc(job.results[0].val[0]) if job.results else "-", _acc(job.results[0].val_loss[0]) if job.results else "-", "")
     for r in job.results:
@@ -797,12 +817,12 @@ def _report_fix(job, as_json: bool) -> None:
             " ".join(r.remedy["sets"]), ", ".join(v or s for v, s in zip(r.verdicts, r.status)) or "-",
             _delta(*r.train), _delta(*r.val), _acc(r.val_loss[1]), ("yes: " if r.fixed else "no: ") + r.words,
         )
-    console.print(table, soft_wrap=False)
+    console.print(table, soft_wrap=False, markup=False)
     if winner is None:
         err_console.print(f"no remedy fixed {job.verdict}; the table says what each did ({job.sweep.path})", markup=False)
         raise typer.Exit(EXIT_FAILED)
     console.print(f"fixed by {winner.to_dict()['command']}: wrote {job.fixed_config}", markup=False)
-    console.print(f"run it: dnnlab run {job.fixed_config}", markup=False)
+    console.print(f"run it: {shell_command('dnnlab', 'run', job.fixed_config)}", markup=False)
     raise typer.Exit(EXIT_OK)
 
 
@@ -844,7 +864,7 @@ def data_list() -> None:
     table = Table("dataset", "found at", "to get it")
     for row in listing():
         table.add_row(row["name"], row["found"], row["get"])
-    console.print(table)
+    console.print(table, markup=False)
 
 
 @data_app.command("inspect")
@@ -861,6 +881,8 @@ def data_inspect(config: ConfigArg, set_: SetOpt = None) -> None:
         ds = datasets.load(cfg.data, data_seed(cfg))
     except datasets.DataError as exc:
         raise _fail(_escape(str(exc))) from None
+    for warning in datasets.split_warnings(cfg.data, ds):
+        err_console.print(f"warning: {warning}", markup=False)
     splits = [("train", ds.train), ("val", ds.val), ("test", ds.test)]
     splits = [(name, s) for name, s in splits if s is not None]
     total = sum(len(s) for _, s in splits)
@@ -882,7 +904,7 @@ def data_inspect(config: ConfigArg, set_: SetOpt = None) -> None:
         row = [int(c[k]) for c in counts]
         name = ds.classes[k] if ds.classes else "-"
         table.add_row(str(k), name, *(f"{n:,}" for n in row), f"{sum(row):,}")
-    console.print(table)
+    console.print(table, markup=False)  # the class names come from the data
     from dnnlab.baselines import Baselines
 
     base = Baselines(_class_counts(ds), names=tuple(ds.classes))
@@ -921,26 +943,15 @@ def data_download(
     console.print(f"{name}: ready in {folder}", markup=False)
 
 
-_signal_received: list[int] = []
-
-
-def _on_signal(signum: int, frame: Any) -> None:
-    """SIGINT and SIGTERM stop the run the same way: the state is written, the summary says
-    interrupted. A second signal during that cleanup is ignored, so the cleanup finishes."""
-    import signal
-
-    if _signal_received:
-        return
-    _signal_received.append(signum)
+def _stop_point(when: str) -> None:
+    """A stop signal received so far ends the command here (exit 130, or 143 for SIGTERM): before
+    a run starts, nothing has been written (dnnlab.interrupt)."""
     from dnnlab import interrupt
 
-    deferred = interrupt.request()
-    # ignored from now on, at the OS level: Python's own shutdown puts back the default action
-    # for a handler it runs, and a second Ctrl-C would then kill the cleanup half-way
-    for s in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(s, signal.SIG_IGN)
-    if not deferred:  # training stops itself between compiled calls: never inside one
-        raise KeyboardInterrupt
+    try:
+        interrupt.stop_point()
+    except KeyboardInterrupt:
+        raise _fail(f"interrupted {when}; nothing was written", EXIT_INTERRUPTED) from None
 
 
 def _teardown_needed() -> bool:
@@ -970,16 +981,27 @@ def _exit(code: Any) -> None:
 
 
 def main() -> None:
-    """Console entry point: no traceback reaches the user unless DNNLAB_DEBUG is set."""
-    import signal
+    """Console entry point: no traceback reaches the user unless DNNLAB_DEBUG is set.
 
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, _on_signal)
+    SIGINT and SIGTERM stop a command the same way, at its next stop point: the state is
+    written, the summary says interrupted (dnnlab.interrupt; `dnnlab.__main__` installs the
+    handler before this module is imported)."""
+    from dnnlab import interrupt
+
+    interrupt.install()
     # helper threads (the run's file writers, the linear reference, a sweep's plots) share the
     # GIL with the training loop: at the default 5 ms switch interval the loop waits up to 5 ms
     # for it after each compiled call (a sweep of 8 quickstarts: 14.2 s at 5 ms, 12.6 s at 1 ms)
     sys.setswitchinterval(0.001)
-    terminated = lambda code: EXIT_TERMINATED if code == EXIT_INTERRUPTED and signal.SIGTERM in _signal_received else code  # noqa: E731
+
+    def terminated(code: Any) -> Any:
+        """The exit code of a command that a signal stopped (or that finished its work first)."""
+        if not isinstance(code, (int, type(None))) or not interrupt.received():
+            return code
+        if not code:
+            err_console.print("interrupted; the command had done its work: everything is written", markup=False)
+        return interrupt.exit_code(code or EXIT_OK)
+
     try:
         try:
             app()

@@ -86,7 +86,11 @@ def load_record(path: Path) -> RunRecord:
     rec = RunRecord(Path(path))
     cfg_path = rec.path / runs.CONFIG
     try:
-        rec.config = flatten(yaml.safe_load(cfg_path.read_text(encoding="utf-8", errors="replace")) or {})
+        raw = yaml.safe_load(cfg_path.read_text(encoding="utf-8", errors="replace")) or {}
+        if isinstance(raw, dict):
+            rec.config = flatten(raw)
+        else:
+            rec.problems.append(f"config.yaml is not a mapping (a YAML {type(raw).__name__}): its keys are not compared")
     except FileNotFoundError:
         rec.problems.append(f"no {runs.CONFIG}")
     except (OSError, yaml.YAMLError) as exc:
@@ -105,6 +109,12 @@ def load_record(path: Path) -> RunRecord:
         rec.problems.append("config.yaml is not a mapping")
         rec.config = {}
     return rec
+
+
+def is_run_folder(path: Path) -> bool:
+    """A single run's folder (its own config.yaml or metrics.jsonl, no manifest of members)."""
+    path = Path(path)
+    return ((path / runs.CONFIG).exists() or (path / runs.METRICS_FILE).exists()) and not _is_folder_of_runs(path)
 
 
 def collect(targets: list[str]) -> tuple[list[RunRecord], list[Path]]:
@@ -471,7 +481,7 @@ def write_plots(comp: Comparison, out: Path) -> list[tuple[str, str]]:
     if axes[1].get_legend_handles_labels()[0]:
         axes[1].legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
-    fig.savefig(out / "curves.png", dpi=90)
+    runs.write_figure(out / "curves.png", fig)
     plt.close(fig)
     made.append(("curves.png", "Training (solid) and validation (dashed) curves, one colour per configuration (mean over seeds)"))
 
@@ -499,7 +509,7 @@ def write_plots(comp: Comparison, out: Path) -> list[tuple[str, str]]:
         ax.legend(fontsize="small")
         fig.tight_layout()
         name = f"vs_{key.replace('.', '_')}.png"
-        fig.savefig(out / name, dpi=90)
+        runs.write_figure(out / name, fig)
         plt.close(fig)
         made.append((name, f"Final training and validation accuracy against {key}"))
     return made
@@ -570,7 +580,12 @@ def markdown(comp: Comparison, plots: list[tuple[str, str]]) -> str:
 
 
 def write(comp: Comparison, out: Path) -> list[str]:
-    """compare.md, compare.json and the plots into `out`; returns problems (plots not drawn)."""
+    """compare.md, compare.json and the plots into `out`; returns problems (plots not drawn).
+    CompareError when `out` is a run folder: its own curves.png would be replaced."""
+    if is_run_folder(out):
+        raise CompareError(
+            f"--out {out} is a run folder: the comparison's curves.png would replace the run's own; give a folder of its own"
+        )
     out.mkdir(parents=True, exist_ok=True)
     problems = []
     try:

@@ -2,13 +2,36 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Optional
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
-from dnnlab.runs import Writer
+from dnnlab.runs import Writer, shell_command
+
+# what a terminal would act on instead of showing: C0 and C1 control characters but for tab and
+# newline (ESC starts sequences that move the cursor, clear the screen or set the window title),
+# DEL, and the bidirectional overrides that reorder what is shown
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def visible(text: str) -> str:
+    """`text` (a class name, a column name, a path: text from data files) with every control
+    character shown as its escape (`\\x1b`), so that what reaches the terminal is shown, never
+    obeyed. Files (summary.json) keep the text exact."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), str(text))
+
+
+class SafeConsole(Console):
+    """A Rich console that shows control characters as escapes in every string it renders: the
+    CLI's printed lines, table cells and titles (`visible`). Rich markup in text from data is
+    escaped where it is printed (rich.markup.escape)."""
+
+    def render_str(self, text: str, **kwargs: Any) -> Any:
+        return super().render_str(visible(text), **kwargs)
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -74,7 +97,7 @@ class RichWriter(Writer):
 
 def summary_table(summary: dict[str, Any]) -> Table:
     best_epoch = summary.get("best_epoch")
-    table = Table(title=f"{summary.get('name')}: {summary.get('status')} after {summary.get('epochs_run')} epochs")
+    table = Table(title=Text(f"{summary.get('name')}: {summary.get('status')} after {summary.get('epochs_run')} epochs"))
     table.add_column("split")
     table.add_column("final loss", justify="right")
     table.add_column("final acc", justify="right")
@@ -132,8 +155,8 @@ VERDICT_STYLE = {
 
 
 def remedy_options(remedy: dict[str, Any]) -> str:
-    """A remedy (as in summary.json) as command-line options: `--set a --set b`."""
-    return " ".join(f"--set {s}" for s in remedy.get("sets") or [remedy["set"]])
+    """A remedy (as in summary.json) as command-line options: `--set a --set b` (shell-quoted)."""
+    return shell_command(*(word for s in remedy.get("sets") or [remedy["set"]] for word in ("--set", s)))
 
 
 def diagnosis_panel(diagnosis: dict[str, Any], config_name: str = "CONFIG"):
@@ -153,15 +176,15 @@ def diagnosis_panel(diagnosis: dict[str, Any], config_name: str = "CONFIG"):
     grid.add_column(no_wrap=True)
     grid.add_column()
     for e in diagnosis.get("evidence", []):
-        grid.add_row("•", Text(e))
+        grid.add_row("•", Text(visible(e)))
     if diagnosis.get("warnings"):
         grid.add_row("", Text("warnings", style="bold yellow"))
         for w in diagnosis["warnings"]:
-            grid.add_row(Text("!", style="yellow"), Text(w))
+            grid.add_row(Text("!", style="yellow"), Text(visible(w)))
     remedies = diagnosis.get("remedies") or []
     if remedies:
         grid.add_row("", Text("remedies, in order", style="bold"))
         for i, r in enumerate(remedies, 1):
-            grid.add_row(f"{i}.", Text.assemble((remedy_options(r), "bold"), "  ", r["why"]))
-        grid.add_row("try:", Text(f"dnnlab run {config_name} {remedy_options(remedies[0])}"))
+            grid.add_row(f"{i}.", Text.assemble((visible(remedy_options(r)), "bold"), "  ", visible(r["why"])))
+        grid.add_row("try:", Text(visible(f"{shell_command('dnnlab', 'run', config_name)} {remedy_options(remedies[0])}")))
     return Panel(Group(head, grid), title="diagnosis", border_style=style, expand=False)

@@ -58,6 +58,7 @@ CSV_DELIMITERS = (",", ";", "\t", "|")  # detected in this order of preference (
 # cells that count as missing (compared stripped and lowercased); NaN in a float array too
 MISSING_TOKENS = ("", "na", "n/a", "nan", "null", "none", "?")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # inputs are float32: a larger value becomes inf
 
 
 @dataclass(frozen=True)
@@ -285,8 +286,10 @@ def read_idx(path: Path) -> np.ndarray:
 
 def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     try:
-        with np.load(path, allow_pickle=False) as f:
+        with _npz_archive(path) as f:
             arrays = tuple(np.asarray(f[k]) for k in ("x_train", "y_train", "x_test", "y_test"))
+    except DataError:
+        raise
     except KeyError as exc:
         raise DataError(f"{path}: missing array {exc}; expected x_train, y_train, x_test, y_test") from None
     except Exception as exc:  # zipfile.BadZipFile, ValueError, OSError, EOFError
@@ -417,9 +420,11 @@ def _given_path(value: Optional[str], key: str, kind: str, folder: bool = False)
     if not path.exists():
         raise DataError(f"{key}: {path} does not exist; point {key} at {kind}")
     if folder and not path.is_dir():
-        raise DataError(f"{key}: {path} is a file; point {key} at {kind}")
+        what = "a file" if path.is_file() else "not a folder (a device, a pipe or a socket)"
+        raise DataError(f"{key}: {path} is {what}; point {key} at {kind}")
     if not folder and not path.is_file():
-        raise DataError(f"{key}: {path} is a folder; point {key} at {kind}")
+        what = "a folder" if path.is_dir() else "not a regular file (a device, a pipe or a socket)"
+        raise DataError(f"{key}: {path} is {what}; point {key} at {kind}")
     return path
 
 
@@ -435,30 +440,62 @@ def _is_number(cell: str) -> bool:
     return True
 
 
-def _label_values(labels: np.ndarray) -> np.ndarray:
-    """Labels as float64 when every one is a number (so that 10 sorts after 9), else as stripped strings."""
-    if labels.dtype.kind in "biuf":
-        return labels.astype(np.float64)
-    strings = np.char.strip(labels.astype(str))
-    try:
-        return strings.astype(np.float64)
-    except ValueError:
-        return strings
+# a label or class folder name that is a number as written: no leading zero, no plus sign
+_PLAIN_INT = re.compile(r"-?(0|[1-9][0-9]*)")
+
+
+def _label_keys(labels: np.ndarray, strip: bool = True) -> np.ndarray:
+    """Labels as what they are: integers compared as integers (never through float64, where 2**53
+    and 2**53 + 1 are one number), floats as floats, text as text (stripped, unless `strip` is
+    false: a folder's name is its name)."""
+    if labels.dtype.kind == "b":
+        return labels.astype(np.int64)
+    if labels.dtype.kind in "iuf":
+        return labels
+    strings = labels.astype(str)
+    return np.char.strip(strings) if strip else strings
+
+
+def _name_order(names: np.ndarray) -> np.ndarray:
+    """The order of distinct text labels: by value when every one is a plain integer (`10` after
+    `9`) or every one a finite number, else as text; two strings are two classes whatever their
+    value (`1` and `01`, `inf` and `Infinity`)."""
+    strings = [str(n) for n in names]
+    if all(_PLAIN_INT.fullmatch(t) for t in strings):
+        return np.asarray(sorted(range(len(strings)), key=lambda i: int(strings[i])), dtype=np.intp)
+    values = []
+    for t in strings:
+        try:
+            values.append(float(t))
+        except ValueError:
+            break
+    if len(values) == len(strings) and all(np.isfinite(values)):
+        return np.asarray(sorted(range(len(strings)), key=lambda i: (values[i], strings[i])), dtype=np.intp)
+    return np.arange(len(strings))  # np.unique's: by code point
 
 
 def _class_name(value: Any) -> str:
     if isinstance(value, (float, np.floating)):
         return str(int(value)) if float(value).is_integer() else repr(float(value))
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
     return str(value)
 
 
 def _encode_labels(
-    labels: np.ndarray, where: str, locate: Callable[[int], str]
+    labels: np.ndarray, where: str, locate: Callable[[int], str], strip: bool = True
 ) -> tuple[np.ndarray, tuple[str, ...], np.ndarray]:
-    """(labels as 0..C-1, the class names, the sorted class values): the sorted distinct labels, each
-    with at least 2 examples, and at least 2 classes. `locate(i)` says where example i is."""
-    values = _label_values(labels)
+    """(labels as 0..C-1, the class names, the class values in class order): the distinct labels
+    (`_label_keys`, ordered by `_name_order` when they are text), each with at least 2 examples,
+    and at least 2 classes. `locate(i)` says where example i is."""
+    values = _label_keys(labels, strip)
     classes, y, counts = np.unique(values, return_inverse=True, return_counts=True)
+    y = y.reshape(-1)
+    if classes.dtype.kind in "US":
+        order = _name_order(classes)
+        rank = np.empty_like(order)
+        rank[order] = np.arange(len(order))
+        classes, y, counts = classes[order], rank[y], counts[order]
     names = tuple(_class_name(v) for v in classes)
     if len(classes) < 2:
         raise DataError(
@@ -481,26 +518,42 @@ def _encode_labels(
     return y.astype(np.int32), names, classes
 
 
+def _test_key(value: Any, text: bool) -> Any:
+    """A test label as a key of the training classes: their names when they are text (`text`),
+    else their numbers (text that is a plain integer or a number counts as one)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if text:
+        return _class_name(value)
+    if isinstance(value, str):
+        if _PLAIN_INT.fullmatch(value):
+            return int(value)
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return value  # an int or a float: Python compares them exactly (1 == 1.0, 2**53 + 1 != 2**53)
+
+
 def _encode_test_labels(
-    labels: np.ndarray, classes: np.ndarray, names: tuple[str, ...], where: str, locate: Callable[[int], str]
+    labels: np.ndarray, classes: np.ndarray, names: tuple[str, ...], where: str, locate: Callable[[int], str],
+    strip: bool = True,
 ) -> np.ndarray:
     """Test labels as the training classes' indices; DataError names the first label that is not one."""
-    values = _label_values(labels)
-    if values.dtype.kind != classes.dtype.kind:  # numbers in one file, words in the other
-        values = np.char.strip(labels.astype(str)) if classes.dtype.kind != "f" else values
-    if values.dtype.kind != classes.dtype.kind:
-        bad = np.zeros(len(values), bool)
-        bad[:] = True
-    else:
-        pos = np.clip(np.searchsorted(classes, values), 0, len(classes) - 1)
-        bad = classes[pos] != values
+    text = classes.dtype.kind in "US"
+    index = {_test_key(c, text): i for i, c in enumerate(classes)}
+    distinct, inverse = np.unique(_label_keys(labels, strip), return_inverse=True)
+    found = np.asarray([index.get(_test_key(v, text), -1) for v in distinct], dtype=np.int64)
+    y = found[inverse.reshape(-1)]
+    bad = y < 0
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
+        value = distinct[inverse.reshape(-1)[i]]
         raise DataError(
-            f"{where}: the test label {_class_name(values[i])!r} ({locate(i)}) is not a class of the training data "
+            f"{where}: the test label {_class_name(value)!r} ({locate(i)}) is not a class of the training data "
             f"(classes: {', '.join(names)}); a model cannot predict a class it never saw"
         )
-    return np.searchsorted(classes, values).astype(np.int32)
+    return y.astype(np.int32)
 
 
 def _hold_out(y: np.ndarray, cfg: DataConfig, where: str) -> np.ndarray:
@@ -548,6 +601,8 @@ class _Table:
 
 
 def _csv_fields(line: str, delimiter: str) -> list[str]:
+    if len(line) > csv.field_size_limit():  # a field may be as long as its line, of any length
+        csv.field_size_limit(len(line) + 1)
     return next(csv.reader([line], delimiter=delimiter), [])
 
 
@@ -614,6 +669,10 @@ def _read_csv(path: Path, cfg: DataConfig, like: Optional[_Table] = None) -> _Ta
     if len(nonblank) == 1:
         raise DataError(f"{path}: holds a single line; a table needs data rows (at least 2 examples of each class)")
     delimiter = cfg.delimiter or (like.delimiter if like else _detect_delimiter([lines[i] for i in nonblank[:20]]))
+    if like is not None and not cfg.delimiter and len(_csv_fields(lines[nonblank[0]], delimiter)) < 2:
+        # a test file with a separator of its own: found as the training file's was (data.delimiter
+        # would set it for both files)
+        delimiter = _detect_delimiter([lines[i] for i in nonblank[:20]])
     first = _csv_fields(lines[nonblank[0]], delimiter)
     sample = [_csv_fields(lines[i], delimiter) for i in nonblank[1:51]]
     named = [r for r in (cfg.label, *(cfg.features or ())) if isinstance(r, str)]
@@ -750,6 +809,14 @@ def _clean_table(table: _Table, cfg: DataConfig) -> _Table:
             f"{table.path}: {table.column(table.feature_cols[k])} holds an infinite value at line {table.line[i]}; "
             "replace it with a finite number"
         )
+    big = np.abs(table.x) > FLOAT32_MAX  # finite as read, infinite once cast to the inputs' float32
+    if big.any():
+        i, k = (int(v[0]) for v in np.nonzero(big))
+        raise DataError(
+            f"{table.path}: {table.column(table.feature_cols[k])} holds {table.x[i, k]:g} at line {table.line[i]}, beyond "
+            f"float32's range (±{FLOAT32_MAX:.4g}), the type the inputs are trained in; scale the column or leave it out "
+            "(data.features)"
+        )
     bad_rows = missing.any(axis=1)
     if not bad_rows.any():
         return table
@@ -792,12 +859,18 @@ def _load_csv(cfg: DataConfig) -> Loaded:
 # ------------------------------------------ npz
 
 
+def _npz_archive(path: Path) -> Any:
+    """np.load of an .npz archive; DataError for a single array (an .npy file under another name)."""
+    loaded = np.load(path, allow_pickle=False)
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise DataError(f"{path}: holds a single array (an .npy file), not an npz archive; save the arrays with np.savez(x=..., y=...)")
+    return loaded
+
+
 def _npz_arrays(path: Path, keys: list[str], required: list[str]) -> dict[str, np.ndarray]:
     """The arrays `keys` that the npz file holds (each of `required` must be there)."""
     try:
-        with np.load(path, allow_pickle=False) as f:
-            if not hasattr(f, "files"):
-                raise DataError(f"{path}: holds a single array, not an npz archive; save it with np.savez(x=..., y=...)")
+        with _npz_archive(path) as f:
             held = list(f.files)
             missing = [k for k in required if k not in held]
             if missing:
@@ -845,6 +918,14 @@ def _npz_pair(x: np.ndarray, y: np.ndarray, where_x: str, where_y: str, cfg: Dat
     if x.dtype.kind == "f" and np.isinf(x).any():
         i = int(np.flatnonzero(np.isinf(x).reshape(len(x), -1).any(axis=1))[0])
         raise DataError(f"{where_x}: example {i} holds an infinite value; replace it with a finite number")
+    if x.dtype.kind == "f" and x.dtype.itemsize > 4:
+        big = (np.abs(x) > FLOAT32_MAX).reshape(len(x), -1)  # finite here, infinite once cast to float32
+        if big.any():
+            i, j = (int(v[0]) for v in np.nonzero(big))
+            raise DataError(
+                f"{where_x}: example {i}, value {j} holds {x.reshape(len(x), -1)[i, j]:g}, beyond float32's range "
+                f"(±{FLOAT32_MAX:.4g}), the type the inputs are trained in; scale the inputs"
+            )
     bad = bad_x | bad_y
     if bad.any():
         if cfg.missing == "error":
@@ -954,8 +1035,11 @@ def _read_image_files(files: list[Path], cfg: DataConfig, size: Optional[tuple[i
     from PIL import Image  # Pillow: a dependency of matplotlib
 
     gray = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N"}
+    from dnnlab.interrupt import stop_point  # a stop signal takes effect between files
+
     modes, sizes = [], []
     for f in files:
+        stop_point()
         try:
             with Image.open(f) as im:
                 modes.append(im.mode)
@@ -975,6 +1059,7 @@ def _read_image_files(files: list[Path], cfg: DataConfig, size: Optional[tuple[i
     h, w = size if size is not None else tuple(cfg.image_size)  # type: ignore[misc]
     out = np.empty((len(files), h, w, channels), np.uint8)
     for i, f in enumerate(files):
+        stop_point()
         try:
             with Image.open(f) as im:
                 im.load()
@@ -1026,7 +1111,7 @@ def _load_folder(cfg: DataConfig) -> Loaded:
     train_files = _class_folders(train_root, where)
     class_of = np.asarray([c for c, files in train_files.items() for _ in files])
     files = [f for fs in train_files.values() for f in fs]
-    ytr, names, classes = _encode_labels(class_of, str(train_root), lambda i: str(files[i]))
+    ytr, names, classes = _encode_labels(class_of, str(train_root), lambda i: str(files[i]), strip=False)
     images, channels = _read_image_files(files, cfg, tuple(cfg.image_size) if cfg.image_size else None)  # type: ignore[arg-type]
     h, w = images.shape[1:3]
     if test_root is not None:
@@ -1039,7 +1124,7 @@ def _load_folder(cfg: DataConfig) -> Loaded:
             )
         tfiles = [f for fs in test_files.values() for f in fs]
         tclass = np.asarray([c for c, fs in test_files.items() for _ in fs])
-        yte = _encode_test_labels(tclass, classes, names, str(test_root), lambda i: str(tfiles[i]))
+        yte = _encode_test_labels(tclass, classes, names, str(test_root), lambda i: str(tfiles[i]), strip=False)
         test_images, _ = _read_image_files(tfiles, cfg.model_copy(update={"channels": channels}), (h, w))
         xtr_img, xte_img = images, test_images
         note = f"test: {test_root}"
@@ -1119,7 +1204,54 @@ def load(cfg: DataConfig, seed: int) -> Dataset:
         train, val, test = standardize(train, val, test, channels)
     elif raw:
         train, val, test = rescale(train, val, test, channels)
+    if cfg.normalize == "standard" or raw:
+        _check_scaled(cfg, train, val, test, channels)
     return Dataset(cfg.dataset, train, val, test, num_classes, source, shape, classes)
+
+
+def _check_scaled(cfg: DataConfig, train: Split, val: Optional[Split], test: Split, channels: int) -> None:
+    """DataError when scaling made a value non-finite: a feature whose values span more than
+    float32 holds (their difference, or their variance, overflows)."""
+    for name, split in (("training", train), ("validation", val), ("test", test)):
+        if split is not None and not np.isfinite(split.x).all():
+            k = int(np.flatnonzero(~np.isfinite(split.x).reshape(len(split), -1, channels).all(axis=(0, 1)))[0])
+            how = "standardizing (data.normalize: standard)" if cfg.normalize == "standard" else "scaling to [0, 1]"
+            raise DataError(
+                f"{cfg.dataset}: {how} turns {'feature' if channels == split.x.shape[1] else 'channel'} {k} of the {name} "
+                f"examples into non-finite values: its values span more than float32 holds (±{FLOAT32_MAX:.4g}); "
+                "scale it down before training"
+            )
+
+
+def fingerprint(cfg: DataConfig, ds: Dataset) -> dict[str, Any]:
+    """What a run records of its data (runs.INPUTS) and what `run --resume` and `fix` hold the
+    data to: the digest of the loaded arrays (`Dataset.digest`, whatever the file format; the
+    linear reference's cache is keyed by it too), and data.path and data.test_path as absolute
+    paths, where the data are found from any folder, with the size and modification time of a
+    file (a quick check: the digest decides)."""
+    files = []
+    for key, value in (("data.path", cfg.path), ("data.test_path", cfg.test_path)):
+        if value:
+            path = Path(value).expanduser().resolve()
+            entry: dict[str, Any] = {"key": key, "path": str(path)}
+            if path.is_file():
+                stat = path.stat()
+                entry.update(size=stat.st_size, mtime_ns=stat.st_mtime_ns)
+            files.append(entry)
+    return {"digest": ds.digest, "files": files}
+
+
+def split_warnings(cfg: DataConfig, ds: Dataset) -> list[str]:
+    """What the splits leave that a run cannot learn: classes with no training example."""
+    counts = np.bincount(ds.train.y, minlength=ds.num_classes)
+    missing = int((counts == 0).sum())
+    if not missing:
+        return []
+    by = f"data.validation_split {cfg.validation_split:g}" + (f" and data.train_size {cfg.train_size:,}" if cfg.train_size is not None else "")
+    return [
+        f"the training split holds {len(ds.train):,} examples ({by}): {missing} of the {ds.num_classes} classes have none, "
+        "so the model cannot learn them; lower data.validation_split (or raise data.train_size)"
+    ]
 
 
 def _per_channel(train: Split, val: Optional[Split], test: Split, channels: int, stats) -> tuple[Split, Optional[Split], Split]:
@@ -1199,6 +1331,8 @@ def download(
     Returns:
         The folder that now holds the dataset. Raises DataError.
     """
+    from dnnlab.interrupt import stop_point
+
     remote = remote or REMOTES.get(name)
     if remote is None:
         known = ", ".join(REMOTES)
@@ -1219,6 +1353,7 @@ def download(
                 total_bytes = int(total) if total and total.isdigit() else None
                 done = 0
                 for block in iter(lambda: resp.read(1 << 16), b""):
+                    stop_point()  # a stop signal ends the download here; the partial file is removed
                     out.write(block)
                     digest.update(block)
                     done += len(block)

@@ -19,7 +19,7 @@ from typing import Any, Optional
 
 from dnnlab import baselines
 from dnnlab.config import Config, DiagnosisConfig, pretrain_problem, residual_blocks
-from dnnlab.runs import kept_metrics
+from dnnlab.runs import kept_metrics, shell_command
 
 VERDICTS = ("good-fit", "overfitting", "failed-training", "diverged", "undertrained")
 CAUSES = (
@@ -55,8 +55,8 @@ class Remedy:
 
     @property
     def command(self) -> str:
-        """The remedy as command-line options: `--set a --set b`."""
-        return " ".join(f"--set {s}" for s in self.sets)
+        """The remedy as command-line options: `--set a --set b` (shell-quoted)."""
+        return shell_command(*(word for s in self.sets for word in ("--set", s)))
 
 
 @dataclass

@@ -20,7 +20,7 @@ from dnnlab.config import Config, data_seed, dump_yaml, training_loop
 from dnnlab.data import Dataset, DataError
 from dnnlab.diagnose import Diagnosis
 
-from dnnlab.runs import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED
+from dnnlab.runs import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, shell_command
 
 if TYPE_CHECKING:
     from dnnlab.reference import Pending
@@ -122,7 +122,7 @@ def _known_failures(out: Path, interrupted: str) -> Iterator[None]:
     """Map the failures a run can meet to ExperimentError with their exit codes."""
     try:
         yield
-    except (DataError, distributed.DeviceError) as exc:
+    except (DataError, distributed.DeviceError, runs.StateError) as exc:
         raise ExperimentError(str(exc), getattr(exc, "code", EXIT_BAD_INPUT)) from None
     except OSError as exc:
         # a full disk is a failed run (exit 1), an unusable --out is bad input (exit 2)
@@ -163,11 +163,30 @@ def execute(cfg: Config, ds: Dataset, out: Path, shown: Optional["Shown"] = None
     """
     shown = shown or Shown()
     check_compatible(cfg, ds)
+    _stop_before("before the run started; nothing was written")
     run_dir = runs.new_run_dir(out, cfg.name)
-    run_writer = runs.RunDir(run_dir, dump_yaml(cfg))
-    if shown.announce is not None:
-        shown.announce(run_dir)
-    return _train_and_report(cfg, ds, run_dir, run_writer, shown)
+    with run_lock(run_dir):
+        run_writer = runs.RunDir(run_dir, dump_yaml(cfg))
+        record_inputs(run_dir, cfg, ds)
+        if shown.announce is not None:
+            shown.announce(run_dir)
+        return _train_and_report(cfg, ds, run_dir, run_writer, shown)
+
+
+def _stop_before(what: str) -> None:
+    """A stop signal received so far ends the run here, before it changes any file: ExperimentError
+    (exit 130) saying `what`."""
+    try:
+        interrupt.stop_point()
+    except KeyboardInterrupt:
+        raise ExperimentError(f"interrupted {what}", EXIT_INTERRUPTED) from None
+
+
+def _interrupted_summary(cfg: Config, run_dir: Path, run_writer: runs.Writer) -> None:
+    """The summary of a run stopped before it wrote one: interrupted, after the epochs on disk."""
+    if not (run_dir / runs.SUMMARY).exists():
+        done = runs.read_metrics(run_dir)
+        run_writer.finish({"name": cfg.name, "status": "interrupted", "epochs_run": max(len(done) - 1, 0)})
 
 
 def _train_and_report(
@@ -175,8 +194,16 @@ def _train_and_report(
 ) -> Outcome:
     """fit, the reference, the diagnosis and report.md (the plots left for `Outcome.complete`).
 
-    A failure while writing or a Ctrl-C leaves a summary that says so (failed, interrupted).
+    A failure while writing or a Ctrl-C leaves a summary that says so (failed, interrupted); so
+    does a stop that the watchdog had to carry out (`interrupt.last_words`).
     """
+    with interrupt.last_words(partial(_interrupted_summary, cfg, run_dir, run_writer)):
+        return _train_and_report_(cfg, ds, run_dir, run_writer, shown, resume)
+
+
+def _train_and_report_(
+    cfg: Config, ds: Dataset, run_dir: Path, run_writer: runs.Writer, shown: Shown, resume: Any = None
+) -> Outcome:
     from dnnlab import train  # imports JAX
     from dnnlab.tracking import open_board
 
@@ -204,9 +231,7 @@ def _train_and_report(
             files.close()
             if board is not None:
                 board.close()
-            if not (run_dir / runs.SUMMARY).exists():
-                done = runs.read_metrics(run_dir)
-                run_writer.finish({"name": cfg.name, "status": "interrupted", "epochs_run": max(len(done) - 1, 0)})
+            _interrupted_summary(cfg, run_dir, run_writer)
             raise
         summary, interrupted = with_reference(cfg, ds, result.summary, beside)
     from dnnlab.report import draw_plots, finalize
@@ -305,26 +330,141 @@ def with_reference(
 RESUMABLE_CHANGES = ("train.epochs",)  # what --set may change when a run is resumed
 
 
+# ---------------------------------------------------------------- what a run started with
+
+
+def run_lock(run_dir: Path) -> runs.FolderLock:
+    """The lock a process holds on a run folder while it trains in it: a second `run --resume`
+    of the folder is refused (ExperimentError) while that process lives."""
+    def busy(pid: int) -> ExperimentError:
+        return ExperimentError(
+            f"{run_dir}: process {pid} is training this run ({runs.RUN_LOCK}); wait for it or stop it" if pid
+            else f"{run_dir / runs.RUN_LOCK}: cannot take the lock"
+        )
+
+    return runs.FolderLock(run_dir, runs.RUN_LOCK, busy)
+
+
+def record_inputs(run_dir: Path, cfg: Config, ds: Dataset, found: Optional[Any] = None) -> None:
+    """inputs.json: the resolved config and the fingerprint of the data (`data.fingerprint`), as
+    found at `found` (a DataConfig; default cfg.data)."""
+    from dnnlab.data import fingerprint
+
+    runs.write_inputs(run_dir, cfg.model_dump(mode="json"), fingerprint(found or cfg.data, ds))
+
+
+def located(cfg: Config, inputs: Optional[dict[str, Any]]) -> Config:
+    """`cfg` with data.path and data.test_path as the run recorded them (absolute), where they
+    still exist: a run is continued, fixed or evaluated on its data from any folder."""
+    found = {f["key"].removeprefix("data."): f["path"] for f in (inputs or {}).get("data", {}).get("files", [])}
+    update = {key: path for key, path in found.items() if key in ("path", "test_path") and Path(path).exists()}
+    return cfg.model_copy(update={"data": cfg.data.model_copy(update=update)}) if update else cfg
+
+
+def _afresh(run_dir: Path) -> str:
+    return shell_command("dnnlab", "run", Path(run_dir) / runs.CONFIG, "--out", Path(run_dir).parent)
+
+
+def check_config(run_dir: Path, saved: Config, inputs: Optional[dict[str, Any]]) -> None:
+    """ExperimentError (exit 2) when the run's config.yaml is no longer the config it started
+    with (inputs.json): only train.epochs may have grown, and logging (output only) changed."""
+    if inputs is None:
+        return  # a folder made before runs recorded their inputs
+    now = saved.model_dump(mode="json")
+    if runs.config_digest(now) == inputs["config_sha256"]:
+        return
+    from dnnlab.compare import flatten
+
+    old, new = flatten(inputs["config"]), flatten(now)
+    changed = sorted(
+        k for k in old.keys() | new.keys()
+        if old.get(k) != new.get(k) and not k.startswith("logging.")
+        and not (k == "train.epochs" and isinstance(new.get(k), int) and isinstance(old.get(k), int) and new[k] > old[k])
+    )
+    if changed:
+        raise ExperimentError(
+            f"{run_dir / runs.CONFIG} is not the config the run started with ({runs.INPUTS}): "
+            f"{', '.join(f'{k} ({old.get(k)!r} -> {new.get(k)!r})' for k in changed)}; a run continues with its own "
+            f"config (only train.epochs may grow): undo the edit, or train the edited config afresh: {_afresh(run_dir)}"
+        )
+
+
+def _files_changed(inputs: dict[str, Any]) -> list[str]:
+    """The recorded data files whose size or modification time differ now (or that are gone)."""
+    out = []
+    for f in inputs["data"]["files"]:
+        path = Path(f["path"])
+        if "size" not in f:
+            continue  # a folder: the digest decides
+        if not path.is_file():
+            out.append(f"{f['key']} {path} is gone")
+            continue
+        stat = path.stat()
+        if stat.st_size != f.get("size") or stat.st_mtime_ns != f.get("mtime_ns"):
+            out.append(f"{f['key']} {path} changed ({f.get('size')} -> {stat.st_size} bytes, modified since the run started)")
+    return out
+
+
+def check_data(run_dir: Path, ds: Dataset, inputs: Optional[dict[str, Any]]) -> None:
+    """ExperimentError (exit 2) when `ds` is not the data the run started with: the digests of
+    the loaded arrays differ (inputs.json)."""
+    if inputs is None or ds.digest == inputs["data"]["digest"]:
+        return
+    what = "; ".join(_files_changed(inputs)) or f"its arrays are not those the run trained on ({ds.source})"
+    raise ExperimentError(
+        f"{run_dir}: the data differ from those the run started with: {what}; a run continues on its own data: "
+        f"restore them, or train afresh on these: {_afresh(run_dir)}"
+    )
+
+
+def check_inputs(run_dir: Path) -> Optional[dict[str, Any]]:
+    """`check_config` and the data of a finished run without training it (for `fix`): when a
+    recorded file's size or modification time changed, the data are loaded and their digest
+    compared. Returns the inputs (None for a folder without them); raises ExperimentError."""
+    from dnnlab.config import ConfigError
+
+    try:
+        _, saved, _ = runs.load_run(run_dir)
+        inputs = runs.read_inputs(run_dir)
+    except (ConfigError, ValueError, OSError) as exc:
+        raise ExperimentError(str(exc)) from None
+    check_config(run_dir, saved, inputs)
+    if inputs is not None and _files_changed(inputs):
+        check_data(run_dir, load_data(located(saved, inputs)), inputs)
+    return inputs
+
+
 def resume(run_dir: Path, overrides: Sequence[str] = (), shown: Optional[Shown] = None, config_file: Optional[Path] = None) -> Optional[Outcome]:
     """Continue the run in `run_dir` from its last saved epoch, in the same folder.
 
     metrics.jsonl is cut back to the saved epoch; the result equals a run that was never stopped
     (bit for bit on one machine). `overrides` may only extend train.epochs; a `config_file`
-    (with the overrides) must resolve to the run's config. Returns None when the run had
+    (with the overrides) must resolve to the run's config, and the run's config.yaml and data
+    must be those it started with (inputs.json; the data are found at their recorded absolute
+    path). A run stopped before its first epoch starts again. Returns None when the run had
     already finished (nothing to do). Raises ExperimentError with the exit code.
     """
+    run_dir = Path(run_dir)
+    if not (run_dir / runs.CONFIG).exists():
+        raise ExperimentError(f"{run_dir}: not a run folder (no {runs.CONFIG})")
+    with _known_failures(run_dir, "interrupted before the run was resumed; nothing was changed"), run_lock(run_dir):
+        return _resume(run_dir, overrides, shown, config_file)
+
+
+def _resume(run_dir: Path, overrides: Sequence[str], shown: Optional[Shown], config_file: Optional[Path]) -> Optional[Outcome]:
     from dnnlab.compare import flatten
     from dnnlab.config import ConfigError, load_config
 
     shown = shown or Shown()
-    run_dir = Path(run_dir)
     try:
         history, saved, summary = runs.load_run(run_dir)
         cfg = load_config(config_file or run_dir / runs.CONFIG, list(overrides))
+        inputs = runs.read_inputs(run_dir)
     except (ConfigError, ValueError, OSError) as exc:
         raise ExperimentError(str(exc)) from None
     if saved.train.seeds > 1:
         raise ExperimentError(f"{run_dir}: a multi-seed folder: `dnnlab run --resume` resumes it seed by seed")
+    check_config(run_dir, saved, inputs)
     old, new = flatten(saved.model_dump(mode="json")), flatten(cfg.model_dump(mode="json"))
     changed = sorted(
         k for k in old.keys() | new.keys()
@@ -342,33 +482,34 @@ def resume(run_dir: Path, overrides: Sequence[str] = (), shown: Optional[Shown] 
         return None  # stopped early or diverged runs stay so, whatever the budget
     from dnnlab import train  # imports JAX
 
-    try:
-        arrays, _ = runs.read_state(run_dir)
-        state: Optional[train.Resume] = train.Resume.from_arrays(arrays, history)
-    except ValueError as exc:
-        if not _killed_pretraining(cfg, run_dir, history):
-            raise ExperimentError(f"{run_dir}: {exc}") from None
-        state = None  # killed while pretraining (no epoch saved yet): the run starts again, to the same bits
-    ds = load_data(cfg)
+    state, problems = None, []
+    no_state = not (run_dir / runs.STATE).exists() and not (run_dir / runs.STATE_PREV).exists()
+    if not (no_state and len(history) <= 1):  # else stopped before its first epoch: it starts again
+        try:
+            arrays, _, passed = runs.read_state(run_dir)
+            state = train.Resume.from_arrays(arrays, history)
+        except ValueError as exc:
+            raise ExperimentError(f"{run_dir}: {exc}" if not str(exc).startswith(str(run_dir)) else str(exc)) from None
+        problems = [f"{p}: continued from {runs.STATE_PREV} (epoch {state.epoch})" for p in passed]
+    ds = load_data(located(cfg, inputs))
+    check_data(run_dir, ds, inputs)
     check_devices(cfg)
+    _stop_before("before the run was resumed; nothing was changed")
     if cfg.train.epochs != saved.train.epochs:
         runs.atomic_write_text(run_dir / runs.CONFIG, dump_yaml(cfg))
+        if inputs is not None:
+            runs.write_inputs(run_dir, cfg.model_dump(mode="json"), inputs["data"])
+    if inputs is None:
+        record_inputs(run_dir, cfg, ds)  # from now on the folder is tied to these
     with _known_failures(run_dir, "interrupted; the finished epochs are in the run folder, resume it again"), interrupt.deferred():
         run_writer: runs.Writer = runs.RunDir(run_dir, "", history=state.history if state is not None else [])
         if (run_dir.parent / runs.SEEDS_MANIFEST).exists():
             run_writer = _SeedTag(run_writer, cfg.seed)  # a seed of a multi-seed folder keeps its tag
         if shown.announce is not None:
             shown.announce(run_dir)
-        return _train_and_report(cfg, ds, run_dir, run_writer, shown, resume=state)
-
-
-def _killed_pretraining(cfg: Config, run_dir: Path, history: list[dict[str, Any]]) -> bool:
-    """Whether a pretrained run stopped before it saved its first epoch (during pretraining, or
-    before epoch 1 ended): no resume state at all and no record past epoch 0. Such a run is
-    started again in its folder (pretraining takes seconds, and the same seed repeats it bit for
-    bit); a damaged state is never overwritten."""
-    no_state = not (run_dir / runs.STATE).exists() and not (run_dir / runs.STATE_PREV).exists()
-    return cfg.model.pretrain != "none" and no_state and all(r.get("epoch", 0) == 0 for r in history)
+        outcome = _train_and_report(cfg, ds, run_dir, run_writer, shown, resume=state)
+    outcome.problems += problems
+    return outcome
 
 
 def execute_seeds(cfg: Config, ds: Dataset, out: Path, shown: Optional["Shown"] = None) -> SeedsOutcome:
@@ -379,15 +520,22 @@ def execute_seeds(cfg: Config, ds: Dataset, out: Path, shown: Optional["Shown"] 
     run folder per seed (`seed-<s>/`: metrics.jsonl with a `seed` field, checkpoints, report).
     The live writers (`shown.writers`, the console) follow the first seed.
     """
+    shown = shown or Shown()
+    check_compatible(cfg, ds)
+    t0 = time.perf_counter()
+    _stop_before("before the run started; nothing was written")
+    run_dir = runs.new_run_dir(out, cfg.name)
+    with run_lock(run_dir):
+        return _execute_seeds(cfg, ds, run_dir, shown, t0)
+
+
+def _execute_seeds(cfg: Config, ds: Dataset, run_dir: Path, shown: Shown, t0: float) -> SeedsOutcome:
     from dnnlab import train  # imports JAX
     from dnnlab.report import finalize
     from dnnlab.tracking import open_board
 
-    shown = shown or Shown()
-    check_compatible(cfg, ds)
-    t0 = time.perf_counter()
-    run_dir = runs.new_run_dir(out, cfg.name)
     runs.atomic_write_text(run_dir / runs.CONFIG, dump_yaml(cfg))
+    record_inputs(run_dir, cfg, ds)
     if shown.announce is not None:
         shown.announce(run_dir)
     cfgs = train.seed_configs(cfg)
@@ -405,6 +553,7 @@ def execute_seeds(cfg: Config, ds: Dataset, out: Path, shown: Optional["Shown"] 
     for i, c in enumerate(cfgs):
         (run_dir / f"seed-{c.seed}").mkdir()
         member_writer = _SeedTag(runs.RunDir(run_dir / f"seed-{c.seed}", dump_yaml(c)), c.seed)
+        record_inputs(run_dir / f"seed-{c.seed}", c, ds)
         boards.append(open_board(c, run_dir / f"seed-{c.seed}"))  # seed-<s>/tb/, unless logging.tensorboard is off
         # each seed's files written by a thread of their own (see `_train_and_report`)
         files.append(runs.Background(member_writer, boards[-1]))
@@ -501,18 +650,27 @@ def finished_outcome(folder: Path) -> Optional[Outcome]:
 def resume_seeds(run_dir: Path, overrides: Sequence[str] = (), shown: Optional[Shown] = None) -> Optional[SeedsOutcome]:
     """Continue a multi-seed folder: finished seeds are kept, seeds with a saved state continue
     from it (one after another, whatever the original seed_mode: a vmapped run's resumed seeds
-    equal it within float tolerance, not bit for bit), seeds that never started run now."""
+    equal it within float tolerance, not bit for bit), seeds that never started run now. The
+    folder's config.yaml and data must be those it started with (inputs.json), as in `resume`."""
+    shown = shown or Shown()
+    run_dir = Path(run_dir)
+    with _known_failures(run_dir, "interrupted before the run was resumed; nothing was changed"), run_lock(run_dir):
+        return _resume_seeds(run_dir, overrides, shown)
+
+
+def _resume_seeds(run_dir: Path, overrides: Sequence[str], shown: Shown) -> Optional[SeedsOutcome]:
     from dnnlab import train
     from dnnlab.config import ConfigError, load_config
 
-    shown = shown or Shown()
-    run_dir = Path(run_dir)
     try:
         found = runs.read_manifest(run_dir)
+        saved = load_config(run_dir / runs.CONFIG)
         cfg = load_config(run_dir / runs.CONFIG, list(overrides))
         summary = runs.read_summary(run_dir) or {}
+        inputs = runs.read_inputs(run_dir)
     except (ConfigError, ValueError, OSError) as exc:
         raise ExperimentError(str(exc)) from None
+    check_config(run_dir, saved, inputs)
     if found is None or found[0] != runs.SEEDS_MANIFEST:
         raise ExperimentError(f"{run_dir}: not a multi-seed folder (no {runs.SEEDS_MANIFEST})")
     if summary.get("status") == "completed" and not overrides:
@@ -522,9 +680,12 @@ def resume_seeds(run_dir: Path, overrides: Sequence[str] = (), shown: Optional[S
     if [m.get("dir") for m in members] != [f"seed-{c.seed}" for c in cfgs]:
         raise ExperimentError(f"{run_dir}/{runs.SEEDS_MANIFEST}: its members are not the config's seeds")
     t0 = time.perf_counter()
-    ds = load_data(cfg)
+    ds = load_data(located(cfg, inputs))
+    check_data(run_dir, ds, inputs)
     if overrides:  # train.epochs grew (resume refuses any other change): the folder's config says so
         runs.atomic_write_text(run_dir / runs.CONFIG, dump_yaml(cfg))
+        if inputs is not None:
+            runs.write_inputs(run_dir, cfg.model_dump(mode="json"), inputs["data"])
     outcomes = []
     for i, (c, member) in enumerate(zip(cfgs, members)):
         folder = run_dir / member["dir"]
@@ -536,11 +697,14 @@ def resume_seeds(run_dir: Path, overrides: Sequence[str] = (), shown: Optional[S
             outcome = finished_outcome(folder)  # finished: kept as it is
         if outcome is None:  # never started: train it now, in its folder
             writer = _SeedTag(runs.RunDir(folder, dump_yaml(c)), c.seed)
+            record_inputs(folder, c, ds, located(c, inputs).data)
             with _known_failures(run_dir, "interrupted; resume the folder again"), interrupt.deferred():
                 outcome = _train_and_report(c, ds, folder, writer, seed_shown)
         outcome.complete()
         outcomes.append(outcome)
         member.update(status=outcome.summary["status"], verdict=outcome.diagnosis.verdict)
+        if outcome.summary["status"] == "interrupted":
+            break  # a stop ends the resume, as it ends a run of the seeds: the next seeds keep their state
     aggregate = _seeds_summary(cfg, cfgs, members, outcomes, "sequential (resumed)", time.perf_counter() - t0)
     runs.write_summary(run_dir, aggregate)
     runs.write_manifest(run_dir, runs.SEEDS_MANIFEST, {**found[1], "status": aggregate["status"], "members": members})
@@ -577,6 +741,9 @@ class _SeedTag(runs.Writer):
 
     def __init__(self, inner: runs.RunDir, seed: int) -> None:
         self.inner, self.seed = inner, seed
+
+    def start(self, info: dict[str, Any]) -> None:
+        self.inner.start(info)
 
     def write(self, epoch: int, metrics: dict[str, Any]) -> None:
         self.inner.write(epoch, {"seed": self.seed, **metrics})

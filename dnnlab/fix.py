@@ -20,6 +20,7 @@ until a member trains.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -56,7 +57,7 @@ class Result:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "remedy": self.remedy, "command": " ".join(f"--set {s}" for s in self.remedy["sets"]),
+            "remedy": self.remedy, "command": runs.shell_command(*(w for s in self.remedy["sets"] for w in ("--set", s))),
             "members": [str(p) for p in self.members], "verdicts": self.verdicts, "status": self.status,
             "train_accuracy": {"control": self.train[0], "remedy": self.train[1], "tolerance": self.train[2]},
             "val_accuracy": {"control": self.val[0], "remedy": self.val[1], "tolerance": self.val[2]},
@@ -109,6 +110,21 @@ def _control(run_dir: Path) -> tuple[list[Path], Path, dict[str, Any]]:
     return members, run_dir / runs.CONFIG, summaries[0]["diagnosis"]
 
 
+def _inputs(run_dir: Path, control: list[Path]) -> Optional[dict[str, Any]]:
+    """What the run started with (its inputs.json), once its config.yaml and data are known to be
+    those (`experiment.check_inputs`, for the run and each of its seeds); FixError otherwise."""
+    from dnnlab.experiment import ExperimentError, check_inputs
+
+    try:
+        inputs = check_inputs(run_dir)
+        for member in control:
+            if member != run_dir:
+                check_inputs(member)
+    except ExperimentError as exc:
+        raise FixError(str(exc)) from None
+    return inputs
+
+
 def _variant(remedy: dict[str, Any]) -> dict[str, Any]:
     """A remedy's overrides as a sweep variant: {key: value}."""
     out = {}
@@ -134,6 +150,7 @@ def plan(run_dir: Path, out: Path, *, top: int = 3, seeds: Optional[int] = None,
     """
     run_dir = Path(run_dir)
     control, config_path, diagnosis = _control(run_dir)
+    inputs = _inputs(run_dir, control)
     fix = Fix(run_dir, diagnosis.get("verdict", "?"))
     remedies = diagnosis.get("remedies") or []
     if fix.verdict == "good-fit" or not remedies:
@@ -142,6 +159,9 @@ def plan(run_dir: Path, out: Path, *, top: int = 3, seeds: Optional[int] = None,
         base = read_yaml(config_path)
     except ConfigError as exc:
         raise FixError(str(exc)) from None
+    for f in (inputs or {}).get("data", {}).get("files", []):  # the data where the run found them, from any folder
+        if f["key"] in ("data.path", "data.test_path") and Path(f["path"]).exists():
+            base = apply_overrides(base, [f"{f['key']}={json.dumps(f['path'])}"])
     train = dict(base.get("train") or {})
     control_seeds = int(train.pop("seeds", 1) or 1)
     if epochs is not None:
@@ -205,7 +225,7 @@ def judge(fix: Fix) -> Fix:
         fix.fixed_config = fix.sweep.path / FIXED_CONFIG
         header = (
             f"# {cfg.name}, fixed by dnnlab fix: {fix.run_dir} was {fix.verdict}; "
-            f"{' '.join('--set ' + s for s in winner.remedy['sets'])} made it {', '.join(v or '?' for v in winner.verdicts)}.\n"
+            f"{runs.shell_command(*(w for s in winner.remedy['sets'] for w in ('--set', s)))} made it {', '.join(v or '?' for v in winner.verdicts)}.\n"
         )
         runs.atomic_write_text(fix.fixed_config, header + dump_yaml(cfg))
     return fix

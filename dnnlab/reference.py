@@ -68,13 +68,16 @@ def _quick(ds: Dataset) -> bool:
 
 
 def cache_key(ref_cfg: Config, ds: Dataset) -> str:
-    """A hash of the data arrays and of everything else that decides the reference."""
+    """A hash of the data arrays and of everything else that decides the reference: the data's
+    fingerprint (`data.fingerprint`: the digest of the arrays; not where the files are, so one
+    file reached by two paths is one entry)."""
     import jax
     import optax
 
     h = hashlib.sha256(ds.digest.encode())  # hashed once per loaded dataset (a sweep's members share it)
+    where = {"name": True, "data": {"path", "test_path"}}
     h.update(json.dumps({
-        "model": MODEL, "budget": BUDGET, "quick": _quick(ds), "config": ref_cfg.model_dump(mode="json", exclude={"name"}),
+        "model": MODEL, "budget": BUDGET, "quick": _quick(ds), "config": ref_cfg.model_dump(mode="json", exclude=where),
         "num_classes": ds.num_classes, "image_shape": list(ds.image_shape),
         "versions": [dnnlab.__version__, jax.__version__, optax.__version__],
     }, sort_keys=True).encode())
@@ -100,11 +103,34 @@ def _cached(ref_cfg: Config, ds: Dataset, use_cache: bool) -> tuple[str, Any, Op
     if use_cache and path.exists():
         try:
             cached = json.loads(path.read_text(encoding="utf-8"))
-            if isinstance(cached, dict) and cached.get("key") == key:
+            if isinstance(cached, dict) and cached.get("key") == key and _valid(cached.get("reference")):
                 return key, path, {**cached["reference"], "cached": True}
         except (OSError, ValueError):
             pass  # a damaged cache entry is recomputed
     return key, path, None
+
+
+# every field of a cached reference and its JSON types: an entry of another shape is a miss
+_FIELDS: dict[str, tuple[type, ...]] = {
+    "model": (str,), "train_accuracy": (int, float), "val_accuracy": (int, float, type(None)),
+    "train_loss": (int, float), "epochs": (int,), "seconds": (int, float), "status": (str,),
+}
+
+
+def _valid(reference: Any) -> bool:
+    """Whether a cached reference has every field, of its type (numbers finite, accuracies in [0, 1])."""
+    import math
+
+    if not isinstance(reference, dict) or set(reference) != set(_FIELDS) or reference["status"] != "completed":
+        return False
+    for key, types in _FIELDS.items():
+        value = reference[key]
+        if isinstance(value, bool) or not isinstance(value, types):
+            return False
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+    accuracies = [reference[k] for k in ("train_accuracy", "val_accuracy") if reference[k] is not None]
+    return all(0 <= a <= 1 for a in accuracies) and reference["epochs"] >= 0
 
 
 def fit_reference(

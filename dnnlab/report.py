@@ -45,7 +45,7 @@ def plot_curves(history: list[dict[str, Any]], best_epoch: Optional[int], path: 
     axes[1].set_title("accuracy", y=1.0)
     # fixed margins: tight_layout draws the whole figure once more before savefig draws it
     fig.subplots_adjust(left=0.07, right=0.99, bottom=0.12, top=0.92, wspace=0.18)
-    fig.savefig(path, dpi=90)
+    runs.write_figure(path, fig)
     plt.close(fig)
 
 
@@ -74,7 +74,7 @@ def plot_layers(history: list[dict[str, Any]], key: str, title: str, path: Path,
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small", ncol=2 if layers > 12 else 1, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.subplots_adjust(left=0.09, right=0.70 if layers > 12 else 0.82, bottom=0.12, top=0.91)
-    fig.savefig(path, dpi=90)
+    runs.write_figure(path, fig)
     plt.close(fig)
     return True
 
@@ -151,8 +151,8 @@ def markdown(
     if diagnosis.remedies:
         lines += ["", "Remedies, in order:"] + [f"- `{r.command}`: {r.why}" for r in diagnosis.remedies]
         first = diagnosis.remedies[0].command
-        lines += ["", "Try the first one:", "", "```bash", f"dnnlab run {config_name} {first}", "```"]
-        lines += ["", f"Or train and measure the top remedies: `dnnlab fix {run_dir_name}`."]
+        lines += ["", "Try the first one:", "", "```bash", f"{runs.shell_command('dnnlab', 'run', config_name)} {first}", "```"]
+        lines += ["", f"Or train and measure the top remedies: `{runs.shell_command('dnnlab', 'fix', run_dir_name)}`."]
     ref = summary.get("reference")
     if isinstance(ref, dict):
         lines += [

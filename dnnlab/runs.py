@@ -18,7 +18,7 @@ import secrets
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Optional
 
 if TYPE_CHECKING:  # numpy is imported where checkpoints are read or written: the CLI starts without it
     import numpy as np
@@ -32,6 +32,8 @@ SWEEP_MANIFEST = "sweep.json"  # a sweep folder: its members
 MANIFESTS = (SWEEP_MANIFEST, SEEDS_MANIFEST)
 CHECKPOINTS = ("best", "last")  # <tag>.npz
 STATE, STATE_PREV = "state.npz", "state.prev.npz"  # what `run --resume` continues from
+INPUTS = "inputs.json"  # what the run started with: its resolved config (and hash), its data's fingerprint
+RUN_LOCK = "run.lock"  # the process training in the folder (`FolderLock`)
 
 # the six evaluation-mode metrics every epoch records
 METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy")
@@ -181,6 +183,15 @@ class Background(Writer):
             w.finish(summary)
 
 
+def shell_command(*words: Any) -> str:
+    """The one formatter of every command dnnlab prints or writes (`dnnlab run --resume RUN_DIR`,
+    a remedy's `--set key=value`): each word shell-quoted, so that a path with a space, a `$(...)`
+    or a quote pastes as the word it is."""
+    import shlex
+
+    return shlex.join(str(w) for w in words)
+
+
 def finite_or_none(value: Any) -> Any:
     """JSON has no NaN or Infinity: non-finite floats become null."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -200,12 +211,16 @@ def _file_mode() -> int:
     return 0o666 & ~mask
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, write: Callable[[BinaryIO], Any]) -> None:
+    """The one way dnnlab writes a file: `write(fh)` fills a temp file in the same folder, which
+    is synced and renamed over `path`. A reader never sees a half-written file, and a symlink at
+    `path` is replaced, never followed: its target, wherever it points, is left as it was."""
+    path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.chmod(tmp, _file_mode())
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -215,13 +230,23 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    atomic_write(path, lambda fh: fh.write(data))
+
+
+def write_figure(path: Path, fig: Any, dpi: int = 90) -> None:
+    """A matplotlib figure as a PNG, written like every other file (`atomic_write`)."""
+    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=dpi))
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def cache_root() -> Path:
     """Where dnnlab keeps what it can recompute (the reference models, compiled programs):
-    `$DNNLAB_CACHE`, else `~/.cache/dnnlab`."""
+    `$DNNLAB_CACHE`, else `~/.cache/dnnlab`. It must be private to the user: the compiled
+    programs are executable (docs/security.md; `cache_exposure`)."""
     return Path(os.environ.get("DNNLAB_CACHE") or Path("~/.cache/dnnlab").expanduser())
 
 
@@ -235,7 +260,7 @@ def cache_problem() -> Optional[str]:
     root = cache_root()
     if str(root) not in _CACHE_PROBLEMS:
         try:
-            root.mkdir(parents=True, exist_ok=True)
+            root.mkdir(mode=0o700, parents=True, exist_ok=True)  # private: it holds executable programs
             fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=root)
             os.close(fd)
             os.unlink(probe)
@@ -248,10 +273,35 @@ def cache_problem() -> Optional[str]:
     return _CACHE_PROBLEMS[str(root)]
 
 
+def cache_exposure() -> Optional[str]:
+    """Why the cache folder is not private to this user, or None: it, or its folder of compiled
+    programs, belongs to another user or can be written by the group or by anyone. The programs
+    kept there are executable (the program store unpickles them, JAX loads them as compiled), so
+    whoever can write them runs code as this user: where the folder is not private, compiled
+    programs are neither loaded nor kept (`compiled_cache_off`); the runs go on without them."""
+    root = cache_root()
+    for folder in (root, root / "programs", root / "xla"):
+        try:
+            st = folder.stat()
+        except OSError:
+            continue
+        who = ("another user owns it" if st.st_uid != os.getuid() else
+               "anyone can write it" if st.st_mode & 0o002 else "its group can write it" if st.st_mode & 0o020 else None)
+        if who is not None:
+            return (
+                f"the cache folder {folder} is not private ({who}): the compiled programs kept there are executable, so "
+                f"they are not loaded or kept; make it yours alone (chmod 700 {folder}) or set DNNLAB_CACHE to a private "
+                "folder (docs/security.md)"
+            )
+    return None
+
+
 def compiled_cache_off() -> bool:
     """Whether compiled programs are not kept on disk (JAX's cache and dnnlab's store): with
-    DNNLAB_NO_COMPILE_CACHE=1, or when the cache folder cannot be written (`cache_problem`)."""
-    return os.environ.get("DNNLAB_NO_COMPILE_CACHE", "") not in ("", "0") or cache_problem() is not None
+    DNNLAB_NO_COMPILE_CACHE=1, when the cache folder cannot be written (`cache_problem`), or when
+    it is not private (`cache_exposure`)."""
+    return (os.environ.get("DNNLAB_NO_COMPILE_CACHE", "") not in ("", "0") or cache_problem() is not None
+            or cache_exposure() is not None)
 
 
 def new_run_dir(parent: Path, name: str, now: Optional[float] = None) -> Path:
@@ -275,13 +325,19 @@ class RunDir(Writer):
         """A new run folder; or, with `history`, a run continued after its last record (the
         records after it are dropped from metrics.jsonl)."""
         self.path = path
+        self.resumed = history is not None
         if history is None:
             self.lines: list[str] = []
             atomic_write_text(path / CONFIG, config_yaml)
         else:
             self.lines = [json.dumps(finite_or_none(r)) for r in history]
-            atomic_write_text(path / METRICS_FILE, "\n".join(self.lines) + "\n")
-            (path / SUMMARY).unlink(missing_ok=True)  # the run is running again
+
+    def start(self, info: dict[str, Any]) -> None:
+        if self.resumed:  # the run is running again: its records after the state go, and its summary
+            atomic_write_text(self.path / METRICS_FILE, "\n".join(self.lines) + ("\n" if self.lines else ""))
+            (self.path / SUMMARY).unlink(missing_ok=True)
+            for stale in self.path.glob(".*.tmp"):  # left by a process killed half-way through a write
+                stale.unlink(missing_ok=True)
 
     def write(self, epoch: int, metrics: dict[str, Any]) -> None:
         self.lines.append(json.dumps(finite_or_none({"epoch": epoch, **metrics})))
@@ -297,27 +353,88 @@ class RunDir(Writer):
     def checkpoint(self, tag: str, arrays: dict[str, "np.ndarray"]) -> None:
         import numpy as np
 
-        fd, tmp = tempfile.mkstemp(prefix=f".{tag}.", suffix=".npz", dir=self.path)
-        os.chmod(tmp, _file_mode())
-        os.close(fd)
-        try:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, **arrays)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path / f"{tag}.npz")
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        atomic_write(self.path / f"{tag}.npz", lambda fh: np.savez(fh, **arrays))
 
     def finish(self, summary: dict[str, Any]) -> None:
         write_summary(self.path, summary)
+
+
+class FolderLock:
+    """`folder/name` holds the PID of the process working in a folder (a run's training, a
+    sweep's members): a second process is refused while that one lives (`busy(pid)`: the error
+    to raise); a dead one's lock is taken over."""
+
+    def __init__(self, folder: Path, name: str, busy: Callable[[int], Exception]) -> None:
+        self.path, self.busy = Path(folder) / name, busy
+
+    def __enter__(self) -> "FolderLock":
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                try:
+                    pid = int(self.path.read_text().strip() or "0")
+                except (OSError, ValueError):
+                    pid = 0
+                if pid and pid != os.getpid() and _alive(pid):
+                    raise self.busy(pid) from None
+                self.path.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            with os.fdopen(fd, "w") as fh:
+                fh.write(f"{os.getpid()}\n")
+            return self
+        raise self.busy(0)
+
+    def __exit__(self, *exc: Any) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def write_manifest(folder: Path, name: str, manifest: dict[str, Any]) -> None:
     """sweep.json or seeds.json: the members of a folder of runs."""
     assert name in MANIFESTS, name
     atomic_write_text(Path(folder) / name, json.dumps(manifest, indent=2) + "\n")
+
+
+def config_digest(config: dict[str, Any]) -> str:
+    """The SHA-256 of a resolved config (as `Config.model_dump(mode="json")` gives it)."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
+
+
+def write_inputs(folder: Path, config: dict[str, Any], data: dict[str, Any]) -> None:
+    """inputs.json: what a run started with, that `run --resume` and `fix` hold it to: the
+    resolved config and its hash, and the data's fingerprint (`data.fingerprint`)."""
+    record = {"config": config, "config_sha256": config_digest(config), "data": data}
+    atomic_write_text(Path(folder) / INPUTS, json.dumps(record, indent=2) + "\n")
+
+
+def read_inputs(folder: Path) -> Optional[dict[str, Any]]:
+    """inputs.json of a run folder; None for a folder made before runs recorded it. Raises
+    ValueError for one that cannot be read."""
+    path = Path(folder) / INPUTS
+    if not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: unreadable ({exc})") from None
+    data = record.get("data") if isinstance(record, dict) else None
+    if (not isinstance(record.get("config"), dict) or not isinstance(record.get("config_sha256"), str)
+            or not isinstance(data, dict) or not isinstance(data.get("digest"), str) or not isinstance(data.get("files"), list)
+            or not all(isinstance(f, dict) and isinstance(f.get("key"), str) and isinstance(f.get("path"), str) for f in data["files"])):
+        raise ValueError(f"{path}: not what a run records of its inputs (config, config_sha256, data); restore it or delete it")
+    return record
 
 
 def write_summary(folder: Path, summary: dict[str, Any]) -> None:
@@ -352,6 +469,11 @@ def read_metrics(run: Path) -> list[dict[str, Any]]:
             value = record.get(key)
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
                 raise ValueError(f"{path}, line {number}: {key} is {value!r}, not a number")
+        if record["epoch"] != len(out):  # what `run --resume` continues from: 0, 1, 2, ... once each
+            raise ValueError(
+                f"{path}, line {number}: epoch {record['epoch']} where epoch {len(out)} was expected (a duplicated or "
+                "missing epoch); repair or delete that line"
+            )
         out.append(record)
     return out
 
@@ -478,10 +600,42 @@ def kept_checkpoint(run_dir: Path, summary: dict[str, Any], which: str = "kept")
     return path
 
 
-def read_state(run_dir: Path) -> tuple[dict[str, "np.ndarray"], str]:
-    """(the newest readable resume state, its file name): state.npz, else state.prev.npz.
+class StateError(ValueError):
+    """A resume state that does not fit the run (`str()` names the array and the file)."""
 
-    Raises ValueError when neither can be read.
+
+def nonfinite_array(arrays: dict[str, "np.ndarray"]) -> Optional[str]:
+    """The name of the first floating-point array that holds a NaN or an infinity, or None."""
+    import numpy as np
+
+    for name, a in arrays.items():
+        if a.dtype.kind in "fc" and not np.isfinite(a).all():
+            return name
+    return None
+
+
+def state_problem(arrays: dict[str, "np.ndarray"]) -> Optional[str]:
+    """Why the arrays of a state.npz cannot be continued from (a wrong type, a NaN: a damaged or
+    edited file), or None. Every floating-point array of the model's state and its best model is
+    float32 and finite; the epoch an integer; early stopping's state three numbers."""
+    epoch, es = arrays.get("epoch"), arrays.get("early_stopping")
+    if epoch is None or epoch.shape != () or epoch.dtype.kind not in "iu":
+        return "`epoch` is not an integer"
+    if es is None or es.shape != (3,) or es.dtype.kind != "f":
+        return "`early_stopping` is not three numbers"
+    model = {k: a for k, a in arrays.items() if k.startswith(("state.", "best."))}
+    for name, a in model.items():
+        if a.dtype.kind not in "biuf" or (a.dtype.kind == "f" and a.dtype.name != "float32"):
+            return f"array {name} is {a.dtype.name}; a state holds float32 numbers and integers"
+    bad = nonfinite_array(model)
+    return None if bad is None else f"array {bad} holds a NaN or an infinity"
+
+
+def read_state(run_dir: Path) -> tuple[dict[str, "np.ndarray"], str, list[str]]:
+    """(the newest usable resume state, its file name, why a newer one was passed over):
+    state.npz, else state.prev.npz (`state_problem`).
+
+    Raises StateError when neither can be used.
     """
     problems = []
     for name in (STATE, STATE_PREV):
@@ -490,7 +644,12 @@ def read_state(run_dir: Path) -> tuple[dict[str, "np.ndarray"], str]:
             problems.append(f"no {name}")
             continue
         try:
-            return load_checkpoint(path), name
+            arrays = load_checkpoint(path)
         except ValueError as exc:
             problems.append(str(exc))
-    raise ValueError(f"{run_dir}: nothing to resume from ({'; '.join(problems)}); the run saves its state after each epoch")
+            continue
+        problem = state_problem(arrays)
+        if problem is None:
+            return arrays, name, [p for p in problems if not p.startswith("no ")]
+        problems.append(f"{path}: {problem}")
+    raise StateError(f"{run_dir}: nothing to resume from ({'; '.join(problems)}); the run saves its state after each epoch")

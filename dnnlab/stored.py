@@ -5,8 +5,9 @@ JAX's persistent cache (`train.use_compile_cache`) is keyed by the lowered progr
 still traces and lowers every program to find its entry (0.6 s of a 3 s quickstart on 2 cores).
 Here the key is what decides the program before it is traced (`train.program_key`: the config
 but for its injected numbers, the data's shapes, the devices), the program's name, the inputs'
-structure, shapes and dtypes, dnnlab's own source, and the versions and flags of JAX, jaxlib
-and optax. A program found under that key is loaded as it was compiled
+structure, shapes and dtypes, dnnlab's own source, the versions and flags of JAX, jaxlib and
+optax, and what decides it after tracing (`_layout`: the platform and its version, the device
+count and kind). A program is loaded onto the devices it was compiled for. A program found under that key is loaded as it was compiled
 (`jax.experimental.serialize_executable`); one not found is compiled as `jax.jit` would, and
 stored.
 
@@ -27,6 +28,8 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import jax
+
+from dnnlab.runs import atomic_write_bytes
 
 # jax.monitoring events (tests count them)
 HIT, STORED = "/dnnlab/stored/hit", "/dnnlab/stored/write"
@@ -55,6 +58,15 @@ def _source_digest() -> str:
     return _source() + hashlib.sha256(settings.encode()).hexdigest()
 
 
+def _layout() -> str:
+    """What decides a program after it is traced, beside its inputs: the platform and its
+    version, the devices (how many, of what kind, in how many processes) and the one it runs on."""
+    device = jax.local_devices()[0]
+    backend = device.client
+    return repr((backend.platform, backend.platform_version, jax.local_device_count(), jax.device_count(),
+                 jax.process_count(), device.device_kind, str(device)))
+
+
 def _signature(args: tuple[Any, ...]) -> str:
     """The inputs' tree structure, and each leaf's shape, dtype and weak type."""
     leaves, tree = jax.tree_util.tree_flatten(args)
@@ -77,7 +89,7 @@ class Stored:
         return program(*args)
 
     def _path(self, signature: str) -> Path:
-        digest = hashlib.sha256("\0".join((_source_digest(), self.key, self.name, signature, str(jax.devices()[0]))).encode())
+        digest = hashlib.sha256("\0".join((_source_digest(), self.key, self.name, signature, _layout())).encode())
         return self.folder / f"{self.name}-{digest.hexdigest()[:40]}.bin"
 
     def _load_or_compile(self, args: tuple[Any, ...], signature: str) -> Any:
@@ -86,8 +98,12 @@ class Stored:
         path = self._path(signature)
         if path.exists():
             try:
-                payload, in_tree, out_tree = pickle.loads(zlib.decompress(path.read_bytes()))
-                program = serialize_executable.deserialize_and_load(payload, in_tree, out_tree)
+                payload, in_tree, out_tree, device_ids = pickle.loads(zlib.decompress(path.read_bytes()))
+                # on the devices it was compiled for: by default a program is loaded onto every
+                # local device, and a one-device program then expects one shard per device
+                by_id = {d.id: d for d in jax.local_devices()}
+                devices = [by_id[i] for i in device_ids]
+                program = serialize_executable.deserialize_and_load(payload, in_tree, out_tree, execution_devices=devices)
                 jax.monitoring.record_event(HIT)
                 return program
             except Exception:  # damaged, or from another machine: compiled again below
@@ -99,11 +115,10 @@ class Stored:
             # is missing kernels when it is loaded once more (jaxlib 0.10), so it is not kept
             return program
         try:
-            blob = zlib.compress(pickle.dumps(serialize_executable.serialize(program)), 6)  # a fifth of the size
+            device_ids = [d.id for d in program._executable.xla_executable.local_devices()]
+            blob = zlib.compress(pickle.dumps((*serialize_executable.serialize(program), device_ids)), 6)  # a fifth of the size
             self.folder.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-            tmp.write_bytes(blob)
-            os.replace(tmp, path)
+            atomic_write_bytes(path, blob)
             jax.monitoring.record_event(STORED)
         except Exception:  # a program that cannot be serialized, a full disk: it still runs
             pass

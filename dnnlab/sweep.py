@@ -246,47 +246,17 @@ def resume_plan(path: Path, raw: dict[str, Any], grid_items: list[str], seeds: O
 LOCK = "sweep.lock"
 
 
-class _Lock:
+class _Lock(runs.FolderLock):
     """`sweep.lock` holds the PID of the process running a sweep's members: a second `--resume`
     of the same sweep is refused while that process lives; a dead one's lock is taken over."""
 
     def __init__(self, folder: Path) -> None:
-        self.path = Path(folder) / LOCK
+        def busy(pid: int) -> SweepError:
+            if not pid:
+                return SweepError(f"{Path(folder) / LOCK}: cannot take the lock")
+            return SweepError(f"{Path(folder)}: process {pid} is running this sweep ({LOCK}); wait for it or stop it")
 
-    def __enter__(self) -> "_Lock":
-        import os
-
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                try:
-                    pid = int(self.path.read_text().strip() or "0")
-                except (OSError, ValueError):
-                    pid = 0
-                if pid and pid != os.getpid() and _alive(pid):
-                    raise SweepError(f"{self.path.parent}: process {pid} is running this sweep ({LOCK}); wait for it or stop it") from None
-                self.path.unlink(missing_ok=True)  # stale: its process is gone
-                continue
-            with os.fdopen(fd, "w") as fh:
-                fh.write(f"{os.getpid()}\n")
-            return self
-        raise SweepError(f"{self.path}: cannot take the lock")
-
-    def __exit__(self, *exc: Any) -> None:
-        self.path.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    import os
-
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        super().__init__(folder, LOCK, busy)
 
 
 MemberHook = Callable[[dict[str, Any]], None]

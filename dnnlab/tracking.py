@@ -142,7 +142,7 @@ def diagnosis_markdown(diagnosis: dict[str, Any]) -> str:
     remedies = diagnosis.get("remedies") or []
     lines += ["", "**remedies**:" if remedies else "**remedies**: none", ""]
     for r in remedies:
-        sets = " ".join(f"--set {s}" for s in r.get("sets") or [r.get("set", "")])
+        sets = runs.shell_command(*(w for s in r.get("sets") or [r.get("set", "")] for w in ("--set", s)))
         lines.append(f"- `{sets}`: {r.get('why', '')}")
     return "\n".join(lines)
 
@@ -183,17 +183,18 @@ class TensorBoard(runs.Writer):
         self.tb  # noqa: B018 - opens the event file (the import's cost falls in the writer thread)
 
     def _carry_over(self, earlier: list[Path], epoch: int, history: list[dict[str, Any]]) -> None:
-        """Copy what earlier processes wrote up to `epoch` into this writer's new event file and
-        delete their files: epochs after the saved one (written before a kill) and an earlier
-        report (hparams, verdict) are left out, so the folder holds every epoch once. Without
-        earlier files (TensorBoard was off), the records up to `epoch` are written from
-        metrics.jsonl's history."""
-        copied = 0
+        """Write the records up to `epoch` again from metrics.jsonl's history (a kill can cut an
+        event file short of epochs that metrics.jsonl and the state hold), copy the weight
+        histograms up to `epoch` from what earlier processes wrote, and delete their files:
+        epochs after the saved one (written before a kill) and an earlier report (hparams,
+        verdict) are left out, so the folder holds every epoch once."""
+        for record in history:
+            self._scalars(record["epoch"], record)
         for path in earlier:
             for event in _read_events(path):
                 if not event.HasField("summary") or event.step > epoch:
                     continue
-                keep = [v for v in event.summary.value if not v.tag.startswith(REPORT_TAGS)]
+                keep = [v for v in event.summary.value if v.WhichOneof("value") == "histo" and not v.tag.startswith(REPORT_TAGS)]
                 if not keep:
                     continue
                 if len(keep) < len(event.summary.value):
@@ -203,16 +204,16 @@ class TensorBoard(runs.Writer):
                     trimmed.summary.value.extend(keep)
                     event = trimmed
                 self.tb.file_writer.add_event(event, step=event.step, walltime=event.wall_time)
-                copied += 1
-        if not copied:
-            for record in history:
-                for tag, value in scalars(record).items():
-                    self.tb.add_scalar(tag, value, record["epoch"])
         self.tb.flush()
         for path in earlier:
             path.unlink(missing_ok=True)
 
     def write(self, epoch: int, metrics: dict[str, Any]) -> None:
+        self._scalars(epoch, metrics)
+        self.epoch = epoch
+        self.tb.flush()  # a live TensorBoard sees each epoch
+
+    def _scalars(self, epoch: int, metrics: dict[str, Any]) -> None:
         # one event with every scalar of the epoch (TensorBoard reads each value as its own
         # tag): a fifth of the cost of one event per scalar
         tb = self.tb
@@ -220,8 +221,6 @@ class TensorBoard(runs.Writer):
 
         values = [Summary.Value(tag=tag, simple_value=value) for tag, value in scalars(metrics).items()]
         tb.file_writer.add_summary(Summary(value=values), epoch)
-        self.epoch = epoch
-        self.tb.flush()  # a live TensorBoard sees each epoch
 
     def checkpoint(self, tag: str, arrays: dict[str, np.ndarray]) -> None:
         # the parameters the run copied to the host for last.npz after the epoch it just wrote
@@ -338,6 +337,24 @@ def require_mlflow() -> None:
         import mlflow  # noqa: F401
     except ImportError:
         raise TrackingError(f"logging.mlflow / --mlflow needs MLflow, an optional extra: {MLFLOW_EXTRA}") from None
+
+
+def check_uri(uri: str) -> None:
+    """TrackingError (exit 2) when MLflow cannot use `uri` as a tracking store (an unknown scheme;
+    a plain folder, whose file store MLflow 3 refuses unless MLFLOW_ALLOW_FILE_STORE is set):
+    said before anything trains, not after. Only the client is made: no server is contacted."""
+    require_mlflow()
+    _short_retries()
+    from mlflow import MlflowClient
+
+    try:
+        MlflowClient(tracking_uri=uri)
+    except Exception as exc:  # MlflowException and its kin: the URI names no store MLflow can use
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise TrackingError(
+            f"--mlflow / logging.mlflow {uri!r}: MLflow cannot use it as a tracking store ({type(exc).__name__}: "
+            f"{first[:300]}{'...' if len(first) > 300 else ''}); give sqlite:///mlflow.db, http://host:5000 or another store it accepts"
+        ) from None
 
 
 def _short_retries() -> None:

@@ -30,7 +30,7 @@ from dnnlab.config import Config, EarlyStoppingConfig, RegularizationConfig, dat
 from dnnlab.data import Dataset
 from dnnlab.optim import hyperparameters, make_optimizer, with_hyperparameters
 from dnnlab.checkpoints import flatten_params, unflatten_params
-from dnnlab.runs import FINISHED, METRICS, Writer, cache_root, compiled_cache_off
+from dnnlab.runs import FINISHED, METRICS, StateError, Writer, cache_root, compiled_cache_off
 
 class TrainState(NamedTuple):
     params: Any
@@ -973,10 +973,13 @@ def _train_group(
     if resume is not None:  # one seed: the saved state replaces the initial one, the keys stay
         treedef = jax.tree_util.tree_structure(state)
         if len(resume.leaves) != treedef.num_leaves:
-            raise ValueError(f"the resume state holds {len(resume.leaves)} arrays; this model's state has {treedef.num_leaves}")
-        for saved, fresh in zip(resume.leaves, jax.tree_util.tree_leaves(state)):
+            raise StateError(f"the resume state holds {len(resume.leaves)} arrays; this model's state has {treedef.num_leaves}")
+        for i, (saved, fresh) in enumerate(zip(resume.leaves, jax.tree_util.tree_leaves(state))):
             if saved.shape != fresh.shape or saved.dtype != fresh.dtype:
-                raise ValueError(f"the resume state has an array of shape {saved.shape}; this model needs {fresh.shape}")
+                raise StateError(
+                    f"the resume state's array state.{i:04d} is {saved.dtype} of shape {saved.shape}; this model's state "
+                    f"needs {fresh.dtype} of shape {tuple(fresh.shape)}: the state belongs to another run or config"
+                )
         state = jax.tree_util.tree_unflatten(treedef, [setup.put(a) for a in resume.leaves])
         resume.last = flatten_params(jax.device_get(state.params))
         recs[0].resume_from(resume)

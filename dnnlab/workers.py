@@ -227,9 +227,7 @@ class Pool:
 def import_ray(address: str = "local") -> Any:
     """The `ray` module, once a cluster at `address` (HOST:PORT or ray://HOST:PORT) answers;
     SweepError naming the install command when Ray is missing, or the address when nothing
-    answers there (ray.init would wait for minutes)."""
-    import socket
-
+    answers there, or something that is not a Ray cluster (ray.init would wait for minutes)."""
     from dnnlab.sweep import SweepError
 
     try:
@@ -239,13 +237,40 @@ def import_ray(address: str = "local") -> Any:
     host, _, port = address.removeprefix("ray://").rpartition(":")
     if host and port.isdigit():
         try:
-            socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
+            grpc = _speaks_grpc(host.strip("[]"), int(port), timeout=10)
         except OSError as exc:
             raise SweepError(
                 f"--ray {address}: no Ray cluster answers there ({exc}); start one with `ray start --head` "
                 "and give the address it prints, or give --ray alone for a local cluster"
             ) from None
+        if not grpc:  # ray.init would wait there for minutes
+            raise SweepError(
+                f"--ray {address}: something answers there, but not a Ray cluster (Ray speaks gRPC; this is another "
+                "service: the dashboard's port, 8265, is not the cluster's); give the address `ray start --head` "
+                "prints (port 6379 by default), or --ray alone for a local cluster"
+            )
     return ray
+
+
+def _speaks_grpc(host: str, port: int, timeout: float) -> bool:
+    """Whether the server at host:port answers as gRPC (HTTP/2) does, as Ray's GCS and Ray Client
+    do: its first frame after the client's connection preface is SETTINGS (RFC 9113, 3.4). An
+    HTTP/1 server answers with text, a silent one not within `timeout`: neither is Ray."""
+    import socket
+
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.settimeout(timeout)
+        sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0]))  # preface, empty SETTINGS
+        head = b""
+        try:
+            while len(head) < 9:
+                chunk = sock.recv(9 - len(head))
+                if not chunk:
+                    return False
+                head += chunk
+        except (socket.timeout, ConnectionError):
+            return False
+    return head[3] == 4
 
 
 class RayPool:

@@ -92,6 +92,45 @@ FOUR_DEVICES = textwrap.dedent("""
 """)
 
 
+# Runs with JAX_NUM_CPU_DEVICES=2 in one cache folder: 1 device, 2 devices, 1 device again (its
+# programs now come from the store), and 2 devices alone in a cache of its own. Each run's
+# programs are looked up as a new process would (nothing reused in memory).
+LAYOUTS = textwrap.dedent("""
+    import json, os, sys
+    from pathlib import Path
+    from typer.testing import CliRunner
+    from dnnlab import train
+    from dnnlab.cli import app
+
+    tmp, result = Path(sys.argv[1]), {}
+    for cache, devices, tag in (("a", 1, "a1"), ("a", 2, "a2"), ("a", 1, "a1-again"), ("b", 2, "b2")):
+        os.environ["DNNLAB_CACHE"] = str(tmp / cache)
+        train._PROGRAMS.clear()
+        r = CliRunner().invoke(app, ["run", "configs/quickstart.yaml", "--out", str(tmp / tag), "--quiet",
+                                     "--set", "train.epochs=2", "--set", f"train.devices={devices}"])
+        folders = list((tmp / tag).glob("*/metrics.jsonl"))
+        lines = folders[0].read_text().splitlines() if folders else []
+        metrics = [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in lines]
+        result[tag] = {"code": r.exit_code, "output": r.output[-1500:], "metrics": metrics}
+    print("RESULT" + json.dumps(result))
+""")
+
+
+def test_programs_of_one_layout_are_never_served_to_another(tmp_path):
+    """The program store keys a program by the device layout it was compiled for and loads it
+    onto those devices: in a process with 2 devices, a 1-device run after a 2-device run and
+    after a 1-device run (its programs loaded from the store) gets the numbers of the 1-device run
+    alone, and the 2-device run after the 1-device one those of a 2-device run alone."""
+    proc = subprocess.run([sys.executable, "-c", LAYOUTS, str(tmp_path)], cwd=ROOT, env=_env(2), capture_output=True, text=True, timeout=400)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")), None)
+    assert proc.returncode == 0 and line, proc.stdout[-2000:] + proc.stderr[-3000:]
+    result = json.loads(line[len("RESULT"):])
+    for tag, r in result.items():
+        assert r["code"] == 0 and len(r["metrics"]) == 3, (tag, r["output"])
+    assert result["a1-again"]["metrics"] == result["a1"]["metrics"]
+    assert result["a2"]["metrics"] == result["b2"]["metrics"]
+
+
 def _free_ports(n: int) -> list[int]:
     """`n` different ports nothing listens on (held open together while they are picked)."""
     sockets = [socket.socket() for _ in range(n)]
