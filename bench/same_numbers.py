@@ -10,6 +10,10 @@ CSV, and a vmapped 2-seed quickstart. What is compared: every metrics.jsonl reco
 `seconds` left out, and the bytes of every array of best.npz and last.npz (sha256). The
 verdict is printed beside each case (a change of verdict alone is not a change of numbers).
 `--only NAME` runs the cases whose name contains NAME.
+
+    python bench/same_numbers.py --surface surface.txt     # the CLI's surface, for a diff
+
+writes `dnnlab schema` and the `--help` of every command (at 100 columns) to one text file.
 """
 
 from __future__ import annotations
@@ -135,13 +139,31 @@ def _verdicts(digest: dict) -> str:
     return ",".join(str(d.get("verdict")) for d in digest.values())
 
 
+SURFACE = [[], ["run"], ["diagnose"], ["check"], ["sweep"], ["compare"], ["evaluate"], ["fix"], ["validate"],
+           ["schema"], ["data"], ["data", "list"], ["data", "inspect"], ["data", "download"]]
+
+
+def surface(path: Path) -> None:
+    env = {**os.environ, "COLUMNS": "100", "NO_COLOR": "1", "TERM": "dumb"}
+    out = []
+    for args in [*SURFACE]:
+        for cmd in ([*args, "--help"],) + ((["schema"],) if args == ["schema"] else ()):
+            proc = subprocess.run([sys.executable, "-m", "dnnlab", *cmd], capture_output=True, text=True, env=env, cwd=ROOT)
+            out.append(f"$ dnnlab {' '.join(cmd)}  (exit {proc.returncode})\n{proc.stdout}{proc.stderr}")
+    path.write_text("\n".join(out))
+    print(f"wrote the surface of {len(out)} commands to {path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--record", type=Path, help="write the digests of every case to this file")
     group.add_argument("--check", type=Path, help="compare every case against this recorded file")
+    group.add_argument("--surface", type=Path, help="write `dnnlab schema` and every --help to this file")
     parser.add_argument("--only", help="run only the cases whose name contains this")
     args = parser.parse_args()
+    if args.surface:
+        return surface(args.surface)
     before = json.loads(args.check.read_text()) if args.check else {}
     results, changed = {}, []
     for name, cmd in cases():
