@@ -113,7 +113,8 @@ def _cached(ref_cfg: Config, ds: Dataset, use_cache: bool) -> tuple[str, Any, Op
 # every field of a cached reference and its JSON types: an entry of another shape is a miss
 _FIELDS: dict[str, tuple[type, ...]] = {
     "model": (str,), "train_accuracy": (int, float), "val_accuracy": (int, float, type(None)),
-    "train_loss": (int, float), "epochs": (int,), "seconds": (int, float), "status": (str,),
+    "train_loss": (int, float), "train_balanced_accuracy": (int, float, type(None)),
+    "val_balanced_accuracy": (int, float, type(None)), "epochs": (int,), "seconds": (int, float), "status": (str,),
 }
 
 
@@ -129,7 +130,10 @@ def _valid(reference: Any) -> bool:
             return False
         if isinstance(value, float) and not math.isfinite(value):
             return False
-    accuracies = [reference[k] for k in ("train_accuracy", "val_accuracy") if reference[k] is not None]
+    accuracies = [
+        reference[k] for k in ("train_accuracy", "val_accuracy", "train_balanced_accuracy", "val_balanced_accuracy")
+        if reference[k] is not None
+    ]
     return all(0 <= a <= 1 for a in accuracies) and reference["epochs"] >= 0
 
 

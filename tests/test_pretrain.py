@@ -172,12 +172,14 @@ def test_a_run_killed_while_pretraining_starts_again_and_one_killed_later_resume
     assert resumed.exit_code == 0, resumed.output
     assert same(runs.load_checkpoint(later / "last.npz"), runs.load_checkpoint(reference / "last.npz"))
     assert json.loads((later / "summary.json").read_text())["pretrain"] == summary["pretrain"]
-    # a run without pretraining and without a state is still refused
-    plain = tmp_path / "plain"
-    plain.mkdir()
-    (plain / "config.yaml").write_text((reference / "config.yaml").read_text().replace("pretrain: rbm", "pretrain: none"))
-    refused = runner.invoke(app, ["run", "--resume", str(plain)])
-    assert refused.exit_code == 2 and "nothing to resume from" in refused.output
+    # a damaged state is never taken for "nothing saved yet": it is refused, not started over
+    damaged = tmp_path / "damaged"
+    shutil.copytree(reference, damaged)
+    (damaged / "summary.json").unlink()
+    (damaged / "state.npz").write_bytes(b"not a state")
+    (damaged / "state.prev.npz").unlink(missing_ok=True)
+    refused = runner.invoke(app, ["run", "--resume", str(damaged)])
+    assert refused.exit_code == 2 and "state.npz" in refused.output
 
 
 @pytest.mark.parametrize("overrides, words", [
