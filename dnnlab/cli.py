@@ -802,6 +802,10 @@ def fix(
     out: Annotated[Path, typer.Option("--out", "-o", help="Parent folder of the fix's sweep folder")] = Path("runs"),
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the result")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON (compare's shape plus fixed, winner, fixed_config)")] = False,
+    lr_find: Annotated[
+        Optional[bool],
+        typer.Option("--lr-find/--no-lr-find", help="When the cause is a learning rate, measure each remedy's rate with a range test (default: when the test costs at most a quarter of a remedy's steps)"),
+    ] = None,
     mlflow: MlflowOpt = None,
 ) -> None:
     """Apply the diagnosis's top remedies to RUN_DIR's config, train each, measure them against the
@@ -811,7 +815,7 @@ def fix(
 
     _mlflow_ready(mlflow)  # before the fix folder is made
     try:
-        job = fixing.resume(run_dir) if (run_dir / "sweep.json").exists() else fixing.plan(run_dir, out, top=top, seeds=seeds, epochs=epochs)
+        job = fixing.resume(run_dir) if (run_dir / "sweep.json").exists() else fixing.plan(run_dir, out, top=top, seeds=seeds, epochs=epochs, lr_find=lr_find)
     except (fixing.FixError, SweepError) as exc:
         raise _fail(_escape(str(exc))) from None
     except OSError as exc:
@@ -824,7 +828,13 @@ def fix(
             console.print(f"{run_dir}: verdict {job.verdict}: nothing to fix, nothing trained", markup=False)
         raise typer.Exit(EXIT_OK)
     for skipped in job.skipped:
-        err_console.print(f"note: remedy skipped, its config is invalid: {skipped}", markup=False)
+        err_console.print(f"note: remedy skipped, its config is invalid: {skipped}" if "range test" not in skipped else f"note: {skipped}", markup=False)
+    if not (quiet or as_json):
+        for found in job.lr_find:
+            console.print(f"range test for {' '.join(found['printed'])}: lr {found['lr']:g} ({found['rule']} rule, {found['steps']} steps, "
+                          f"{found['seconds']:.1f} s; {found.get('folder', '')})", markup=False)
+        if job.lr_find_note:
+            console.print(f"note: {job.lr_find_note}", markup=False)
     uri = _mlflow_ready(mlflow or _raw_mlflow(job.sweep.manifest.get("base")))
     _run_members(job.sweep, f"dnnlab fix {job.sweep.path}", quiet=quiet or as_json)
     fixing.judge(job)
@@ -849,6 +859,7 @@ def _report_fix(job, as_json: bool) -> None:
             "remedies": [r.to_dict() for r in job.results], "skipped": job.skipped,
             "fixed": winner is not None, "winner": winner.to_dict()["command"] if winner else None,
             "fixed_config": str(job.fixed_config) if job.fixed_config else None,
+            "lr_find": job.lr_find, "lr_find_note": job.lr_find_note,
         }
         sys.stdout.write(json.dumps(out, indent=2, default=str) + "\n")
         raise typer.Exit(EXIT_OK if winner else EXIT_FAILED)

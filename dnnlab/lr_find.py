@@ -34,6 +34,7 @@ STOP_FACTOR = 4.0  # stop once the smoothed loss exceeds 4x its minimum (fastai'
 SKIP_START = 0.1  # the rules skip the first tenth of the steps (the loss has not moved yet) ...
 SKIP_END = 5  # ... and the last five (the divergence that stopped the test), as fastai does
 MIN_POINTS = 8  # a curve with fewer points left has no valley to read
+DEFAULT_STEPS = 100  # steps of a range test (fastai's num_it)
 
 
 class LrFindError(Exception):
@@ -188,7 +189,7 @@ def suggest(lrs: list[float], smoothed: list[Optional[float]], total: int) -> di
 
 
 def range_test(
-    cfg: Any, data: Any, *, min_lr: float = 1e-7, max_lr: float = 10.0, steps: int = 100, rule: str = "minimum",
+    cfg: Any, data: Any, *, min_lr: float = 1e-7, max_lr: float = 10.0, steps: int = DEFAULT_STEPS, rule: str = "minimum",
     on_step: Optional[Callable[[int, float, float], None]] = None,
 ) -> RangeTest:
     """Run the range test of `cfg` (a validated Config) on `data` (its loaded Dataset).

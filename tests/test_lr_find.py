@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -137,3 +138,30 @@ def test_lr_find_command_writes_its_files_and_the_line_to_paste(tmp_path):
     assert bad.exit_code == 2 and "--max 0.1: give a rate above --min" in bad.output and not (tmp_path / "bad").exists()
     rule = runner.invoke(app, ["lr-find", str(cfg), "--rule", "median", "--out", str(tmp_path / "bad")])
     assert rule.exit_code == 2 and "choose one of minimum, valley, steepest" in rule.output
+
+
+def test_fix_measures_the_remedies_rates_with_range_tests(tmp_path):
+    """An lr-too-low run: `fix --lr-find` trains each rate remedy at a range test's rate (the
+    tests' files in the fix folder), and they fix it; by default, on a run this short, the tests
+    would cost more than a quarter of the remedies' training: the table's rates, and a note."""
+    recipe = "configs/recipe/lr-too-low.yaml"
+    out = tmp_path / "runs"
+    ran = runner.invoke(app, ["run", recipe, "--out", str(out), "--quiet"])
+    (run,) = list(out.iterdir())
+    summary = json.loads((run / "summary.json").read_text())
+    assert "lr-too-low" in summary["diagnosis"]["causes"], ran.output
+    printed = [r["sets"] for r in summary["diagnosis"]["remedies"][:2]]
+    measured = runner.invoke(app, ["fix", str(run), "--top", "2", "--lr-find", "--out", str(tmp_path / "a"), "--json"])
+    report = json.loads(measured.output)
+    assert measured.exit_code == 0 and report["fixed"] is True
+    assert [f["printed"] for f in report["lr_find"]] == printed
+    folder = Path(next((tmp_path / "a").iterdir()))
+    for found, remedy in zip(report["lr_find"], report["remedies"]):
+        test = json.loads((folder / found["folder"] / "lr_find.json").read_text())
+        assert found["lr"] == float(f"{test['suggestion']:.2g}") and test["rule"] == "minimum"
+        assert f"optimizer.lr={found['lr']:g}" in remedy["remedy"]["sets"] and "a range test's" in remedy["remedy"]["why"]
+        assert remedy["fixed"], remedy
+    default = runner.invoke(app, ["fix", str(run), "--top", "2", "--out", str(tmp_path / "b"), "--json"])
+    plain = json.loads(default.output)
+    assert plain["lr_find"] == [] and "would add more than 25%" in plain["lr_find_note"]
+    assert [r["remedy"]["sets"] for r in plain["remedies"]] == printed
