@@ -10,7 +10,7 @@ import json
 import math
 from functools import partial
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -161,7 +161,8 @@ class Sweep:
         if same != json.loads(json.dumps([plan.grid, plan.seeds, plan.variants, plan.tune and plan.tune.settings()])):
             raise SweepError(
                 f"{path}: its grid {job.manifest.get('grid')} x {job.manifest.get('seeds')} seeds differs from "
-                f"this command's {plan.grid} x {plan.seeds}; give the same --grid/--seeds to resume"
+                f"this command's {plan.grid} x {plan.seeds}{' (or its tuning)' if tuned or plan.tune else ''}; give the same "
+                "--grid/--seeds/--tune to resume"
             )
         if job.manifest.get("base") != json.loads(json.dumps(plan.base)):
             raise SweepError(
@@ -196,6 +197,7 @@ class Sweep:
         return [m for m in self.members if self.is_waiting(m)]
 
     def is_waiting(self, member: dict[str, Any]) -> bool:
+        """A seed of a tuned point (tuning on the first seed) that has no value of the key yet."""
         tune = member.get("tune")
         return bool(tune) and not tune.get("trial") and (self.manifest.get("tune") or {}).get("key") not in member["params"]
 
