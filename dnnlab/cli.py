@@ -43,6 +43,13 @@ class Metric(str, Enum):
     test_balanced_accuracy = "test_balanced_accuracy"
 
 
+class TuneSeeds(str, Enum):
+    """Which seeds of a tuned sweep tune (sweep.tune_seeds)."""
+
+    first = "first"
+    all = "all"
+
+
 class Checkpoint(str, Enum):
     kept = "kept"
     best = "best"
@@ -59,7 +66,7 @@ app = typer.Typer(
 data_app = typer.Typer(help="Datasets: where they are found, and downloading them.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 # the commands that train, and so compile and fit linear references that the cache folder keeps
-TRAINING_COMMANDS = ("run", "sweep", "fix", "check")
+TRAINING_COMMANDS = ("run", "sweep", "fix", "check", "lr-find")
 
 
 @app.callback()
@@ -525,6 +532,78 @@ def check(config: ConfigArg, set_: SetOpt = None) -> None:
     console.print(f"all {len(checks)} checks passed", markup=False)
 
 
+STOPPED_WORDS = {
+    "diverged": "the smoothed loss exceeded 4x its minimum",
+    "non-finite": "the loss became non-finite",
+    "max": "every step ran; the loss never exceeded 4x its minimum (raise --max to see where it blows up)",
+    "interrupted": "interrupted",
+}
+
+
+@app.command("lr-find")
+def lr_find_cmd(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    min_lr: Annotated[float, typer.Option("--min", help="The first step's learning rate")] = 1e-7,
+    max_lr: Annotated[float, typer.Option("--max", help="The last step's learning rate")] = 10.0,
+    steps: Annotated[int, typer.Option("--steps", help="Steps from --min to --max, one minibatch each")] = 100,
+    rule: Annotated[str, typer.Option("--rule", help="How the rate is read off the curve: minimum (a tenth of the rate at the lowest loss) | valley (fastai's) | steepest")] = "minimum",
+    out: Annotated[Path, typer.Option("--out", "-o", help="Parent folder of the new lr-find folder")] = Path("runs"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print lr_find.json")] = False,
+) -> None:
+    """Find a learning rate: a range test on CONFIG's net, data and optimizer (the rate grows
+    geometrically each step; the smoothed loss is read for a suggestion). Writes lr_find.png and lr_find.json."""
+    import shlex
+
+    from dnnlab import lr_find, runs
+
+    cfg = _load(config, set_)
+    problem = lr_find.check(min_lr, max_lr, steps, rule)
+    if problem:
+        raise _fail(_escape(problem))
+    ds = _load_data(cfg)
+    if not as_json:
+        console.print(f"range test of {config}: {steps} steps, lr {min_lr:g} -> {max_lr:g} ({cfg.optimizer.name})", markup=False)
+    try:
+        result = lr_find.range_test(cfg, ds, min_lr=min_lr, max_lr=max_lr, steps=steps, rule=rule)
+    except lr_find.LrFindError as exc:
+        raise _fail(_escape(str(exc))) from None
+    try:
+        folder = runs.new_run_dir(out, f"{cfg.name}-lr-find")
+        problems = lr_find.write(result, folder, str(config))
+    except OSError as exc:
+        raise _fail(_escape(f"cannot write the range test under {out}: {exc}"), EXIT_FAILED) from None
+    for p in problems:
+        err_console.print(f"warning: {p}", markup=False)
+    code = EXIT_INTERRUPTED if result.stopped == "interrupted" else EXIT_OK
+    lr = result.suggestion
+    if as_json:
+        sys.stdout.write((folder / "lr_find.json").read_text())
+    else:
+        for note in result.notes:
+            err_console.print(f"note: {note}", markup=False)
+        console.print(
+            f"{len(result.lrs)} of {steps} steps ({result.epochs:.1f} epochs of {ds.name}'s {len(ds.train):,} training examples "
+            f"at batch {result.batch_size}), lr {min_lr:g} -> {result.lrs[-1] if result.lrs else min_lr:.2g}, "
+            f"{result.seconds:.1f} s; stopped: {STOPPED_WORDS[result.stopped]}", markup=False,
+        )
+        if lr is not None:
+            others = ", ".join(f"{k} {lr_find.shown(v)}" for k, v in result.suggestions.items() if k != rule and v is not None)
+            console.print(f"suggested lr {lr_find.shown(lr)} ({rule}: {lr_find.RULE_WORDS[rule]}); the config's is "
+                          f"{cfg.optimizer.lr:g}" + (f"; the other rules: {others}" if others else ""), markup=False)
+            console.print(lr_find.set_line(lr), markup=False)
+            again = ["dnnlab", "run", str(config), *[a for s in set_ or [] for a in ("--set", s)], "--set", f"optimizer.lr={lr_find.shown(lr)}"]
+            console.print(f"run it: {shlex.join(again)}", markup=False)
+        console.print(f"wrote {folder / 'lr_find.png'} and lr_find.json", markup=False)
+    if lr is None:
+        err_console.print(
+            f"error: {len(result.lrs)} steps before the test stopped: too few to read a rate from; lower --min, raise "
+            "--steps, or look at lr_find.png", markup=False,
+        )
+        raise typer.Exit(code if code != EXIT_OK else EXIT_FAILED)
+    raise typer.Exit(code)
+
+
 def _acc(value: Any) -> str:
     return "-" if value is None else f"{value:.4f}"
 
@@ -553,6 +632,12 @@ def sweep(
         typer.Option("--grid", "-g", help="KEY=V1,V2,... (values parsed as YAML); repeatable: the cartesian product runs"),
     ] = None,
     seeds: Annotated[Optional[int], typer.Option("--seeds", help="Seeds per grid point (seed, seed+1, ...)")] = None,
+    tune: Annotated[
+        Optional[list[str]],
+        typer.Option("--tune", help="KEY=V1,V2,...: every grid point trains at each value on its first seed, keeps the best by --tune-metric, and runs its other seeds at it (replaces sweep.tune)"),
+    ] = None,
+    tune_metric: Annotated[Optional[Metric], typer.Option("--tune-metric", help="What picks the tuned value: the trials' kept models' metric (default val_loss; sweep.tune_metric)")] = None,
+    tune_seeds: Annotated[Optional[TuneSeeds], typer.Option("--tune-seeds", help="first: tune on the first seed, the others run at the chosen value; all: every seed at every value, the mean decides (default first; sweep.tune_seeds)")] = None,
     set_: SetOpt = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Parent folder of the sweep folder")] = Path("runs"),
     resume: Annotated[Optional[Path], typer.Option("--resume", help="A sweep folder to finish: finished members are skipped")] = None,
@@ -582,11 +667,13 @@ def sweep(
         for warning in sweeps.member_warnings(raw):
             err_console.print(f"warning: {warning}", markup=False)
         uri = _mlflow_ready(mlflow or _raw_mlflow(raw))  # before the sweep folder is made
+        tuning = {"tune_items": tune or [], "tune_metric": tune_metric.value if tune_metric else None,
+                  "tune_seeds": tune_seeds.value if tune_seeds else None}
         if resume is not None:
-            job = sweeps.Sweep.resume(resume, sweeps.resume_plan(resume, raw, grid or [], seeds))
+            job = sweeps.Sweep.resume(resume, sweeps.resume_plan(resume, raw, grid or [], seeds, **tuning))
         else:
-            p = sweeps.plan(raw, grid or [], seeds, yes=yes)
-            job = sweeps.Sweep.create(out, p.base.get("name", "run"), str(config), p.base, p.grid, p.seeds, p.variants)
+            p = sweeps.plan(raw, grid or [], seeds, yes=yes, **tuning)
+            job = sweeps.Sweep.create(out, p.base.get("name", "run"), str(config), p.base, p.grid, p.seeds, p.variants, tune=p.tune)
     except (ConfigError, sweeps.SweepError) as exc:
         raise _fail(_escape(str(exc))) from None
     except OSError as exc:
@@ -608,7 +695,7 @@ def _run_members(job, resume_hint: str, quiet: bool, workers: Optional[int] = No
     process, on `workers` processes, or as Ray tasks)."""
     from dnnlab import sweep as sweeps
 
-    todo = job.pending()
+    todo = job.pending() + job.waiting()  # a tuned sweep's waiting seeds run once their value is chosen
     if not quiet:
         console.print(f"sweep {job.path}: {len(job.members)} members, {len(todo)} to run", markup=False)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -671,6 +758,10 @@ def _compare_and_print(targets: list[str], out: Optional[Path], metric: str, as_
     for rec in comp.records:
         for p in rec.problems:
             err_console.print(f"note: {rec.label}: {p}", markup=False)
+    for tune in comp.tuning:
+        for line in comparing.tuning_lines(tune):
+            if line.startswith("- "):
+                console.print(f"  tuned {tune['key']} on {tune['metric']}: {line[2:].replace('**', '')}", markup=False, soft_wrap=False)
     for orphan in comp.orphans:
         err_console.print(f"note: {orphan.name}: not in its sweep's manifest (a member started over?): not compared", markup=False)
     for p in problems:
@@ -758,6 +849,10 @@ def fix(
     out: Annotated[Path, typer.Option("--out", "-o", help="Parent folder of the fix's sweep folder")] = Path("runs"),
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the result")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON (compare's shape plus fixed, winner, fixed_config)")] = False,
+    lr_find: Annotated[
+        Optional[bool],
+        typer.Option("--lr-find/--no-lr-find", help="When the cause is a learning rate, measure each remedy's rate with a range test (default: when the test costs at most a quarter of a remedy's steps)"),
+    ] = None,
     mlflow: MlflowOpt = None,
 ) -> None:
     """Apply the diagnosis's top remedies to RUN_DIR's config, train each, measure them against the
@@ -767,7 +862,7 @@ def fix(
 
     _mlflow_ready(mlflow)  # before the fix folder is made
     try:
-        job = fixing.resume(run_dir) if (run_dir / "sweep.json").exists() else fixing.plan(run_dir, out, top=top, seeds=seeds, epochs=epochs)
+        job = fixing.resume(run_dir) if (run_dir / "sweep.json").exists() else fixing.plan(run_dir, out, top=top, seeds=seeds, epochs=epochs, lr_find=lr_find)
     except (fixing.FixError, SweepError) as exc:
         raise _fail(_escape(str(exc))) from None
     except OSError as exc:
@@ -780,7 +875,13 @@ def fix(
             console.print(f"{run_dir}: verdict {job.verdict}: nothing to fix, nothing trained", markup=False)
         raise typer.Exit(EXIT_OK)
     for skipped in job.skipped:
-        err_console.print(f"note: remedy skipped, its config is invalid: {skipped}", markup=False)
+        err_console.print(f"note: remedy skipped, its config is invalid: {skipped}" if "range test" not in skipped else f"note: {skipped}", markup=False)
+    if not (quiet or as_json):
+        for found in job.lr_find:
+            console.print(f"range test for {' '.join(found['printed'])}: lr {found['lr']:g} ({found['rule']} rule, {found['steps']} steps, "
+                          f"{found['seconds']:.1f} s; {found.get('folder', '')})", markup=False)
+        if job.lr_find_note:
+            console.print(f"note: {job.lr_find_note}", markup=False)
     uri = _mlflow_ready(mlflow or _raw_mlflow(job.sweep.manifest.get("base")))
     _run_members(job.sweep, shell_command("dnnlab", "fix", job.sweep.path), quiet=quiet or as_json)
     fixing.judge(job)
@@ -805,6 +906,7 @@ def _report_fix(job, as_json: bool) -> None:
             "remedies": [r.to_dict() for r in job.results], "skipped": job.skipped,
             "fixed": winner is not None, "winner": winner.to_dict()["command"] if winner else None,
             "fixed_config": str(job.fixed_config) if job.fixed_config else None,
+            "lr_find": job.lr_find, "lr_find_note": job.lr_find_note,
         }
         sys.stdout.write(json.dumps(out, indent=2, default=str) + "\n")
         raise typer.Exit(EXIT_OK if winner else EXIT_FAILED)

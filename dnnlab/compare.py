@@ -167,7 +167,37 @@ def _members(folder: Path) -> list[Path]:
         found = None
     if found is None:
         return sorted(p for p in folder.iterdir() if (p / runs.CONFIG).exists())
-    return runs.member_dirs(folder, found[1])
+    manifest = found[1]
+    if isinstance(manifest.get("tune"), dict):
+        # a tuned sweep: the trials that were not chosen are its tuning, not its configurations
+        manifest = {**manifest, "members": [m for m in manifest["members"] if not _unchosen(m)]}
+    return runs.member_dirs(folder, manifest)
+
+
+def _unchosen(member: Any) -> bool:
+    tune = member.get("tune") if isinstance(member, dict) else None
+    return isinstance(tune, dict) and bool(tune.get("trial")) and tune.get("chosen") is False
+
+
+def _unchosen_dirs(folder: Path) -> set[str]:
+    """The run folders of a tuned sweep's trials that were not chosen (listed, never compared)."""
+    try:
+        found = runs.read_manifest(folder)
+    except ValueError:
+        return set()
+    members = found[1].get("members") if found else None
+    return {m["dir"] for m in members or [] if _unchosen(m) and isinstance(m.get("dir"), str)}
+
+
+def tuning(folder: Path) -> Optional[dict[str, Any]]:
+    """A tuned sweep's tuning (sweep.json's `tune`: key, values, metric, each grid point's scores
+    and chosen value), or None for any other folder."""
+    try:
+        found = runs.read_manifest(folder)
+    except ValueError:
+        return None
+    tune = found[1].get("tune") if found else None
+    return tune if isinstance(tune, dict) and tune.get("key") else None
 
 
 @dataclass
@@ -335,8 +365,9 @@ def _side(g: Group, key: str, along: list[str]) -> str:
     return f"{key}={_show(g.values.get(key))}" + "".join(f", {k}={_show(g.values.get(k))}" for k in along)
 
 
-def comparisons(groups: list[Group], keys: list[str], metric: str) -> list[dict[str, Any]]:
-    """The comparative verdict for every pair of groups that differ along one key."""
+def comparisons(groups: list[Group], keys: list[str], metric: str, shown: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """The comparative verdict for every pair of groups that differ along one key; `shown`: keys
+    that decide no pairing but are named on each side (a tuned sweep's chosen values)."""
     out = []
     for a, b, key, along in _pairs(groups, keys, metric):
         (ta, _), (tb, _) = a.stat("train_accuracy"), b.stat("train_accuracy")
@@ -345,18 +376,19 @@ def comparisons(groups: list[Group], keys: list[str], metric: str) -> list[dict[
             continue
         tol_t, tol_v = tolerance(a, b, "train"), tolerance(a, b, "val")
         code, words = classify(tb - ta, vb - va, tol_t, tol_v)
+        named = along + [k for k in shown if k not in along]
         # whether each side trained, on the skill scale each run's own verdict uses
         (_, skill_a, poor_a), (_, skill_b, poor_b) = a.fit(), b.fit()
-        untrained = [side for side, poor in ((_side(b, key, along), poor_b), (_side(a, key, along), poor_a)) if poor]
+        untrained = [side for side, poor in ((_side(b, key, named), poor_b), (_side(a, key, named), poor_a)) if poor]
         if untrained:
             words += f"; {' and '.join(untrained)} did not fit {'its' if len(untrained) == 1 else 'their'} training set"
-        context = ", ".join(f"{k}={_show(v)}" for k, v in a.values.items() if k != key and k not in along)
+        context = ", ".join(f"{k}={_show(a.values.get(k))}" for k in keys if k != key and k not in along)
         out.append({
             "key": key, "with": along, "a": _show(a.values.get(key)), "b": _show(b.values.get(key)), "context": context,
             "train": [ta, tb], "val": [va, vb], "tolerance": {"train": tol_t, "val": tol_v}, "call": code,
             "train_skill": [skill_a, skill_b], "trained": [not poor_a, not poor_b],
             "text": (
-                f"{_side(b, key, along)} vs {_side(a, key, along) if along else _show(a.values.get(key))}"
+                f"{_side(b, key, named)} vs {_side(a, key, named) if named else _show(a.values.get(key))}"
                 f"{f' ({context})' if context else ''}: "
                 f"train {tb:.3f} vs {ta:.3f}{_skills(skill_b, skill_a)}, validation {vb:.3f} vs {va:.3f}: {words}"
             ),
@@ -377,6 +409,7 @@ class Comparison:
     metric: str
     comparisons: list[dict[str, Any]]
     orphans: list[Path] = field(default_factory=list)  # run folders inside a sweep that its manifest does not list
+    tuning: list[dict[str, Any]] = field(default_factory=list)  # each tuned sweep's `tune` (`tuning`)
 
     @property
     def reference(self) -> Optional[dict[str, Any]]:
@@ -425,7 +458,7 @@ class Comparison:
         return {
             "metric": self.metric, "differing_keys": self.keys, "best": best.label if best else None,
             "groups": self.rows(), "comparisons": self.comparisons, "reference": self.reference,
-            "orphans": [str(p) for p in self.orphans],
+            "orphans": [str(p) for p in self.orphans], "tuning": self.tuning,
         }
 
 
@@ -435,14 +468,19 @@ def compare(targets: list[str], metric: str = "val_accuracy") -> tuple[Compariso
         raise CompareError(f"--metric {metric!r}: choose one of {', '.join(METRICS + CLASS_METRICS)}")
     records, sweeps = collect(targets)
     keys = differing_keys(records)
+    tuned = [t for t in map(tuning, sweeps) if t]
+    keys += [k for k in dict.fromkeys(t["key"] for t in tuned) if k not in keys]  # the chosen values are shown
     groups = group(records, keys)
     numeric_first = sorted(keys, key=lambda k: not all(_num(g.values.get(k)) for g in groups))
     groups.sort(key=lambda g: [json.dumps(g.values.get(k), sort_keys=True, default=str) if not _num(g.values.get(k)) else f"{g.values[k]:020.6f}" for k in numeric_first])
     orphans = sorted(
         child for folder in sweeps if folder.is_dir() for child in folder.iterdir()
         if (child / runs.CONFIG).exists() and child.resolve() not in {r.path.resolve() for r in records}
+        and child.name not in _unchosen_dirs(folder)
     )
-    return Comparison(records, keys, groups, metric, comparisons(groups, keys, metric), orphans), sweeps
+    paired = [k for k in keys if k not in {t["key"] for t in tuned}]  # a chosen value follows its configuration
+    shown = tuple(k for k in keys if k not in paired)
+    return Comparison(records, keys, groups, metric, comparisons(groups, paired, metric, shown), orphans, tuned), sweeps
 
 
 # ---------------------------------------------------------------- output
@@ -485,10 +523,11 @@ def write_plots(comp: Comparison, out: Path) -> list[tuple[str, str]]:
     plt.close(fig)
     made.append(("curves.png", "Training (solid) and validation (dashed) curves, one colour per configuration (mean over seeds)"))
 
-    numeric = [k for k in comp.keys if all(_num(g.values.get(k)) for g in comp.groups)]
-    if numeric and len(comp.keys) <= 2:
+    tuned = {t["key"] for t in comp.tuning}  # a chosen value is no axis: it follows its configuration
+    numeric = [k for k in comp.keys if all(_num(g.values.get(k)) for g in comp.groups) and k not in tuned]
+    if numeric and len([k for k in comp.keys if k not in tuned]) <= 2:
         key = numeric[0]
-        series_key = next((k for k in comp.keys if k != key), None)
+        series_key = next((k for k in comp.keys if k != key and k not in tuned), None)
         series: dict[str, list[Group]] = {}
         for g in comp.groups:
             series.setdefault(_show(g.values.get(series_key)) if series_key else "", []).append(g)
@@ -568,6 +607,8 @@ def markdown(comp: Comparison, plots: list[tuple[str, str]]) -> str:
         lines += ["", f"Best on {comp.metric}: **{best.label}**."]
     if comp.comparisons:
         lines += ["", "## Comparative verdict", ""] + [f"- {c['text']}" for c in comp.comparisons]
+    for t in comp.tuning:
+        lines += ["", "## Tuning", "", *tuning_lines(t)]
     if comp.orphans:
         lines += ["", "## Not compared", "", "Run folders that the manifest does not list (a member started over, or a "
                   "copy): never averaged in.", ""] + [f"- {p.name}" for p in comp.orphans]
@@ -577,6 +618,34 @@ def markdown(comp: Comparison, plots: list[tuple[str, str]]) -> str:
     for name, caption in plots:
         lines += ["", f"{caption}.", "", f"![{caption}]({name})"]
     return "\n".join(lines) + "\n"
+
+
+def tuning_lines(tune: dict[str, Any]) -> list[str]:
+    """A tuned sweep's tuning as Markdown: per grid point, every value's score, the chosen one in bold."""
+    key, metric, values = tune["key"], tune["metric"], tune.get("values", [])
+    best = "lowest" if metric.endswith("loss") else "highest"
+    how = (f"with every seed, and kept the value whose kept models had the {best} mean {metric} (a value at which a seed "
+           "did not finish is never kept)" if tune.get("seeds") == "all" else
+           f"on its first seed, and kept the value whose kept model had the {best} {metric}; its other seeds ran at "
+           "that value alone")
+    lines = [f"Each configuration trained at every {key} in {', '.join(_show(v) for v in values)} {how}. The table "
+             "above compares the configurations at their chosen values.", ""]
+    for point in tune.get("points", []):
+        where = ", ".join(f"{k}={_show(v)}" for k, v in point.get("params", {}).items()) or "the config"
+        scores = point.get("scores")
+        if not scores:
+            lines.append(f"- {where}: not chosen yet")
+            continue
+        shown = []
+        for s in scores:
+            value = s.get(metric)
+            text = f"{_show(s['value'])}: {value:.4f}" if isinstance(value, (int, float)) else f"{_show(s['value'])}: {s.get('status')}"
+            shown.append(f"**{text}**" if point.get("chosen") is not None and s["value"] == point["chosen"] else text)
+        chosen = f"chose {_show(point['chosen'])}" if point.get("chosen") is not None else "no value's trials all finished: nothing chosen"
+        edge = (point.get("chosen") is not None and len(values) > 2 and all(_num(v) for v in values)
+                and point["chosen"] in (min(values), max(values)))
+        lines.append(f"- {where}: {chosen} ({'; '.join(shown)})" + (": at the edge of the values, the best may lie beyond them" if edge else ""))
+    return lines
 
 
 def write(comp: Comparison, out: Path) -> list[str]:

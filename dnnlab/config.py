@@ -36,6 +36,11 @@ PoolName = Literal["max", "none"]
 NormalizeName = Literal["unit", "standard"]
 MissingName = Literal["error", "drop"]
 Monitor = Literal["val_loss", "val_accuracy", "val_balanced_accuracy"]
+# the metrics that rank runs: runs.METRICS and the balanced accuracies of runs.CLASS_METRICS
+MetricName = Literal[
+    "train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy",
+    "val_balanced_accuracy", "test_balanced_accuracy",
+]
 LoopName = Literal["auto", "scan", "steps"]
 StackName = Literal["auto", "unrolled", "scanned"]
 SeedModeName = Literal["auto", "vmap", "sequential"]
@@ -745,6 +750,19 @@ class SweepConfig(_Section):
         description="named sets of overrides tried as one more axis, e.g. [{optimizer.name: sgd, optimizer.lr: 0.1}, ...]",
     )
     seeds: Int = Field(1, ge=1, description="seeds per grid point: seed, seed+1, ...")
+    tune: dict[str, list[Any]] = Field(
+        default_factory=dict,
+        description="one dotted key -> values, e.g. optimizer.lr: [0.001, 0.01, 0.1]: every grid point trains at each "
+        "value (on the seeds tune_seeds names), and is compared at the value best by tune_metric",
+    )
+    tune_metric: MetricName = Field(
+        "val_loss", description="what picks the tuned value: this metric of each trial's kept model (losses lowest, "
+        "accuracies highest)",
+    )
+    tune_seeds: Literal["first", "all"] = Field(
+        "first", description="first: the trials run on the first seed and the other seeds at the chosen value; all: "
+        "every seed at every value, the mean over the seeds decides",
+    )
 
     @model_validator(mode="after")
     def _non_empty_lists(self) -> "SweepConfig":
@@ -756,6 +774,15 @@ class SweepConfig(_Section):
                 raise ValueError(f"grid.{key}: give at least one value")
             if key.startswith("sweep") or key in ("name",):
                 raise ValueError(f"grid.{key}: this key cannot be swept")
+        if len(self.tune) > 1:
+            raise ValueError(f"tune: one key at a time; got {', '.join(self.tune)}")
+        for key, values in self.tune.items():
+            if not values:
+                raise ValueError(f"tune.{key}: give at least one value")
+            if key.startswith("sweep") or key in ("name", "seed"):
+                raise ValueError(f"tune.{key}: this key cannot be tuned")
+            if key in self.grid or any(key in v for v in self.variants):
+                raise ValueError(f"tune.{key}: the key is swept too (grid or variants); tune it or sweep it, not both")
         return self
 
 

@@ -187,4 +187,7 @@ def diagnosis_panel(diagnosis: dict[str, Any], config_name: str = "CONFIG"):
         for i, r in enumerate(remedies, 1):
             grid.add_row(f"{i}.", Text.assemble((visible(remedy_options(r)), "bold"), "  ", visible(r["why"])))
         grid.add_row("try:", Text(visible(f"{shell_command('dnnlab', 'run', config_name)} {remedy_options(remedies[0])}")))
+        if set(diagnosis.get("causes") or []) & {"lr-too-high", "lr-too-low", "plateau"}:
+            # the remedies' rates come from a table; a range test measures one (`dnnlab fix --lr-find` runs it)
+            grid.add_row("rate:", Text(visible(f"{shell_command('dnnlab', 'lr-find', config_name)} measures a learning rate instead of guessing one")))
     return Panel(Group(head, grid), title="diagnosis", border_style=style, expand=False)

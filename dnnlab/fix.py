@@ -15,7 +15,10 @@ On imbalanced data (the control's largest class holds more than `diagnosis.imbal
 its training split) the accuracies are balanced accuracies. A run that had already solved its task
 (`diagnose.solved`) is never "fixed": nothing was broken. The noise is `compare`'s: the largest
 of half a point, the seeds' spread and 1.96 standard errors of the split sizes. Imports no JAX
-until a member trains.
+until a member trains, or a range test runs: when the cause is a learning rate (lr-too-high,
+lr-too-low, plateau), each remedy that sets one gets the rate a range test finds for it
+(`dnnlab.lr_find`) instead of the table's guess: with `lr_find` True, or by default when the test
+is cheap (`LR_FIND_SHARE`).
 """
 
 from __future__ import annotations
@@ -34,6 +37,15 @@ from dnnlab.sweep import Sweep, SweepError, override
 
 LOSS_TOLERANCE = 0.01  # a validation loss must fall by more than 1% of the control's to count
 FIXED_CONFIG = "fixed.yaml"
+LR_CAUSES = ("lr-too-high", "lr-too-low", "plateau")  # the causes whose remedies' rates a range test measures
+# by default the range tests run when they would add at most this share to the time the remedies
+# train, reckoned from the run's own wall time and LR_FIND_SECONDS a test
+LR_FIND_SHARE = 0.25
+# a range test's cost, compiling included, on 2 CPU cores: `dnnlab fix` of an lr-too-low quickstart
+# run (SGD 1e-4; two remedies, each with a test) took 2.4-5.2 s more with --lr-find than without
+# on fresh caches (docs/diagnosis.md); the tests themselves run in a fraction of a second
+LR_FIND_SECONDS = 2.5
+LR_FIND_FOLDER = "lr-find"  # in the fix folder: lr-find/remedy-<i>/lr_find.{json,png}
 
 
 class FixError(Exception):
@@ -74,6 +86,8 @@ class Fix:
     results: list[Result] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # remedies whose config is invalid
     fixed_config: Optional[Path] = None
+    lr_find: list[dict[str, Any]] = field(default_factory=list)  # the range tests behind the remedies' rates
+    lr_find_note: Optional[str] = None  # why no range test ran, when one could have
 
     @property
     def winner(self) -> Optional[Result]:
@@ -143,9 +157,15 @@ def _is_float(text: str) -> bool:
     return True
 
 
-def plan(run_dir: Path, out: Path, *, top: int = 3, seeds: Optional[int] = None, epochs: Optional[int] = None) -> Fix:
+def plan(
+    run_dir: Path, out: Path, *, top: int = 3, seeds: Optional[int] = None, epochs: Optional[int] = None,
+    lr_find: Optional[bool] = None,
+) -> Fix:
     """Read the run's diagnosis and create the sweep of its top remedies (nothing trains yet).
 
+    Args:
+        lr_find: when the cause is a learning rate (LR_CAUSES), measure each remedy's rate with
+            a range test (True), never (False), or when it is cheap (None: `LR_FIND_SHARE`).
     A good-fit run gets a Fix without a sweep. Raises FixError for a run that cannot be fixed.
     """
     run_dir = Path(run_dir)
@@ -172,8 +192,12 @@ def plan(run_dir: Path, out: Path, *, top: int = 3, seeds: Optional[int] = None,
         data = dict(base.get("data") or {})
         data.setdefault("split_seed", int(base.get("seed", 0) or 0))
         base["data"] = data
+    remedies = remedies[:top]
+    found: list[tuple[dict[str, Any], Any]] = []
+    if lr_find is not False and set(diagnosis.get("causes") or []) & set(LR_CAUSES):
+        remedies, found = _found_rates(fix, base, remedies, lr_find, control, seeds or control_seeds)
     variants = []
-    for remedy in remedies[:top]:
+    for remedy in remedies:
         variant = _variant(remedy)
         try:
             validate(apply_overrides(base, [override(k, v) for k, v in variant.items()]))
@@ -185,9 +209,91 @@ def plan(run_dir: Path, out: Path, *, top: int = 3, seeds: Optional[int] = None,
         raise FixError(f"{run_dir}: none of the top {top} remedies gives a valid config: " + "; ".join(fix.skipped))
     name = str(base.get("name") or "run")
     fix.sweep = Sweep.create(out, f"{name}-fix", str(config_path), base, {}, seeds or control_seeds, variants)
-    fix.sweep.manifest["fix"] = {"run": str(run_dir), "control": [str(p) for p in control], "verdict": fix.verdict, "remedies": remedies[:top]}
+    for i, (record, result) in enumerate(found):
+        from dnnlab import lr_find as finding
+
+        folder = fix.sweep.path / LR_FIND_FOLDER / f"remedy-{i}"
+        finding.write(result, folder, str(config_path))
+        record["folder"] = str(folder.relative_to(fix.sweep.path))
+    fix.sweep.manifest["fix"] = {"run": str(run_dir), "control": [str(p) for p in control], "verdict": fix.verdict, "remedies": remedies,
+                                 "lr_find": fix.lr_find, "lr_find_note": fix.lr_find_note}
     fix.sweep.save()
     return fix
+
+
+def _found_rates(
+    fix: Fix, base: dict[str, Any], remedies: list[dict[str, Any]], lr_find: Optional[bool], control: list[Path], seeds: int,
+) -> tuple[list[dict[str, Any]], list[tuple[dict[str, Any], Any]]]:
+    """The remedies with each learning rate they set replaced by a range test's suggestion on the
+    config that remedy trains (its other overrides applied), and the tests ((record, RangeTest)).
+    A remedy whose measured rate is the run's own changes nothing and is dropped (noted in
+    `fix.skipped`). With `lr_find` None, the tests run only when they are cheap."""
+    from dnnlab import lr_find as finding
+
+    if not any(s.startswith("optimizer.lr=") for r in remedies for s in r.get("sets") or [r["set"]]):
+        return remedies, []
+    current = validate(base)
+    if lr_find is None:
+        summary = runs.read_summary(control[0]) or {}
+        ran = max(int(summary.get("epochs_run") or 0), 1)
+        training = float(summary.get("wall_seconds") or 0.0) * current.train.epochs / ran * seeds * len(remedies)
+        tests = LR_FIND_SECONDS * sum(any(s.startswith("optimizer.lr=") for s in r.get("sets") or [r["set"]]) for r in remedies)
+        if tests > LR_FIND_SHARE * training:
+            fix.lr_find_note = (
+                f"the remedies' rates are the table's: range tests (about {tests:.0f} s) would add more than "
+                f"{LR_FIND_SHARE:.0%} to the remedies' training (about {training:.0f} s, from the run's); --lr-find runs them"
+            )
+            return remedies, []
+    from dnnlab.experiment import ExperimentError, load_data
+
+    out, found, loaded = [], [], {}
+    for i, remedy in enumerate(remedies):
+        sets = list(remedy.get("sets") or [remedy["set"]])
+        if not any(s.startswith("optimizer.lr=") for s in sets):
+            out.append(remedy)
+            continue
+        others = [s for s in sets if not s.startswith("optimizer.lr=")]
+        try:
+            cfg = validate(apply_overrides(base, others))
+            key = cfg.data.model_dump_json()
+            if key not in loaded:
+                loaded[key] = load_data(cfg)
+            result = finding.range_test(cfg, loaded[key])
+        except (ConfigError, ExperimentError, finding.LrFindError) as exc:
+            fix.skipped.append(f"{' '.join(sets)}: no range test ({str(exc).splitlines()[0]}); trained as printed")
+            out.append(remedy)
+            continue
+        if result.suggestion is None:
+            fix.skipped.append(f"{' '.join(sets)}: the range test stopped after {len(result.lrs)} steps, too few to read a "
+                               "rate; trained as printed")
+            out.append(remedy)
+            continue
+        lr = finding.shown(result.suggestion)
+        was = next(s for s in sets if s.startswith("optimizer.lr=")).partition("=")[2]
+        new_sets = [f"optimizer.lr={lr}" if s.startswith("optimizer.lr=") else s for s in sets]
+        record = {"remedy": i, "printed": sets, "sets": new_sets, "lr": float(lr), "rule": result.rule, "seconds": result.seconds,
+                  "steps": len(result.lrs), "stopped": result.stopped}
+        fix.lr_find.append(record)
+        found.append((record, result))
+        if not others and float(lr) == current.optimizer.lr:
+            fix.skipped.append(f"{' '.join(sets)}: a range test finds the run's own rate {lr}: the change would change nothing")
+            continue
+        out.append({
+            **remedy, "set": new_sets[sets.index(remedy["set"])] if remedy["set"] in sets else remedy["set"], "sets": new_sets,
+            "why": f"{remedy['why']}; the rate {lr} is a range test's ({result.rule} rule; the table said {was})",
+        })
+    return _unique(out), found
+
+
+def _unique(remedies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The remedies without repeats of the same overrides (two rate remedies can measure the same rate)."""
+    seen, out = set(), []
+    for remedy in remedies:
+        key = tuple(sorted(remedy.get("sets") or [remedy["set"]]))
+        if key not in seen:
+            seen.add(key)
+            out.append(remedy)
+    return out
 
 
 def resume(fix_dir: Path) -> Fix:
@@ -208,6 +314,7 @@ def judge(fix: Fix) -> Fix:
     info = fix.sweep.manifest["fix"]
     control = Group({}, [load_record(Path(p)) for p in info["control"]])
     remedies = info["remedies"]
+    fix.lr_find, fix.lr_find_note = info.get("lr_find") or [], info.get("lr_find_note")
     fix.results = []
     for remedy in remedies:
         variant = _variant(remedy)

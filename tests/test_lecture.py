@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import sys
 from pathlib import Path
@@ -174,3 +175,34 @@ def test_the_pretraining_claim_runs_in_the_lecture_script(lecture, tmp_path, mon
     assert (tmp_path / "out" / "lecture" / "9-pretraining.png").exists()
     # 4 sigmoid layers with plain SGD for 3 epochs stay at chance; pretrained they train
     assert code == 0 and "**Reproduced:** yes." in doc, doc
+
+
+def test_a_tuned_claim_names_each_methods_rate(lecture, tmp_path, monkeypatch):
+    """Claim 4's config, shrunk to the digits, two optimizers and three rates, through the script:
+    every optimizer trains at every rate with every seed and is judged at its own; the section
+    names the rates and how they were chosen."""
+    import yaml
+
+    from dnnlab import config
+
+    shipped = config.read_yaml(lecture.CONFIGS / "4-optimizers.yaml")
+    assert shipped["sweep"]["tune_seeds"] == "all" and list(shipped["sweep"]["tune"]) == ["optimizer.lr"]
+    small = config.apply_overrides(shipped, [
+        "data={dataset: digits, batch_size: 64, split_seed: 0}", "model.width=32", "train.epochs=3",
+        "sweep.grid={optimizer.name: [sgd, adam]}", "sweep.tune={optimizer.lr: [0.0001, 0.001, 0.01]}", "sweep.seeds=2",
+        "logging.tensorboard=false",
+    ])
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "4-optimizers.yaml").write_text(yaml.safe_dump(small))
+    monkeypatch.setattr(lecture, "ROOT", tmp_path)
+    monkeypatch.setattr(lecture, "CONFIGS", tmp_path / "configs")
+    code = lecture.main(["--out", str(tmp_path / "out"), "--only", "4"])
+    doc = (tmp_path / "out" / "lecture.md").read_text()
+    (sweep_dir,) = (tmp_path / "out" / "runs").iterdir()
+    manifest = json.loads((sweep_dir / "sweep.json").read_text())
+    chosen = {p["params"]["optimizer.name"]: p["chosen"] for p in manifest["tune"]["points"]}
+    assert len(manifest["members"]) == 12 and set(chosen) == {"sgd", "adam"}
+    assert f"(chosen on the mean validation loss of its seeds): sgd {chosen['sgd']:g}, adam {chosen['adam']:g}." in doc
+    assert f"(12 runs, 3 learning rates x 2 seeds for each of 2 methods)" in doc
+    assert "- optimizer.name=adam: chose" in doc and "training loss after 3 epochs: adam against sgd" in doc
+    assert code in (0, 1)
