@@ -139,7 +139,7 @@ def _verdicts(digest: dict) -> str:
     return ",".join(str(d.get("verdict")) for d in digest.values())
 
 
-SURFACE = [[], ["run"], ["diagnose"], ["check"], ["sweep"], ["compare"], ["evaluate"], ["fix"], ["validate"],
+SURFACE = [[], ["run"], ["diagnose"], ["check"], ["lr-find"], ["sweep"], ["compare"], ["evaluate"], ["fix"], ["validate"],
            ["schema"], ["data"], ["data", "list"], ["data", "inspect"], ["data", "download"]]
 
 
