@@ -42,7 +42,8 @@ THROUGHPUT = r"""
 import json, statistics, sys, time
 import jax
 import numpy as np
-from dnnlab import distributed, experiment, train
+from dnnlab import experiment, train
+from dnnlab.train import distributed
 from dnnlab.config import load_config
 
 devices, reps, config = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]

@@ -19,6 +19,7 @@ import yaml
 
 from dnnlab import baselines, runs
 from dnnlab.runs import CLASS_METRICS, METRICS
+
 IGNORED_KEYS = ("name", "seed")  # seeds of one config are aggregated; names differ per member (logging.* is output only)
 TOLERANCE = 0.005  # accuracy differences below half a point are "the same" ...
 # ... and so are those within the seeds' spread or 1.96 two-proportion standard errors of the split sizes

@@ -15,7 +15,6 @@ import optax
 
 from dnnlab.config import OPTIMIZER_KEYS, OptimizerConfig, RegularizationConfig
 
-
 ScalingBuilder = Callable[[OptimizerConfig], optax.GradientTransformation]
 ScheduleBuilder = Callable[[OptimizerConfig, int, int], optax.Schedule]  # (cfg, steps_per_epoch, total steps)
 

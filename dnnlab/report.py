@@ -8,9 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
+from dnnlab import baselines, runs
 from dnnlab.config import Config
 from dnnlab.diagnose import Diagnosis, diagnose
-from dnnlab import baselines, runs
 
 SPLITS = ("train", "val", "test")
 

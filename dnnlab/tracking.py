@@ -233,7 +233,6 @@ class TensorBoard(runs.Writer):
 
         self.tb  # noqa: B018 - opened (and tensorboardX imported) before its modules are used
         from tensorboardX.proto.summary_pb2 import Summary
-
         from tensorboardX.summary import histogram
 
         values = [

@@ -235,7 +235,8 @@ def test_over_regularization_is_named_first_with_its_evidence_and_removed_in_eve
 def test_fix_never_calls_a_change_to_a_solved_run_a_fix(tmp_path):
     """A run diagnosed undertrained by older rules although it had solved its task (1.0 on
     training and validation): a longer run that is then called something else is no fix."""
-    from dnnlab import fix, runs
+    from dnnlab import runs
+    from dnnlab.sweep import fix
     from dnnlab.compare import Group, load_record
 
     val = [1.05, 0.2, 0.05, 0.03, 0.022, 0.019, 0.0165, 0.0153]

@@ -112,7 +112,7 @@ def test_missing_and_malformed_config_files(tmp_path):
 
 
 def test_missing_dataset_exits_2_naming_the_places_and_the_command(tiny, tmp_path, isolated_home, monkeypatch):
-    monkeypatch.setattr("dnnlab.data.candidate_locations", lambda name, path=None: [tmp_path / "empty"])
+    monkeypatch.setattr("dnnlab.data.builtin.candidate_locations", lambda name, path=None: [tmp_path / "empty"])
     out = tmp_path / "r"
     result = invoke("run", tiny, "--out", out, "--set", "data.dataset=fashion-mnist")
     assert result.exit_code == 2

@@ -208,7 +208,7 @@ def test_keras_npz_is_found_and_read(isolated_home):
 
 
 def test_not_found_lists_where_it_looked_and_how_to_get_it(isolated_home, monkeypatch):
-    monkeypatch.setattr(data, "candidate_locations", lambda name, path=None: [isolated_home / "nowhere"])
+    monkeypatch.setattr(data.builtin, "candidate_locations", lambda name, path=None: [isolated_home / "nowhere"])
     with pytest.raises(DataError) as info:
         data.load(DataConfig(dataset="mnist"), seed=0)
     message = str(info.value)

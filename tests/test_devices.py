@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from dnnlab import distributed
+from dnnlab.train import distributed
 from dnnlab.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -276,7 +276,8 @@ def test_a_full_disk_is_a_failed_run_with_its_reason(tmp_path, monkeypatch):
 
 
 def test_a_cache_folder_that_cannot_be_written_is_said_once_and_the_run_goes_on(tmp_path, monkeypatch):
-    from dnnlab import stored, train
+    from dnnlab import train
+    from dnnlab.train import stored
 
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
@@ -299,7 +300,8 @@ def test_a_cache_folder_that_cannot_be_written_is_said_once_and_the_run_goes_on(
 def test_the_cache_folder_is_made_private_and_a_shared_one_keeps_no_programs(tmp_path, monkeypatch):
     """The cache holds executable programs: dnnlab creates it 0700; one that the group (or
     anyone) can write is said once, and no compiled program is loaded from it or kept there."""
-    from dnnlab import stored, train
+    from dnnlab import train
+    from dnnlab.train import stored
 
     monkeypatch.setenv("DNNLAB_CACHE", str(tmp_path / "new" / "cache"))
     assert runs.cache_problem() is None and (tmp_path / "new" / "cache").stat().st_mode & 0o777 == 0o700

@@ -224,7 +224,7 @@ def test_the_size_check_names_the_keys_the_estimate_and_the_limit(monkeypatch):
     assert config.size_error(cfg, (28, 28, 1), 10, limit_bytes=64 << 30) is None
     assert config.machine_memory_bytes() > 0
     # after the data are loaded, a run is held to the machine's memory
-    monkeypatch.setattr(config, "machine_memory_bytes", lambda: 1 << 30)
+    monkeypatch.setattr(config.sizing, "machine_memory_bytes", lambda: 1 << 30)
     with pytest.raises(ConfigError, match="over this machine's 1.0 GiB of memory"):
         config.check_size(cfg, (28, 28, 1), 10)
     config.check_size(config.validate({}), (8, 8, 1), 10)

@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from dnnlab import config, models, pretrain, runs, train
+from dnnlab import config, models, runs, train
+
+from dnnlab.train import pretrain
 from dnnlab.cli import app
 from conftest import make_cfg
 

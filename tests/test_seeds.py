@@ -172,8 +172,8 @@ def test_sequential_seeds_share_one_setup_and_compile_once(digits, monkeypatch):
     one = cfg.model_copy(update={"train": cfg.train.model_copy(update={"seeds": 1})})
     train.fit(one, digits, progress=False)  # warm the eager-op caches
     setups = []
-    real_setup = train._setup
-    monkeypatch.setattr(train, "_setup", lambda *a: setups.append(1) or real_setup(*a))
+    real_setup = train.loop._setup
+    monkeypatch.setattr(train.loop, "_setup", lambda *a: setups.append(1) or real_setup(*a))
     # new programs for each (a fit in this process would otherwise reuse the warm-up's)
     train._PROGRAMS.clear()
     compiles_one = _backend_compiles(lambda: train.fit(one, digits, progress=False))

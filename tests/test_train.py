@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dnnlab import config, train
+from dnnlab import config, models, optim, train
 from dnnlab.config import EarlyStoppingConfig
 from dnnlab.runs import CLASS_METRICS, METRICS, RunDir, Writer, read_metrics, read_summary
 from conftest import make_cfg
@@ -75,7 +75,7 @@ def test_metrics_records_and_summary(digits):
     assert rec.checkpoints.count("last") == 6 and "best" in rec.checkpoints
     # the training loss is the evaluation-mode loss on the whole training set
     x, y = jnp.asarray(digits.train.x), jnp.asarray(digits.train.y)
-    loss, acc = train.evaluate(result.params, x, y, model=train.models.build(cfg.model, 64, 10), chunk=100)
+    loss, acc = train.evaluate(result.params, x, y, model=models.build(cfg.model, 64, 10), chunk=100)
     assert float(loss) == pytest.approx(s["final"]["train_loss"], rel=1e-5)
     assert float(acc) == pytest.approx(s["final"]["train_accuracy"], rel=1e-6)
     # progress within an epoch: the first epoch in slices (a twentieth of it each), the steps done
@@ -101,7 +101,7 @@ def test_same_config_and_seed_give_identical_metrics(digits):
 
 def test_partial_last_batch_is_padded_with_zero_weight():
     cfg = make_cfg(**{"model.hidden": [8]})
-    model = train.models.build(cfg.model, 4, 3)
+    model = models.build(cfg.model, 4, 3)
     params = model.init(jax.random.PRNGKey(0))
     x = jax.random.normal(jax.random.PRNGKey(1), (5, 4))
     y = jnp.array([0, 1, 2, 0, 1])
@@ -151,7 +151,7 @@ def test_early_stopping_restores_the_best_weights(digits):
     s = result.summary
     assert s["status"] == "stopped_early" and s["epochs_run"] < 60
     assert s["best_epoch"] == s["epochs_run"] - 3 and s["restored_best"] is True
-    model = train.models.build(cfg.model, 64, 10)
+    model = models.build(cfg.model, 64, 10)
     val_loss, _ = train.evaluate(result.params, jnp.asarray(digits.val.x), jnp.asarray(digits.val.y), model=model, chunk=512)
     assert float(val_loss) == pytest.approx(s["best"]["val_loss"], rel=1e-5)
     assert s["best"]["val_loss"] == min(r["val_loss"] for r in result.history[1:])
@@ -185,9 +185,9 @@ def test_ctrl_c_writes_an_interrupted_summary(digits, tmp_path):
 
 def test_dropout_masks_are_resampled_every_step():
     cfg = make_cfg(**{"model.hidden": [32], "model.dropout": 0.5, "optimizer.name": "sgd", "optimizer.lr": 1e-12})
-    model = train.models.build(cfg.model, 4, 3)
+    model = models.build(cfg.model, 4, 3)
     params = model.init(jax.random.PRNGKey(0))
-    tx = train.make_optimizer(cfg.optimizer, cfg.regularization, steps_per_epoch=1, epochs=1)[0]
+    tx = optim.make_optimizer(cfg.optimizer, cfg.regularization, steps_per_epoch=1, epochs=1)[0]
     x, y, w = jax.random.normal(jax.random.PRNGKey(1), (8, 4)), jnp.arange(8) % 3, jnp.ones(8)
     key = jax.random.PRNGKey(5)
     losses = []
@@ -202,7 +202,7 @@ def test_train_eval_size_measures_on_a_fixed_subset(digits):
     result = train.fit(cfg, digits, progress=False)
     assert result.summary["data"]["train_eval"] == 200 and result.summary["data"]["train"] == len(digits.train)
     subset = np.sort(np.random.default_rng(cfg.seed + 1).permutation(len(digits.train))[:200])
-    model = train.models.build(cfg.model, digits.input_shape, 10)
+    model = models.build(cfg.model, digits.input_shape, 10)
     loss, _ = train.evaluate(result.params, jnp.asarray(digits.train.x[subset]), jnp.asarray(digits.train.y[subset]), model=model, chunk=64)
     assert float(loss) == pytest.approx(result.summary["final"]["train_loss"], rel=1e-5)
 
@@ -278,7 +278,7 @@ def test_the_persistent_compilation_cache_serves_a_second_process(tmp_path):
         import json, sys
         import jax.monitoring
         from typer.testing import CliRunner
-        from dnnlab import stored
+        from dnnlab.train import stored
         from dnnlab.cli import app
         counts = {"hits": 0, "stored": 0, "compiles": 0}
         def listen(name, **kw):
@@ -325,7 +325,7 @@ def test_stored_programs_are_keyed_by_what_shapes_them_and_a_damaged_one_is_comp
     file is deleted and its program compiled again, with the same numbers."""
     import jax.monitoring
 
-    from dnnlab import stored
+    from dnnlab.train import stored
 
     monkeypatch.setenv("DNNLAB_CACHE", str(tmp_path / "cache"))
     events: list[str] = []
@@ -440,10 +440,40 @@ def test_initialization_compiled_for_speed_gives_the_same_bits(digits):
                    {"model.arch": "cnn", "model.channels": [4], "model.depth": 1}):
         cfg = make_cfg(**{"model.width": 32, **dotted})
         setup = train._setup(cfg, digits)
-        values = {k: np.float32(v) for k, v in train.hyperparameters(cfg.optimizer, cfg.regularization).items()}
+        values = {k: np.float32(v) for k, v in optim.hyperparameters(cfg.optimizer, cfg.regularization).items()}
         init = partial(train.init_state, model=setup.model, tx=setup.tx)
         default = jax.tree_util.tree_leaves(jax.jit(init)(np.int32(7), values))
         once = jax.tree_util.tree_leaves(jax.jit(init, compiler_options=train.ONCE_OPTIONS)(np.int32(7), values))
         assert len(default) == len(once) > 4
         for a, b in zip(default, once):
             assert np.array_equal(np.asarray(a), np.asarray(b)), dotted
+
+
+def test_the_program_store_keys_every_source_file_of_the_package_subpackages_included(tmp_path):
+    """A compiled program is kept under a digest of dnnlab's source: an edit of a module in a
+    subpackage (dnnlab/train/step.py, dnnlab/config/schema.py) changes it, so the store never serves a
+    program compiled from other code; a file that is not Python does not."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import dnnlab
+
+    copy = tmp_path / "dnnlab"
+    shutil.copytree(Path(dnnlab.__file__).parent, copy, ignore=shutil.ignore_patterns("__pycache__"))
+
+    def digest() -> str:
+        code = "from dnnlab.train import stored; print(stored._source())"
+        env = {"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"}
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path, check=True).stdout.strip()
+
+    before = digest()
+    (copy / "notes.txt").write_text("not source")
+    assert digest() == before
+    seen = {before}
+    for module in ("train/step.py", "config/schema.py", "models.py"):
+        with open(copy / module, "a") as fh:
+            fh.write("\n# an edit\n")
+        seen.add(digest())
+    assert len(seen) == 4

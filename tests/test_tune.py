@@ -6,7 +6,6 @@ and workers."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import yaml

@@ -22,7 +22,9 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-from dnnlab import runs, sweep, workers
+from dnnlab import runs, sweep
+
+from dnnlab.sweep import workers
 from dnnlab.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -33,7 +33,7 @@ import yaml
 from dnnlab import baselines, runs
 from dnnlab.compare import Group, load_record, tolerance
 from dnnlab.config import ConfigError, apply_overrides, dump_yaml, read_yaml, validate
-from dnnlab.sweep import Sweep, SweepError, override
+from dnnlab.sweep.grid import Sweep, SweepError, override
 
 LOSS_TOLERANCE = 0.01  # a validation loss must fall by more than 1% of the control's to count
 FIXED_CONFIG = "fixed.yaml"

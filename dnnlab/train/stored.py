@@ -42,8 +42,9 @@ def _source() -> str:
     import optax
 
     h = hashlib.sha256()
-    for path in sorted(Path(__file__).resolve().parent.glob("*.py")):
-        h.update(path.name.encode())
+    package = Path(__file__).resolve().parents[1]
+    for path in sorted(package.rglob("*.py")):
+        h.update(path.relative_to(package).as_posix().encode())
         h.update(path.read_bytes())
     for name in sorted(os.environ):
         if name.startswith(("XLA_", "JAX_", "TF_CPP", "LIBTPU")):

@@ -1,6 +1,4 @@
-"""`dnnlab sweep`: the cartesian product of a grid of overrides (times seeds), each an ordinary
-run folder, grouped under `<out>/<name>-sweep-<YYYYMMDD-HHMMSS>-<4 hex>/` with a `sweep.json`
-that lists the members, their overrides, folders and outcomes. `--resume` skips the finished.
+"""Planning a sweep: grids of overrides, members, the sweep folder and its manifest.
 """
 
 from __future__ import annotations
@@ -8,16 +6,21 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from functools import partial
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import yaml
 
-from dnnlab import interrupt, runs
-from dnnlab.config import Config, ConfigError, apply_overrides, data_seed, sweep_size, sweep_size_error, validate
+from dnnlab import runs
+from dnnlab.config import (
+    ConfigError,
+    apply_overrides,
+    sweep_size,
+    sweep_size_error,
+    validate,
+)
 
 MANIFEST = runs.SWEEP_MANIFEST
 DONE = ("completed", "stopped_early", "diverged")  # members that --resume does not run again
@@ -423,244 +426,3 @@ def _kept(folder: Path, member: dict[str, Any]) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return runs.kept_metrics(summary)
-
-
-LOCK = "sweep.lock"
-
-
-class _Lock(runs.FolderLock):
-    """`sweep.lock` holds the PID of the process running a sweep's members: a second `--resume`
-    of the same sweep is refused while that process lives; a dead one's lock is taken over."""
-
-    def __init__(self, folder: Path) -> None:
-        def busy(pid: int) -> SweepError:
-            if not pid:
-                return SweepError(f"{Path(folder) / LOCK}: cannot take the lock")
-            return SweepError(f"{Path(folder)}: process {pid} is running this sweep ({LOCK}); wait for it or stop it")
-
-        super().__init__(folder, LOCK, busy)
-
-
-MemberHook = Callable[[dict[str, Any]], None]
-
-
-def run(
-    sweep: Sweep, *, on_start: Optional[MemberHook] = None, on_end: Optional[MemberHook] = None,
-    workers: Optional[int] = None, ray: Optional[str] = None, on_warning: Optional[Callable[[str], None]] = None,
-) -> None:
-    """Run every unfinished member, saving the manifest after each.
-
-    Args:
-        workers: run this many members at once, each in its own process (`dnnlab.workers`);
-            None runs them one after another in this process. With `ray`, at most this many
-            Ray tasks at once (default: one per CPU of the cluster).
-        ray: dispatch each member as a Ray task: "local" starts a local Ray cluster, any other
-            value is the address of one to join (`ray.init(address=...)`).
-        on_warning: told what the workers cannot honour (more workers than cores or devices).
-
-    Whichever way members run, this process alone writes sweep.json and calls the hooks. A
-    member that fails (a bad value, missing data, divergence, a crashed worker) is recorded
-    and the sweep goes on. Ctrl-C marks the running members interrupted, saves and re-raises:
-    the members after them stay pending for `--resume`. In a tuned sweep, a grid point's other
-    seeds start once its trials have ended and `resolve` has chosen their value.
-    """
-    with _Lock(sweep.path), interrupt.deferred():  # Ctrl-C takes effect between compiled calls
-        resolve(sweep)  # a tuned sweep stopped after a point's last trial: its seeds are ready
-        if ray is not None:
-            from dnnlab.workers import RayPool
-
-            _run_parallel(sweep, RayPool(sweep.path, ray, workers, on_warning), on_start, on_end)
-        elif workers is not None:
-            from dnnlab.workers import Pool
-
-            _run_parallel(sweep, Pool(sweep.path, workers, on_warning), on_start, on_end)
-        else:
-            _run_pending(sweep, on_start, on_end)
-
-
-def run_member(
-    folder: Path, manifest: dict[str, Any], member: dict[str, Any], cache: dict[str, Any],
-    announce: Optional[Callable[[Path], None]] = None, plots: Optional[Callable[[Callable[[], Any]], None]] = None,
-) -> dict[str, Any]:
-    """Run one member of the sweep in `folder`, or continue it from its saved state.
-
-    The one code path of a member, in this process, in a worker process or in a Ray task.
-    Args: the sweep's manifest and the member's record (read, never written); `cache` keeps
-    loaded datasets between the members of one process; `announce` is told the run folder as
-    soon as it exists; `plots`, when given, is handed the drawing of the member's plots (its
-    caller draws them while the next member trains). Returns what sweep.json records: dir,
-    status, verdict and causes, or status failed with the error. KeyboardInterrupt propagates;
-    the run folder says interrupted.
-    """
-    from dnnlab import data as datasets
-    from dnnlab.experiment import ExperimentError, Shown, execute, finished_outcome, resume
-
-    base, name = manifest["base"], manifest["name"]
-    config_name = manifest.get("config_path", "config.yaml")
-    shown = Shown(config_name=config_name, announce=announce)
-    # an interrupted or killed member with a saved state continues where it stopped
-    previous = Path(folder) / member["dir"] if member.get("dir") else None
-    try:
-        outcome = None
-        if previous is not None and ((previous / runs.STATE).exists() or (previous / runs.STATE_PREV).exists()):
-            try:
-                # None: it had finished, killed before sweep.json said so; it is read back
-                outcome = resume(previous, (), shown) or finished_outcome(previous)
-            except ExperimentError as exc:
-                if exc.code == runs.EXIT_INTERRUPTED:
-                    raise KeyboardInterrupt from None
-                outcome = None  # a state that cannot be used: the member starts over
-            if outcome is not None:
-                outcome.complete()
-        if outcome is None:
-            raw = apply_overrides(base, member["overrides"] + [f"name={name}-{member['index']:03d}"])
-            cfg: Config = validate(raw, source=f"member {member['index']}")
-            key = json.dumps([cfg.data.model_dump(mode="json"), cfg.seed])
-            if key not in cache:
-                cache[key] = datasets.load(cfg.data, data_seed(cfg))
-            outcome = execute(cfg, cache[key], Path(folder), shown)
-            if plots is not None:
-                plots(outcome.complete)
-            else:
-                outcome.complete()
-    except (ConfigError, datasets.DataError) as exc:
-        return {"status": "failed", "error": str(exc)}
-    except Exception as exc:  # a member's crash must not end the sweep
-        return {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
-    return {
-        "dir": outcome.run_dir.name, "status": outcome.summary["status"], "verdict": outcome.diagnosis.verdict,
-        "causes": outcome.diagnosis.causes,
-    }
-
-
-def member_folder(sweep: Sweep, member: dict[str, Any]) -> Optional[str]:
-    """The run folder of `member` when sweep.json does not name it yet: the newest folder with
-    its name that no other member claims (a member that ran where no one reported its folder)."""
-    if member.get("dir"):
-        return member["dir"]
-    claimed = {m.get("dir") for m in sweep.members}
-    found = [p.name for p in sweep.path.glob(f"{sweep.manifest['name']}-{member['index']:03d}-*") if p.is_dir() and p.name not in claimed]
-    return max(found) if found else None  # the folder names sort by their creation time
-
-
-def _run_pending(sweep: Sweep, on_start: Optional[MemberHook], on_end: Optional[MemberHook]) -> None:
-    cache: dict[str, Any] = {}
-
-    def started(member: dict[str, Any], folder: Path) -> None:
-        # the folder is known from the start, so that a killed member can be resumed
-        member["dir"] = folder.name
-        sweep.save()
-
-    # each member's plots are drawn by a thread while the next member trains (XLA leaves the GIL);
-    # all of them are drawn before the sweep returns, whatever ends it
-    plots = runs.Background()
-    try:
-        _run_members(sweep, cache, plots, started, on_start, on_end)
-    finally:
-        plots.close()
-
-
-def _draw_later(plots: runs.Background, draw: Callable[[], Any]) -> None:
-    plots.submit(partial(_best_effort, draw))
-
-
-def _best_effort(draw: Callable[[], Any]) -> None:
-    try:
-        draw()
-    except Exception:  # noqa: BLE001 - a plot (or its report.md) must never cost the sweep a member
-        pass
-
-
-def _run_members(
-    sweep: Sweep, cache: dict[str, Any], plots: runs.Background, started: Callable[[dict[str, Any], Path], None],
-    on_start: Optional[MemberHook], on_end: Optional[MemberHook],
-) -> None:
-    tried: set[int] = set()
-    while True:
-        resolve(sweep)  # a tuned point whose trials have ended: its seeds run next
-        member = next((m for m in sweep.pending() if m["index"] not in tried), None)
-        if member is None:
-            break
-        tried.add(member["index"])
-        member.update(status="running", error=None)
-        member.pop("worker", None)
-        sweep.save()
-        try:
-            if on_start:
-                on_start(member)
-            member.update(run_member(sweep.path, sweep.manifest, member, cache, partial(started, member), partial(_draw_later, plots)))
-            if member["status"] == "interrupted":
-                raise KeyboardInterrupt  # Ctrl-C (or SIGTERM) stops the sweep, not just this member
-        except KeyboardInterrupt:
-            member["status"] = "interrupted"
-            sweep.save()
-            raise
-        except Exception as exc:  # a hook's failure is the member's, as a crash would be
-            member.update(status="failed", error=f"{type(exc).__name__}: {exc}")
-        sweep.save()
-        if on_end:
-            on_end(member)
-
-
-def _run_parallel(sweep: Sweep, pool: Any, on_start: Optional[MemberHook], on_end: Optional[MemberHook]) -> None:
-    """The members on `pool` (a `workers.Pool` or `workers.RayPool`), up to `pool.capacity` at
-    once; the results are written to sweep.json as they come, by this process alone."""
-    todo = list(reversed(sweep.pending()))
-    tried = {m["index"] for m in todo}
-    running: dict[int, dict[str, Any]] = {}
-
-    def record(events: list[tuple[str, int, dict[str, Any]]]) -> bool:
-        """Write the pool's events to the manifest; True when a member ended interrupted."""
-        stopped = False
-        for kind, index, payload in events:
-            member = running.get(index)
-            if member is None:
-                continue
-            if kind == "started":
-                member["dir"] = payload["dir"]
-                sweep.save()
-                continue
-            del running[index]
-            member.update(payload)
-            sweep.save()
-            if member["status"] == "interrupted":
-                stopped = True  # as in a sequential sweep: no on_end for an interrupted member
-            elif on_end:
-                on_end(member)
-        return stopped
-
-    try:
-        while todo or running:
-            while todo and len(running) < pool.capacity:
-                member = todo.pop()
-                member.update(status="running", error=None)
-                member.pop("worker", None)
-                try:
-                    if on_start:
-                        on_start(member)
-                except Exception as exc:  # a hook's failure is the member's
-                    member.update(status="failed", error=f"{type(exc).__name__}: {exc}")
-                    sweep.save()
-                    if on_end:
-                        on_end(member)
-                    continue
-                sweep.save()  # before the member starts: its worker reads sweep.json
-                running[member["index"]] = member
-                member["worker"] = pool.submit(member["index"])
-                sweep.save()
-            if record(pool.poll(timeout=0.2)):
-                raise KeyboardInterrupt  # a member stopped by a signal stops the sweep, as in order
-            if resolve(sweep):  # a tuned point whose trials have ended: its seeds go next
-                fresh = [m for m in sweep.pending() if m["index"] not in tried]
-                tried.update(m["index"] for m in fresh)
-                todo += reversed(fresh)
-            interrupt.stop_point()
-    except KeyboardInterrupt:
-        # the running members stop at their next epoch and write their state; --resume continues them
-        record(pool.stop())
-        for member in running.values():
-            member.update(status="interrupted", dir=member_folder(sweep, member))
-        sweep.save()
-        raise
-    finally:
-        pool.close()

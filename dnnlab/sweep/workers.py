@@ -1,7 +1,7 @@
 """A sweep's members in parallel: worker processes on this machine (`dnnlab sweep --workers N`)
 or tasks on a Ray cluster (`dnnlab sweep --ray [ADDRESS]`).
 
-A worker is `python -m dnnlab.workers SWEEP_FOLDER`: it pins itself to its share of the cores
+A worker is `python -m dnnlab.sweep.workers SWEEP_FOLDER`: it pins itself to its share of the cores
 (JAX sizes its thread pool from the affinity mask, so it must happen before JAX is imported),
 sees only its own accelerator, and runs the members whose indices it reads on stdin, one at a
 time, through `sweep.run_member`, the code path of a member in a sequential sweep. It answers
@@ -44,7 +44,7 @@ def core_shares(cores: list[int], workers: int) -> list[list[int]]:
 def accelerators() -> tuple[str, list[str]]:
     """(platform, device ids) of JAX's default backend, asked of a short-lived process so that
     this one never claims a device; ("cpu", []) where no accelerator can be present."""
-    from dnnlab.sweep import SweepError
+    from dnnlab.sweep.grid import SweepError
 
     hints = ("/proc/driver/nvidia/gpus", "/dev/kfd", "/dev/accel0", "/dev/vfio")
     if os.environ.get("JAX_PLATFORMS", "").split(",")[0].strip() == "cpu" or not any(os.path.exists(h) for h in hints):
@@ -73,7 +73,7 @@ class Pool:
     """`n` worker processes on this machine, each running one member at a time."""
 
     def __init__(self, folder: Path, n: int, warn: Optional[Callable[[str], None]] = None) -> None:
-        from dnnlab.sweep import SweepError
+        from dnnlab.sweep.grid import SweepError
 
         warn = warn or partial(warnings.warn, stacklevel=3)
 
@@ -116,7 +116,7 @@ class Pool:
             env[VISIBLE_DEVICES[self.platform]] = self.devices[slot % len(self.devices)]
             if self.capacity > len(self.devices):  # sharing a device: each takes memory as it needs it
                 env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
-        args = [sys.executable, "-m", "dnnlab.workers", str(self.folder)]
+        args = [sys.executable, "-m", "dnnlab.sweep.workers", str(self.folder)]
         if self.cores[slot] is not None:
             args += ["--cores", ",".join(map(str, self.cores[slot]))]
         # a session of its own: a terminal's Ctrl-C reaches the parent, which stops the workers
@@ -228,7 +228,7 @@ def import_ray(address: str = "local") -> Any:
     """The `ray` module, once a cluster at `address` (HOST:PORT or ray://HOST:PORT) answers;
     SweepError naming the install command when Ray is missing, or the address when nothing
     answers there, or something that is not a Ray cluster (ray.init would wait for minutes)."""
-    from dnnlab.sweep import SweepError
+    from dnnlab.sweep.grid import SweepError
 
     try:
         import ray
@@ -278,7 +278,7 @@ class RayPool:
     has them); at most `capacity` at once, so that only running members say running."""
 
     def __init__(self, folder: Path, address: str, workers: Optional[int] = None, warn: Optional[Callable[[str], None]] = None) -> None:
-        from dnnlab.sweep import SweepError
+        from dnnlab.sweep.grid import SweepError
 
         ray = self.ray = import_ray(address)
         if workers is not None and workers < 1:
@@ -359,7 +359,8 @@ def ray_member(folder: str, index: int) -> dict[str, Any]:
     import socket
 
     from dnnlab import interrupt
-    from dnnlab.sweep import Sweep, run_member
+    from dnnlab.sweep.grid import Sweep
+    from dnnlab.sweep.member import run_member
 
     job = Sweep.open(Path(folder))
     member = next(m for m in job.members if m["index"] == index)
@@ -381,18 +382,18 @@ def ray_member(folder: str, index: int) -> dict[str, Any]:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    """`python -m dnnlab.workers SWEEP_FOLDER [--cores 0,1]`: run the members whose indices come
+    """`python -m dnnlab.sweep.workers SWEEP_FOLDER [--cores 0,1]`: run the members whose indices come
     on stdin, one per line, until stdin ends or a stop signal; one JSON event per line on stdout."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m dnnlab.workers")
+    parser = argparse.ArgumentParser(prog="python -m dnnlab.sweep.workers")
     parser.add_argument("folder", type=Path)
     parser.add_argument("--cores", default="", help="pin to these cores (before JAX is imported)")
     args = parser.parse_args(argv)
     if args.cores:
         os.sched_setaffinity(0, {int(c) for c in args.cores.split(",")})
     if "jax" in sys.modules:
-        raise SystemExit("dnnlab.workers: JAX was imported before the worker was pinned to its cores")
+        raise SystemExit("dnnlab.sweep.workers: JAX was imported before the worker was pinned to its cores")
 
     # the events have stdout to themselves: anything else printed goes to stderr
     events = os.fdopen(os.dup(1), "w", buffering=1)
@@ -410,7 +411,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     _watch_parent(os.getppid())
 
     from dnnlab import interrupt
-    from dnnlab.sweep import Sweep, run_member
+    from dnnlab.sweep.grid import Sweep
+    from dnnlab.sweep.member import run_member
 
     def send(**event: Any) -> None:
         try:

@@ -1,8 +1,5 @@
-"""One experiment end to end: data -> run folder -> fit -> diagnosis and report.
-
-`run` is what the CLI's `run` and the sweep call: it loads nothing itself, trains one seed or
-several, and turns every known failure into an `ExperimentError` that carries its exit code,
-so the CLI only parses, calls, prints and exits.
+"""A new experiment: its run folder, one seed or several, the linear reference beside the
+training, the diagnosis and the report.
 """
 
 from __future__ import annotations
@@ -15,72 +12,17 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence
 
-from dnnlab import distributed, interrupt, runs
-from dnnlab.config import Config, data_seed, dump_yaml, training_loop
-from dnnlab.data import Dataset, DataError
+from dnnlab import interrupt, runs
+from dnnlab.config import Config, dump_yaml, training_loop
+from dnnlab.data import DataError, Dataset
 from dnnlab.diagnose import Diagnosis
-
-from dnnlab.runs import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, shell_command
+from dnnlab.runs import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED
+from dnnlab.train import distributed
 
 if TYPE_CHECKING:
     from dnnlab.reference import Pending
-
-
-class ExperimentError(Exception):
-    """A known failure: `str()` is the message for the user, `code` the exit code."""
-
-    def __init__(self, message: str, code: int = EXIT_BAD_INPUT) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def load_data(cfg: Config) -> Dataset:
-    """The config's dataset, checked against its model; ExperimentError when it cannot be used."""
-    from dnnlab import data
-
-    from dnnlab.config import ConfigError, check_size
-
-    try:
-        ds = data.load(cfg.data, data_seed(cfg))
-        check_compatible(cfg, ds)
-        check_size(cfg, ds.input_shape, ds.num_classes)  # refuse what this machine's memory cannot hold
-    except (DataError, ConfigError) as exc:
-        raise ExperimentError(str(exc)) from None
-    except KeyboardInterrupt:
-        raise ExperimentError("interrupted while loading the data; nothing was written", EXIT_INTERRUPTED) from None
-    return ds
-
-
-def check_compatible(cfg: Config, ds: Dataset) -> None:
-    """Raise DataError when the model cannot take the dataset's inputs, or `train.class_weight`
-    names a class the data do not have (before any JAX work)."""
-    if isinstance(cfg.train.class_weight, dict):
-        import numpy as np
-
-        from dnnlab.baselines import class_weights
-
-        try:
-            class_weights(cfg.train.class_weight, np.bincount(ds.train.y, minlength=ds.num_classes).tolist(), ds.classes)
-        except ValueError as exc:
-            raise DataError(str(exc)) from None
-    if cfg.model.arch not in ("cnn", "resnet"):
-        return
-    if len(ds.input_shape) != 3:
-        raise DataError(
-            f"model.arch={cfg.model.arch} needs images; {ds.name} gives flat vectors of {ds.input_dim} features"
-        )
-    if cfg.model.arch == "resnet":
-        return
-    h, w = ds.input_shape[:2]
-    for i, _ in enumerate(cfg.model.channels, 1):
-        if cfg.model.pool == "max":
-            h, w = h // 2, w // 2
-        if h < 1 or w < 1:
-            raise DataError(
-                f"model.channels: {len(cfg.model.channels)} conv blocks with 2x2 max pooling shrink the "
-                f"{ds.input_shape[0]}x{ds.input_shape[1]} images of {ds.name} to nothing at block {i}; "
-                f"use at most {i - 1} blocks or model.pool=none"
-            )
+from dnnlab.experiment.inputs import record_inputs, run_lock
+from dnnlab.experiment.load import ExperimentError, check_compatible, check_devices
 
 
 @dataclass(frozen=True)
@@ -255,21 +197,6 @@ def reference_beside(cfg: Config, ds: Dataset):
     return background(cfg, ds, enabled=distributed.process_count() == 1)
 
 
-def check_devices(cfg: Config) -> None:
-    """Raise ExperimentError (exit 2) when `train.devices` does not fit this machine, the batch
-    or the seed mode: before any folder is made."""
-    try:
-        count = distributed.resolve_devices(cfg)
-    except distributed.DeviceError as exc:
-        raise ExperimentError(str(exc), exc.code) from None
-    if count > 1 and cfg.train.seeds > 1 and cfg.train.seed_mode == "vmap":
-        raise ExperimentError(
-            f"train.seed_mode: vmap trains its seeds on one device; this run has {count} (train.devices): set "
-            "train.seed_mode to sequential or auto (the seeds then run one after another, each over every device), "
-            "or train.devices to 1"
-        )
-
-
 def follow(cfg: Config, ds: Dataset) -> dict[str, Any]:
     """A process other than 0 of a multi-process run: the same training as process 0 (every
     collective needs every process), with nothing written or shown. Returns the summary of its
@@ -325,191 +252,6 @@ def with_reference(
     if reference is None or reference.get("status") != "completed":
         return summary, reference is not None and reference.get("status") == "interrupted"
     return {**summary, "reference": {k: v for k, v in reference.items() if k != "status"}}, False
-
-
-RESUMABLE_CHANGES = ("train.epochs",)  # what --set may change when a run is resumed
-
-
-# ---------------------------------------------------------------- what a run started with
-
-
-def run_lock(run_dir: Path) -> runs.FolderLock:
-    """The lock a process holds on a run folder while it trains in it: a second `run --resume`
-    of the folder is refused (ExperimentError) while that process lives."""
-    def busy(pid: int) -> ExperimentError:
-        return ExperimentError(
-            f"{run_dir}: process {pid} is training this run ({runs.RUN_LOCK}); wait for it or stop it" if pid
-            else f"{run_dir / runs.RUN_LOCK}: cannot take the lock"
-        )
-
-    return runs.FolderLock(run_dir, runs.RUN_LOCK, busy)
-
-
-def record_inputs(run_dir: Path, cfg: Config, ds: Dataset, found: Optional[Any] = None) -> None:
-    """inputs.json: the resolved config and the fingerprint of the data (`data.fingerprint`), as
-    found at `found` (a DataConfig; default cfg.data)."""
-    from dnnlab.data import fingerprint
-
-    runs.write_inputs(run_dir, cfg.model_dump(mode="json"), fingerprint(found or cfg.data, ds))
-
-
-def located(cfg: Config, inputs: Optional[dict[str, Any]]) -> Config:
-    """`cfg` with data.path and data.test_path as the run recorded them (absolute), where they
-    still exist: a run is continued, fixed or evaluated on its data from any folder."""
-    found = {f["key"].removeprefix("data."): f["path"] for f in (inputs or {}).get("data", {}).get("files", [])}
-    update = {key: path for key, path in found.items() if key in ("path", "test_path") and Path(path).exists()}
-    return cfg.model_copy(update={"data": cfg.data.model_copy(update=update)}) if update else cfg
-
-
-def _afresh(run_dir: Path) -> str:
-    return shell_command("dnnlab", "run", Path(run_dir) / runs.CONFIG, "--out", Path(run_dir).parent)
-
-
-def check_config(run_dir: Path, saved: Config, inputs: Optional[dict[str, Any]]) -> None:
-    """ExperimentError (exit 2) when the run's config.yaml is no longer the config it started
-    with (inputs.json): only train.epochs may have grown, and logging (output only) changed."""
-    if inputs is None:
-        return  # a folder made before runs recorded their inputs
-    now = saved.model_dump(mode="json")
-    if runs.config_digest(now) == inputs["config_sha256"]:
-        return
-    from dnnlab.compare import flatten
-
-    old, new = flatten(inputs["config"]), flatten(now)
-    changed = sorted(
-        k for k in old.keys() | new.keys()
-        if old.get(k) != new.get(k) and not k.startswith("logging.")
-        and not (k == "train.epochs" and isinstance(new.get(k), int) and isinstance(old.get(k), int) and new[k] > old[k])
-    )
-    if changed:
-        raise ExperimentError(
-            f"{run_dir / runs.CONFIG} is not the config the run started with ({runs.INPUTS}): "
-            f"{', '.join(f'{k} ({old.get(k)!r} -> {new.get(k)!r})' for k in changed)}; a run continues with its own "
-            f"config (only train.epochs may grow): undo the edit, or train the edited config afresh: {_afresh(run_dir)}"
-        )
-
-
-def _files_changed(inputs: dict[str, Any]) -> list[str]:
-    """The recorded data files whose size or modification time differ now (or that are gone)."""
-    out = []
-    for f in inputs["data"]["files"]:
-        path = Path(f["path"])
-        if "size" not in f:
-            continue  # a folder: the digest decides
-        if not path.is_file():
-            out.append(f"{f['key']} {path} is gone")
-            continue
-        stat = path.stat()
-        if stat.st_size != f.get("size") or stat.st_mtime_ns != f.get("mtime_ns"):
-            out.append(f"{f['key']} {path} changed ({f.get('size')} -> {stat.st_size} bytes, modified since the run started)")
-    return out
-
-
-def check_data(run_dir: Path, ds: Dataset, inputs: Optional[dict[str, Any]]) -> None:
-    """ExperimentError (exit 2) when `ds` is not the data the run started with: the digests of
-    the loaded arrays differ (inputs.json)."""
-    if inputs is None or ds.digest == inputs["data"]["digest"]:
-        return
-    what = "; ".join(_files_changed(inputs)) or f"its arrays are not those the run trained on ({ds.source})"
-    raise ExperimentError(
-        f"{run_dir}: the data differ from those the run started with: {what}; a run continues on its own data: "
-        f"restore them, or train afresh on these: {_afresh(run_dir)}"
-    )
-
-
-def check_inputs(run_dir: Path) -> Optional[dict[str, Any]]:
-    """`check_config` and the data of a finished run without training it (for `fix`): when a
-    recorded file's size or modification time changed, the data are loaded and their digest
-    compared. Returns the inputs (None for a folder without them); raises ExperimentError."""
-    from dnnlab.config import ConfigError
-
-    try:
-        _, saved, _ = runs.load_run(run_dir)
-        inputs = runs.read_inputs(run_dir)
-    except (ConfigError, ValueError, OSError) as exc:
-        raise ExperimentError(str(exc)) from None
-    check_config(run_dir, saved, inputs)
-    if inputs is not None and _files_changed(inputs):
-        check_data(run_dir, load_data(located(saved, inputs)), inputs)
-    return inputs
-
-
-def resume(run_dir: Path, overrides: Sequence[str] = (), shown: Optional[Shown] = None, config_file: Optional[Path] = None) -> Optional[Outcome]:
-    """Continue the run in `run_dir` from its last saved epoch, in the same folder.
-
-    metrics.jsonl is cut back to the saved epoch; the result equals a run that was never stopped
-    (bit for bit on one machine). `overrides` may only extend train.epochs; a `config_file`
-    (with the overrides) must resolve to the run's config, and the run's config.yaml and data
-    must be those it started with (inputs.json; the data are found at their recorded absolute
-    path). A run stopped before its first epoch starts again. Returns None when the run had
-    already finished (nothing to do). Raises ExperimentError with the exit code.
-    """
-    run_dir = Path(run_dir)
-    if not (run_dir / runs.CONFIG).exists():
-        raise ExperimentError(f"{run_dir}: not a run folder (no {runs.CONFIG})")
-    with _known_failures(run_dir, "interrupted before the run was resumed; nothing was changed"), run_lock(run_dir):
-        return _resume(run_dir, overrides, shown, config_file)
-
-
-def _resume(run_dir: Path, overrides: Sequence[str], shown: Optional[Shown], config_file: Optional[Path]) -> Optional[Outcome]:
-    from dnnlab.compare import flatten
-    from dnnlab.config import ConfigError, load_config
-
-    shown = shown or Shown()
-    try:
-        history, saved, summary = runs.load_run(run_dir)
-        cfg = load_config(config_file or run_dir / runs.CONFIG, list(overrides))
-        inputs = runs.read_inputs(run_dir)
-    except (ConfigError, ValueError, OSError) as exc:
-        raise ExperimentError(str(exc)) from None
-    if saved.train.seeds > 1:
-        raise ExperimentError(f"{run_dir}: a multi-seed folder: `dnnlab run --resume` resumes it seed by seed")
-    check_config(run_dir, saved, inputs)
-    old, new = flatten(saved.model_dump(mode="json")), flatten(cfg.model_dump(mode="json"))
-    changed = sorted(
-        k for k in old.keys() | new.keys()
-        if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES and not k.startswith("logging.")  # output only
-    )
-    if changed:
-        raise ExperimentError(
-            f"{run_dir}: the config differs from the run's in {', '.join(f'{k} ({old.get(k)!r} -> {new.get(k)!r})' for k in changed)}; "
-            f"a resumed run keeps its config (only {', '.join(RESUMABLE_CHANGES)} may grow); start a new run instead"
-        )
-    if cfg.train.epochs < saved.train.epochs:
-        raise ExperimentError(f"train.epochs: {cfg.train.epochs} is fewer than the run's {saved.train.epochs}; it may only grow")
-    finished = summary.get("status") in ("completed", "stopped_early", "diverged")
-    if finished and (cfg.train.epochs == saved.train.epochs or summary.get("status") != "completed"):
-        return None  # stopped early or diverged runs stay so, whatever the budget
-    from dnnlab import train  # imports JAX
-
-    state, problems = None, []
-    no_state = not (run_dir / runs.STATE).exists() and not (run_dir / runs.STATE_PREV).exists()
-    if not (no_state and len(history) <= 1):  # else stopped before its first epoch: it starts again
-        try:
-            arrays, _, passed = runs.read_state(run_dir)
-            state = train.Resume.from_arrays(arrays, history)
-        except ValueError as exc:
-            raise ExperimentError(f"{run_dir}: {exc}" if not str(exc).startswith(str(run_dir)) else str(exc)) from None
-        problems = [f"{p}: continued from {runs.STATE_PREV} (epoch {state.epoch})" for p in passed]
-    ds = load_data(located(cfg, inputs))
-    check_data(run_dir, ds, inputs)
-    check_devices(cfg)
-    _stop_before("before the run was resumed; nothing was changed")
-    if cfg.train.epochs != saved.train.epochs:
-        runs.atomic_write_text(run_dir / runs.CONFIG, dump_yaml(cfg))
-        if inputs is not None:
-            runs.write_inputs(run_dir, cfg.model_dump(mode="json"), inputs["data"])
-    if inputs is None:
-        record_inputs(run_dir, cfg, ds)  # from now on the folder is tied to these
-    with _known_failures(run_dir, "interrupted; the finished epochs are in the run folder, resume it again"), interrupt.deferred():
-        run_writer: runs.Writer = runs.RunDir(run_dir, "", history=state.history if state is not None else [])
-        if (run_dir.parent / runs.SEEDS_MANIFEST).exists():
-            run_writer = _SeedTag(run_writer, cfg.seed)  # a seed of a multi-seed folder keeps its tag
-        if shown.announce is not None:
-            shown.announce(run_dir)
-        outcome = _train_and_report(cfg, ds, run_dir, run_writer, shown, resume=state)
-    outcome.problems += problems
-    return outcome
 
 
 def execute_seeds(cfg: Config, ds: Dataset, out: Path, shown: Optional["Shown"] = None) -> SeedsOutcome:
@@ -645,70 +387,6 @@ def finished_outcome(folder: Path) -> Optional[Outcome]:
     except (ConfigError, ValueError, OSError):
         return None
     return Outcome(Path(folder), summary, diagnose(history, cfg, summary), [])
-
-
-def resume_seeds(run_dir: Path, overrides: Sequence[str] = (), shown: Optional[Shown] = None) -> Optional[SeedsOutcome]:
-    """Continue a multi-seed folder: finished seeds are kept, seeds with a saved state continue
-    from it (one after another, whatever the original seed_mode: a vmapped run's resumed seeds
-    equal it within float tolerance, not bit for bit), seeds that never started run now. The
-    folder's config.yaml and data must be those it started with (inputs.json), as in `resume`."""
-    shown = shown or Shown()
-    run_dir = Path(run_dir)
-    with _known_failures(run_dir, "interrupted before the run was resumed; nothing was changed"), run_lock(run_dir):
-        return _resume_seeds(run_dir, overrides, shown)
-
-
-def _resume_seeds(run_dir: Path, overrides: Sequence[str], shown: Shown) -> Optional[SeedsOutcome]:
-    from dnnlab import train
-    from dnnlab.config import ConfigError, load_config
-
-    try:
-        found = runs.read_manifest(run_dir)
-        saved = load_config(run_dir / runs.CONFIG)
-        cfg = load_config(run_dir / runs.CONFIG, list(overrides))
-        summary = runs.read_summary(run_dir) or {}
-        inputs = runs.read_inputs(run_dir)
-    except (ConfigError, ValueError, OSError) as exc:
-        raise ExperimentError(str(exc)) from None
-    check_config(run_dir, saved, inputs)
-    if found is None or found[0] != runs.SEEDS_MANIFEST:
-        raise ExperimentError(f"{run_dir}: not a multi-seed folder (no {runs.SEEDS_MANIFEST})")
-    if summary.get("status") == "completed" and not overrides:
-        return None
-    members = found[1]["members"]
-    cfgs = train.seed_configs(cfg)
-    if [m.get("dir") for m in members] != [f"seed-{c.seed}" for c in cfgs]:
-        raise ExperimentError(f"{run_dir}/{runs.SEEDS_MANIFEST}: its members are not the config's seeds")
-    t0 = time.perf_counter()
-    ds = load_data(located(cfg, inputs))
-    check_data(run_dir, ds, inputs)
-    if overrides:  # train.epochs grew (resume refuses any other change): the folder's config says so
-        runs.atomic_write_text(run_dir / runs.CONFIG, dump_yaml(cfg))
-        if inputs is not None:
-            runs.write_inputs(run_dir, cfg.model_dump(mode="json"), inputs["data"])
-    outcomes = []
-    for i, (c, member) in enumerate(zip(cfgs, members)):
-        folder = run_dir / member["dir"]
-        seed_shown = Shown(shown.writers if i == 0 else (), shown.progress, shown.config_name)
-        outcome = None
-        if (folder / runs.STATE).exists() or (folder / runs.STATE_PREV).exists():
-            outcome = resume(folder, overrides, seed_shown)
-        if outcome is None:
-            outcome = finished_outcome(folder)  # finished: kept as it is
-        if outcome is None:  # never started: train it now, in its folder
-            writer = _SeedTag(runs.RunDir(folder, dump_yaml(c)), c.seed)
-            record_inputs(folder, c, ds, located(c, inputs).data)
-            with _known_failures(run_dir, "interrupted; resume the folder again"), interrupt.deferred():
-                outcome = _train_and_report(c, ds, folder, writer, seed_shown)
-        outcome.complete()
-        outcomes.append(outcome)
-        member.update(status=outcome.summary["status"], verdict=outcome.diagnosis.verdict)
-        if outcome.summary["status"] == "interrupted":
-            break  # a stop ends the resume, as it ends a run of the seeds: the next seeds keep their state
-    aggregate = _seeds_summary(cfg, cfgs, members, outcomes, "sequential (resumed)", time.perf_counter() - t0)
-    runs.write_summary(run_dir, aggregate)
-    runs.write_manifest(run_dir, runs.SEEDS_MANIFEST, {**found[1], "status": aggregate["status"], "members": members})
-    return SeedsOutcome(run_dir, aggregate, outcomes)
 
 
 # ---------------------------------------------------------------- the seed policy

@@ -263,7 +263,9 @@ def initialize(
         met.set()
     _PROCESSES.index, _PROCESSES.count = jax.process_index(), jax.process_count()
     if _PROCESSES.count > 1:
-        from jax._src import distributed as jax_distributed  # its key-value store: no public accessor
+        from jax._src import (
+            distributed as jax_distributed,  # its key-value store: no public accessor
+        )
 
         _PROCESSES.watch = _Watch(jax_distributed.global_state.client, _PROCESSES.index, _PROCESSES.count, timeout)
         _PROCESSES.watch.start()

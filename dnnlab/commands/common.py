@@ -1,0 +1,196 @@
+"""What the commands share: the app, their options, loading a config and its data with errors
+as exit codes, the live writers, MLflow's checks, and the consoles.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from dnnlab.console import SafeConsole
+from dnnlab.runs import (  # the exit codes; dnnlab.experiment raises ExperimentError with one
+    EXIT_BAD_INPUT,
+    EXIT_INTERRUPTED,
+)
+
+
+class Metric(str, Enum):
+    """The metrics that rank runs (runs.METRICS, and the balanced accuracies of runs.CLASS_METRICS)."""
+
+    train_loss = "train_loss"
+    train_accuracy = "train_accuracy"
+    val_loss = "val_loss"
+    val_accuracy = "val_accuracy"
+    test_loss = "test_loss"
+    test_accuracy = "test_accuracy"
+    val_balanced_accuracy = "val_balanced_accuracy"
+    test_balanced_accuracy = "test_balanced_accuracy"
+
+
+class Checkpoint(str, Enum):
+    kept = "kept"
+    best = "best"
+    last = "last"
+
+
+app = typer.Typer(
+    name="dnnlab",
+    help="Train a YAML-configured network with JAX and tell failed training from overfitting.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Datasets: where they are found, and downloading them.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+# the commands that train, and so compile and fit linear references that the cache folder keeps
+TRAINING_COMMANDS = ("run", "sweep", "fix", "check", "lr-find")
+
+
+@app.callback()
+def _before_command(ctx: typer.Context) -> None:
+    """Before a command that trains: a cache folder that cannot be written is said once (the
+    runs go on without it)."""
+    if ctx.invoked_subcommand in TRAINING_COMMANDS:
+        from dnnlab.runs import cache_exposure, cache_problem
+
+        problem = cache_problem() or cache_exposure()
+        if problem is not None:
+            err_console.print(f"warning: {problem}", markup=False)
+
+# control characters in what is printed (text from data files: class and column names, paths)
+# are shown as escapes, never obeyed by the terminal (console.visible)
+console = SafeConsole(highlight=False, soft_wrap=True)
+err_console = SafeConsole(stderr=True, highlight=False, soft_wrap=True)
+
+ConfigArg = Annotated[Path, typer.Argument(help="YAML config file", show_default=False)]
+SetOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--set", "-s", help="Override a key: --set model.depth=8 (VALUE is parsed as YAML); repeatable"),
+]
+
+
+def _fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _load(config: Path, overrides: Optional[list[str]], warn: bool = True):
+    """The validated config; each option it sets that will not be honoured is a printed warning."""
+    from dnnlab.config import ConfigError, load_config_with_warnings
+
+    try:
+        cfg, warnings = load_config_with_warnings(config, overrides or [])
+    except ConfigError as exc:
+        raise _fail(_escape(str(exc))) from None
+    for warning in warnings if warn else ():
+        err_console.print(f"warning: {warning}", markup=False)
+    return cfg
+
+
+def _load_data(cfg):
+    from dnnlab.data import split_warnings
+    from dnnlab.experiment import ExperimentError, load_data
+
+    try:
+        ds = load_data(cfg)
+    except ExperimentError as exc:
+        raise _fail(_escape(str(exc)), exc.code) from None
+    for warning in split_warnings(cfg.data, ds):
+        err_console.print(f"warning: {warning}", markup=False)
+    return ds
+
+
+def _warn_imbalance(cfg, ds) -> None:
+    """The run's header: a warning when the largest class holds most of the training split."""
+    from dnnlab.baselines import Baselines
+
+    warning = Baselines(_class_counts(ds), names=tuple(ds.classes)).imbalance_warning(cfg.diagnosis.imbalance_share)
+    if warning is not None:
+        err_console.print(f"warning: {warning}", markup=False)
+
+
+def _class_counts(ds) -> tuple[int, ...]:
+    import numpy as np
+
+    return tuple(np.bincount(ds.train.y, minlength=ds.num_classes).tolist())
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def _live_writers(quiet: bool) -> list:
+    """The console's live progress, unless --quiet."""
+    if quiet:
+        return []
+    from dnnlab.console import RichWriter
+
+    return [RichWriter(console)]
+
+
+def _verdicts(text: Optional[str]) -> Optional[str]:
+    """--fail-on's check: comma-separated verdicts, each one of diagnose.VERDICTS."""
+    from dnnlab.diagnose import VERDICTS
+
+    unknown = sorted({v.strip() for v in (text or "").split(",") if v.strip()} - set(VERDICTS))
+    if unknown:
+        raise typer.BadParameter(f"unknown verdict {', '.join(unknown)}; choose from {', '.join(VERDICTS)}")
+    return text
+
+
+MlflowOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--mlflow", metavar="URI",
+        help="When done, log to this MLflow tracking store (sqlite:///mlflow.db, http://host:5000); overrides logging.mlflow",
+    ),
+]
+
+
+def _mlflow_ready(uri: Optional[str]) -> Optional[str]:
+    """The tracking URI to log to, once MLflow is known to be installed and to accept it (exit 2
+    if not), before anything trains."""
+    if uri:
+        from dnnlab.tracking import TrackingError, check_uri
+
+        try:
+            check_uri(uri)
+        except TrackingError as exc:
+            raise _fail(_escape(str(exc)), exc.code) from None
+    return uri
+
+
+def _raw_mlflow(raw: Any) -> Optional[str]:
+    """logging.mlflow of a config as read from YAML (a sweep's or fix's base)."""
+    section = raw.get("logging") if isinstance(raw, dict) else None
+    return section.get("mlflow") if isinstance(section, dict) else None
+
+
+def _log_mlflow(uri: Optional[str], folder: Path, again: str) -> None:
+    """Log a finished run, seeds, sweep or fix folder to MLflow; what could not be logged is a
+    warning (`again`: the command that logs it later), never an error."""
+    if uri:
+        from dnnlab.tracking import log_to_mlflow
+
+        for problem in log_to_mlflow(uri, folder, again):
+            err_console.print(f"warning: {problem}", markup=False)
+
+
+def _acc(value: Any) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _stop_point(when: str) -> None:
+    """A stop signal received so far ends the command here (exit 130, or 143 for SIGTERM): before
+    a run starts, nothing has been written (dnnlab.interrupt)."""
+    from dnnlab import interrupt
+
+    try:
+        interrupt.stop_point()
+    except KeyboardInterrupt:
+        raise _fail(f"interrupted {when}; nothing was written", EXIT_INTERRUPTED) from None

@@ -1,0 +1,302 @@
+"""`dnnlab run`: train a config (one seed or several, in one or several processes), or resume
+a run folder, and print its verdict.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from dnnlab.commands.common import (
+    MlflowOpt,
+    SetOpt,
+    _acc,
+    _escape,
+    _fail,
+    _live_writers,
+    _load,
+    _load_data,
+    _log_mlflow,
+    _mlflow_ready,
+    _stop_point,
+    _verdicts,
+    _warn_imbalance,
+    console,
+    err_console,
+)
+from dnnlab.runs import (  # the exit codes; dnnlab.experiment raises ExperimentError with one
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_VERDICT,
+    STATUS_EXIT,
+    shell_command,
+)
+
+
+def _join(coordinator: Optional[str], num_processes: Optional[int], process_id: Optional[int]) -> int:
+    """`run --distributed`: join the run's processes before any JAX work; this process's index."""
+    from dnnlab.train import distributed
+
+    try:
+        index = distributed.initialize(coordinator, num_processes, process_id)[0]
+    except distributed.DeviceError as exc:
+        raise _fail(_escape(str(exc)), exc.code) from None
+    if index != 0:  # a follower prints only errors (stderr); C++ libraries (gloo) print to stdout
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.close(devnull)
+    return index
+
+
+def run(
+    config: Annotated[Optional[Path], typer.Argument(help="YAML config file (optional with --resume)", show_default=False)] = None,
+    set_: SetOpt = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Parent folder of the new run folder")] = Path("runs"),
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the final summary line")] = False,
+    fail_on: Annotated[
+        Optional[str],
+        typer.Option(
+            "--fail-on", callback=_verdicts,
+            help="Exit 3 when the verdict is one of these, e.g. overfitting,failed-training",
+        ),
+    ] = None,
+    seeds: Annotated[
+        Optional[int],
+        typer.Option("--seeds", min=1, help="Train N copies that differ only in their seed (train.seeds): mean and std"),
+    ] = None,
+    resume: Annotated[
+        Optional[Path],
+        typer.Option("--resume", help="Continue this run folder from its last saved epoch (--set may extend train.epochs)"),
+    ] = None,
+    mlflow: MlflowOpt = None,
+    distributed: Annotated[
+        bool,
+        typer.Option(
+            "--distributed",
+            help="One run over several processes or hosts (jax.distributed): the batch is split over every "
+            "process's devices; process 0 writes the run folder (docs/scale.md)",
+        ),
+    ] = False,
+    coordinator: Annotated[
+        Optional[str],
+        typer.Option("--coordinator", metavar="HOST:PORT", help="With --distributed: process 0's address (else DNNLAB_COORDINATOR, else Slurm/Open MPI detection)"),
+    ] = None,
+    num_processes: Annotated[
+        Optional[int],
+        typer.Option("--num-processes", min=1, help="With --distributed: how many processes (else DNNLAB_NUM_PROCESSES, else detected)"),
+    ] = None,
+    process_id: Annotated[
+        Optional[int],
+        typer.Option("--process-id", min=0, help="With --distributed: this process's index, 0 to N-1 (else DNNLAB_PROCESS_ID, else detected)"),
+    ] = None,
+) -> None:
+    """Train CONFIG, write a run folder and diagnose it: failed training, overfitting or a good fit."""
+    if not distributed:
+        return _run(config, set_, out, quiet, fail_on, seeds, resume, mlflow, False, coordinator, num_processes, process_id)
+    from dnnlab.train.distributed import leave
+
+    try:
+        _run(config, set_, out, quiet, fail_on, seeds, resume, mlflow, True, coordinator, num_processes, process_id)
+    except typer.Exit as exc:  # a process that stopped before the end of training ends now (see `leave`)
+        leave(exc.exit_code)
+        raise
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        leave(EXIT_FAILED)
+        raise
+
+
+def _run(
+    config: Optional[Path], set_: Optional[list[str]], out: Path, quiet: bool, fail_on: Optional[str], seeds: Optional[int],
+    resume: Optional[Path], mlflow: Optional[str], distributed: bool, coordinator: Optional[str],
+    num_processes: Optional[int], process_id: Optional[int],
+) -> None:
+    """`dnnlab run`'s work; exits through typer.Exit."""
+    fail_verdicts = {v.strip() for v in (fail_on or "").split(",") if v.strip()}
+    given = [flag for flag, value in (("--coordinator", coordinator), ("--num-processes", num_processes), ("--process-id", process_id)) if value is not None]
+    if given and not distributed:
+        raise _fail(f"{', '.join(given)} configure a distributed run: add --distributed")
+    if distributed and resume is not None:
+        raise _fail("--resume with --distributed: resume the run in one process (dnnlab run --resume RUN_DIR), "
+                    "or start a new distributed run")
+    if resume is not None:
+        _resume(resume, config, set_ or [], quiet, fail_verdicts, mlflow)
+    if config is None:
+        raise _fail("give a CONFIG file to train, or --resume RUN_DIR")
+    follower = distributed and _join(coordinator, num_processes, process_id) != 0
+    if follower:  # only process 0 prints and writes; the others train and print only errors
+        quiet, mlflow = True, None
+    cfg = _load(config, [*(set_ or []), *([f"train.seeds={seeds}"] if seeds is not None else [])], warn=not follower)
+    uri = _mlflow_ready(mlflow or (cfg.logging.mlflow if not follower else None))
+    ds = _load_data(cfg)
+    if not follower:
+        _warn_imbalance(cfg, ds)
+    from dnnlab import experiment
+
+    _stop_point("before the run started")
+    if follower:
+        try:
+            summary = experiment.run(cfg, ds, out)
+        except experiment.ExperimentError as exc:
+            raise _fail(_escape(str(exc)), exc.code) from None
+        raise typer.Exit(STATUS_EXIT.get(summary.get("status"), EXIT_FAILED))
+
+    writers = _live_writers(quiet)
+
+    def announce(run_dir: Path) -> None:
+        if not quiet:
+            console.print(f"[bold]{_escape(cfg.name)}[/]: {_escape(ds.name)} from {_escape(ds.source)} -> {_escape(str(run_dir))}")
+
+    try:
+        outcome = experiment.run(cfg, ds, out, experiment.Shown(writers, not quiet, str(config), announce))
+    except experiment.ExperimentError as exc:
+        raise _fail(_escape(str(exc)), exc.code) from None
+    finally:
+        for w in writers:
+            w.close()
+    try:
+        if isinstance(outcome, experiment.SeedsOutcome):
+            _print_seeds(outcome, fail_verdicts)
+        _print_run(outcome, quiet, config, fail_verdicts)
+    finally:  # after the plots: they are artifacts
+        _log_mlflow(uri, outcome.run_dir, shell_command("dnnlab", "run", "--resume", outcome.run_dir, "--mlflow", uri))
+
+
+def _resume(run_dir: Path, config: Optional[Path], overrides: list[str], quiet: bool, fail_verdicts: set[str], mlflow: Optional[str] = None) -> None:
+    """`dnnlab run --resume RUN_DIR`: continue it in place (a finished run is only logged to
+    MLflow, with --mlflow); exits."""
+    from dnnlab import experiment
+    from dnnlab.config import ConfigError, load_config
+
+    if mlflow is None:
+        try:
+            mlflow = load_config(run_dir / "config.yaml").logging.mlflow
+        except (ConfigError, OSError):
+            pass  # resuming says what is wrong with the folder
+    uri = _mlflow_ready(mlflow)
+
+    writers = _live_writers(quiet)
+
+    def announce(folder: Path) -> None:
+        if not quiet:
+            console.print(f"resuming {folder}", markup=False)
+
+    from dnnlab.runs import SEEDS_MANIFEST
+
+    shown = experiment.Shown(writers, not quiet, str(run_dir / "config.yaml"), announce)
+    seeds = (run_dir / SEEDS_MANIFEST).exists()
+    try:
+        if seeds:
+            outcome = experiment.resume_seeds(run_dir, overrides, shown)
+        else:
+            outcome = experiment.resume(run_dir, overrides, shown, config)
+    except experiment.ExperimentError as exc:
+        raise _fail(_escape(str(exc)), exc.code) from None
+    finally:
+        for w in writers:
+            w.close()
+    again = shell_command("dnnlab", "run", "--resume", run_dir, "--mlflow", uri)
+    if outcome is None:
+        console.print(f"{run_dir}: the run had finished; nothing to resume (extend it with --set train.epochs=N)", markup=False)
+        _log_mlflow(uri, run_dir, again)
+        raise typer.Exit(EXIT_OK)
+    try:
+        if seeds:
+            _print_seeds(outcome, fail_verdicts)
+        _print_run(outcome, quiet, run_dir / "config.yaml", fail_verdicts)
+    finally:
+        _log_mlflow(uri, run_dir, again)
+
+
+def _print_run(outcome, quiet: bool, config: Path, fail_verdicts: set[str]) -> None:
+    """The diagnosis panel and the summary line of one run; exits with its code."""
+    summary, diagnosis, run_dir = outcome.summary, outcome.diagnosis, outcome.run_dir
+    if not quiet:
+        from dnnlab.console import diagnosis_panel
+
+        console.print(diagnosis_panel(diagnosis.to_dict(), str(config)), soft_wrap=False)
+    final = summary.get("final") or {}
+    line = (
+        f"{summary['status']}: {summary['epochs_run']} epochs, "
+        f"train acc {_acc(final.get('train_accuracy'))}, val acc {_acc(final.get('val_accuracy'))}, "
+        f"test acc {_acc(final.get('test_accuracy'))}, {summary['wall_seconds']:.1f} s, "
+        f"verdict {diagnosis.verdict}{' (' + ', '.join(diagnosis.causes) + ')' if diagnosis.causes else ''} -> {run_dir}"
+    )
+    if _imbalanced(summary, outcome):
+        kept = (summary.get("best") if summary.get("restored_best") else final) or {}
+        line += f"\n  imbalanced classes: balanced accuracy val {_acc(kept.get('val_balanced_accuracy'))}, test {_acc(kept.get('test_balanced_accuracy'))}"
+    if summary.get("restored_best"):
+        best = summary.get("best") or {}
+        line += (
+            f"\n  kept the best epoch {summary['best_epoch']} (by {summary['monitor']}): "
+            f"val acc {_acc(best.get('val_accuracy'))}, test acc {_acc(best.get('test_accuracy'))}"
+        )
+    console.print(line, markup=False)
+    if summary["status"] == "diverged":
+        err_console.print(
+            "error: the training loss became non-finite or exploded; lower optimizer.lr or set "
+            "optimizer.clip_norm. The epochs before it are in metrics.jsonl.",
+            markup=False,
+        )
+    elif summary["status"] == "interrupted":
+        err_console.print(
+            f"interrupted after {summary['epochs_run']} epochs; the finished epochs are in {run_dir}; "
+            f"continue it with: {shell_command('dnnlab', 'run', '--resume', run_dir)}",
+            markup=False,
+        )
+    try:
+        outcome.complete()  # the plots, after the answer
+    except KeyboardInterrupt:
+        raise _fail("interrupted while drawing the plots; report.md has the verdict", EXIT_INTERRUPTED) from None
+    for problem in outcome.problems:
+        err_console.print(f"warning: {problem}", markup=False)
+    code = STATUS_EXIT.get(summary["status"], EXIT_FAILED)
+    if code == EXIT_OK and diagnosis.verdict in fail_verdicts:
+        err_console.print(f"error: verdict {diagnosis.verdict} is in --fail-on", markup=False)
+        code = EXIT_VERDICT
+    raise typer.Exit(code)
+
+
+def _imbalanced(summary: dict, outcome) -> bool:
+    """Whether the run's training split is imbalanced (summary.json's data.imbalanced)."""
+    return bool((summary.get("data") or {}).get("imbalanced"))
+
+
+def _print_seeds(result, fail_verdicts: set[str]) -> None:
+    """`dnnlab run` with train.seeds > 1: one line per seed, then the mean and std; exits."""
+    from dnnlab.runs import kept_metrics
+
+    summary = result.summary
+    for o in result.outcomes:
+        for problem in o.problems:
+            err_console.print(f"warning: {problem}", markup=False)
+        kept = kept_metrics(o.summary)
+        console.print(
+            f"seed {o.summary.get('seed')}: {o.summary['status']}, {o.summary['epochs_run']} epochs, "
+            f"train acc {_acc(kept.get('train_accuracy'))}, val acc {_acc(kept.get('val_accuracy'))}, "
+            f"test acc {_acc(kept.get('test_accuracy'))}, verdict {o.diagnosis.verdict}",
+            markup=False,
+        )
+    mean, std = summary["mean"], summary["std"]
+
+    def pm(key: str) -> str:
+        return "-" if key not in mean else f"{mean[key]:.4f} ± {std[key]:.4f}"
+
+    console.print(
+        f"{summary['status']}: {len(result.outcomes)} seeds ({summary['seed_mode']}), train acc {pm('train_accuracy')}, "
+        f"val acc {pm('val_accuracy')}, test acc {pm('test_accuracy')}, {summary['wall_seconds']:.1f} s, "
+        f"verdicts {', '.join(summary['verdicts'])} -> {result.run_dir}",
+        markup=False,
+    )
+    code = STATUS_EXIT.get(summary["status"], EXIT_FAILED)
+    hit = sorted(set(summary["verdicts"]) & fail_verdicts)
+    if code == EXIT_OK and hit:
+        err_console.print(f"error: verdict {', '.join(hit)} (of some seed) is in --fail-on", markup=False)
+        code = EXIT_VERDICT
+    raise typer.Exit(code)

@@ -1,0 +1,136 @@
+"""The Dataset and its splits: stratified held-out sets, per-channel scaling and
+standardization with the training split's statistics, and the checks on the values it holds.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from dnnlab.config import DataConfig
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # inputs are float32: a larger value becomes inf
+
+
+class DataError(Exception):
+    """A dataset that cannot be found or read; `str()` is the message for the user."""
+
+
+@dataclass(frozen=True)
+class Split:
+    x: np.ndarray  # (N, D) float32: [0, 1], or standardized (data.normalize)
+    y: np.ndarray  # (N,) int32
+    # set on the training split a loader returns (file data only): the class names (label i is
+    # classes[i]), and whether x holds raw numbers that `load` still scales to [0, 1]
+    classes: tuple[str, ...] = ()
+    raw: bool = False
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    train: Split
+    val: Optional[Split]
+    test: Split
+    num_classes: int
+    source: str  # where the files were read from
+    image_shape: tuple[int, ...] = ()  # (H, W, C) of the images the rows of x flatten
+    classes: tuple[str, ...] = ()  # the class names of file data (label i is classes[i]); () for built-ins
+
+    @property
+    def input_dim(self) -> int:
+        return int(self.train.x.shape[1])
+
+    @functools.cached_property
+    def digest(self) -> str:
+        """A SHA-256 of every split's arrays (shapes, dtypes and bytes), computed once per loaded
+        dataset: what the linear reference's cache key holds of the data."""
+        h = hashlib.sha256()
+        for split in (self.train, self.val, self.test):
+            if split is not None:
+                for a in (split.x, split.y):
+                    h.update(str((a.shape, str(a.dtype))).encode())
+                    h.update(memoryview(a).cast("B") if a.flags.c_contiguous else a.tobytes())
+            h.update(b"|")
+        return h.hexdigest()
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """(H, W, C) for images, else (D,): what a model is built for."""
+        return self.image_shape or (self.input_dim,)
+
+
+def _image_shape(images: np.ndarray) -> tuple[int, ...]:
+    """(H, W, C) of an image array (N, H, W) or (N, H, W, C)."""
+    return tuple(images.shape[1:3]) + ((images.shape[3],) if images.ndim == 4 else (1,))
+
+
+Loaded = tuple[Split, Split, str, tuple[int, ...]]  # (train, test, source, image shape (H, W, C) or ())
+
+
+# ---------------------------------------------------------------- splits
+
+
+def stratified_indices(y: np.ndarray, fraction_or_count: float, rng: np.random.Generator) -> np.ndarray:
+    """Indices of a stratified sample: a fraction (< 1) or a count (>= 1) of `y`, sorted."""
+    n = len(y)
+    total = int(round(fraction_or_count * n)) if fraction_or_count < 1 else int(fraction_or_count)
+    total = min(max(total, 0), n)
+    classes, counts = np.unique(y, return_counts=True)
+    # largest-remainder allocation so that the class shares are kept and the total is exact
+    quota = counts * total / n
+    take = np.floor(quota).astype(int)
+    short = total - take.sum()
+    take[np.argsort(-(quota - take), kind="stable")[:short]] += 1
+    picked = [rng.permutation(np.flatnonzero(y == c))[:k] for c, k in zip(classes, take)]
+    return np.sort(np.concatenate(picked)) if picked else np.zeros(0, int)
+
+
+def _check_scaled(cfg: DataConfig, train: Split, val: Optional[Split], test: Split, channels: int) -> None:
+    """DataError when scaling made a value non-finite: a feature whose values span more than
+    float32 holds (their difference, or their variance, overflows)."""
+    for name, split in (("training", train), ("validation", val), ("test", test)):
+        if split is not None and not np.isfinite(split.x).all():
+            k = int(np.flatnonzero(~np.isfinite(split.x).reshape(len(split), -1, channels).all(axis=(0, 1)))[0])
+            how = "standardizing (data.normalize: standard)" if cfg.normalize == "standard" else "scaling to [0, 1]"
+            raise DataError(
+                f"{cfg.dataset}: {how} turns {'feature' if channels == split.x.shape[1] else 'channel'} {k} of the {name} "
+                f"examples into non-finite values: its values span more than float32 holds (±{FLOAT32_MAX:.4g}); "
+                "scale it down before training"
+            )
+
+
+def _per_channel(train: Split, val: Optional[Split], test: Split, channels: int, stats) -> tuple[Split, Optional[Split], Split]:
+    """(x - shift) / scale per channel, with `stats(x_NxPxC) -> (shift, scale)` of the training split."""
+    shift, scale = stats(train.x.reshape(len(train), -1, channels))
+
+    def apply(split: Optional[Split]) -> Optional[Split]:
+        if split is None:
+            return None
+        z = (split.x.reshape(len(split), -1, channels) - shift) / scale
+        return Split(z.reshape(len(split), -1).astype(np.float32), split.y)
+
+    return apply(train), apply(val), apply(test)  # type: ignore[return-value]
+
+
+def standardize(train: Split, val: Optional[Split], test: Split, channels: int) -> tuple[Split, Optional[Split], Split]:
+    """Per-channel zero mean and unit variance, with the training split's statistics."""
+    return _per_channel(train, val, test, channels, lambda x: (x.mean(axis=(0, 1)), x.std(axis=(0, 1)) + 1e-7))
+
+
+def rescale(train: Split, val: Optional[Split], test: Split, channels: int) -> tuple[Split, Optional[Split], Split]:
+    """Per-channel min-max scaling to [0, 1] with the training split's range (a constant channel
+    becomes 0; validation and test values outside the training range fall outside [0, 1])."""
+
+    def stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        low, span = x.min(axis=(0, 1)), x.max(axis=(0, 1)) - x.min(axis=(0, 1))
+        return low, np.where(span > 0, span, 1.0)
+
+    return _per_channel(train, val, test, channels, stats)

@@ -1,0 +1,65 @@
+"""The recipe as rules: read a run's records and say what is wrong, with evidence and remedies.
+
+1. Look at the TRAINING set first. Poor on training data is not overfitting: training failed
+   (or it is still improving: undertrained). The causes come from the instruments. Poor is
+   measured on the skill scale of `dnnlab.baselines`: chance is the training split's class
+   prior, so a net that predicts the majority class of an imbalanced table fit nothing.
+2. Only when training is good is validation looked at: overfitting, undertrained or good-fit.
+3. Remedies follow the problem: training problems get activation / optimizer changes, never
+   dropout or L2; overfitting gets early stopping, dropout and regularization.
+
+Every threshold is a key of the config's `diagnosis:` section.
+Lives here: `evidence` (the verdicts, causes, remedies and the run as the rules read it),
+`training` (divergence and the training set's causes and remedies), `validation` (the
+validation set's verdicts and the warnings).
+May import: config, runs, baselines. No JAX.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from dnnlab.config import Config
+from dnnlab.diagnose.evidence import CAUSES, VERDICTS, Diagnosis, _finite, _Run, solved
+from dnnlab.diagnose.training import _diverged, _judge_training
+from dnnlab.diagnose.validation import _general_warnings, _judge_generalization
+
+__all__ = [
+    "CAUSES",
+    "Diagnosis",
+    "VERDICTS",
+    "solved",
+]
+
+
+
+def diagnose(history: list[dict[str, Any]], cfg: Config, summary: Optional[dict[str, Any]] = None) -> Diagnosis:
+    """The verdict on one run.
+
+    Args:
+        history: metrics.jsonl records (epoch 0 = at initialization, then one per epoch).
+        cfg: the run's config (thresholds under `cfg.diagnosis`).
+        summary: summary.json (status, data.num_classes); optional.
+    Returns:
+        A Diagnosis: verdict, causes, evidence, remedies (as `--set` overrides), warnings.
+    """
+    run = _Run(history, cfg, summary or {})
+    if run.summary.get("status") == "diverged" or any(not _finite(v) for v in run.train_loss):
+        return _diverged(run)
+    if not run.epochs:
+        d = Diagnosis("undertrained", evidence=["no epoch finished: nothing to judge yet"])
+        d.add_remedy(f"train.epochs={max(cfg.train.epochs, 1)}", "let at least one epoch finish", current=run.cfg)
+        return d
+    d = _judge_training(run)
+    if d is None:
+        d = _judge_generalization(run)
+    _general_warnings(run, d)
+    status = run.summary.get("status")
+    if not status or status in ("unfinished", "interrupted", "failed"):
+        d.provisional = True
+        why = {
+            "interrupted": "the run was interrupted",
+            "failed": f"the run failed ({run.summary.get('reason', 'see summary.json')})",
+        }.get(status, "the run never finished (no summary.json: it was killed, or is still running)")
+        d.warnings.insert(0, f"{why}: a provisional verdict after {len(run.epochs)} of {run.cfg.train.epochs} epochs")
+    return d
