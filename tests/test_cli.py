@@ -181,11 +181,6 @@ def test_commands_that_do_not_train_never_import_jax(tiny):
     assert out.stdout.strip() == "False"
 
 
-def test_python_dash_m_and_the_console_script():
-    out = subprocess.run([sys.executable, "-m", "dnnlab", "--help"], capture_output=True, text=True)
-    assert out.returncode == 0 and "run" in out.stdout and "validate" in out.stdout
-
-
 def test_evaluate_mc_dropout_against_weight_scaling(tiny, tmp_path):
     out = tmp_path / "r"
     assert invoke("run", tiny, "--out", out, "--quiet", "--set", "model.dropout=0.5", "--set", "train.epochs=6").exit_code == 0

@@ -15,6 +15,7 @@ import pytest
 
 from dnnlab import activations, config, data, models, optim
 from dnnlab.config import OptimizerConfig, RegularizationConfig
+from dnnlab.config.names import SCAN_UNROLL
 
 
 @pytest.mark.parametrize(
@@ -37,11 +38,6 @@ def test_registry_holds_exactly_the_config_names(registry, names):
 
 def test_init_names_are_auto_and_the_initializers():
     assert get_args(config.InitName) == ("auto",) + get_args(config.InitializerName)
-
-
-def test_name_tuples_come_from_the_literals():
-    assert config.ACTIVATIONS == get_args(config.ActivationName)
-    assert config.OPTIMIZERS == get_args(config.OptimizerName)
 
 
 def test_every_file_dataset_can_be_downloaded():
@@ -95,19 +91,28 @@ def test_an_unknown_name_lists_the_known_ones():
         optim.make_schedule(OptimizerConfig.model_construct(schedule="linear"), steps_per_epoch=1, epochs=1)
 
 
-def test_the_models_stack_plan_is_the_configs():
-    """One rule: models.plan_stack is config.stack_plan (which the config's warnings read)."""
-    models_ = [
-        {}, {"depth": 3}, {"depth": 600}, {"depth": 600, "norm": "batch"}, {"depth": 5, "residual": True},
-        {"hidden": [64, 32, 32, 32]}, {"hidden": [64, 32, 16]}, {"depth": 1},
-        {"arch": "cnn", "depth": 600}, {"arch": "resnet", "blocks": 1}, {"arch": "resnet", "blocks": 2},
-        {"arch": "resnet", "blocks": 9}, {"arch": "resnet", "blocks": 3, "norm": "none"},
-    ]
-    expected_scanned = {2: "auto-scans a 599-layer stack", 8: "auto-scans a 599-layer cnn stack"}
-    for i, model in enumerate(models_):
-        m = config.validate({"model": model}).model
-        for stack in get_args(config.StackName):
-            for unroll in (None, 1, 4):
-                plan = models.plan_stack(m, stack, unroll)
-                assert (plan.scanned, plan.unroll) == config.stack_plan(m, stack, unroll), (model, stack, unroll)
-        assert models.plan_stack(m).scanned == (i in expected_scanned), (model, expected_scanned.get(i))
+@pytest.mark.parametrize(
+    "model, stack, unroll, plan",
+    [
+        ({}, "auto", None, (False, 1)),  # 2 layers: nothing to scan
+        ({"depth": 600}, "auto", None, (True, SCAN_UNROLL)),  # auto scans a long stack
+        ({"depth": 600}, "auto", 4, (True, 4)),
+        ({"depth": 600, "norm": "batch"}, "scanned", None, (False, 1)),  # batch norm is always unrolled
+        ({"depth": 3}, "scanned", None, (True, 1)),
+        ({"depth": 3}, "auto", None, (False, 1)),
+        ({"depth": 600}, "unrolled", None, (False, 1)),
+        ({"depth": 1}, "scanned", None, (False, 1)),  # a stack of fewer than 2 layers
+        ({"hidden": [64, 32, 32, 32]}, "scanned", None, (True, 1)),
+        ({"hidden": [64, 32, 16]}, "scanned", None, (False, 1)),  # no 2 identical layers
+        ({"arch": "cnn", "depth": 600}, "auto", None, (True, SCAN_UNROLL)),
+        ({"arch": "resnet", "blocks": 9}, "auto", None, (False, 1)),  # resnets stay unrolled under auto
+        ({"arch": "resnet", "blocks": 9}, "scanned", 2, (True, 2)),
+        ({"arch": "resnet", "blocks": 1}, "scanned", None, (False, 1)),
+    ],
+)
+def test_the_stack_plan_follows_its_rule_and_the_model_compiles_what_it_says(model, stack, unroll, plan):
+    """The plan that the config's warnings read is the one the model is compiled with."""
+    m = config.validate({"model": model}).model
+    assert config.stack_plan(m, stack, unroll) == plan
+    built = models.plan_stack(m, stack, unroll)
+    assert (built.scanned, built.unroll) == plan
