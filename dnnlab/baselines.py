@@ -23,6 +23,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
 
+from dnnlab.runs.read import is_number
+
 
 @dataclass(frozen=True)
 class Baselines:
@@ -121,8 +123,7 @@ class Baselines:
         return f"{_g(self.majority)} (the largest class's share: {self.class_name(self.majority_class)!r})"
 
 
-def _number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+_number = is_number
 
 
 def _g(x: float) -> str:

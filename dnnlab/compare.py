@@ -18,6 +18,7 @@ from typing import Any, Optional
 import yaml
 
 from dnnlab import baselines, runs
+from dnnlab.config import safe_yaml
 from dnnlab.runs import CLASS_METRICS, METRICS
 
 IGNORED_KEYS = ("name", "seed")  # seeds of one config are aggregated; names differ per member (logging.* is output only)
@@ -78,8 +79,7 @@ class RunRecord:
         return pick(values, key=lambda ve: ve[0])
 
 
-def _num(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+_num = runs.is_number
 
 
 def load_record(path: Path) -> RunRecord:
@@ -87,7 +87,7 @@ def load_record(path: Path) -> RunRecord:
     rec = RunRecord(Path(path))
     cfg_path = rec.path / runs.CONFIG
     try:
-        raw = yaml.safe_load(cfg_path.read_text(encoding="utf-8", errors="replace")) or {}
+        raw = safe_yaml(cfg_path.read_text(encoding="utf-8", errors="replace")) or {}
         if isinstance(raw, dict):
             rec.config = flatten(raw)
         else:

@@ -295,8 +295,7 @@ def _tensorboardx() -> Any:
     return tensorboardX
 
 
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+_finite = runs.is_number
 
 
 def open_board(cfg: Config, run_dir: Path, resume: Any = None) -> Optional[TensorBoard]:

@@ -334,3 +334,22 @@ def test_process_flags_without_distributed_are_refused(tmp_path):
     (tmp_path / "tiny.yaml").write_text(TINY)
     r = CliRunner().invoke(app, ["run", str(tmp_path / "tiny.yaml"), "--process-id", "1"])
     assert r.exit_code == 2 and "--process-id configure a distributed run: add --distributed" in r.output
+
+
+def test_a_sweep_member_gets_the_memory_and_device_checks_of_run(tmp_path, monkeypatch):
+    """A member is held to the machine as `dnnlab run` is: refused before its folder exists."""
+    from dnnlab.config import sizing
+
+    (tmp_path / "tiny.yaml").write_text(TINY)
+    out = tmp_path / "sweeps"
+    r = CliRunner().invoke(app, ["sweep", str(tmp_path / "tiny.yaml"), "--out", str(out), "--grid", "train.devices=64"])
+    (folder,) = [p for p in out.iterdir() if p.is_dir()]
+    (member,) = json.loads((folder / "sweep.json").read_text())["members"]
+    assert member["status"] == "failed" and "train.devices: 64, but this machine has" in member["error"], r.output
+    monkeypatch.setattr(sizing, "machine_memory_bytes", lambda: 1 << 30)
+    args = ["--set", "model.depth=4", "--grid", "model.width=8192"]
+    r = CliRunner().invoke(app, ["sweep", str(tmp_path / "tiny.yaml"), "--out", str(out), *args])
+    (folder,) = [p for p in out.iterdir() if p.is_dir() and p != folder]
+    (member,) = json.loads((folder / "sweep.json").read_text())["members"]
+    assert member["status"] == "failed" and "over this machine's 1.0 GiB of memory" in member["error"], r.output
+    assert [p.name for p in folder.iterdir() if p.is_dir()] == []  # no member folder was made

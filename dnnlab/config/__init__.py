@@ -20,6 +20,7 @@ from dnnlab.config.load import (
     load_config,
     load_config_with_warnings,
     read_yaml,
+    safe_yaml,
     validate,
 )
 from dnnlab.config.names import (
@@ -106,6 +107,7 @@ __all__ = [
     "model_counts",
     "pretrain_problem",
     "read_yaml",
+    "safe_yaml",
     "residual_blocks",
     "size_error",
     "stack_length",

@@ -93,6 +93,14 @@ def _parse_yaml(text: str, key: str = "") -> Any:
         loader.dispose()
 
 
+def safe_yaml(text: str, key: str = "") -> Any:
+    """Any YAML text dnnlab reads (a config file, a --set or --grid value, a remedy's setting)
+    through the one guarded loader: no aliases, capped nesting, no duplicate keys; None when empty.
+    Raises yaml.YAMLError (a refusal included) for the caller to word."""
+    value = _parse_yaml(text, key)
+    return None if value is _EMPTY else value
+
+
 def _yaml_problem(exc: yaml.YAMLError) -> str:
     """`line L, column C: problem` of a YAML error."""
     mark = getattr(exc, "problem_mark", None)

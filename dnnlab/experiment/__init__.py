@@ -15,7 +15,7 @@ functions that train.
 from __future__ import annotations
 
 from dnnlab.experiment.inputs import check_inputs, located
-from dnnlab.experiment.load import ExperimentError, check_compatible, load_data
+from dnnlab.experiment.load import ExperimentError, check_compatible, check_data, check_devices, load_data
 from dnnlab.experiment.resumption import resume, resume_seeds
 from dnnlab.experiment.start import (
     SeedsOutcome,
@@ -31,6 +31,8 @@ __all__ = [
     "SeedsOutcome",
     "Shown",
     "check_compatible",
+    "check_data",
+    "check_devices",
     "check_inputs",
     "execute",
     "finished_outcome",

@@ -30,13 +30,25 @@ def load_data(cfg: Config) -> Dataset:
 
     try:
         ds = data.load(cfg.data, data_seed(cfg))
-        check_compatible(cfg, ds)
-        check_size(cfg, ds.input_shape, ds.num_classes)  # refuse what this machine's memory cannot hold
     except (DataError, ConfigError) as exc:
         raise ExperimentError(str(exc)) from None
     except KeyboardInterrupt:
         raise ExperimentError("interrupted while loading the data; nothing was written", EXIT_INTERRUPTED) from None
+    check_data(cfg, ds)
     return ds
+
+
+def check_data(cfg: Config, ds: Dataset) -> None:
+    """Raise ExperimentError (exit 2) when the model cannot take `ds` or this machine's memory
+    cannot hold the run: the checks of `load_data`, for data already loaded (a sweep's members
+    share theirs)."""
+    from dnnlab.config import ConfigError, check_size
+
+    try:
+        check_compatible(cfg, ds)
+        check_size(cfg, ds.input_shape, ds.num_classes)  # refuse what this machine's memory cannot hold
+    except (DataError, ConfigError) as exc:
+        raise ExperimentError(str(exc)) from None
 
 
 def check_compatible(cfg: Config, ds: Dataset) -> None:

@@ -59,6 +59,7 @@ from dnnlab.runs.names import (
 )
 from dnnlab.runs.read import (
     StateError,
+    is_number,
     kept_checkpoint,
     kept_metrics,
     load_checkpoint,
@@ -108,6 +109,7 @@ __all__ = [
     "cache_root",
     "compiled_cache_off",
     "config_digest",
+    "is_number",
     "kept_checkpoint",
     "kept_metrics",
     "load_checkpoint",

@@ -174,8 +174,12 @@ def kept_metrics(summary: dict[str, Any], history: Optional[list[dict[str, Any]]
     return {k: done[-1].get(k) for k in METRICS + CLASS_METRICS if k in METRICS or k in done[-1]} if done else {}
 
 
-def _number(x: Any) -> bool:
+def is_number(x: Any) -> bool:
+    """The one "is it a finite number" of everything read back from a run (a bool is not)."""
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+_number = is_number
 
 
 def seed_stats(summaries: list[dict[str, Any]], metric: str) -> tuple[Optional[float], float, int]:

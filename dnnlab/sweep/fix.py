@@ -28,11 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-import yaml
-
 from dnnlab import baselines, runs
 from dnnlab.compare import Group, load_record, tolerance
-from dnnlab.config import ConfigError, apply_overrides, dump_yaml, read_yaml, validate
+from dnnlab.config import ConfigError, apply_overrides, dump_yaml, read_yaml, safe_yaml, validate
 from dnnlab.sweep.grid import Sweep, SweepError, override
 
 LOSS_TOLERANCE = 0.01  # a validation loss must fall by more than 1% of the control's to count
@@ -144,7 +142,7 @@ def _variant(remedy: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for setting in remedy.get("sets") or [remedy["set"]]:
         key, _, text = setting.partition("=")
-        value = yaml.safe_load(text)
+        value = safe_yaml(text, key)
         out[key] = float(value) if isinstance(value, str) and _is_float(value) else value
     return out
 

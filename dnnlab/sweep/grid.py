@@ -17,6 +17,7 @@ from dnnlab import runs
 from dnnlab.config import (
     ConfigError,
     apply_overrides,
+    safe_yaml,
     sweep_size,
     sweep_size_error,
     validate,
@@ -62,7 +63,7 @@ def parse_grid(items: list[str]) -> dict[str, list[Any]]:
         values = []
         for part in split_values(text):
             try:
-                value = yaml.safe_load(part) if part else None
+                value = safe_yaml(part, key) if part else None
             except yaml.YAMLError:
                 value = part
             values.append(_number_or_same(value))
@@ -84,7 +85,7 @@ def override(key: str, value: Any) -> str:
     """A `--set` string that parses back to `value`."""
     if isinstance(value, str):
         try:
-            plain = yaml.safe_load(value) == value
+            plain = safe_yaml(value) == value
         except yaml.YAMLError:
             plain = False
         return f"{key}={value}" if plain else f"{key}={json.dumps(value)}"

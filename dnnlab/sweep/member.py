@@ -33,6 +33,8 @@ def run_member(
     from dnnlab.experiment import (
         ExperimentError,
         Shown,
+        check_data,
+        check_devices,
         execute,
         finished_outcome,
         resume,
@@ -61,12 +63,19 @@ def run_member(
             key = json.dumps([cfg.data.model_dump(mode="json"), cfg.seed])
             if key not in cache:
                 cache[key] = datasets.load(cfg.data, data_seed(cfg))
+            # the memory and device checks of `dnnlab run`, before the member's folder exists
+            check_data(cfg, cache[key])
+            check_devices(cfg)
             outcome = execute(cfg, cache[key], Path(folder), shown)
             if plots is not None:
                 plots(outcome.complete)
             else:
                 outcome.complete()
     except (ConfigError, datasets.DataError) as exc:
+        return {"status": "failed", "error": str(exc)}
+    except ExperimentError as exc:
+        if exc.code == runs.EXIT_INTERRUPTED:
+            raise KeyboardInterrupt from None
         return {"status": "failed", "error": str(exc)}
     except Exception as exc:  # a member's crash must not end the sweep
         return {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
