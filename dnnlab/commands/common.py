@@ -107,6 +107,8 @@ def _warn_imbalance(cfg, ds) -> None:
     """The run's header: a warning when the largest class holds most of the training split."""
     from dnnlab.baselines import Baselines
 
+    if ds.regression:  # no classes to be imbalanced
+        return
     warning = Baselines(_class_counts(ds), names=tuple(ds.classes)).imbalance_warning(cfg.diagnosis.imbalance_share)
     if warning is not None:
         err_console.print(f"warning: {warning}", markup=False)
