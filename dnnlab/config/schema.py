@@ -9,18 +9,18 @@ from typing import Any, Literal, Optional, get_args
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from dnnlab.config.names import (
+    CLASSIFICATION_MONITORS,
     DEFAULT_DEPTH,
     DEFAULT_TEST_SPLIT,
     DEFAULT_WIDTH,
     FILE_DATASETS,
-    CLASSIFICATION_MONITORS,
     MAX_BLOCKS,
-    REGRESSION_DATASETS,
-    REGRESSION_MONITORS,
     MAX_LAYERS,
     PRETRAIN_BATCH,
     PRETRAIN_EPOCHS,
     PRETRAIN_INIT_SCALE,
+    REGRESSION_DATASETS,
+    REGRESSION_MONITORS,
     SCAN_FROM_LAYERS,
     SCAN_UNROLL,
     ActivationName,
