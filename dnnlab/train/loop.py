@@ -38,7 +38,7 @@ class EarlyStopping:
     def __init__(self, cfg: EarlyStoppingConfig, monitor: Optional[str] = None) -> None:
         self.cfg = cfg
         self.monitor = monitor or cfg.monitor
-        self.sign = -1.0 if self.monitor.endswith("accuracy") else 1.0
+        self.sign = -1.0 if self.monitor.endswith(("accuracy", "_r2")) else 1.0
         self.best = math.inf  # of sign * value
         self.best_epoch: Optional[int] = None
         self.wait = 0
