@@ -74,7 +74,7 @@ class RunRecord:
         values = [(r.get(metric), r["epoch"]) for r in self.history if r.get("epoch", 0) > 0 and _num(r.get(metric))]
         if not values:
             return None, None
-        pick = min if metric.endswith("loss") else max
+        pick = min if lower_is_better(metric) else max
         return pick(values, key=lambda ve: ve[0])
 
 
