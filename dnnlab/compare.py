@@ -412,7 +412,7 @@ def comparisons(groups: list[Group], keys: list[str], metric: str, shown: tuple[
             "text": (
                 f"{_side(b, key, named)} vs {_side(a, key, named) if named else _show(a.values.get(key))}"
                 f"{f' ({context})' if context else ''}: "
-                f"train {tb:.3f} vs {ta:.3f}{_skills(skill_b, skill_a)}, validation {vb:.3f} vs {va:.3f}: {words}"
+                f"train {tb:.3f} vs {ta:.3f}{'' if fit == 'r2' else _skills(skill_b, skill_a)}, validation {vb:.3f} vs {va:.3f}: {words}"
             ),
         })
     return out

@@ -26,8 +26,9 @@ SINGLE_BATCH = 32
 OVERFIT_STEPS = 300
 FEW_STEPS = 10
 # the initial loss allowed on standardized regression targets: 1 for predicting the mean, plus the
-# variance of a fresh net's outputs
-INITIAL_MSE = (0.5, 3.0)
+# variance of a fresh net's outputs, minus twice their (chance) covariance with the target; at
+# most (1 + 1)^2, outputs as spread as the target and against it, at least (1 - 0.5)^2
+INITIAL_MSE = (0.25, 4.0)
 
 
 @dataclass
