@@ -343,3 +343,12 @@ def test_check_expects_an_initial_loss_near_1(tmp_path):
     assert [c.ok for c in checks] == [True] * 4, [c.detail for c in checks]
     assert checks[0].name == "initial loss near 1 (standardized targets)"
     assert "MAE" in checks[2].detail
+
+
+def test_one_tasks_thresholds_set_under_the_other_are_warned_about():
+    raw = {"data": {"dataset": "csv", "path": "t.csv", "task": "regression"}, "diagnosis": {"overfit_gap": 0.2}}
+    assert any("diagnosis.overfit_gap" in w and "classification threshold" in w for w in config.config_warnings(config.validate(raw), raw))
+    raw = {"diagnosis": {"chance_r2": 0.1}}
+    assert any("diagnosis.chance_r2" in w and "regression threshold" in w for w in config.config_warnings(config.validate(raw), raw))
+    raw = {"data": {"dataset": "csv", "path": "t.csv", "task": "regression"}, "diagnosis": {"chance_r2": 0.1}}
+    assert config.config_warnings(config.validate(raw), raw) == []
