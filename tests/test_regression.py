@@ -352,3 +352,32 @@ def test_one_tasks_thresholds_set_under_the_other_are_warned_about():
     assert any("diagnosis.chance_r2" in w and "regression threshold" in w for w in config.config_warnings(config.validate(raw), raw))
     raw = {"data": {"dataset": "csv", "path": "t.csv", "task": "regression"}, "diagnosis": {"chance_r2": 0.1}}
     assert config.config_warnings(config.validate(raw), raw) == []
+
+
+def test_mc_dropout_of_a_linear_regression_averages_to_weight_scaling():
+    """A linear net (depth 0) with input dropout: weight scaling is the exact mean of the thinned
+    nets, so the MC average of many masks approaches it; both scored against NumPy."""
+    import jax
+
+    from dnnlab import models
+    from dnnlab.checkpoints import flatten_params
+    from dnnlab.evaluate import mc_dropout
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(400, 4)).astype(np.float32)
+    y = (x @ np.array([1.0, -1.0, 0.5, 0.0]) + 0.2 * rng.normal(size=400)).astype(np.float32)
+    ds = Dataset("npz", Split(x[:200], y[:200]), None, Split(x[200:], y[200:]), 1, "t", task="regression",
+                 target_mean=10.0, target_std=3.0)
+    cfg = rcfg(**{"model.depth": 0, "model.input_dropout": 0.2})
+    arrays = flatten_params(models.build(cfg.model, ds.input_shape, 1).init(jax.random.PRNGKey(0)))
+    w, b = (np.asarray(a, np.float64) for k, a in sorted(arrays.items(), key=lambda kv: not kv[0].endswith(".w")))
+    out = mc_dropout(cfg, ds, arrays, 256)
+    pred = (x[200:].astype(np.float64) @ w + b)[:, 0] * 3.0 + 10.0
+    true = y[200:].astype(np.float64) * 3.0 + 10.0
+    ws = out["weight_scaling"]
+    assert math.isclose(ws["mse"], np.mean((pred - true) ** 2), rel_tol=1e-5)
+    assert math.isclose(ws["r2"], 1 - np.mean((pred - true) ** 2) / np.var(true), rel_tol=1e-5, abs_tol=1e-6)
+    assert [r["k"] for r in out["mc"]][-1] == 256
+    # one thinned net adds its own variance; 256 of them averaged come within 5% of weight scaling
+    assert out["mc"][0]["mse"] > ws["mse"]
+    assert abs(out["mc"][-1]["mse"] - ws["mse"]) < 0.05 * ws["mse"]
