@@ -66,8 +66,15 @@ def _digits_zero_csv(folder: Path) -> None:
     table.to_csv(folder / "digits-zero.csv", index=False)
 
 
+def _diabetes_csv(folder: Path) -> None:
+    """configs/recipe/regression-mean.yaml's table: scikit-learn's diabetes, a numeric target."""
+    from sklearn.datasets import load_diabetes
+
+    load_diabetes(as_frame=True, scaled=False).frame.to_csv(folder / "diabetes.csv", index=False)
+
+
 # the tables a case's config reads from its working folder, by file name: written there first
-TABLES = {"breast-cancer.csv": _breast_cancer_csv, "digits-zero.csv": _digits_zero_csv}
+TABLES = {"breast-cancer.csv": _breast_cancer_csv, "digits-zero.csv": _digits_zero_csv, "diabetes.csv": _diabetes_csv}
 
 
 def _digest(run: Path) -> dict:

@@ -14,7 +14,9 @@ them), never from the number of classes alone:
   accuracy, 1 - loss / H(q) for a loss.
 
 `of_summary` is the one place a run's baselines come from: the diagnosis, the report, `compare`,
-`fix`, `data inspect` and the run's header all read them here. Imports only the standard library.
+`fix`, `data inspect` and the run's header all read them here. Under `data.task: regression`
+(`RegressionBaselines`) chance is the training mean: the fit's skill is its R^2, the chance loss
+1 (the standardized MSE of the mean). Imports only the standard library.
 """
 
 from __future__ import annotations
@@ -123,6 +125,54 @@ class Baselines:
         return f"{_g(self.majority)} (the largest class's share: {self.class_name(self.majority_class)!r})"
 
 
+@dataclass(frozen=True)
+class RegressionBaselines:
+    """What a net that learned nothing scores under `data.task: regression`: it predicts the
+    training mean. R^2 is already on the skill scale (0: the mean predictor, 1: a perfect fit), so
+    the fit is judged on it directly; the chance loss, the mean squared error of the mean on
+    standardized targets, is 1. The same interface as `Baselines`."""
+
+    mean: float = 0.0  # the training split's target mean and standard deviation
+    std: float = 1.0
+    counts: tuple[int, ...] = ()
+    weights: Optional[tuple[float, ...]] = None
+    names: tuple[str, ...] = ()
+    num_classes: int = 1
+    majority: float = 0.0
+    majority_class: int = 0
+    fit_metric: str = "r2"
+    chance: float = 0.0
+    prior_loss: float = 1.0
+    regression: bool = True
+
+    @property
+    def weighted(self) -> bool:
+        return False
+
+    def accuracy_skill(self, r2: Optional[float]) -> Optional[float]:
+        """R^2 is the skill itself."""
+        return r2 if _number(r2) else None
+
+    def accuracy_at(self, skill: float) -> float:
+        return skill
+
+    def loss_skill(self, loss: Optional[float]) -> Optional[float]:
+        """1 - standardized MSE: about the R^2 (exactly it on the training split)."""
+        return 1 - loss if _number(loss) else None
+
+    def imbalanced(self, share: float) -> bool:
+        return False
+
+    def imbalance_warning(self, share: float) -> Optional[str]:
+        return None
+
+    def class_name(self, c: int) -> str:
+        return str(c)
+
+    def chance_words(self) -> str:
+        return "0 (R^2 of predicting the training mean)"
+
+
 _number = is_number
 
 
@@ -135,6 +185,10 @@ def of_summary(summary: Mapping[str, Any], num_classes: Optional[int] = None) ->
     `data.classes`); a summary without counts (a killed run, or one written before they were
     recorded) gets balanced classes: chance 1/C, chance loss ln C."""
     data = summary.get("data") if isinstance(summary.get("data"), Mapping) else {}
+    if data.get("task") == "regression":
+        target = data.get("target") if isinstance(data.get("target"), Mapping) else {}
+        mean, std = target.get("mean"), target.get("std")
+        return RegressionBaselines(float(mean) if _number(mean) else 0.0, float(std) if _number(std) else 1.0)  # type: ignore[return-value]
     counts = (data.get("class_counts") or {}).get("train") if isinstance(data.get("class_counts"), Mapping) else None
     if not (isinstance(counts, list) and counts and all(isinstance(n, int) for n in counts)):
         c = int(data.get("num_classes") or num_classes or 10)

@@ -19,7 +19,7 @@ import yaml
 
 from dnnlab import baselines, runs
 from dnnlab.config import safe_yaml
-from dnnlab.runs import CLASS_METRICS, METRICS
+from dnnlab.runs import CLASS_METRICS, METRICS, REGRESSION_METRICS
 
 IGNORED_KEYS = ("name", "seed")  # seeds of one config are aggregated; names differ per member (logging.* is output only)
 TOLERANCE = 0.005  # accuracy differences below half a point are "the same" ...
@@ -75,7 +75,7 @@ class RunRecord:
         values = [(r.get(metric), r["epoch"]) for r in self.history if r.get("epoch", 0) > 0 and _num(r.get(metric))]
         if not values:
             return None, None
-        pick = min if metric.endswith("loss") else max
+        pick = min if lower_is_better(metric) else max
         return pick(values, key=lambda ve: ve[0])
 
 
@@ -230,10 +230,19 @@ class Group:
         """The first run's baselines (`baselines.of_summary`): the seeds of a group share their data."""
         return baselines.of_summary(self.runs[0].summary if self.runs else {})
 
+    @property
+    def regression(self) -> bool:
+        return bool(getattr(self.baselines(), "regression", False))
+
     def fit(self) -> tuple[Optional[float], Optional[float], bool]:
         """(the kept model's training fit measure, its skill, whether it is poor): what each run's
-        own verdict reads (`diagnose`), with the group's `diagnosis.poor_train_margin`."""
+        own verdict reads (`diagnose`), with the group's `diagnosis.poor_train_margin` (under
+        regression the R^2, poor below `diagnosis.poor_train_r2`)."""
         base = self.baselines()
+        if self.regression:
+            value = self.stat("train_r2")[0]
+            limit = self.runs[0].config.get("diagnosis.poor_train_r2", 0.3) if self.runs else 0.3
+            return value, value, value is not None and value < limit
         value = self.stat(f"train_{base.fit_metric}")[0]
         skill = base.accuracy_skill(value)
         margin = self.runs[0].config.get("diagnosis.poor_train_margin", 0.5) if self.runs else 0.5
@@ -325,7 +334,7 @@ def _pairs(groups: list[Group], keys: list[str], metric: str) -> list[tuple[Grou
                 scored = [g for g in members if g.stat(metric)[0] is not None]
                 if not scored:
                     continue
-                sign = -1 if metric.endswith("loss") else 1
+                sign = -1 if lower_is_better(metric) else 1
                 best = max(scored, key=lambda g: sign * g.stat(metric)[0])
                 out += [(best, g, key, along) for g in members if g is not best]
     return out
@@ -350,6 +359,15 @@ def noise_band(
     return max(TOLERANCE, sa + sb, _noise(ma, na, mb, nb) if proportion else 0.0)
 
 
+def _r2_noise(ra: float, na: Optional[float], rb: float, nb: Optional[float]) -> float:
+    """1.96 standard errors of a difference of two R^2 measured on na and nb examples: the
+    large-sample variance of R^2, 4 R^2 (1 - R^2)^2 / n (R^2 clipped to [0, 1])."""
+    if not na or not nb:
+        return 0.0
+    var = lambda r, n: 4 * min(max(r, 0.0), 1.0) * (1 - min(max(r, 0.0), 1.0)) ** 2 / n  # noqa: E731
+    return 1.96 * math.sqrt(var(ra, na) + var(rb, nb))
+
+
 def tolerance(a: Group, b: Group, split: str, measure: str = "accuracy") -> float:
     """The noise of a difference in `split` accuracy (or `measure`: loss) between two groups:
     `noise_band` of their means and spreads over the seeds. A loss has no split-size term (the
@@ -357,6 +375,8 @@ def tolerance(a: Group, b: Group, split: str, measure: str = "accuracy") -> floa
     (ma, sa), (mb, sb) = a.stat(f"{split}_{measure}"), b.stat(f"{split}_{measure}")
     if ma is None or mb is None:
         return TOLERANCE
+    if measure == "r2":  # the seeds' spread and the split sizes, as for an accuracy
+        return max(TOLERANCE, sa + sb, _r2_noise(ma, a.size(split), mb, b.size(split)))
     proportion = measure in ("accuracy", "balanced_accuracy")
     return noise_band((ma, sa, a.size(split, measure)), (mb, sb, b.size(split, measure)), proportion=proportion)
 
@@ -371,11 +391,12 @@ def comparisons(groups: list[Group], keys: list[str], metric: str, shown: tuple[
     that decide no pairing but are named on each side (a tuned sweep's chosen values)."""
     out = []
     for a, b, key, along in _pairs(groups, keys, metric):
-        (ta, _), (tb, _) = a.stat("train_accuracy"), b.stat("train_accuracy")
-        (va, _), (vb, _) = a.stat("val_accuracy"), b.stat("val_accuracy")
+        fit = "r2" if a.regression else "accuracy"  # data.task: regression compares R^2
+        (ta, _), (tb, _) = a.stat(f"train_{fit}"), b.stat(f"train_{fit}")
+        (va, _), (vb, _) = a.stat(f"val_{fit}"), b.stat(f"val_{fit}")
         if None in (ta, tb, va, vb):
             continue
-        tol_t, tol_v = tolerance(a, b, "train"), tolerance(a, b, "val")
+        tol_t, tol_v = tolerance(a, b, "train", fit), tolerance(a, b, "val", fit)
         code, words = classify(tb - ta, vb - va, tol_t, tol_v)
         named = along + [k for k in shown if k not in along]
         # whether each side trained, on the skill scale each run's own verdict uses
@@ -391,7 +412,7 @@ def comparisons(groups: list[Group], keys: list[str], metric: str, shown: tuple[
             "text": (
                 f"{_side(b, key, named)} vs {_side(a, key, named) if named else _show(a.values.get(key))}"
                 f"{f' ({context})' if context else ''}: "
-                f"train {tb:.3f} vs {ta:.3f}{_skills(skill_b, skill_a)}, validation {vb:.3f} vs {va:.3f}: {words}"
+                f"train {tb:.3f} vs {ta:.3f}{'' if fit == 'r2' else _skills(skill_b, skill_a)}, validation {vb:.3f} vs {va:.3f}: {words}"
             ),
         })
     return out
@@ -418,8 +439,13 @@ class Comparison:
         refs = [r.summary.get("reference") for r in self.records if isinstance(r.summary.get("reference"), dict)]
         if not refs or len(refs) != len(self.records):
             return None
-        shared = {json.dumps([x.get("train_accuracy"), x.get("val_accuracy")]) for x in refs}
+        shared = {json.dumps([x.get("train_accuracy"), x.get("val_accuracy"), x.get("train_r2"), x.get("val_r2")]) for x in refs}
         return refs[0] if len(shared) == 1 else None
+
+    @property
+    def fit(self) -> str:
+        """The measure of fit the tables show: accuracy, or r2 when the runs are regressions."""
+        return "r2" if self.groups and all(g.regression for g in self.groups) else "accuracy"
 
     @property
     def imbalanced(self) -> bool:
@@ -433,14 +459,14 @@ class Comparison:
         scored = [g for g in self.groups if g.stat(self.metric)[0] is not None]
         if not scored:
             return None
-        sign = -1 if self.metric.endswith("loss") else 1
+        sign = -1 if lower_is_better(self.metric) else 1
         return max(scored, key=lambda g: sign * g.stat(self.metric)[0])
 
     def rows(self) -> list[dict[str, Any]]:
         out = []
         for g in self.groups:
             row: dict[str, Any] = {"label": g.label, "values": g.values, "runs": [str(r.path) for r in g.runs], "seeds": len(g.runs)}
-            for m in METRICS + CLASS_METRICS:
+            for m in METRICS + CLASS_METRICS + (REGRESSION_METRICS if g.regression else ()):
                 mean, std = g.stat(m)
                 row[m] = {"mean": mean, "std": std}
             bests = [r.best(self.metric) for r in g.runs]
@@ -465,9 +491,13 @@ class Comparison:
 
 def compare(targets: list[str], metric: str = "val_accuracy") -> tuple[Comparison, list[Path]]:
     """Load the targets and compare them. Returns (comparison, sweep folders among the targets)."""
-    if metric not in METRICS + CLASS_METRICS:
-        raise CompareError(f"--metric {metric!r}: choose one of {', '.join(METRICS + CLASS_METRICS)}")
+    if metric not in METRICS + CLASS_METRICS + REGRESSION_METRICS:
+        raise CompareError(f"--metric {metric!r}: choose one of {', '.join(METRICS + CLASS_METRICS + REGRESSION_METRICS)}")
     records, sweeps = collect(targets)
+    if metric == "val_accuracy" and records and all(
+        (r.summary.get("data") or {}).get("task") == "regression" for r in records
+    ):
+        metric = "val_r2"  # the default metric, of regression runs
     keys = differing_keys(records)
     tuned = [t for t in map(tuning, sweeps) if t]
     keys += [k for k in dict.fromkeys(t["key"] for t in tuned) if k not in keys]  # the chosen values are shown
@@ -506,14 +536,15 @@ def write_plots(comp: Comparison, out: Path) -> list[tuple[str, str]]:
     made = []
     colours = plt.get_cmap("tab10" if len(comp.groups) <= 10 else "tab20")
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    fit = comp.fit
     for i, g in enumerate(comp.groups):
         c = colours(i % colours.N)
-        for ax, metric in zip(axes, ("loss", "accuracy")):
+        for ax, metric in zip(axes, ("loss", fit)):
             for split, style in (("train", "-"), ("val", "--")):
                 pts = _mean_curve(g.runs, f"{split}_{metric}")
                 if pts:
                     ax.plot(*zip(*pts), style, color=c, label=g.label if split == "train" else None)
-    for ax, metric in zip(axes, ("loss", "accuracy")):
+    for ax, metric in zip(axes, ("loss", fit)):
         ax.set_xlabel("epoch")
         ax.set_title(f"{metric}: train solid, validation dashed")
         ax.grid(alpha=0.3)
@@ -538,21 +569,29 @@ def write_plots(comp: Comparison, out: Path) -> list[tuple[str, str]]:
             xs = [g.values[key] for g in members]
             c = colours(i % colours.N)
             for split, style in (("train", "-o"), ("val", "--s")):
-                stats = [g.stat(f"{split}_accuracy") for g in members]
+                stats = [g.stat(f"{split}_{fit}") for g in members]
                 ys = [m if m is not None else float("nan") for m, _ in stats]
                 ax.errorbar(xs, ys, yerr=[s for _, s in stats], fmt=style, color=c, capsize=3,
                             label=f"{series_key.split('.')[-1] + '=' + name + ', ' if series_key else ''}{'train' if split == 'train' else 'validation'}")
         ax.set_xlabel(key)
-        ax.set_ylabel("accuracy (final, kept model)")
-        ax.set_title(f"accuracy against {key}")
+        ax.set_ylabel(f"{_FIT_WORD[fit]} (final, kept model)")
+        ax.set_title(f"{_FIT_WORD[fit]} against {key}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
         fig.tight_layout()
         name = f"vs_{key.replace('.', '_')}.png"
         runs.write_figure(out / name, fig)
         plt.close(fig)
-        made.append((name, f"Final training and validation accuracy against {key}"))
+        made.append((name, f"Final training and validation {_FIT_WORD[fit]} against {key}"))
     return made
+
+
+_FIT_WORD = {"accuracy": "accuracy", "r2": "R^2"}
+
+
+def lower_is_better(metric: str) -> bool:
+    """Whether a metric ranks lower first: a loss, an MSE or an MAE (accuracies and R^2 rank higher)."""
+    return metric.endswith(("loss", "_mse", "_mae"))
 
 
 def _cell(mean: Optional[float], std: float, seeds: int) -> str:
@@ -566,7 +605,8 @@ def table_rows(comp: Comparison) -> tuple[list[str], list[list[str]]]:
     header = [k.split(".")[-1] if sum(1 for x in comp.keys if x.split(".")[-1] == k.split(".")[-1]) == 1 else k for k in comp.keys]
     seeds = any(len(g.runs) > 1 for g in comp.groups)
     balanced = comp.metric in CLASS_METRICS or comp.imbalanced
-    header += (["seeds"] if seeds else []) + ["train acc", "val acc", "test acc"] + (["val bal acc"] if balanced else [])
+    fit, word = comp.fit, {"accuracy": "acc", "r2": "R^2"}[comp.fit]
+    header += (["seeds"] if seeds else []) + [f"train {word}", f"val {word}", f"test {word}"] + (["val bal acc"] if balanced else [])
     header += [f"best {comp.metric} (epoch)", "epochs", "wall s", "verdict"]
     rows = []
     for g in comp.groups:
@@ -574,7 +614,7 @@ def table_rows(comp: Comparison) -> tuple[list[str], list[list[str]]]:
         row = [_show(g.values.get(k)) for k in comp.keys]
         if seeds:
             row.append(str(n))
-        row += [_cell(*g.stat(m), n) for m in ("train_accuracy", "val_accuracy", "test_accuracy")]
+        row += [_cell(*g.stat(f"{split}_{fit}"), n) for split in ("train", "val", "test")]
         if balanced:
             row.append(_cell(*g.stat("val_balanced_accuracy"), n))
         bests = [r.best(comp.metric) for r in g.runs]
@@ -589,7 +629,7 @@ def table_rows(comp: Comparison) -> tuple[list[str], list[list[str]]]:
     ref = comp.reference
     if ref is not None:
         row = ["linear reference"] + [""] * (len(comp.keys) - 1) if comp.keys else []
-        row += ([""] if seeds else []) + [_cell(ref.get("train_accuracy"), 0.0, 1), _cell(ref.get("val_accuracy"), 0.0, 1), "-"]
+        row += ([""] if seeds else []) + [_cell(ref.get(f"train_{fit}"), 0.0, 1), _cell(ref.get(f"val_{fit}"), 0.0, 1), "-"]
         row += ([_cell(ref.get("val_balanced_accuracy"), 0.0, 1)] if balanced else []) + ["-", str(ref.get("epochs", "-")), "-", "reference"]
         rows.append(row)
     return header, rows

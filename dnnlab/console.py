@@ -44,10 +44,16 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def fit_key(record: dict[str, Any]) -> tuple[str, str]:
+    """(the metric a fit is shown by, its column word): accuracy, or R^2 for a regression record."""
+    return ("r2", "R^2") if any(str(k).endswith("_r2") for k in record) else ("accuracy", "acc")
+
+
 def metrics_line(m: dict[str, Any]) -> str:
-    parts = [f"train {_fmt(m.get('train_loss'))} / {_fmt(m.get('train_accuracy'), 3)}"]
+    fit = fit_key(m)[0]
+    parts = [f"train {_fmt(m.get('train_loss'))} / {_fmt(m.get(f'train_{fit}'), 3)}"]
     if m.get("val_loss") is not None:
-        parts.append(f"val {_fmt(m.get('val_loss'))} / {_fmt(m.get('val_accuracy'), 3)}")
+        parts.append(f"val {_fmt(m.get('val_loss'))} / {_fmt(m.get(f'val_{fit}'), 3)}")
     return "  ".join(parts)
 
 
@@ -104,12 +110,13 @@ class RichWriter(Writer):
 def summary_table(summary: dict[str, Any]) -> Table:
     best_epoch = summary.get("best_epoch")
     table = Table(title=Text(f"{summary.get('name')}: {summary.get('status')} after {summary.get('epochs_run')} epochs"))
+    fit, word = fit_key(summary.get("final") or {})
     table.add_column("split")
     table.add_column("final loss", justify="right")
-    table.add_column("final acc", justify="right")
+    table.add_column(f"final {word}", justify="right")
     best_label = f"best (epoch {best_epoch})" if best_epoch else "best"
     table.add_column(f"{best_label} loss", justify="right")
-    table.add_column(f"{best_label} acc", justify="right")
+    table.add_column(f"{best_label} {word}", justify="right")
     imbalanced = bool((summary.get("data") or {}).get("imbalanced"))
     if imbalanced:  # accuracy flatters a net that favours the largest class
         table.add_column("final bal acc", justify="right")
@@ -119,13 +126,15 @@ def summary_table(summary: dict[str, Any]) -> Table:
         table.add_row(
             split,
             _fmt(final.get(f"{split}_loss")),
-            _fmt(final.get(f"{split}_accuracy")),
+            _fmt(final.get(f"{split}_{fit}")),
             _fmt(best.get(f"{split}_loss")),
-            _fmt(best.get(f"{split}_accuracy")),
+            _fmt(best.get(f"{split}_{fit}")),
             *((_fmt(final.get(f"{split}_balanced_accuracy")), _fmt(best.get(f"{split}_balanced_accuracy"))) if imbalanced else ()),
         )
     if (summary.get("loss") or {}).get("weighted"):
         table.caption = "losses are class-weighted means (train.class_weight)"
+    elif fit == "r2":
+        table.caption = "loss: the mean squared error on standardized targets; R^2: 0 predicts the mean, 1 is perfect"
     return table
 
 

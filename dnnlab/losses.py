@@ -1,5 +1,6 @@
-"""The loss: softmax cross-entropy (class-weighted when `train.class_weight` sets weights) plus the
-named regularization terms of the config."""
+"""The loss: softmax cross-entropy (class-weighted when `train.class_weight` sets weights), or the
+mean squared error on standardized targets under `data.task: regression`, plus the named
+regularization terms of the config."""
 
 from __future__ import annotations
 
@@ -34,9 +35,33 @@ def cross_entropy_sum(logits: jax.Array, labels: jax.Array, weights: jax.Array) 
     return jnp.sum(weights * optax.softmax_cross_entropy_with_integer_labels(logits, labels))
 
 
+def regression(labels: jax.Array) -> bool:
+    """Whether a batch's labels are regression targets: float (standardized targets, data.task:
+    regression) rather than int32 classes. The dtype is static under jit, so each task traces
+    its own program and the classification programs are what they were."""
+    return jnp.issubdtype(labels.dtype, jnp.floating)
+
+
+def squared_and_absolute(outputs: jax.Array, targets: jax.Array, weights: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(summed weighted squared error, summed weighted absolute error) of a batch of one-unit
+    linear outputs (B, 1) against standardized targets (B,)."""
+    err = outputs[:, 0] - targets
+    return jnp.sum(weights * jnp.square(err)), jnp.sum(weights * jnp.abs(err))
+
+
+def mean_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """The unweighted mean loss of a batch: cross-entropy, or squared error for regression targets."""
+    if regression(labels):
+        return jnp.mean(jnp.square(logits[:, 0] - labels))
+    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+
+
 def loss_and_correct(logits: jax.Array, labels: jax.Array, weights: jax.Array) -> tuple[jax.Array, jax.Array]:
     """(summed weighted cross-entropy, weighted count of correct predictions) of a batch: the
-    sums that training, evaluation, the smoke checks and `evaluate` divide once."""
+    sums that training, evaluation, the smoke checks and `evaluate` divide once. For regression
+    targets (`regression`): (summed squared error, summed absolute error), in standardized units."""
+    if regression(labels):
+        return squared_and_absolute(logits, labels, weights)
     correct = jnp.sum(weights * (jnp.argmax(logits, -1) == labels))
     return cross_entropy_sum(logits, labels, weights), correct
 

@@ -51,7 +51,10 @@ def probe(
 
     def loss(p):
         logits, aux = model.apply(models.merge_stats(p, stats), x_P, train=False)
-        ce = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y_P))
+        if losses.regression(y_P):
+            ce = losses.mean_loss(logits, y_P)
+        else:
+            ce = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y_P))
         return ce + sum(losses.regularization_terms(p, reg).values()), aux
 
     grads, aux = jax.grad(loss, has_aux=True)(trainable)

@@ -26,8 +26,9 @@ def plot_curves(history: list[dict[str, Any]], best_epoch: Optional[int], path: 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    fit = "r2" if any(k.endswith("_r2") for r in history for k in r) else "accuracy"  # data.task: regression
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, metric in zip(axes, ("loss", "accuracy")):
+    for ax, metric in zip(axes, ("loss", fit)):
         for split, style in zip(SPLITS, ("-", "--", ":")):
             points = [(r["epoch"], r.get(f"{split}_{metric}")) for r in history]
             points = [(e, v) for e, v in points if v is not None]
@@ -42,7 +43,7 @@ def plot_curves(history: list[dict[str, Any]], best_epoch: Optional[int], path: 
     # a title at a fixed height (y=1): placed automatically, matplotlib measures every tick label
     # of the axes to avoid them, a quarter of the plot's drawing time
     axes[0].set_title("loss (evaluation mode)", y=1.0)
-    axes[1].set_title("accuracy", y=1.0)
+    axes[1].set_title("R^2 (0: the mean, 1: perfect)" if fit == "r2" else "accuracy", y=1.0)
     # fixed margins: tight_layout draws the whole figure once more before savefig draws it
     fig.subplots_adjust(left=0.07, right=0.99, bottom=0.12, top=0.92, wspace=0.18)
     runs.write_figure(path, fig)
@@ -112,7 +113,8 @@ def write_plots(run_dir: Path, history: list[dict[str, Any]], summary: dict[str,
     """Draw the plots that the records allow; returns (file name, caption) pairs."""
     out = []
     plot_curves(history, summary.get("best_epoch"), run_dir / "curves.png")
-    out.append(("curves.png", "Loss and accuracy per epoch (train, validation, test); the best epoch marked"))
+    fit = "R^2" if any(k.endswith("_r2") for r in history for k in r) else "accuracy"
+    out.append(("curves.png", f"Loss and {fit} per epoch (train, validation, test); the best epoch marked"))
     if plot_layers(history, "grad_rms", "RMS of the loss gradient of each layer's weights (log)", run_dir / "gradients.png", log=True):
         out.append(("gradients.png", "Per-layer gradient RMS: vanishing gradients show as the early layers far below the output"))
     for key, title in (
@@ -154,7 +156,16 @@ def markdown(
         lines += ["", "Try the first one:", "", "```bash", f"{runs.shell_command('dnnlab', 'run', config_name)} {first}", "```"]
         lines += ["", f"Or train and measure the top remedies: `{runs.shell_command('dnnlab', 'fix', run_dir_name)}`."]
     ref = summary.get("reference")
-    if isinstance(ref, dict):
+    regression = (summary.get("data") or {}).get("task") == "regression"
+    if isinstance(ref, dict) and regression:
+        lines += [
+            "", "## Reference",
+            "",
+            f"Least squares (closed form, ridge {ref.get('ridge', 0):g}) on the same training examples reaches training "
+            f"R^2 {_fmt(ref.get('train_r2'))} and validation R^2 {_fmt(ref.get('val_r2'))}: a deeper net that fits its "
+            "training set worse has failed to train.",
+        ]
+    elif isinstance(ref, dict):
         lines += [
             "", "## Reference",
             "",
@@ -164,6 +175,13 @@ def markdown(
             "training set worse has failed to train.",
         ]
     final, best = summary.get("final") or {}, summary.get("best") or {}
+    if regression:
+        lines += _regression_metrics(summary, final, best)
+        if plots:
+            lines += ["", "## Plots"]
+            for name, caption in plots:
+                lines += ["", f"{caption}.", "", f"![{caption}]({name})"]
+        return "\n".join(lines) + "\n"
     lines += ["", "## Metrics", "", f"| split | final loss | final accuracy | best loss (epoch {summary.get('best_epoch')}) | best accuracy |", "|---|---|---|---|---|"]
     for split in SPLITS:
         lines.append(
@@ -176,6 +194,27 @@ def markdown(
         for name, caption in plots:
             lines += ["", f"{caption}.", "", f"![{caption}]({name})"]
     return "\n".join(lines) + "\n"
+
+
+def _regression_metrics(summary: dict[str, Any], final: dict[str, Any], best: dict[str, Any]) -> list[str]:
+    """The `## Metrics` section of a regression run: the standardized loss, and MSE, MAE and R^2
+    in the target's own units, final and best."""
+    target = (summary.get("data") or {}).get("target") or {}
+    lines = [
+        "", "## Metrics", "",
+        f"Targets were standardized with the training split's mean {_fmt(target.get('mean'))} and standard deviation "
+        f"{_fmt(target.get('std'))}: the loss is the mean squared error in those units (1 for predicting the mean); "
+        "MSE and MAE are in the target's own units; R^2 is 0 for predicting the mean and 1 for a perfect fit.",
+        "",
+        f"| split | final loss | final MSE | final MAE | final R^2 | best R^2 (epoch {summary.get('best_epoch')}) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for split in SPLITS:
+        lines.append(
+            f"| {split} | {_fmt(final.get(f'{split}_loss'))} | {_fmt(final.get(f'{split}_mse'))} | "
+            f"{_fmt(final.get(f'{split}_mae'))} | {_fmt(final.get(f'{split}_r2'))} | {_fmt(best.get(f'{split}_r2'))} |"
+        )
+    return lines
 
 
 def _classes(cfg: Config, summary: dict[str, Any]) -> list[str]:

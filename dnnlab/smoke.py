@@ -1,6 +1,7 @@
 """`dnnlab check`: a smoke test of a config in seconds, before spending a training budget.
 
-The checks follow the usual "before you train" list: the initial loss is near ln(C), a few
+The checks follow the usual "before you train" list: the initial loss is near ln(C) (near 1, the
+cost of predicting the mean, on the standardized targets of `data.task: regression`), a few
 steps keep the loss and the gradients finite, the model can overfit one small batch, and it
 does better on real inputs than on zeroed ones (so the inputs reach the output).
 """
@@ -24,6 +25,10 @@ from dnnlab.train import TrainState, train_step
 SINGLE_BATCH = 32
 OVERFIT_STEPS = 300
 FEW_STEPS = 10
+# the initial loss allowed on standardized regression targets: 1 for predicting the mean, plus the
+# variance of a fresh net's outputs, minus twice their (chance) covariance with the target; at
+# most (1 + 1)^2, outputs as spread as the target and against it, at least (1 - 0.5)^2
+INITIAL_MSE = (0.25, 4.0)
 
 
 @dataclass
@@ -51,8 +56,17 @@ def run_checks(cfg: Config, data: Dataset) -> list[Check]:
 
     probe = rng.permutation(n)[: min(512, n)]
     init_loss = float(evaluate(params, data.train.x[probe], data.train.y[probe])[0])
-    ok = math.isfinite(init_loss) and 0.5 * ln_c <= init_loss <= 2 * ln_c
-    checks.append(Check("initial loss near ln(C)", ok, f"{init_loss:.3f} at initialization; ln({data.num_classes}) = {ln_c:.3f} (allowed {0.5 * ln_c:.2f}-{2 * ln_c:.2f})"))
+    if data.regression:
+        # standardized targets: predicting the mean (0) costs 1; a fresh net's outputs add their variance
+        ln_c = 1.0
+        ok = math.isfinite(init_loss) and INITIAL_MSE[0] <= init_loss <= INITIAL_MSE[1]
+        checks.append(Check(
+            "initial loss near 1 (standardized targets)", ok,
+            f"{init_loss:.3f} at initialization; predicting the mean costs 1 (allowed {INITIAL_MSE[0]:g}-{INITIAL_MSE[1]:g})",
+        ))
+    else:
+        ok = math.isfinite(init_loss) and 0.5 * ln_c <= init_loss <= 2 * ln_c
+        checks.append(Check("initial loss near ln(C)", ok, f"{init_loss:.3f} at initialization; ln({data.num_classes}) = {ln_c:.3f} (allowed {0.5 * ln_c:.2f}-{2 * ln_c:.2f})"))
 
     def fresh_state(steps_per_epoch: int, constant_lr: bool = False):
         # the single-batch check runs at the schedule's peak lr: it tests the model, not the schedule
@@ -101,10 +115,11 @@ def run_checks(cfg: Config, data: Dataset) -> list[Check]:
         )(state)
     start_loss = float(evaluate(params, xs, ys)[0])
     end_loss, end_acc = (float(v) for v in evaluate(state.params, xs, ys))
-    ok = math.isfinite(end_loss) and (end_acc == 1.0 or end_loss < 0.1 * start_loss)
+    ok = math.isfinite(end_loss) and ((end_acc == 1.0 and not data.regression) or end_loss < 0.1 * start_loss)
+    shown = f"MAE {end_acc:.3f} (standardized)" if data.regression else f"accuracy {end_acc:.2f}"
     checks.append(Check(
         f"can overfit one batch of {len(single)}", ok,
-        f"loss {start_loss:.3f} -> {end_loss:.3f}, accuracy {end_acc:.2f} after {OVERFIT_STEPS} steps"
+        f"loss {start_loss:.3f} -> {end_loss:.3f}, {shown} after {OVERFIT_STEPS} steps"
         + ("" if ok else ": the model cannot even memorize a few examples; training will fail (see `dnnlab run` diagnosis)"),
     ))
 

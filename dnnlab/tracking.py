@@ -45,6 +45,8 @@ NAMES = {
     "lr": "lr", "running_loss": "running/loss", "running_accuracy": "running/accuracy", "seconds": "time/epoch_seconds",
     "train_balanced_accuracy": "balanced_accuracy/train", "val_balanced_accuracy": "balanced_accuracy/val",
     "test_balanced_accuracy": "balanced_accuracy/test",
+    # data.task: regression, in the target's own units
+    **{f"{split}_{m}": f"{m}/{split}" for split in ("train", "val", "test") for m in ("mse", "mae", "r2")},
 }
 NOT_SCALARS = ("epoch", "seed")
 REPORT_TAGS = ("_hparams_/", "hparams/", "kept/", "diagnosis/", "status/")  # written once, when the run is diagnosed
@@ -250,7 +252,8 @@ class TensorBoard(runs.Writer):
         from tensorboardX.summary import hparams
 
         step = int(summary.get("epochs_run") or 0)
-        kept = {f"hparams/{k}": v for k, v in runs.kept_metrics(summary).items() if k in runs.METRICS + runs.CLASS_METRICS and _finite(v)}
+        wanted = runs.METRICS + runs.CLASS_METRICS + runs.REGRESSION_METRICS
+        kept = {f"hparams/{k}": v for k, v in runs.kept_metrics(summary).items() if k in wanted and _finite(v)}
         values = {
             k: (v if isinstance(v, (bool, int, float, str)) else _text(v))
             for k, v in flat_config(self.cfg.model_dump(mode="json")).items() if v is not None

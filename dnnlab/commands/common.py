@@ -28,6 +28,16 @@ class Metric(str, Enum):
     test_accuracy = "test_accuracy"
     val_balanced_accuracy = "val_balanced_accuracy"
     test_balanced_accuracy = "test_balanced_accuracy"
+    # data.task: regression (runs.REGRESSION_METRICS); val_accuracy, the default, means val_r2 there
+    train_r2 = "train_r2"
+    val_r2 = "val_r2"
+    test_r2 = "test_r2"
+    train_mse = "train_mse"
+    val_mse = "val_mse"
+    test_mse = "test_mse"
+    train_mae = "train_mae"
+    val_mae = "val_mae"
+    test_mae = "test_mae"
 
 
 class Checkpoint(str, Enum):
@@ -107,6 +117,8 @@ def _warn_imbalance(cfg, ds) -> None:
     """The run's header: a warning when the largest class holds most of the training split."""
     from dnnlab.baselines import Baselines
 
+    if ds.regression:  # no classes to be imbalanced
+        return
     warning = Baselines(_class_counts(ds), names=tuple(ds.classes)).imbalance_warning(cfg.diagnosis.imbalance_share)
     if warning is not None:
         err_console.print(f"warning: {warning}", markup=False)

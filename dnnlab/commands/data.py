@@ -66,6 +66,9 @@ def data_inspect(config: ConfigArg, set_: SetOpt = None) -> None:
     else:
         features = f"{ds.input_dim:,} features per example"
     console.print(f"features: {features}; data.normalize {cfg.data.normalize}", markup=False)
+    if ds.regression:
+        _inspect_targets(ds, splits)
+        return
     table = Table("class", "name", *(name for name, _ in splits), "total", title=f"{ds.num_classes} classes")
     counts = [np.bincount(s.y, minlength=ds.num_classes) for _, s in splits]
     for k in range(ds.num_classes):
@@ -83,6 +86,24 @@ def data_inspect(config: ConfigArg, set_: SetOpt = None) -> None:
     warning = base.imbalance_warning(cfg.diagnosis.imbalance_share)
     if warning is not None:
         console.print(f"warning: {warning}", markup=False)
+
+
+def _inspect_targets(ds: Any, splits: list[tuple[str, Any]]) -> None:
+    """`data inspect` under data.task: regression: each split's target mean, standard deviation
+    and range, in the target's own units."""
+    from rich.table import Table
+
+    from dnnlab.data.dataset import unstandardize
+
+    table = Table("split", "examples", "mean", "std", "min", "max", title="the target (data.task: regression)")
+    for name, split in splits:
+        y = unstandardize(split.y, ds.target_mean, ds.target_std)
+        table.add_row(name, f"{len(y):,}", *(f"{v:.4g}" for v in (y.mean(), y.std(), y.min(), y.max())))
+    console.print(table, markup=False)
+    console.print(
+        f"the net trains on the target standardized with the training split's mean {ds.target_mean:.4g} and standard "
+        f"deviation {ds.target_std:.4g}; predicting that mean scores R^2 0 (a loss of about 1)", markup=False,
+    )
 
 
 def data_download(

@@ -98,7 +98,7 @@ def _report_fix(job, as_json: bool) -> None:
         }
         sys.stdout.write(json.dumps(out, indent=2, default=str) + "\n")
         raise typer.Exit(EXIT_OK if winner else EXIT_FAILED)
-    acc = "bal acc" if job.results and job.results[0].measure == "balanced_accuracy" else "acc"
+    acc = {"balanced_accuracy": "bal acc", "r2": "R^2"}.get(job.results[0].measure, "acc") if job.results else "acc"
     table = Table("remedy", "verdict", f"train {acc}", f"val {acc}", "val loss", "fixed", title=f"{_escape(job.run_dir.name)} was {job.verdict}: the remedies, measured")
     table.add_row("(the run itself)", job.verdict, _acc(job.results[0].train[0]) if job.results else "-",
                   _acc(job.results[0].val[0]) if job.results else "-", _acc(job.results[0].val_loss[0]) if job.results else "-", "")

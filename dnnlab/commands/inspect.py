@@ -98,7 +98,7 @@ def _compare_and_print(targets: list[str], out: Optional[Path], metric: str, as_
         table.add_row(*row)
     console.print(table, soft_wrap=False, markup=False)  # the labels and values come from the runs' configs
     if comp.best:
-        console.print(f"best on {metric}: {comp.best.label}", markup=False)
+        console.print(f"best on {comp.metric}: {comp.best.label}", markup=False)
     for c in comp.comparisons:
         console.print(f"  • {c['text']}", markup=False, soft_wrap=False)
     for rec in comp.records:
@@ -171,8 +171,14 @@ def evaluate(
         return
     from rich.table import Table
 
-    table = Table("model", "test accuracy", "test loss", title=f"{_escape(run_dir.name)} ({path.name}): dropout as an ensemble")
     ws = result["weight_scaling"]
+    if "r2" in ws:  # data.task: regression: the averaged prediction's errors, in the target's units
+        table = Table("model", "test MSE", "test MAE", "test R^2", title=f"{_escape(run_dir.name)} ({path.name}): dropout as an ensemble")
+        for label, row in [("weight scaling (evaluation mode)", ws)] + [(f"MC dropout, K = {r['k']}", r) for r in result["mc"]]:
+            table.add_row(label, f"{row['mse']:.4g}", f"{row['mae']:.4g}", f"{row['r2']:.4f}")
+        console.print(table, soft_wrap=False)
+        return
+    table = Table("model", "test accuracy", "test loss", title=f"{_escape(run_dir.name)} ({path.name}): dropout as an ensemble")
     table.add_row("weight scaling (evaluation mode)", f"{ws['accuracy']:.4f}", f"{ws['loss']:.4f}")
     for row in result["mc"]:
         table.add_row(f"MC dropout, K = {row['k']}", f"{row['accuracy']:.4f}", f"{row['loss']:.4f}")

@@ -221,11 +221,14 @@ def _print_run(outcome, quiet: bool, config: Path, fail_verdicts: set[str]) -> N
         from dnnlab.console import diagnosis_panel
 
         console.print(diagnosis_panel(diagnosis.to_dict(), str(config)), soft_wrap=False)
+    from dnnlab.console import fit_key
+
     final = summary.get("final") or {}
+    fit, acc = fit_key(final)  # accuracy, or R^2 under data.task: regression
     line = (
         f"{summary['status']}: {summary['epochs_run']} epochs, "
-        f"train acc {_acc(final.get('train_accuracy'))}, val acc {_acc(final.get('val_accuracy'))}, "
-        f"test acc {_acc(final.get('test_accuracy'))}, {summary['wall_seconds']:.1f} s, "
+        f"train {acc} {_acc(final.get(f'train_{fit}'))}, val {acc} {_acc(final.get(f'val_{fit}'))}, "
+        f"test {acc} {_acc(final.get(f'test_{fit}'))}, {summary['wall_seconds']:.1f} s, "
         f"verdict {diagnosis.verdict}{' (' + ', '.join(diagnosis.causes) + ')' if diagnosis.causes else ''} -> {run_dir}"
     )
     if _imbalanced(summary, outcome):
@@ -235,7 +238,7 @@ def _print_run(outcome, quiet: bool, config: Path, fail_verdicts: set[str]) -> N
         best = summary.get("best") or {}
         line += (
             f"\n  kept the best epoch {summary['best_epoch']} (by {summary['monitor']}): "
-            f"val acc {_acc(best.get('val_accuracy'))}, test acc {_acc(best.get('test_accuracy'))}"
+            f"val {acc} {_acc(best.get(f'val_{fit}'))}, test {acc} {_acc(best.get(f'test_{fit}'))}"
         )
     console.print(line, markup=False)
     if summary["status"] == "diverged":
@@ -270,6 +273,7 @@ def _imbalanced(summary: dict, outcome) -> bool:
 
 def _print_seeds(result, fail_verdicts: set[str]) -> None:
     """`dnnlab run` with train.seeds > 1: one line per seed, then the mean and std; exits."""
+    from dnnlab.console import fit_key
     from dnnlab.runs import kept_metrics
 
     summary = result.summary
@@ -277,10 +281,11 @@ def _print_seeds(result, fail_verdicts: set[str]) -> None:
         for problem in o.problems:
             err_console.print(f"warning: {problem}", markup=False)
         kept = kept_metrics(o.summary)
+        fit, acc = fit_key(kept)  # accuracy, or R^2 under data.task: regression
         console.print(
             f"seed {o.summary.get('seed')}: {o.summary['status']}, {o.summary['epochs_run']} epochs, "
-            f"train acc {_acc(kept.get('train_accuracy'))}, val acc {_acc(kept.get('val_accuracy'))}, "
-            f"test acc {_acc(kept.get('test_accuracy'))}, verdict {o.diagnosis.verdict}",
+            f"train {acc} {_acc(kept.get(f'train_{fit}'))}, val {acc} {_acc(kept.get(f'val_{fit}'))}, "
+            f"test {acc} {_acc(kept.get(f'test_{fit}'))}, verdict {o.diagnosis.verdict}",
             markup=False,
         )
     mean, std = summary["mean"], summary["std"]
@@ -288,9 +293,10 @@ def _print_seeds(result, fail_verdicts: set[str]) -> None:
     def pm(key: str) -> str:
         return "-" if key not in mean else f"{mean[key]:.4f} ± {std[key]:.4f}"
 
+    fit, acc = fit_key(mean)
     console.print(
-        f"{summary['status']}: {len(result.outcomes)} seeds ({summary['seed_mode']}), train acc {pm('train_accuracy')}, "
-        f"val acc {pm('val_accuracy')}, test acc {pm('test_accuracy')}, {summary['wall_seconds']:.1f} s, "
+        f"{summary['status']}: {len(result.outcomes)} seeds ({summary['seed_mode']}), train {acc} {pm(f'train_{fit}')}, "
+        f"val {acc} {pm(f'val_{fit}')}, test {acc} {pm(f'test_{fit}')}, {summary['wall_seconds']:.1f} s, "
         f"verdicts {', '.join(summary['verdicts'])} -> {result.run_dir}",
         markup=False,
     )

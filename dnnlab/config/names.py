@@ -25,12 +25,19 @@ NormName = Literal["none", "batch"]
 PoolName = Literal["max", "none"]
 NormalizeName = Literal["unit", "standard"]
 MissingName = Literal["error", "drop"]
-Monitor = Literal["val_loss", "val_accuracy", "val_balanced_accuracy"]
+TaskName = Literal["classification", "regression"]
+Monitor = Literal["val_loss", "val_accuracy", "val_balanced_accuracy", "val_r2"]
+# the monitors that hold for one task only (early stopping refuses the other task's)
+CLASSIFICATION_MONITORS = ("val_accuracy", "val_balanced_accuracy")
+REGRESSION_MONITORS = ("val_r2",)
 # the metrics that rank runs: runs.METRICS and the balanced accuracies of runs.CLASS_METRICS
 MetricName = Literal[
     "train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy",
     "val_balanced_accuracy", "test_balanced_accuracy",
+    "train_r2", "val_r2", "test_r2", "train_mse", "val_mse", "test_mse", "train_mae", "val_mae", "test_mae",
 ]
+# the datasets that can hold numeric targets (data.task: regression)
+REGRESSION_DATASETS = ("csv", "npz")
 LoopName = Literal["auto", "scan", "steps"]
 StackName = Literal["auto", "unrolled", "scanned"]
 SeedModeName = Literal["auto", "vmap", "sequential"]

@@ -9,6 +9,7 @@ from typing import Any, Literal, Optional, get_args
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from dnnlab.config.names import (
+    CLASSIFICATION_MONITORS,
     DEFAULT_DEPTH,
     DEFAULT_TEST_SPLIT,
     DEFAULT_WIDTH,
@@ -18,6 +19,8 @@ from dnnlab.config.names import (
     PRETRAIN_BATCH,
     PRETRAIN_EPOCHS,
     PRETRAIN_INIT_SCALE,
+    REGRESSION_DATASETS,
+    REGRESSION_MONITORS,
     SCAN_FROM_LAYERS,
     SCAN_UNROLL,
     ActivationName,
@@ -38,6 +41,7 @@ from dnnlab.config.names import (
     SeedModeName,
     ShortcutName,
     StackName,
+    TaskName,
 )
 from dnnlab.config.types import ClassWeight, ColumnRef, DeviceCount, Float, Int
 
@@ -51,6 +55,12 @@ class DataConfig(_Section):
         "digits",
         description="digits (embedded) | mnist | fashion-mnist | cifar10 | csv (a table) | npz (arrays) | folder "
         "(images in one folder per class): the last three read your own files at data.path (docs/data.md)",
+    )
+    task: TaskName = Field(
+        "classification",
+        description="classification: the label is a class; regression (csv, npz): the label column (or y array) is a "
+        "number, one target per example, trained with mean squared error on targets standardized with the training "
+        "split's mean and standard deviation and reported in the target's own units (MSE, MAE, R^2)",
     )
     path: Optional[str] = Field(
         None,
@@ -400,9 +410,22 @@ class DiagnosisConfig(_Section):
         0.4, gt=0.0, le=1.0, description="fraction of epochs whose training loss rose that marks oscillation"
     )
     low_update_ratio: Float = Field(1e-4, gt=0.0, description="update/weight ratio below this marks a learning rate too low")
+    poor_train_r2: Float = Field(
+        0.3, gt=0.0, lt=1.0,
+        description="regression (data.task): training is poor when its R^2 (the skill against predicting the training "
+        "mean: 0 predicts the mean, 1 is perfect) is below this",
+    )
+    chance_r2: Float = Field(
+        0.05, gt=0.0, lt=1.0,
+        description="regression: a training R^2 below this is at chance: the net predicts the mean and has not started "
+        "to learn",
+    )
+    overfit_gap_r2: Float = Field(
+        0.2, gt=0.0, description="regression: train minus validation R^2 beyond this is overfitting"
+    )
     reference: ReferenceName = Field(
         "linear",
-        description="linear: also fit a softmax regression on the same training examples (cached) and call a net "
+        description="linear: also fit a softmax regression (least squares under regression) on the same training examples (cached) and call a net "
         "that fits its training set worse than it failed-training; none: no reference",
     )
     reference_margin: Float = Field(
@@ -525,7 +548,24 @@ class Config(_Section):
                 f"data.path: data.dataset {self.data.dataset} reads your own data; set data.path to "
                 f"{what[self.data.dataset]} (docs/data.md)"
             )
+        if self.data.task == "regression" and self.data.dataset not in REGRESSION_DATASETS:
+            kind = "a folder of class folders" if self.data.dataset == "folder" else "a built-in classification dataset"
+            raise ValueError(
+                f"data.task: regression reads numeric targets from your own table or arrays (data.dataset csv or npz); "
+                f"data.dataset {self.data.dataset} is {kind}: set data.task=classification, or data.dataset to csv or npz"
+            )
+        if self.data.task == "regression" and self.train.class_weight != "none":
+            raise ValueError(
+                "train.class_weight: weighs classes, and data.task: regression has none; remove train.class_weight"
+            )
         es = self.train.early_stopping
+        wrong = CLASSIFICATION_MONITORS if self.data.task == "regression" else REGRESSION_MONITORS
+        if es.monitor in wrong:
+            allowed = "val_loss or val_r2" if self.data.task == "regression" else "val_loss, val_accuracy or val_balanced_accuracy"
+            raise ValueError(
+                f"train.early_stopping.monitor: {es.monitor} is not measured under data.task {self.data.task}; "
+                f"monitor {allowed}"
+            )
         if es.enabled and self.data.validation_split == 0:
             raise ValueError(
                 "train.early_stopping.enabled needs a validation set: set data.validation_split "

@@ -113,6 +113,16 @@ def config_warnings(cfg: Config, raw: dict[str, Any]) -> list[str]:
             )
     if not cfg.diagnosis.instruments and given("diagnosis.probe_size"):
         ignored("diagnosis.probe_size", "diagnosis.instruments is false (no probe batch)")
+    # the thresholds that one task's verdict reads (docs/diagnosis.md#regression)
+    if cfg.data.task == "regression":
+        for key in _CLASSIFICATION_THRESHOLDS:
+            if given(f"diagnosis.{key}"):
+                ignored(f"diagnosis.{key}", "it is a classification threshold and data.task is regression (the fit is "
+                        "judged on R^2: diagnosis.poor_train_r2, chance_r2, overfit_gap_r2)")
+    else:
+        for key in _REGRESSION_THRESHOLDS:
+            if given(f"diagnosis.{key}"):
+                ignored(f"diagnosis.{key}", "it is a regression threshold and data.task is classification")
     if cfg.diagnosis.reference == "none" and given("diagnosis.reference_margin"):
         ignored("diagnosis.reference_margin", "diagnosis.reference is none")
     if m.pretrain == "none":
@@ -128,6 +138,8 @@ _DATA_KEY_READERS: dict[str, tuple[str, ...]] = {
     "header": ("csv",), "delimiter": ("csv",), "missing": ("csv", "npz"), "x_key": ("npz",), "y_key": ("npz",),
     "x_test_key": ("npz",), "y_test_key": ("npz",), "image_size": ("folder",), "channels": ("folder",),
 }
+_CLASSIFICATION_THRESHOLDS = ("target_train_accuracy", "poor_train_margin", "chance_skill", "overfit_gap", "imbalance_share")
+_REGRESSION_THRESHOLDS = ("poor_train_r2", "chance_r2", "overfit_gap_r2")
 _OPTIMIZER_HYPERPARAMETERS = tuple(dict.fromkeys(k for keys in OPTIMIZER_KEYS.values() for k in keys))
 _SCHEDULE_HYPERPARAMETERS = tuple(dict.fromkeys(k for keys in SCHEDULE_KEYS.values() for k in keys))
 # defaults that validation fills in, so that a dumped section shows them as given

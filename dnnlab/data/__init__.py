@@ -30,8 +30,10 @@ from dnnlab.data.dataset import (
     _check_scaled,
     rescale,
     standardize,
+    standardize_targets,
     stratified_indices,
 )
+from dnnlab.data.files import random_indices
 from dnnlab.data.folder import _load_folder
 from dnnlab.data.npz import _load_npz
 
@@ -97,10 +99,14 @@ def load(cfg: DataConfig, seed: int) -> Dataset:
     classes, raw = train.classes, train.raw
     # the published class count (the loaders refuse labels outside it), or the classes found in the files
     num_classes = len(classes) if cfg.dataset in FILE_DATASETS else NUM_CLASSES[cfg.dataset]
+    regression = cfg.task == "regression"
+    if regression:
+        num_classes = 1  # one output unit per target
+    sample = (lambda y, f, r: random_indices(len(y), f, r)) if regression else stratified_indices
     rng = np.random.default_rng(seed)
     val = None
     if cfg.validation_split > 0:
-        val_idx = stratified_indices(train.y, cfg.validation_split, rng)
+        val_idx = sample(train.y, cfg.validation_split, rng)
         keep = np.ones(len(train), bool)
         keep[val_idx] = False
         if len(val_idx) == 0:
@@ -111,7 +117,7 @@ def load(cfg: DataConfig, seed: int) -> Dataset:
         val = Split(train.x[val_idx], train.y[val_idx])
         train = Split(train.x[keep], train.y[keep])
     if cfg.train_size is not None and cfg.train_size < len(train):
-        sub = stratified_indices(train.y, cfg.train_size, rng)
+        sub = sample(train.y, cfg.train_size, rng)
         train = Split(train.x[sub], train.y[sub])
     if len(train) == 0:
         raise DataError(f"{cfg.dataset}: the training split is empty; lower data.validation_split")
@@ -122,6 +128,9 @@ def load(cfg: DataConfig, seed: int) -> Dataset:
         train, val, test = rescale(train, val, test, channels)
     if cfg.normalize == "standard" or raw:
         _check_scaled(cfg, train, val, test, channels)
+    if regression:
+        (train, val, test), mean, std = standardize_targets(train, val, test, cfg.dataset)
+        return Dataset(cfg.dataset, train, val, test, num_classes, source, shape, classes, "regression", mean, std)
     return Dataset(cfg.dataset, train, val, test, num_classes, source, shape, classes)
 
 

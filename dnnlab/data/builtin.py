@@ -317,6 +317,8 @@ def fingerprint(cfg: DataConfig, ds: Dataset) -> dict[str, Any]:
 
 def split_warnings(cfg: DataConfig, ds: Dataset) -> list[str]:
     """What the splits leave that a run cannot learn: classes with no training example."""
+    if ds.regression:
+        return []
     counts = np.bincount(ds.train.y, minlength=ds.num_classes)
     missing = int((counts == 0).sum())
     if not missing:

@@ -26,6 +26,7 @@ from dnnlab.data.files import (
     _is_missing,
     _is_number,
     _split_off,
+    _targets,
     _test_note,
 )
 
@@ -297,11 +298,18 @@ def _load_csv(cfg: DataConfig) -> Loaded:
     """A CSV table: the label column mapped to classes 0..C-1, the feature columns as raw numbers."""
     path = _given_path(cfg.path, "data.path", "the training CSV file")
     train = _clean_table(_read_csv(path, cfg), cfg)
-    ytr, names, classes = _encode_labels(train.labels, str(path), lambda i: f"line {train.line[i]}")
+    regression = cfg.task == "regression"
+    if regression:  # numeric targets (float64 here; standardized and float32 in `data.load`)
+        ytr, names = _targets(train.labels, str(path), lambda i: f"line {train.line[i]}"), ()
+    else:
+        ytr, names, classes = _encode_labels(train.labels, str(path), lambda i: f"line {train.line[i]}")
     if cfg.test_path:
         test_path = _given_path(cfg.test_path, "data.test_path", "the test CSV file")
         test = _clean_table(_read_csv(test_path, cfg, like=train), cfg)
-        yte = _encode_test_labels(test.labels, classes, names, str(test_path), lambda i: f"line {test.line[i]}")
+        if regression:
+            yte = _targets(test.labels, str(test_path), lambda i: f"line {test.line[i]}")
+        else:
+            yte = _encode_test_labels(test.labels, classes, names, str(test_path), lambda i: f"line {test.line[i]}")
         (xtr, ytr), (xte, yte) = (train.x, ytr), (test.x, yte)
         note = f"test: {test_path}"
     else:

@@ -23,7 +23,7 @@ class DataError(Exception):
 @dataclass(frozen=True)
 class Split:
     x: np.ndarray  # (N, D) float32: [0, 1], or standardized (data.normalize)
-    y: np.ndarray  # (N,) int32
+    y: np.ndarray  # (N,) int32; under regression (N,) float32 standardized targets
     # set on the training split a loader returns (file data only): the class names (label i is
     # classes[i]), and whether x holds raw numbers that `load` still scales to [0, 1]
     classes: tuple[str, ...] = ()
@@ -43,6 +43,15 @@ class Dataset:
     source: str  # where the files were read from
     image_shape: tuple[int, ...] = ()  # (H, W, C) of the images the rows of x flatten
     classes: tuple[str, ...] = ()  # the class names of file data (label i is classes[i]); () for built-ins
+    # data.task: regression: y holds the targets standardized with the training split's mean and
+    # standard deviation (float32); every reported number is turned back into the target's units
+    task: str = "classification"
+    target_mean: float = 0.0
+    target_std: float = 1.0
+
+    @property
+    def regression(self) -> bool:
+        return self.task == "regression"
 
     @property
     def input_dim(self) -> int:
@@ -134,3 +143,25 @@ def rescale(train: Split, val: Optional[Split], test: Split, channels: int) -> t
         return low, np.where(span > 0, span, 1.0)
 
     return _per_channel(train, val, test, channels, stats)
+
+
+def standardize_targets(train: Split, val: Optional[Split], test: Split, where: str) -> tuple[tuple[Split, Optional[Split], Split], float, float]:
+    """Regression targets as (y - mean) / std with the training split's mean and standard deviation
+    (float64 statistics, float32 targets), and (mean, std). DataError for a constant target."""
+    y = np.asarray(train.y, np.float64)
+    mean, std = float(y.mean()), float(y.std())
+    if not std > 0:
+        raise DataError(f"{where}: every training target is {mean:g}: a constant cannot be learned; check the label")
+
+    def apply(split: Optional[Split]) -> Optional[Split]:
+        if split is None:
+            return None
+        z = ((np.asarray(split.y, np.float64) - mean) / std).astype(np.float32)
+        return Split(split.x, z, split.classes, split.raw)
+
+    return (apply(train), apply(val), apply(test)), mean, std  # type: ignore[return-value]
+
+
+def unstandardize(z: np.ndarray, mean: float, std: float) -> np.ndarray:
+    """Standardized targets (or predictions) back in the target's own units."""
+    return np.asarray(z, np.float64) * std + mean

@@ -104,6 +104,7 @@ def _encode_labels(
         rank[order] = np.arange(len(order))
         classes, y, counts = classes[order], rank[y], counts[order]
     names = tuple(_class_name(v) for v in classes)
+    _refuse_numeric(values, counts, where)
     if len(classes) < 2:
         raise DataError(
             f"{where}: every example has the label {names[0]!r}: a classifier needs at least 2 classes; "
@@ -123,6 +124,72 @@ def _encode_labels(
             + (f" {rare.size} classes have a single example." if rare.size > 1 else "")
         )
     return y.astype(np.int32), names, classes
+
+
+# a numeric label with more distinct values than this (and than this share of the examples),
+# most of them held by fewer than REGRESSION_RARE examples, is a number to predict, not a class
+REGRESSION_DISTINCT, REGRESSION_SHARE, REGRESSION_RARE = 20, 0.1, 3
+
+
+def _numbers(values: np.ndarray) -> Optional[np.ndarray]:
+    """The labels as float64 when every one is a number (of a numeric array, or text that parses
+    as one), else None."""
+    if values.dtype.kind in "biuf":
+        return values.astype(np.float64)
+    try:
+        return np.asarray(values, dtype=np.float64)
+    except ValueError:
+        return None
+
+
+def _refuse_numeric(values: np.ndarray, counts: np.ndarray, where: str) -> None:
+    """DataError when a classification label looks like a numeric target: every label a number,
+    more than REGRESSION_DISTINCT distinct values and more than REGRESSION_SHARE of the examples,
+    most of them with fewer than REGRESSION_RARE examples."""
+    distinct, n = len(counts), len(values)
+    if distinct <= REGRESSION_DISTINCT or distinct <= REGRESSION_SHARE * n:
+        return
+    if np.mean(counts < REGRESSION_RARE) <= 0.5 or _numbers(values) is None:
+        return
+    raise DataError(
+        f"{where}: the label is a number with {distinct} distinct values among {n} examples, "
+        f"{int(np.sum(counts < REGRESSION_RARE))} of them held by fewer than {REGRESSION_RARE} examples: that is a "
+        "numeric target, not classes. Set data.task: regression to predict it (mean squared error, R^2); or check "
+        "the label (data.label for a csv, data.y_key for an npz)"
+    )
+
+
+def _targets(labels: np.ndarray, where: str, locate: Callable[[int], str]) -> np.ndarray:
+    """Regression targets: every label as a finite float64 number; DataError names the first that
+    is not one."""
+    values = _label_keys(labels)
+    if values.dtype.kind in "biuf":
+        y = values.astype(np.float64)
+    else:
+        y = np.empty(len(values), np.float64)
+        for i, cell in enumerate(values):
+            try:
+                y[i] = float(cell)
+            except ValueError:
+                raise DataError(
+                    f"{where}: the target {str(cell)!r} ({locate(i)}) is not a number; data.task: regression "
+                    "predicts a numeric label: check the label (data.label for a csv), or set data.task: "
+                    "classification"
+                ) from None
+    bad = ~np.isfinite(y)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise DataError(f"{where}: the target at {locate(i)} is {y[i]}; every target must be a finite number")
+    if len(y) and np.abs(y).max() > np.finfo(np.float32).max:
+        raise DataError(f"{where}: a target is beyond float32's range; scale the target")
+    return y
+
+
+def random_indices(n: int, fraction_or_count: float, rng: np.random.Generator) -> np.ndarray:
+    """Indices of a random sample (a fraction (< 1) or a count (>= 1) of n), sorted: the split of
+    regression data, which have no classes to stratify."""
+    total = int(round(fraction_or_count * n)) if fraction_or_count < 1 else int(fraction_or_count)
+    return np.sort(rng.permutation(n)[: min(max(total, 0), n)])
 
 
 def _test_key(value: Any, text: bool) -> Any:
@@ -166,7 +233,8 @@ def _encode_test_labels(
 def _hold_out(y: np.ndarray, cfg: DataConfig, where: str) -> np.ndarray:
     """The fixed stratified test indices of data.test_split (the same for every seed)."""
     fraction = cfg.test_split if cfg.test_split is not None else DEFAULT_TEST_SPLIT
-    test_idx = stratified_indices(y, fraction, np.random.default_rng(FILE_SPLIT_SEED))
+    rng = np.random.default_rng(FILE_SPLIT_SEED)
+    test_idx = random_indices(len(y), fraction, rng) if cfg.task == "regression" else stratified_indices(y, fraction, rng)
     if len(test_idx) == 0 or len(test_idx) == len(y):
         raise DataError(
             f"{where}: data.test_split {fraction} of {len(y)} examples leaves "
@@ -184,7 +252,7 @@ def _split_off(x: np.ndarray, y: np.ndarray, test_idx: np.ndarray) -> tuple[tupl
 
 def _test_note(cfg: DataConfig) -> str:
     fraction = cfg.test_split if cfg.test_split is not None else DEFAULT_TEST_SPLIT
-    return f"test: a fixed stratified {fraction * 100:g}% of it"
+    return f"test: a fixed {'random' if cfg.task == 'regression' else 'stratified'} {fraction * 100:g}% of it"
 
 
 # ------------------------------------------ npz

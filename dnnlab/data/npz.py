@@ -19,6 +19,7 @@ from dnnlab.data.files import (
     _hold_out,
     _npz_archive,
     _split_off,
+    _targets,
     _test_note,
 )
 
@@ -55,6 +56,11 @@ def _npz_pair(x: np.ndarray, y: np.ndarray, where_x: str, where_y: str, cfg: Dat
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.ndim != 1:
+        if cfg.task == "regression":
+            raise DataError(
+                f"{where_y}: regression targets must be a 1-D array, one number per example (or shape (N, 1)); got "
+                f"shape {y.shape}: several targets per example are not supported; train one run per target"
+            )
         raise DataError(
             f"{where_y}: labels must be a 1-D array, one per example; got shape {y.shape}"
             + (" (one-hot? store y.argmax(1))" if y.ndim == 2 else "")
@@ -131,7 +137,11 @@ def _load_npz(cfg: DataConfig) -> Loaded:
         )
     if x.ndim == 1:
         x = x[:, None]
-    ytr, names, classes = _encode_labels(y, named(cfg.y_key), lambda i: f"example {i}")
+    regression = cfg.task == "regression"
+    if regression:  # numeric targets (standardized and float32 in `data.load`)
+        ytr, names = _targets(y, named(cfg.y_key), lambda i: f"example {i}"), ()
+    else:
+        ytr, names, classes = _encode_labels(y, named(cfg.y_key), lambda i: f"example {i}")
     test_where = None
     if held:
         xt, yt = _npz_pair(arrays[cfg.x_test_key], arrays[cfg.y_test_key], named(cfg.x_test_key), named(cfg.y_test_key), cfg)
@@ -149,7 +159,10 @@ def _load_npz(cfg: DataConfig) -> Loaded:
             raise DataError(
                 f"{test_where[0]}: test inputs of shape {xt.shape[1:]} per example; the training inputs are {x.shape[1:]}"
             )
-        yte = _encode_test_labels(yt, classes, names, test_where[1], lambda i: f"example {i}")
+        if regression:
+            yte = _targets(yt, test_where[1], lambda i: f"example {i}")
+        else:
+            yte = _encode_test_labels(yt, classes, names, test_where[1], lambda i: f"example {i}")
         xtr, xte = x, xt
     else:
         (xtr, ytr), (xte, yte) = _split_off(x, ytr, _hold_out(ytr, cfg, named(cfg.y_key)))

@@ -152,7 +152,14 @@ class _Run:
         self.train_loss = [r.get("train_loss") for r in self.epochs]
         self.has_val = any(_finite(r.get("val_loss")) for r in self.epochs)
         self.last = self.epochs[-1] if self.epochs else {}
-        self.target = self.th.target_train_accuracy or self.base.accuracy_at(self.th.poor_train_margin)
+        # data.task: regression: the fit is the R^2 (already a skill), judged on its own thresholds
+        self.regression = bool(getattr(self.base, "regression", False))
+        if self.regression:
+            self.target = self.th.poor_train_r2
+            self.chance_threshold, self.gap_threshold, self.fit_name = self.th.chance_r2, self.th.overfit_gap_r2, "R^2"
+        else:
+            self.target = self.th.target_train_accuracy or self.base.accuracy_at(self.th.poor_train_margin)
+            self.chance_threshold, self.gap_threshold, self.fit_name = self.th.chance_skill, self.th.overfit_gap, "accuracy"
         self.kept = kept_metrics(summary, history)
         ref = summary.get("reference")
         self.reference = ref if isinstance(ref, dict) and _finite(self.fit(ref)) else None
@@ -169,7 +176,7 @@ class _Run:
     def at_chance(self, accuracy: Optional[float]) -> bool:
         """The net predicts the prior: its accuracy skill is below `chance_skill`."""
         skill = self.skill(accuracy)
-        return skill is not None and skill < self.th.chance_skill
+        return skill is not None and skill < self.chance_threshold
 
     def improving(self, losses: list[float]) -> bool:
         """Still falling: by more than `improving_rate` of itself and more than `improving_floor`
@@ -202,6 +209,8 @@ class _Run:
 
     def fit_words(self, accuracy: Optional[float]) -> str:
         """`training accuracy 0.901 (skill 0)`: the fit measure, raw and on the skill scale."""
+        if self.regression:
+            return f"training R^2 {_g(accuracy)}"
         name = "accuracy" if self.fit_metric == "accuracy" else "balanced accuracy"
         skill = self.skill(accuracy)
         return f"training {name} {_g(accuracy)} (skill {_skill(skill)})"
@@ -222,6 +231,11 @@ class _Run:
     def reference_words(self) -> str:
         """The kept model's fit against the linear reference's, raw and in skill."""
         ref, kept = self.reference, self.kept
+        if self.regression:
+            return (
+                f"training R^2 {_g(self.fit(kept))} vs {_g(self.fit(ref))} for least squares on the same examples "
+                f"(validation {_g(self.fit(kept, 'val'))} vs {_g(self.fit(ref, 'val'))})"
+            )
         return (
             f"training {self.fit_metric.replace('_', ' ')} {_g(self.fit(kept))} vs {_g(self.fit(ref))} for a linear "
             f"model on the same examples (skill {_skill(self.skill(self.fit(kept)))} vs {_skill(self.skill(self.fit(ref)))}; "

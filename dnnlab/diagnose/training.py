@@ -135,7 +135,7 @@ def _training_causes(run: _Run, d: Diagnosis, progress: float, improving: bool) 
         d.causes.append("plateau")
         one = run.one_class()
         d.evidence.append(
-            f"{run.fit_words(run.fit(run.last))} is at chance (skill < {_g(th.chance_skill)}): "
+            f"{run.fit_words(run.fit(run.last))} is at chance (skill < {_g(run.chance_threshold)}): "
             + (f"predicting {one!r} for every example, " if one is not None else "")
             + "the net has not started to learn"
         )
@@ -266,6 +266,8 @@ def _judge_training(run: _Run) -> Optional[Diagnosis]:
     improving = run.improving([run.init_loss] + run.train_loss)
     d = Diagnosis("failed-training")
     target_words = "your target" if th.target_train_accuracy else f"skill {_g(th.poor_train_margin)}"
+    if run.regression:
+        target_words = "diagnosis.poor_train_r2"
     if poor:
         one = run.one_class()
         d.evidence.append(
@@ -278,8 +280,9 @@ def _judge_training(run: _Run) -> Optional[Diagnosis]:
     weighted = "class-weighted " if run.base.weighted else ""
     d.evidence.append(
         f"{weighted}training loss {_g(run.init_loss)} at init -> {_g(loss)} at epoch {run.last['epoch']} "
-        f"({_g(100 * progress)}% lower; loss skill {_skill(run.base.loss_skill(loss))} against the prior's cross-entropy "
-        f"{_g(run.base.prior_loss)})"
+        f"({_g(100 * progress)}% lower; loss skill {_skill(run.base.loss_skill(loss))} against the "
+        + ("mean's squared error on standardized targets " if run.regression else "prior's cross-entropy ")
+        + f"{_g(run.base.prior_loss)})"
     )
     _training_causes(run, d, progress, improving)
     hard = {"vanishing-gradients", "exploding-gradients", "dead-units", "saturation", "lr-too-high"}

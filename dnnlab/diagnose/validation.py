@@ -29,7 +29,10 @@ def _judge_validation(run: _Run) -> Diagnosis:
     fit_line = f"{run.fit_words(acc)} at epoch {run.last['epoch']} (good: >= {_g(run.target)}; chance {run.base.chance_words()})"
     if run.reference is not None:
         ref = run.fit(run.reference)
-        fit_line += f"; a linear model reaches {_g(ref)} (skill {_skill(run.skill(ref))}) on the same examples"
+        if run.regression:
+            fit_line += f"; least squares reaches {_g(ref)} on the same examples"
+        else:
+            fit_line += f"; a linear model reaches {_g(ref)} (skill {_skill(run.skill(ref))}) on the same examples"
     if not run.has_val:
         d = Diagnosis("good-fit", evidence=[fit_line])
         d.warnings.append("no validation split (data.validation_split = 0): overfitting cannot be judged")
@@ -45,15 +48,15 @@ def _judge_validation(run: _Run) -> Diagnosis:
     rising = after >= th.overfit_patience and rise > th.overfit_rise and noticeable and run.last["train_loss"] < train_at_best
     val_acc = run.fit(run.last, "val")
     gap = acc - val_acc if val_acc is not None else 0.0
-    if rising or gap > th.overfit_gap:
+    if rising or gap > run.gap_threshold:
         d = Diagnosis("overfitting", evidence=[fit_line])
         if rising:
             d.evidence.append(
                 f"validation loss reached its minimum {_g(best_val)} at epoch {best_epoch}, then rose to {_g(last_val)} "
                 f"(+{_g(100 * rise)}%) over {after} epochs while the training loss fell {_g(train_at_best)} -> {_g(run.last['train_loss'])}"
             )
-        if gap > th.overfit_gap:
-            d.evidence.append(f"train - validation accuracy gap {_g(gap)} ({_g(acc)} vs {_g(val_acc)}; > {_g(th.overfit_gap)})")
+        if gap > run.gap_threshold:
+            d.evidence.append(f"train - validation {run.fit_name} gap {_g(gap)} ({_g(acc)} vs {_g(val_acc)}; > {_g(run.gap_threshold)})")
         es = cfg.train.early_stopping
         if not es.enabled:
             d.add_remedy("train.early_stopping.enabled=true", f"stop at the validation minimum and keep its weights: epoch {best_epoch} here", current=run.cfg)
@@ -77,7 +80,7 @@ def _judge_validation(run: _Run) -> Diagnosis:
         return d
     d = Diagnosis("good-fit", evidence=[fit_line])
     d.evidence.append(
-        f"validation accuracy {_g(val_acc)}, gap {_g(gap)} (<= {_g(th.overfit_gap)}); validation loss at its minimum "
+        f"validation {run.fit_name} {_g(val_acc)}, gap {_g(gap)} (<= {_g(run.gap_threshold)}); validation loss at its minimum "
         f"{_g(best_val)} at epoch {best_epoch} of {last_epoch}, {_g(100 * rise)}% above it at the end"
     )
     return d
@@ -99,7 +102,13 @@ def _general_warnings(run: _Run, d: Diagnosis) -> None:
         )
     if len(run.epochs) == 1:
         d.warnings.append("only one epoch: trends (still improving, rising validation loss) cannot be judged")
-    if run.init and _finite(run.init.get("train_loss")) and run.init["train_loss"] > 2 * run.ln_c:
+    if run.regression:
+        if run.init and _finite(run.init.get("train_loss")) and run.init["train_loss"] > 3 * run.base.prior_loss:
+            d.warnings.append(
+                f"initial loss {_g(run.init['train_loss'])} is far above 1, the squared error of predicting the mean "
+                "on standardized targets: the initial outputs are too large (check model.init)"
+            )
+    elif run.init and _finite(run.init.get("train_loss")) and run.init["train_loss"] > 2 * run.ln_c:
         d.warnings.append(
             f"initial loss {_g(run.init['train_loss'])} is far above ln(C) = {_g(run.ln_c)}: the initial logits are too large (check model.init)"
         )

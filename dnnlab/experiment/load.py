@@ -26,7 +26,7 @@ class ExperimentError(Exception):
 def load_data(cfg: Config) -> Dataset:
     """The config's dataset, checked against its model; ExperimentError when it cannot be used."""
     from dnnlab import data
-    from dnnlab.config import ConfigError, check_size
+    from dnnlab.config import ConfigError
 
     try:
         ds = data.load(cfg.data, data_seed(cfg))

@@ -353,7 +353,7 @@ def _seeds_summary(
         status = "interrupted"
     summaries = [o.summary for o in outcomes]
     mean, std = {}, {}
-    for key in runs.METRICS + runs.CLASS_METRICS:
+    for key in runs.METRICS + runs.CLASS_METRICS + runs.REGRESSION_METRICS:
         m, s, count = runs.seed_stats(summaries, key)
         if count:
             mean[key], std[key] = m, s

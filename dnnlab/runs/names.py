@@ -24,6 +24,9 @@ RUN_LOCK = "run.lock"  # the process training in the folder (`FolderLock`)
 
 # the six evaluation-mode metrics every epoch records
 METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy")
+# ... under data.task: regression: the loss (standardized MSE), and MSE, MAE and R^2 in the
+# target's own units
+REGRESSION_METRICS = tuple(f"{split}_{m}" for split in ("train", "val", "test") for m in ("loss", "mse", "mae", "r2"))
 # each split's balanced accuracy (the mean per-class recall): in summary.json's final and best for
 # every run, and in the records too when the classes are watched (`train.class_aware`)
 CLASS_METRICS = ("train_balanced_accuracy", "val_balanced_accuracy", "test_balanced_accuracy")

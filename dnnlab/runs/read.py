@@ -19,6 +19,7 @@ from dnnlab.runs.names import (
     MANIFESTS,
     METRICS,
     METRICS_FILE,
+    REGRESSION_METRICS,
     STATE,
     STATE_PREV,
     SUMMARY,
@@ -171,6 +172,8 @@ def kept_metrics(summary: dict[str, Any], history: Optional[list[dict[str, Any]]
     if summary.get("final"):
         return summary["final"]
     done = [r for r in history or [] if isinstance(r.get("epoch"), int) and r["epoch"] > 0]
+    if done and any(k.endswith("_r2") for k in done[-1]):  # regression
+        return {k: done[-1].get(k) for k in REGRESSION_METRICS}
     return {k: done[-1].get(k) for k in METRICS + CLASS_METRICS if k in METRICS or k in done[-1]} if done else {}
 
 

@@ -12,7 +12,8 @@ work on it; the original run is the control. A remedy fixed the problem when:
   validation accuracy did not fall beyond the noise.
 
 On imbalanced data (the control's largest class holds more than `diagnosis.imbalance_share` of
-its training split) the accuracies are balanced accuracies. A run that had already solved its task
+its training split) the accuracies are balanced accuracies; under `data.task: regression` they
+are R^2, and a failed-training fix may show its gain on the training or the validation R^2. A run that had already solved its task
 (`diagnose.solved`) is never "fixed": nothing was broken. The noise is `compare`'s: the largest
 of half a point, the seeds' spread and 1.96 standard errors of the split sizes. Imports no JAX
 until a member trains, or a range test runs: when the cause is a learning rate (lr-too-high,
@@ -63,7 +64,7 @@ class Result:
     val_loss: tuple[Optional[float], Optional[float]]
     fixed: bool
     words: str
-    measure: str = "accuracy"  # what train and val hold: accuracy, or balanced_accuracy on imbalanced data
+    measure: str = "accuracy"  # what train and val hold: accuracy, balanced_accuracy on imbalanced data, or r2
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -351,6 +352,8 @@ def _solved(control: list[str]) -> bool:
 def measure_of(control: Group) -> str:
     """The accuracy a fix is judged on: balanced accuracy when the control's data are imbalanced."""
     rec = control.runs[0] if control.runs else None
+    if control.regression:  # data.task: regression: the R^2
+        return "r2"
     share = rec.config.get("diagnosis.imbalance_share", 0.7) if rec else 0.7
     return "balanced_accuracy" if rec and baselines.of_summary(rec.summary).imbalanced(share) else "accuracy"
 
@@ -379,7 +382,8 @@ def _judge_one(
         fixed = trains
         words = "trains now" if fixed else "still does not train"
     elif verdict == "failed-training":
-        fixed = trains and up_train
+        # under regression the training or the validation R^2 may show the gain
+        fixed = trains and (up_train or (measure == "r2" and up_val))
         words = "trains now" if fixed else ("still does not train" if not trains else "no gain on training beyond the noise")
     elif verdict == "undertrained":
         fixed = trains and ("undertrained" not in verdicts or up_val)

@@ -366,7 +366,7 @@ def choose(trials: list[tuple[Any, str, dict[str, Any]]], metric: str) -> tuple[
     or several seeds per value): of the values whose every trial finished (completed or stopped
     early) with a finite `metric`, the one with the lowest mean loss or highest mean accuracy; a
     tie goes to the first. Returns (value or None, each value's score for the record)."""
-    sign = 1.0 if metric.endswith("loss") else -1.0
+    sign = 1.0 if metric.endswith(("loss", "_mse", "_mae")) else -1.0
     by_value: dict[str, list[tuple[Any, str, Optional[float]]]] = {}
     for value, status, kept in trials:
         score = kept.get(metric) if status in runs.FINISHED else None

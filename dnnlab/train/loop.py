@@ -20,7 +20,7 @@ from dnnlab import baselines, interrupt, losses
 from dnnlab.checkpoints import flatten_params, unflatten_params
 from dnnlab.config import Config, EarlyStoppingConfig, data_seed
 from dnnlab.data import Dataset
-from dnnlab.runs import FINISHED, METRICS, StateError, Writer
+from dnnlab.runs import FINISHED, METRICS, REGRESSION_METRICS, StateError, Writer
 from dnnlab.train import pretrain
 from dnnlab.train.programs import programs_for, use_compile_cache
 from dnnlab.train.setup import _setup
@@ -38,7 +38,7 @@ class EarlyStopping:
     def __init__(self, cfg: EarlyStoppingConfig, monitor: Optional[str] = None) -> None:
         self.cfg = cfg
         self.monitor = monitor or cfg.monitor
-        self.sign = -1.0 if self.monitor.endswith("accuracy") else 1.0
+        self.sign = -1.0 if self.monitor.endswith(("accuracy", "_r2")) else 1.0
         self.best = math.inf  # of sign * value
         self.best_epoch: Optional[int] = None
         self.wait = 0
@@ -68,9 +68,30 @@ def _pick(record: Optional[dict[str, Any]], recall: Optional[dict[str, list]] = 
     recall (`_SeedRecord.recall`)."""
     if record is None:
         return None
-    out = {k: record.get(k) for k in METRICS}
+    keys = REGRESSION_METRICS if any(k.endswith("_r2") for k in record) else METRICS
+    out = {k: record.get(k) for k in keys}
     for split, per_class in (recall or {}).items():
         out[f"{split}_balanced_accuracy"] = baselines.balanced_accuracy(per_class)
+    return out
+
+
+def regression_record(record: dict[str, Any], variance: dict[str, float], std: float) -> dict[str, Any]:
+    """A regression record in the target's own units: the evaluation's standardized mean squared
+    and absolute errors (`<split>_loss`, `<split>_accuracy` of the programs) become
+    `<split>_mse` (loss * std^2), `<split>_mae` (* std) and `<split>_r2` (1 - MSE / the split's
+    target variance, which the standardization leaves unchanged); `<split>_loss` stays the
+    standardized MSE that training minimizes (about 1 for a net that predicts the mean)."""
+    out: dict[str, Any] = {}
+    for key, value in record.items():
+        split, _, what = key.partition("_")
+        if what == "accuracy" and split in variance:
+            loss = record[f"{split}_loss"]
+            out[f"{split}_mse"] = loss * std**2
+            out[f"{split}_mae"] = value * std
+            var = variance[split]
+            out[f"{split}_r2"] = 1.0 - loss / var if var > 0 else math.nan
+        elif key != "running_accuracy":
+            out[key] = value
     return out
 
 
@@ -104,6 +125,8 @@ class _SeedRecord:
         becomes the class-weighted mean; where the classes are watched (`class_aware`), each
         split's balanced accuracy goes into the record."""
         setup, recall = self.setup, {}
+        if setup.regression:
+            return regression_record(record, setup.target_var, setup.target_std)
         for split in ("train", "val", "test"):
             correct, per_class_loss = record.pop(f"{split}_class_correct", None), record.pop(f"{split}_class_loss", None)
             if correct is None:
@@ -185,6 +208,20 @@ class _SeedRecord:
         last = history[-1] if len(history) > 1 else None
         kept_epoch = stopper.best_epoch if restored else (last["epoch"] if last else None)
         penalty = losses.penalty(self.last_arrays, cfg.regularization) if self.last_arrays is not None else {}
+        if setup.regression:  # no classes: the targets' statistics instead of the class counts
+            task = {"task": "regression", "target": {"mean": setup.target_mean, "std": setup.target_std}}
+            classes: dict[str, Any] = {}
+        else:
+            task = {}
+            classes = {
+                # the largest class holds more than diagnosis.imbalance_share of the training split
+                "imbalanced": baselines.Baselines(tuple(setup.train_counts)).imbalanced(cfg.diagnosis.imbalance_share),
+                # examples of each class: the training split's (the prior), the evaluated ones
+                "class_counts": {
+                    **setup.class_counts, "train": setup.train_counts,
+                    **({"train_eval": setup.class_counts["train"]} if setup.splits["train"][1] is not setup.y_N else {}),
+                },
+            }
         summary = {
             "name": cfg.name,
             "seed": cfg.seed,
@@ -216,13 +253,8 @@ class _SeedRecord:
                 "val": len(data.val) if data.val is not None else 0, "test": len(data.test),
                 "num_classes": data.num_classes,
                 **({"classes": list(data.classes)} if data.classes else {}),  # output i is classes[i]
-                # the largest class holds more than diagnosis.imbalance_share of the training split
-                "imbalanced": baselines.Baselines(tuple(setup.train_counts)).imbalanced(cfg.diagnosis.imbalance_share),
-                # examples of each class: the training split's (the prior), the evaluated ones
-                "class_counts": {
-                    **setup.class_counts, "train": setup.train_counts,
-                    **({"train_eval": setup.class_counts["train"]} if setup.splits["train"][1] is not setup.y_N else {}),
-                },
+                **task,
+                **classes,
             },
         }
         self.writer.finish(summary)

@@ -51,6 +51,15 @@ class _Setup:
     class_weights: Any = None  # ... on the device: an input of the training programs
     class_aware: bool = False  # each split's balanced accuracy goes into every record (`class_aware`)
     pretrain_x: Any = None  # the training inputs on the host, for model.pretrain (else None)
+    # regression (data.task): each evaluated split's target variance (standardized), and the
+    # training split's target mean and std that turn the records into the target's own units
+    target_var: dict[str, float] = field(default_factory=dict)
+    target_mean: float = 0.0
+    target_std: float = 1.0
+
+    @property
+    def regression(self) -> bool:
+        return bool(self.target_var)
 
     def put(self, array: Any) -> jax.Array:
         """A host array on the device, or whole on every device of the mesh."""
@@ -104,9 +113,12 @@ def _setup(cfg: Config, data: Dataset) -> _Setup:
     monitor = cfg.train.early_stopping.monitor if data.val is not None else "train_loss"
     # the classes: the examples of each class in every evaluated split, the loss's class weights
     # (an input of the programs, not a constant: `class_aware`)
-    train_counts = _counts(data.train.y, data.num_classes)
-    weights = baselines.class_weights(cfg.train.class_weight, train_counts, data.classes)
-    class_counts = {name: _counts(y, data.num_classes) for name, y in evaluated_y.items()}
+    if data.regression:  # no classes: no counts, no weights, no per-class sums
+        train_counts, weights, class_counts = [], None, {}
+    else:
+        train_counts = _counts(data.train.y, data.num_classes)
+        weights = baselines.class_weights(cfg.train.class_weight, train_counts, data.classes)
+        class_counts = {name: _counts(y, data.num_classes) for name, y in evaluated_y.items()}
     info = {
         "epochs": cfg.train.epochs, "steps_per_epoch": steps_per_epoch, "params": models.param_count(shapes),
         "device": distributed.describe(devices), "devices": devices, "processes": distributed.process_count(),
@@ -114,12 +126,22 @@ def _setup(cfg: Config, data: Dataset) -> _Setup:
         "stack": ("scanned" if plan.scanned else "unrolled") + (f" (unroll {plan.unroll})" if plan.scanned else ""),
     }
     pretrain_x = data.train.x if cfg.model.pretrain != "none" else None
+    # regression: each evaluated split's target variance about its own mean (standardized units),
+    # the denominator of its R^2 (1 - MSE / variance), computed once on the host
+    targets = {name: _variance(y) for name, y in evaluated_y.items()} if data.regression else {}
     return _Setup(
         model, tx, schedule, x_N, y_N, splits, probe, n, batch_size, steps_per_epoch, loop, monitor, info, mesh, devices,
-        num_classes=data.num_classes, class_counts=class_counts, train_counts=train_counts, weights=weights,
-        class_weights=None if weights is None else put(np.asarray(weights, np.float32)),
-        class_aware=class_aware(cfg, train_counts, weights), pretrain_x=pretrain_x,
+        num_classes=None if data.regression else data.num_classes, class_counts=class_counts, train_counts=train_counts,
+        weights=weights, class_weights=None if weights is None else put(np.asarray(weights, np.float32)),
+        class_aware=False if data.regression else class_aware(cfg, train_counts, weights), pretrain_x=pretrain_x,
+        target_var=targets, target_mean=data.target_mean, target_std=data.target_std,
     )
+
+
+def _variance(y: np.ndarray) -> float:
+    """The mean squared deviation from the mean, in float64: R^2's total sum of squares per example."""
+    y = np.asarray(y, np.float64)
+    return float(np.mean(np.square(y - y.mean()))) if len(y) else float("nan")
 
 
 def _counts(y: np.ndarray, num_classes: int) -> list[int]:
