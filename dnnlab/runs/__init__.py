@@ -32,6 +32,7 @@ from dnnlab.runs.files import (
     write_figure,
     write_inputs,
     write_manifest,
+    write_preprocessing,
     write_summary,
 )
 from dnnlab.runs.names import (
@@ -47,6 +48,7 @@ from dnnlab.runs.names import (
     MANIFESTS,
     METRICS,
     METRICS_FILE,
+    PREPROCESSING,
     REPORT,
     RUN_LOCK,
     SEEDS_MANIFEST,
@@ -68,6 +70,7 @@ from dnnlab.runs.read import (
     read_inputs,
     read_manifest,
     read_metrics,
+    read_preprocessing,
     read_state,
     read_summary,
     seed_stats,
@@ -89,6 +92,7 @@ __all__ = [
     "MANIFESTS",
     "METRICS",
     "METRICS_FILE",
+    "PREPROCESSING",
     "MultiWriter",
     "REPORT",
     "RUN_LOCK",
@@ -118,6 +122,7 @@ __all__ = [
     "read_inputs",
     "read_manifest",
     "read_metrics",
+    "read_preprocessing",
     "read_state",
     "read_summary",
     "seed_stats",
@@ -125,5 +130,6 @@ __all__ = [
     "write_figure",
     "write_inputs",
     "write_manifest",
+    "write_preprocessing",
     "write_summary",
 ]
