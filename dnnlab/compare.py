@@ -705,3 +705,8 @@ def write(comp: Comparison, out: Path) -> list[str]:
     runs.atomic_write_text(out / "compare.md", markdown(comp, plots))
     runs.atomic_write_text(out / "compare.json", json.dumps(comp.to_dict(), indent=2, default=str) + "\n")
     return problems
+
+
+from dnnlab import _callable  # noqa: E402  `dnnlab.compare(...)` is the API's function (dnnlab/__init__.py)
+
+_callable(__name__)

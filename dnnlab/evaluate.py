@@ -9,6 +9,7 @@ R^2 in the target's own units.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Optional
 
 import jax
@@ -55,6 +56,24 @@ def per_class(probs_NxC: np.ndarray, y: np.ndarray, names: Optional[list[str]]) 
     return out
 
 
+def kept_model(cfg: Config, input_shape: tuple[int, ...], num_classes: int, arrays: dict[str, np.ndarray]) -> tuple[models.Model, Any]:
+    """The run's model and its parameters from checkpoint `arrays` (ValueError for another model's)."""
+    plan = models.plan_stack(cfg.model, cfg.train.stack, cfg.train.unroll)
+    model = models.build(cfg.model, tuple(input_shape), num_classes, plan)
+    return model, unflatten_params(model.init(jax.random.PRNGKey(0)), arrays)
+
+
+def probabilities(model: models.Model, params: Any, x_NxD: Any) -> jax.Array:
+    """The class probabilities of inputs `x_NxD` in evaluation mode (dropout off, batch norm with
+    its running statistics): the one apply path of `evaluate`, `predict`, the Python API and export."""
+    return _eval_probs(model)(params, jnp.asarray(x_NxD))
+
+
+@functools.lru_cache(maxsize=8)  # one compiled program per model (jit caches by input shape)
+def _eval_probs(model: models.Model):
+    return jax.jit(lambda params, x: jax.nn.softmax(model.apply(params, x, train=False)[0]))
+
+
 def mc_dropout(
     cfg: Config, ds: Dataset, arrays: dict[str, np.ndarray], k: int, seed: int = 0, names: Optional[list[str]] = None
 ) -> dict[str, Any]:
@@ -66,9 +85,7 @@ def mc_dropout(
         {"weight_scaling": {"accuracy", "loss"}, "mc": [{"k", "accuracy", "loss"}, ...],
          "per_class": weight scaling's test accuracy per class (`per_class`)}
     """
-    plan = models.plan_stack(cfg.model, cfg.train.stack, cfg.train.unroll)
-    model = models.build(cfg.model, ds.input_shape, ds.num_classes, plan)
-    params = unflatten_params(model.init(jax.random.PRNGKey(0)), arrays)
+    model, params = kept_model(cfg, ds.input_shape, ds.num_classes, arrays)
     if ds.regression:
         return _mc_regression(model, params, ds, k, seed)
     x, y = jnp.asarray(ds.test.x), jnp.asarray(ds.test.y)
@@ -83,7 +100,7 @@ def mc_dropout(
         loss, correct = losses.loss_and_correct(jnp.log(p + 1e-12), y, jnp.ones(y.shape[0]))
         return {"accuracy": float(correct) / len(y), "loss": float(loss) / len(y)}
 
-    eval_probs = jax.jit(lambda: jax.nn.softmax(model.apply(params, x, train=False)[0]))()
+    eval_probs = probabilities(model, params, x)
     out = {"weight_scaling": score(eval_probs), "mc": [], "per_class": per_class(np.asarray(eval_probs), ds.test.y, names)}
     wanted = set(powers_of_two(k))
     base = jax.random.PRNGKey(seed + 7919)

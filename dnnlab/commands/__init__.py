@@ -3,14 +3,14 @@
 
 Lives here: `common` (the app, the shared options, loading and printing helpers), `run`
 (run and resume), `inspect` (diagnose, compare, evaluate), `lr_find`, `sweep`, `fix`, `config`
-(validate, schema, check), `data` (list, inspect, download).
+(validate, schema, check), `data` (list, inspect, download), `use` (predict, export).
 May import: anything, lazily: JAX only inside the commands that train, so `--help`, `validate`,
 `schema`, `diagnose` and `data inspect` start fast.
 """
 
 from __future__ import annotations
 
-from dnnlab.commands import config, data, fix, inspect, lr_find, run, sweep
+from dnnlab.commands import config, data, fix, inspect, lr_find, run, sweep, use
 from dnnlab.commands.common import app, data_app
 
 app.command()(run.run)
@@ -21,6 +21,8 @@ app.command(cls=sweep._SweepCommand)(sweep.sweep)
 app.command("compare")(inspect.compare_cmd)
 app.command()(inspect.evaluate)
 app.command()(fix.fix)
+app.command()(use.predict)
+app.command()(use.export)
 app.command()(config.validate)
 app.command()(config.schema)
 data_app.command("list")(data.data_list)

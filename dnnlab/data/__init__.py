@@ -31,11 +31,13 @@ from dnnlab.data.dataset import (
     rescale,
     standardize,
     standardize_targets,
+    scale_splits,
     stratified_indices,
 )
 from dnnlab.data.files import random_indices
 from dnnlab.data.folder import _load_folder
 from dnnlab.data.npz import _load_npz
+from dnnlab.data.preprocessing import describe
 
 if TYPE_CHECKING:
     from dnnlab.data.dataset import Loaded
@@ -96,7 +98,7 @@ def load(cfg: DataConfig, seed: int) -> Dataset:
     if loader is None:
         raise DataError(f"unknown dataset {cfg.dataset!r}; known: {', '.join(LOADERS)}")
     train, test, source, shape = loader(cfg)
-    classes, raw = train.classes, train.raw
+    classes, raw, reader = train.classes, train.raw, train.reader
     # the published class count (the loaders refuse labels outside it), or the classes found in the files
     num_classes = len(classes) if cfg.dataset in FILE_DATASETS else NUM_CLASSES[cfg.dataset]
     regression = cfg.task == "regression"
@@ -122,16 +124,18 @@ def load(cfg: DataConfig, seed: int) -> Dataset:
     if len(train) == 0:
         raise DataError(f"{cfg.dataset}: the training split is empty; lower data.validation_split")
     channels = shape[-1] if shape else train.x.shape[1]  # a table's every feature is its own channel
-    if cfg.normalize == "standard":
-        train, val, test = standardize(train, val, test, channels)
-    elif raw:
-        train, val, test = rescale(train, val, test, channels)
-    if cfg.normalize == "standard" or raw:
+    scaling = "standard" if cfg.normalize == "standard" else "minmax" if raw else None
+    stats = None
+    if scaling is not None:
+        train, val, test, *stats = scale_splits(scaling, train, val, test, channels)
         _check_scaled(cfg, train, val, test, channels)
+    preprocessing = describe(cfg, reader, classes, num_classes, shape or (train.x.shape[1],), scaling, stats)
     if regression:
         (train, val, test), mean, std = standardize_targets(train, val, test, cfg.dataset)
-        return Dataset(cfg.dataset, train, val, test, num_classes, source, shape, classes, "regression", mean, std)
-    return Dataset(cfg.dataset, train, val, test, num_classes, source, shape, classes)
+        preprocessing = {**preprocessing, "target": {"mean": mean, "std": std}}
+        return Dataset(cfg.dataset, train, val, test, num_classes, source, shape, classes, "regression", mean, std,
+                       preprocessing=preprocessing)
+    return Dataset(cfg.dataset, train, val, test, num_classes, source, shape, classes, preprocessing=preprocessing)
 
 
 # ---------------------------------------------------------------- listing and download

@@ -317,4 +317,11 @@ def _load_csv(cfg: DataConfig) -> Loaded:
         note = _test_note(cfg)
     label = train.column(train.label_col).removeprefix("column ")
     source = f"{path} (label: column {label}, {len(train.feature_cols)} features; {note})"
-    return (Split(xtr.astype(np.float32), ytr, names, raw=True), Split(xte.astype(np.float32), yte), source, ())
+    reader = {
+        "features": [{"name": train.names[j] if train.names else None, "position": j} for j in train.feature_cols],
+        "label": {"name": train.names[train.label_col] if train.names else None, "position": train.label_col},
+        "delimiter": train.delimiter,
+        "header": train.names is not None,
+        "class_values": [v.item() for v in classes],
+    }
+    return (Split(xtr.astype(np.float32), ytr, names, raw=True, reader=reader), Split(xte.astype(np.float32), yte), source, ())

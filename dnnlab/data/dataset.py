@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, field
+from typing import Any, Optional
 
 import numpy as np
 
@@ -28,6 +28,9 @@ class Split:
     # classes[i]), and whether x holds raw numbers that `load` still scales to [0, 1]
     classes: tuple[str, ...] = ()
     raw: bool = False
+    # set on the training split a reader of your own files returns: what it read and how (the
+    # columns, arrays or images), which preprocessing.json keeps for prediction
+    reader: Optional[dict[str, Any]] = field(default=None, compare=False)
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
@@ -48,6 +51,9 @@ class Dataset:
     task: str = "classification"
     target_mean: float = 0.0
     target_std: float = 1.0
+    # how raw inputs become the model's inputs, with the training split's statistics
+    # (data.preprocessing.describe: what preprocessing.json holds)
+    preprocessing: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def regression(self) -> bool:
@@ -116,33 +122,43 @@ def _check_scaled(cfg: DataConfig, train: Split, val: Optional[Split], test: Spl
             )
 
 
-def _per_channel(train: Split, val: Optional[Split], test: Split, channels: int, stats) -> tuple[Split, Optional[Split], Split]:
-    """(x - shift) / scale per channel, with `stats(x_NxPxC) -> (shift, scale)` of the training split."""
-    shift, scale = stats(train.x.reshape(len(train), -1, channels))
+def channel_stats(kind: str, x_NxPxC: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(shift, scale) per channel of the training inputs: `standard` their mean and standard
+    deviation (+1e-7), `minmax` their minimum and range (a constant channel's range is 1)."""
+    if kind == "standard":
+        return x_NxPxC.mean(axis=(0, 1)), x_NxPxC.std(axis=(0, 1)) + 1e-7
+    low, span = x_NxPxC.min(axis=(0, 1)), x_NxPxC.max(axis=(0, 1)) - x_NxPxC.min(axis=(0, 1))
+    return low, np.where(span > 0, span, 1.0)
+
+
+def apply_scaling(x_NxD: np.ndarray, shift: np.ndarray, scale: np.ndarray, channels: int) -> np.ndarray:
+    """(x - shift) / scale per channel, as float32 (N, D): training's and prediction's one formula."""
+    z = (x_NxD.reshape(len(x_NxD), -1, channels) - shift) / scale
+    return z.reshape(len(x_NxD), -1).astype(np.float32)
+
+
+def scale_splits(
+    kind: str, train: Split, val: Optional[Split], test: Split, channels: int
+) -> tuple[Split, Optional[Split], Split, np.ndarray, np.ndarray]:
+    """Every split scaled per channel with the training split's `channel_stats`; returns the
+    splits and (shift, scale)."""
+    shift, scale = channel_stats(kind, train.x.reshape(len(train), -1, channels))
 
     def apply(split: Optional[Split]) -> Optional[Split]:
-        if split is None:
-            return None
-        z = (split.x.reshape(len(split), -1, channels) - shift) / scale
-        return Split(z.reshape(len(split), -1).astype(np.float32), split.y)
+        return None if split is None else Split(apply_scaling(split.x, shift, scale, channels), split.y)
 
-    return apply(train), apply(val), apply(test)  # type: ignore[return-value]
+    return apply(train), apply(val), apply(test), shift, scale  # type: ignore[return-value]
 
 
 def standardize(train: Split, val: Optional[Split], test: Split, channels: int) -> tuple[Split, Optional[Split], Split]:
     """Per-channel zero mean and unit variance, with the training split's statistics."""
-    return _per_channel(train, val, test, channels, lambda x: (x.mean(axis=(0, 1)), x.std(axis=(0, 1)) + 1e-7))
+    return scale_splits("standard", train, val, test, channels)[:3]
 
 
 def rescale(train: Split, val: Optional[Split], test: Split, channels: int) -> tuple[Split, Optional[Split], Split]:
     """Per-channel min-max scaling to [0, 1] with the training split's range (a constant channel
     becomes 0; validation and test values outside the training range fall outside [0, 1])."""
-
-    def stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        low, span = x.min(axis=(0, 1)), x.max(axis=(0, 1)) - x.min(axis=(0, 1))
-        return low, np.where(span > 0, span, 1.0)
-
-    return _per_channel(train, val, test, channels, stats)
+    return scale_splits("minmax", train, val, test, channels)[:3]
 
 
 def standardize_targets(train: Split, val: Optional[Split], test: Split, where: str) -> tuple[tuple[Split, Optional[Split], Split], float, float]:

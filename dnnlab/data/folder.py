@@ -160,4 +160,5 @@ def _load_folder(cfg: DataConfig) -> Loaded:
         note = _test_note(cfg)
     flat = lambda a: a.reshape(len(a), -1).astype(np.float32) / 255.0  # noqa: E731
     source = f"{root} ({h}x{w}x{channels} images; {note})"
-    return Split(flat(xtr_img), ytr, names), Split(flat(xte_img), yte), source, (h, w, channels)
+    reader = {"resize": cfg.image_size is not None, "class_values": [v.item() for v in classes]}
+    return Split(flat(xtr_img), ytr, names, reader=reader), Split(flat(xte_img), yte), source, (h, w, channels)

@@ -169,4 +169,6 @@ def _load_npz(cfg: DataConfig) -> Loaded:
         note = _test_note(cfg)
     shape = _image_shape(x) if x.ndim in (3, 4) else ()
     (ftr, raw), (fte, _) = _npz_inputs(xtr), _npz_inputs(xte)
-    return Split(ftr, ytr, names, raw), Split(fte, yte), f"{path} ({note})", shape
+    reader = {"x_key": cfg.x_key, "y_key": cfg.y_key, "example_shape": list(x.shape[1:]), "uint8": x.dtype == np.uint8,
+              "class_values": [v.item() for v in classes]}
+    return Split(ftr, ytr, names, raw, reader), Split(fte, yte), f"{path} ({note})", shape

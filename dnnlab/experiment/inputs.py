@@ -33,10 +33,12 @@ def run_lock(run_dir: Path) -> runs.FolderLock:
 
 def record_inputs(run_dir: Path, cfg: Config, ds: Dataset, found: Optional[Any] = None) -> None:
     """inputs.json: the resolved config and the fingerprint of the data (`data.fingerprint`), as
-    found at `found` (a DataConfig; default cfg.data)."""
+    found at `found` (a DataConfig; default cfg.data); and preprocessing.json (`runs.write_preprocessing`)."""
     from dnnlab.data import fingerprint
 
     runs.write_inputs(run_dir, cfg.model_dump(mode="json"), fingerprint(found or cfg.data, ds))
+    if ds.preprocessing:  # what prediction needs: how raw inputs become these inputs
+        runs.write_preprocessing(run_dir, ds.preprocessing)
 
 
 def located(cfg: Config, inputs: Optional[dict[str, Any]]) -> Config:

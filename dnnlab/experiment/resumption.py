@@ -108,6 +108,8 @@ def _resume(run_dir: Path, overrides: Sequence[str], shown: Optional[Shown], con
             runs.write_inputs(run_dir, cfg.model_dump(mode="json"), inputs["data"])
     if inputs is None:
         record_inputs(run_dir, cfg, ds)  # from now on the folder is tied to these
+    elif not (run_dir / runs.PREPROCESSING).exists() and ds.preprocessing:
+        runs.write_preprocessing(run_dir, ds.preprocessing)  # a folder from before runs kept it: the same data (checked)
     with _known_failures(run_dir, "interrupted; the finished epochs are in the run folder, resume it again"), interrupt.deferred():
         run_writer: runs.Writer = runs.RunDir(run_dir, "", history=state.history if state is not None else [])
         if (run_dir.parent / runs.SEEDS_MANIFEST).exists():

@@ -32,6 +32,7 @@ from dnnlab.runs.files import (
     write_figure,
     write_inputs,
     write_manifest,
+    write_preprocessing,
     write_summary,
 )
 from dnnlab.runs.names import (
@@ -48,6 +49,7 @@ from dnnlab.runs.names import (
     METRICS,
     METRICS_FILE,
     REGRESSION_METRICS,
+    PREPROCESSING,
     REPORT,
     RUN_LOCK,
     SEEDS_MANIFEST,
@@ -70,6 +72,7 @@ from dnnlab.runs.read import (
     read_inputs,
     read_manifest,
     read_metrics,
+    read_preprocessing,
     read_state,
     read_summary,
     seed_stats,
@@ -92,6 +95,7 @@ __all__ = [
     "METRICS",
     "REGRESSION_METRICS",
     "METRICS_FILE",
+    "PREPROCESSING",
     "MultiWriter",
     "REPORT",
     "RUN_LOCK",
@@ -122,6 +126,7 @@ __all__ = [
     "read_inputs",
     "read_manifest",
     "read_metrics",
+    "read_preprocessing",
     "read_state",
     "read_summary",
     "seed_stats",
@@ -129,5 +134,6 @@ __all__ = [
     "write_figure",
     "write_inputs",
     "write_manifest",
+    "write_preprocessing",
     "write_summary",
 ]

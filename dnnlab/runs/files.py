@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Optional
 
 if TYPE_CHECKING:  # numpy is imported where checkpoints are read or written: the CLI starts without it
     pass
-from dnnlab.runs.names import INPUTS, MANIFESTS, SUMMARY
+from dnnlab.runs.names import INPUTS, MANIFESTS, PREPROCESSING, SUMMARY
 
 
 def finite_or_none(value: Any) -> Any:
@@ -140,6 +140,12 @@ def write_inputs(folder: Path, config: dict[str, Any], data: dict[str, Any]) -> 
     resolved config and its hash, and the data's fingerprint (`data.fingerprint`)."""
     record = {"config": config, "config_sha256": config_digest(config), "data": data}
     atomic_write_text(Path(folder) / INPUTS, json.dumps(record, indent=2) + "\n")
+
+
+def write_preprocessing(folder: Path, record: dict[str, Any]) -> None:
+    """preprocessing.json: how raw inputs become the model's inputs (`data.preprocessing.describe`),
+    with the training split's statistics; what `predict`, `export` and the Python API read."""
+    atomic_write_text(Path(folder) / PREPROCESSING, json.dumps(record, indent=2) + "\n")
 
 
 def write_summary(folder: Path, summary: dict[str, Any]) -> None:

@@ -20,6 +20,7 @@ MANIFESTS = (SWEEP_MANIFEST, SEEDS_MANIFEST)
 CHECKPOINTS = ("best", "last")  # <tag>.npz
 STATE, STATE_PREV = "state.npz", "state.prev.npz"  # what `run --resume` continues from
 INPUTS = "inputs.json"  # what the run started with: its resolved config (and hash), its data's fingerprint
+PREPROCESSING = "preprocessing.json"  # how raw inputs become the model's inputs (data.preprocessing): what predict reads
 RUN_LOCK = "run.lock"  # the process training in the folder (`FolderLock`)
 
 # the six evaluation-mode metrics every epoch records

@@ -20,6 +20,7 @@ from dnnlab.runs.names import (
     METRICS,
     METRICS_FILE,
     REGRESSION_METRICS,
+    PREPROCESSING,
     STATE,
     STATE_PREV,
     SUMMARY,
@@ -41,6 +42,21 @@ def read_inputs(folder: Path) -> Optional[dict[str, Any]]:
             or not isinstance(data, dict) or not isinstance(data.get("digest"), str) or not isinstance(data.get("files"), list)
             or not all(isinstance(f, dict) and isinstance(f.get("key"), str) and isinstance(f.get("path"), str) for f in data["files"])):
         raise ValueError(f"{path}: not what a run records of its inputs (config, config_sha256, data); restore it or delete it")
+    return record
+
+
+def read_preprocessing(folder: Path) -> Optional[dict[str, Any]]:
+    """preprocessing.json of a run folder; None for a folder made before runs recorded it. Raises
+    ValueError for one that cannot be read (its fields are checked by `data.preprocessing.check_record`)."""
+    path = Path(folder) / PREPROCESSING
+    if not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: unreadable ({exc}); restore it or train the run again") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"{path}: not a preprocessing record (a JSON object); restore it or train the run again")
     return record
 
 

@@ -46,3 +46,8 @@ __all__ = [
     "resume_plan",
     "run",
 ]
+
+
+from dnnlab import _callable  # noqa: E402  `dnnlab.sweep(...)` is the API's function (dnnlab/__init__.py)
+
+_callable(__name__)

@@ -63,3 +63,8 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     return sorted([*globals(), *_HOMES, *_MODULES])
+
+
+from dnnlab import _callable  # noqa: E402  `dnnlab.train(...)` is the API's function (dnnlab/__init__.py)
+
+_callable(__name__)
