@@ -28,8 +28,6 @@ from dnnlab.data.dataset import (
     Dataset,
     Split,
     _check_scaled,
-    rescale,
-    standardize,
     standardize_targets,
     scale_splits,
     stratified_indices,
