@@ -102,7 +102,7 @@ def sweep(
             job = sweeps.Sweep.resume(resume, sweeps.resume_plan(resume, raw, grid or [], seeds, **tuning))
         else:
             p = sweeps.plan(raw, grid or [], seeds, yes=yes, **tuning)
-            job = sweeps.Sweep.create(out, p.base.get("name", "run"), str(config), p.base, p.grid, p.seeds, p.variants, tune=p.tune)
+            job = sweeps.Sweep.create(out, p.base.get("name", "run"), str(config), p.base, p.grid, p.seeds, p.variants, tune=p.tune, sets=set_ or [])
     except (ConfigError, sweeps.SweepError) as exc:
         raise _fail(_escape(str(exc))) from None
     except OSError as exc:

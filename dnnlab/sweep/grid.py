@@ -9,7 +9,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import yaml
 
@@ -130,14 +130,18 @@ class Sweep:
     @classmethod
     def create(
         cls, parent: Path, name: str, config_path: str, base: dict[str, Any], grid: dict[str, list[Any]], seeds: int,
-        variants: Optional[list[dict[str, Any]]] = None, *, tune: Optional["Tuning"] = None,
+        variants: Optional[list[dict[str, Any]]] = None, *, tune: Optional["Tuning"] = None, sets: Sequence[str] = (),
     ) -> "Sweep":
+        """A new sweep folder under `parent` and its manifest; `sets`: the command's --set
+        overrides of `config_path`, in order (`base` has them applied), that each member's
+        printed commands start from."""
         path = runs.new_run_dir(parent, f"{name}-sweep")
         members = expand_tuned(grid, seeds, int(base.get("seed", 0) or 0), variants, tune) if tune else expand(grid, seeds, int(base.get("seed", 0) or 0), variants)
         manifest = {
             "name": name,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "config_path": config_path,
+            "sets": list(sets),
             "base": base,
             "grid": grid,
             "variants": variants or [],
