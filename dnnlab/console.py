@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any, Optional
 
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -16,7 +17,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from dnnlab.runs import Writer, shell_command
+from dnnlab.runs import Writer, origin_words, shell_command
 
 # what a terminal would act on instead of showing: C0 and C1 control characters but for tab and
 # newline (ESC starts sequences that move the cursor, clear the screen or set the window title),
@@ -31,10 +32,35 @@ def visible(text: str) -> str:
     return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), str(text))
 
 
+# the width of what is printed into a pipe or a file (a CI log has no width): wide enough for
+# the tables, narrow enough to read (`SafeConsole.size`)
+PIPED_WIDTH = 100
+
+
 class SafeConsole(Console):
     """A Rich console that shows control characters as escapes in every string it renders: the
     CLI's printed lines, table cells and titles (`visible`). Rich markup in text from data is
-    escaped where it is printed (rich.markup.escape)."""
+    escaped where it is printed (rich.markup.escape).
+
+    Its width, unless given, is read when it prints: COLUMNS, else the terminal's, else
+    PIPED_WIDTH when the output is not a terminal."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._given_width = kwargs.get("width")
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        dims = Console.size.fget(self)  # type: ignore[attr-defined]
+        if self._given_width is not None:
+            return dims
+        columns = os.environ.get("COLUMNS", "")
+        width = int(columns) if columns.isdigit() and int(columns) > 0 else dims.width if self.is_terminal else PIPED_WIDTH
+        return ConsoleDimensions(width, dims.height)
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        Console.size.fset(self, new_size)  # type: ignore[attr-defined]
 
     def render_str(self, text: str, **kwargs: Any) -> Any:
         return super().render_str(visible(text), **kwargs)
@@ -174,8 +200,9 @@ def remedy_options(remedy: dict[str, Any]) -> str:
     return shell_command(*(word for s in remedy.get("sets") or [remedy["set"]] for word in ("--set", s)))
 
 
-def diagnosis_panel(diagnosis: dict[str, Any], config_name: str = "CONFIG"):
-    """The verdict, its evidence, warnings and remedies as a Rich panel (hanging indents)."""
+def diagnosis_panel(diagnosis: dict[str, Any], config_name: Any = "CONFIG"):
+    """The verdict, its evidence, warnings and remedies as a Rich panel (hanging indents);
+    `config_name`: what its commands start from (a config file, or `runs.origin`'s words)."""
     from rich.console import Group
     from rich.markup import escape
     from rich.panel import Panel
@@ -201,8 +228,8 @@ def diagnosis_panel(diagnosis: dict[str, Any], config_name: str = "CONFIG"):
         grid.add_row("", Text("remedies, in order", style="bold"))
         for i, r in enumerate(remedies, 1):
             grid.add_row(f"{i}.", Text.assemble((visible(remedy_options(r)), "bold"), "  ", visible(r["why"])))
-        grid.add_row("try:", Text(visible(f"{shell_command('dnnlab', 'run', config_name)} {remedy_options(remedies[0])}")))
+        grid.add_row("try:", Text(visible(f"{shell_command('dnnlab', 'run', *origin_words(config_name))} {remedy_options(remedies[0])}")))
         if set(diagnosis.get("causes") or []) & {"lr-too-high", "lr-too-low", "plateau"}:
             # the remedies' rates come from a table; a range test measures one (`dnnlab fix --lr-find` runs it)
-            grid.add_row("rate:", Text(visible(f"{shell_command('dnnlab', 'lr-find', config_name)} measures a learning rate instead of guessing one")))
+            grid.add_row("rate:", Text(visible(f"{shell_command('dnnlab', 'lr-find', *origin_words(config_name))} measures a learning rate instead of guessing one")))
     return Panel(Group(head, grid), title="diagnosis", border_style=style, expand=False)

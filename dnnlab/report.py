@@ -134,7 +134,7 @@ def write_plots(run_dir: Path, history: list[dict[str, Any]], summary: dict[str,
 
 
 def markdown(
-    cfg: Config, summary: dict[str, Any], diagnosis: Diagnosis, plots: list[tuple[str, str]], config_name: str,
+    cfg: Config, summary: dict[str, Any], diagnosis: Diagnosis, plots: list[tuple[str, str]], config_name: Any,
     run_dir_name: str = "RUN_DIR",
 ) -> str:
     """report.md: verdict, evidence, remedies, warnings, the reference, metrics, plots."""
@@ -153,7 +153,7 @@ def markdown(
     if diagnosis.remedies:
         lines += ["", "Remedies, in order:"] + [f"- `{r.command}`: {r.why}" for r in diagnosis.remedies]
         first = diagnosis.remedies[0].command
-        lines += ["", "Try the first one:", "", "```bash", f"{runs.shell_command('dnnlab', 'run', config_name)} {first}", "```"]
+        lines += ["", "Try the first one:", "", "```bash", f"{runs.shell_command('dnnlab', 'run', *runs.origin_words(config_name))} {first}", "```"]
         lines += ["", f"Or train and measure the top remedies: `{runs.shell_command('dnnlab', 'fix', run_dir_name)}`."]
     ref = summary.get("reference")
     regression = (summary.get("data") or {}).get("task") == "regression"
@@ -246,7 +246,7 @@ def _classes(cfg: Config, summary: dict[str, Any]) -> list[str]:
 
 
 def finalize(
-    run_dir: Path, cfg: Config, history: list[dict[str, Any]], summary: dict[str, Any], config_name: str = "config.yaml",
+    run_dir: Path, cfg: Config, history: list[dict[str, Any]], summary: dict[str, Any], config_name: Any = "config.yaml",
     *, draw: bool = True,
 ) -> tuple[Diagnosis, list[str]]:
     """Diagnose the run and write summary.json (with `diagnosis`), report.md and the plots.
@@ -267,7 +267,7 @@ def finalize(
 
 def draw_plots(
     run_dir: Path, cfg: Config, history: list[dict[str, Any]], summary: dict[str, Any], diagnosis: Diagnosis,
-    config_name: str = "config.yaml",
+    config_name: Any = "config.yaml",
 ) -> list[str]:
     """Draw the plots and write report.md with them; returns the problems (plots not drawn)."""
     problems: list[str] = []

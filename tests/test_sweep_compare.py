@@ -63,11 +63,23 @@ def test_plan_merges_the_yaml_sweep_section_and_rejects_a_typo():
         sweep.plan(BASE, [], None)
 
 
+def test_a_sweep_with_an_invalid_member_fails_before_training_any(base_yaml, tmp_path):
+    out = tmp_path / "runs"
+    result = runner.invoke(app, ["sweep", str(base_yaml), "--grid", "model.activation=relu,rleu,tahn", "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert not out.exists()  # nothing trained, no folder
+    text = " ".join(result.output.split())
+    assert "2 of 3 members of the sweep are invalid; nothing was trained" in text and "--keep-going" in text
+    # each invalid member with its message and did-you-mean
+    assert "member 001 (model.activation=rleu)" in text and "member 002 (model.activation=tahn)" in text
+    assert "did you mean relu" in text and "did you mean tanh" in text
+
+
 def test_sweep_groups_members_records_a_failure_and_compares(base_yaml, tmp_path):
     out = tmp_path / "runs"
-    result = runner.invoke(app, ["sweep", str(base_yaml), "--grid", "model.dropout=0.0,1.5", "--seeds", "2", "--out", str(out)])
+    result = runner.invoke(app, ["sweep", str(base_yaml), "--grid", "model.dropout=0.0,1.5", "--seeds", "2", "--out", str(out), "--keep-going"])
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # members failed: the sweep did not succeed
     (folder,) = list(out.iterdir())
     assert folder.name.startswith("tiny-sweep-")
     manifest = json.loads((folder / "sweep.json").read_text())
@@ -77,7 +89,7 @@ def test_sweep_groups_members_records_a_failure_and_compares(base_yaml, tmp_path
     runs = [folder / m["dir"] for m in manifest["members"] if m["dir"]]
     assert all((r / "summary.json").exists() for r in runs) and len(runs) == 2
     assert (folder / "compare.md").exists() and (folder / "curves.png").exists()
-    assert "1 member(s) failed" not in result.output and "2 member(s) failed" in result.output
+    assert "2 members of 4 failed" in " ".join(result.output.split())
 
 
 def test_resume_skips_finished_members_and_redoes_the_rest(base_yaml, tmp_path):

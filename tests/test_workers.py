@@ -245,12 +245,12 @@ def test_a_worker_that_dies_fails_its_member_and_the_next_worker_gives_the_seque
         _, err = proc.communicate(timeout=90)
     finally:
         proc.kill()
-    assert proc.returncode == 0, err  # one member of two failed: the sweep itself did not
+    assert proc.returncode == 1, err  # one member of two failed: so did the sweep
     job = sweep.Sweep.open(folder)
     first, second = job.members
     assert first["status"] == "failed" and "killed by signal 9" in first["error"], first
     assert second["status"] == "completed" and second["worker"]["pid"] != pid  # a new worker took over
     assert second["worker"]["cores"] == sorted(os.sched_getaffinity(0))
-    assert "1 member(s) failed" in err
+    assert "1 member of 2 failed" in err
     # the same cores as the sequential run: bit for bit
     np.testing.assert_array_equal(metrics(job, 1), metrics(sequential, 1))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -35,6 +35,14 @@ from dnnlab.runs import (  # the exit codes; dnnlab.experiment raises Experiment
     STATUS_EXIT,
     shell_command,
 )
+from dnnlab.runs import origin as runs_origin
+
+
+def _argv() -> list[str]:
+    """The command line as typed (`dnnlab ...`), for inputs.json."""
+    import sys
+
+    return ["dnnlab", *sys.argv[1:]]
 
 
 def _join(coordinator: Optional[str], num_processes: Optional[int], process_id: Optional[int]) -> int:
@@ -132,7 +140,8 @@ def _run(
     follower = distributed and _join(coordinator, num_processes, process_id) != 0
     if follower:  # only process 0 prints and writes; the others train and print only errors
         quiet, mlflow = True, None
-    cfg = _load(config, [*(set_ or []), *([f"train.seeds={seeds}"] if seeds is not None else [])], warn=not follower)
+    overrides = [*(set_ or []), *([f"train.seeds={seeds}"] if seeds is not None else [])]
+    cfg = _load(config, overrides, warn=not follower)
     uri = _mlflow_ready(mlflow or (cfg.logging.mlflow if not follower else None))
     ds = _load_data(cfg)
     if not follower:
@@ -153,8 +162,10 @@ def _run(
         if not quiet:
             console.print(f"[bold]{_escape(cfg.name)}[/]: {_escape(ds.name)} from {_escape(ds.source)} -> {_escape(str(run_dir))}")
 
+    # the printed commands (try:, report.md) start from what trained: CONFIG and every override, in order
+    origin = runs_origin(config, overrides)
     try:
-        outcome = experiment.run(cfg, ds, out, experiment.Shown(writers, not quiet, str(config), announce))
+        outcome = experiment.run(cfg, ds, out, experiment.Shown(writers, not quiet, origin, announce, _argv()))
     except experiment.ExperimentError as exc:
         raise _fail(_escape(str(exc)), exc.code) from None
     finally:
@@ -163,7 +174,7 @@ def _run(
     try:
         if isinstance(outcome, experiment.SeedsOutcome):
             _print_seeds(outcome, fail_verdicts)
-        _print_run(outcome, quiet, config, fail_verdicts)
+        _print_run(outcome, quiet, origin, fail_verdicts)
     finally:  # after the plots: they are artifacts
         _log_mlflow(uri, outcome.run_dir, shell_command("dnnlab", "run", "--resume", outcome.run_dir, "--mlflow", uri))
 
@@ -214,13 +225,14 @@ def _resume(run_dir: Path, config: Optional[Path], overrides: list[str], quiet: 
         _log_mlflow(uri, run_dir, again)
 
 
-def _print_run(outcome, quiet: bool, config: Path, fail_verdicts: set[str]) -> None:
-    """The diagnosis panel and the summary line of one run; exits with its code."""
+def _print_run(outcome, quiet: bool, config: Any, fail_verdicts: set[str]) -> None:
+    """The diagnosis panel and the summary line of one run; exits with its code. `config`: what
+    its commands start from (a config file, or `runs.origin`'s words)."""
     summary, diagnosis, run_dir = outcome.summary, outcome.diagnosis, outcome.run_dir
     if not quiet:
         from dnnlab.console import diagnosis_panel
 
-        console.print(diagnosis_panel(diagnosis.to_dict(), str(config)), soft_wrap=False)
+        console.print(diagnosis_panel(diagnosis.to_dict(), config), soft_wrap=False)
     from dnnlab.console import fit_key
 
     final = summary.get("final") or {}

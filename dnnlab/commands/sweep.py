@@ -82,8 +82,14 @@ def sweep(
         typer.Option("--ray", metavar="[ADDRESS]", help="Run each member as a Ray task: alone, on a new local Ray cluster; with ADDRESS, on that cluster (--out must be on a filesystem every node sees)"),
     ] = None,
     mlflow: MlflowOpt = None,
+    keep_going: Annotated[
+        bool, typer.Option("--keep-going", help="Train the valid members even when some are invalid (they are recorded as failed)"),
+    ] = False,
 ) -> None:
-    """Run CONFIG over a grid of overrides (and seeds), then compare the members side by side."""
+    """Run CONFIG over a grid of overrides (and seeds), then compare the members side by side.
+
+    Every member is validated before any trains: an invalid one fails the sweep (exit 2) unless
+    --keep-going. A sweep with a member that failed (an invalid config, a crash) exits 1."""
     from dnnlab import sweep as sweeps
     from dnnlab.config import ConfigError, apply_overrides, read_yaml
 
@@ -97,12 +103,12 @@ def sweep(
             err_console.print(f"warning: {warning}", markup=False)
         uri = _mlflow_ready(mlflow or _raw_mlflow(raw))  # before the sweep folder is made
         tuning = {"tune_items": tune or [], "tune_metric": tune_metric.value if tune_metric else None,
-                  "tune_seeds": tune_seeds.value if tune_seeds else None}
+                  "tune_seeds": tune_seeds.value if tune_seeds else None, "keep_going": keep_going}
         if resume is not None:
             job = sweeps.Sweep.resume(resume, sweeps.resume_plan(resume, raw, grid or [], seeds, **tuning))
         else:
             p = sweeps.plan(raw, grid or [], seeds, yes=yes, **tuning)
-            job = sweeps.Sweep.create(out, p.base.get("name", "run"), str(config), p.base, p.grid, p.seeds, p.variants, tune=p.tune)
+            job = sweeps.Sweep.create(out, p.base.get("name", "run"), str(config), p.base, p.grid, p.seeds, p.variants, tune=p.tune, sets=set_ or [])
     except (ConfigError, sweeps.SweepError) as exc:
         raise _fail(_escape(str(exc))) from None
     except OSError as exc:
@@ -115,8 +121,12 @@ def sweep(
     _compare_and_print([str(job.path)], job.path, metric.value, as_json=False)
     _log_mlflow(uri, job.path, shell_command(*hint_words, "--mlflow", uri))  # a parent MLflow run, one child per member
     if failed:
-        err_console.print(f"{len(failed)} member(s) failed; see {job.path / 'sweep.json'}", markup=False)
-    raise typer.Exit(EXIT_FAILED if len(failed) == len(job.members) else EXIT_OK)
+        err_console.print(f"{_members(len(failed))} of {len(job.members)} failed; see {job.path / 'sweep.json'}", markup=False)
+    raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
+
+
+def _members(n: int) -> str:
+    return f"{n} member" if n == 1 else f"{n} members"
 
 
 def _run_members(job, resume_hint: str, quiet: bool, workers: Optional[int] = None, ray: Optional[str] = None) -> None:
@@ -126,7 +136,7 @@ def _run_members(job, resume_hint: str, quiet: bool, workers: Optional[int] = No
 
     todo = job.pending() + job.waiting()  # a tuned sweep's waiting seeds run once their value is chosen
     if not quiet:
-        console.print(f"sweep {job.path}: {len(job.members)} members, {len(todo)} to run", markup=False)
+        console.print(f"sweep {job.path}: {_members(len(job.members))}, {len(todo)} to run", markup=False)
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -145,7 +155,7 @@ def _run_members(job, resume_hint: str, quiet: bool, workers: Optional[int] = No
         bar.update(task, description=f"member {member['index']:03d} {' '.join(member['overrides'])}")
 
     def on_end(member: dict) -> None:
-        outcome = member.get("verdict") or member.get("error", "").splitlines()[0]
+        outcome = member.get("verdict") or member.get("error", "")  # the whole error: its did-you-mean too
         if not quiet:
             bar.console.print(f"  {member['index']:03d} {' '.join(member['overrides'])}: {member['status']}, {outcome}", markup=False)
         bar.advance(task)

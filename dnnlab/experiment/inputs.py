@@ -5,7 +5,7 @@ fingerprint) and the checks that hold a resume or a fix to it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from dnnlab import runs
 from dnnlab.config import Config
@@ -31,12 +31,20 @@ def run_lock(run_dir: Path) -> runs.FolderLock:
     return runs.FolderLock(run_dir, runs.RUN_LOCK, busy)
 
 
-def record_inputs(run_dir: Path, cfg: Config, ds: Dataset, found: Optional[Any] = None) -> None:
+def record_inputs(
+    run_dir: Path, cfg: Config, ds: Dataset, found: Optional[Any] = None, origin: Optional[Any] = None,
+    argv: Sequence[str] = (),
+) -> None:
     """inputs.json: the resolved config and the fingerprint of the data (`data.fingerprint`), as
-    found at `found` (a DataConfig; default cfg.data); and preprocessing.json (`runs.write_preprocessing`)."""
+    found at `found` (a DataConfig; default cfg.data); with `origin` (`runs.origin`: the config
+    file and its overrides, in order) and `argv` (the command line), its `command`; and preprocessing.json (`runs.write_preprocessing`)."""
     from dnnlab.data import fingerprint
 
-    runs.write_inputs(run_dir, cfg.model_dump(mode="json"), fingerprint(found or cfg.data, ds))
+    command = None
+    if origin is not None:
+        words = runs.origin_words(origin)
+        command = {"config": words[0], "overrides": list(words[2::2]), "argv": list(argv)}
+    runs.write_inputs(run_dir, cfg.model_dump(mode="json"), fingerprint(found or cfg.data, ds), command)
     if ds.preprocessing:  # what prediction needs: how raw inputs become these inputs
         runs.write_preprocessing(run_dir, ds.preprocessing)
 

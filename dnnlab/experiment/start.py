@@ -28,12 +28,15 @@ from dnnlab.experiment.load import ExperimentError, check_compatible, check_devi
 @dataclass(frozen=True)
 class Shown:
     """How a run is shown while it trains: the live writers (the console), steps within an
-    epoch, the config's name for the report's commands, and a hook told the new folder."""
+    epoch, what the printed commands start from (a config file, or `runs.origin`: the config
+    and its overrides, in order; recorded in inputs.json), a hook told the new folder, and the
+    command line (recorded too)."""
 
     writers: Sequence[runs.Writer] = ()
     progress: bool = False
-    config_name: str = "config.yaml"
+    config_name: Any = "config.yaml"
     announce: Optional[Callable[[Path], None]] = None
+    argv: Sequence[str] = ()
 
 
 @dataclass
@@ -109,7 +112,7 @@ def execute(cfg: Config, ds: Dataset, out: Path, shown: Optional["Shown"] = None
     run_dir = runs.new_run_dir(out, cfg.name)
     with run_lock(run_dir):
         run_writer = runs.RunDir(run_dir, dump_yaml(cfg))
-        record_inputs(run_dir, cfg, ds)
+        record_inputs(run_dir, cfg, ds, origin=shown.config_name, argv=shown.argv)
         if shown.announce is not None:
             shown.announce(run_dir)
         return _train_and_report(cfg, ds, run_dir, run_writer, shown)
@@ -277,7 +280,7 @@ def _execute_seeds(cfg: Config, ds: Dataset, run_dir: Path, shown: Shown, t0: fl
     from dnnlab.tracking import open_board
 
     runs.atomic_write_text(run_dir / runs.CONFIG, dump_yaml(cfg))
-    record_inputs(run_dir, cfg, ds)
+    record_inputs(run_dir, cfg, ds, origin=shown.config_name, argv=shown.argv)
     if shown.announce is not None:
         shown.announce(run_dir)
     cfgs = train.seed_configs(cfg)

@@ -58,6 +58,8 @@ from dnnlab.runs.names import (
     STATUS_EXIT,
     SUMMARY,
     SWEEP_MANIFEST,
+    origin,
+    origin_words,
     shell_command,
 )
 from dnnlab.runs.read import (
@@ -123,6 +125,8 @@ __all__ = [
     "member_dirs",
     "new_run_dir",
     "nonfinite_array",
+    "origin",
+    "origin_words",
     "read_inputs",
     "read_manifest",
     "read_metrics",

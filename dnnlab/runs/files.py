@@ -135,10 +135,13 @@ def config_digest(config: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
 
 
-def write_inputs(folder: Path, config: dict[str, Any], data: dict[str, Any]) -> None:
+def write_inputs(folder: Path, config: dict[str, Any], data: dict[str, Any], command: Optional[dict[str, Any]] = None) -> None:
     """inputs.json: what a run started with, that `run --resume` and `fix` hold it to: the
-    resolved config and its hash, and the data's fingerprint (`data.fingerprint`)."""
+    resolved config and its hash, and the data's fingerprint (`data.fingerprint`); and, when
+    known, `command`: the config file and the overrides it was given, in order, and the command line."""
     record = {"config": config, "config_sha256": config_digest(config), "data": data}
+    if command is not None:
+        record["command"] = command
     atomic_write_text(Path(folder) / INPUTS, json.dumps(record, indent=2) + "\n")
 
 

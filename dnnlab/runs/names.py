@@ -47,3 +47,17 @@ def shell_command(*words: Any) -> str:
     import shlex
 
     return shlex.join(str(w) for w in words)
+
+
+def origin_words(origin: Any) -> tuple[str, ...]:
+    """What every printed command that trains a run again starts from: a config file (a path), or
+    the words the run was given, `(CONFIG, "--set", "key=value", ...)`, the user's overrides in
+    their order (`origin`), so that a pasted remedy trains the same net but for the remedy."""
+    if isinstance(origin, (str, bytes)) or hasattr(origin, "__fspath__"):
+        return (str(origin),)
+    return tuple(str(w) for w in origin)
+
+
+def origin(config: Any, overrides: Any = ()) -> tuple[str, ...]:
+    """The words that name a run's config as the user gave it: CONFIG, then each override as `--set`."""
+    return (str(config), *(w for o in overrides or () for w in ("--set", str(o))))

@@ -9,7 +9,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import yaml
 
@@ -131,14 +131,18 @@ class Sweep:
     @classmethod
     def create(
         cls, parent: Path, name: str, config_path: str, base: dict[str, Any], grid: dict[str, list[Any]], seeds: int,
-        variants: Optional[list[dict[str, Any]]] = None, *, tune: Optional["Tuning"] = None,
+        variants: Optional[list[dict[str, Any]]] = None, *, tune: Optional["Tuning"] = None, sets: Sequence[str] = (),
     ) -> "Sweep":
+        """A new sweep folder under `parent` and its manifest; `sets`: the command's --set
+        overrides of `config_path`, in order (`base` has them applied), that each member's
+        printed commands start from."""
         path = runs.new_run_dir(parent, f"{name}-sweep")
         members = expand_tuned(grid, seeds, int(base.get("seed", 0) or 0), variants, tune) if tune else expand(grid, seeds, int(base.get("seed", 0) or 0), variants)
         manifest = {
             "name": name,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "config_path": config_path,
+            "sets": list(sets),
             "base": base,
             "grid": grid,
             "variants": variants or [],
@@ -218,10 +222,11 @@ class Plan:
 def plan(
     raw: dict[str, Any], grid_items: list[str], seeds: Optional[int], *, yes: bool = False,
     tune_items: Optional[list[str]] = None, tune_metric: Optional[str] = None, tune_seeds: Optional[str] = None,
+    keep_going: bool = False,
 ) -> Plan:
     """Merge the YAML's `sweep:` section with `--grid`/`--seeds` (and `--tune`, `--tune-metric`,
     `--tune-seeds`, which replace sweep.tune, tune_metric and tune_seeds); validate every member
-    up front.
+    up front: ConfigError naming each invalid member, unless `keep_going` and some are valid.
 
     Raises SweepError or ConfigError.
     """
@@ -263,9 +268,14 @@ def plan(
         try:
             validate(apply_overrides(base, member.overrides))
         except ConfigError as exc:
-            errors.append(str(exc))
-    if errors and len(errors) == len(members):
-        raise ConfigError(f"every member of the sweep is invalid; the first:\n{errors[0]}")
+            errors.append(f"member {member.index:03d} ({member.label}): {exc}")
+    # every member is checked before any trains: a typo in one value fails the sweep now, not
+    # after the valid members have trained (with keep_going, the valid ones train)
+    if errors and (not keep_going or len(errors) == len(members)):
+        what = "every member of the sweep is invalid" if len(errors) == len(members) else (
+            f"{len(errors)} of {len(members)} members of the sweep are invalid")
+        hint = "" if len(errors) == len(members) else "\n(fix the grid, or add --keep-going to train the valid members)"
+        raise ConfigError(f"{what}; nothing was trained:\n" + "\n".join(errors) + hint)
     return Plan(base, grid, seeds, variants, tune)
 
 
@@ -283,11 +293,12 @@ def member_warnings(raw: dict[str, Any]) -> list[str]:
 def resume_plan(
     path: Path, raw: dict[str, Any], grid_items: list[str], seeds: Optional[int],
     tune_items: Optional[list[str]] = None, tune_metric: Optional[str] = None, tune_seeds: Optional[str] = None,
+    keep_going: bool = False,
 ) -> Plan:
     """The plan to finish the sweep at `path`: its own grid, seeds, variants and tuning from
     sweep.json unless --grid/--seeds/--tune are given (then `Sweep.resume` checks that they match)."""
     if grid_items or seeds is not None or tune_items or tune_metric or tune_seeds or raw.get("sweep") is not None:
-        return plan(raw, grid_items, seeds, tune_items=tune_items, tune_metric=tune_metric, tune_seeds=tune_seeds)
+        return plan(raw, grid_items, seeds, tune_items=tune_items, tune_metric=tune_metric, tune_seeds=tune_seeds, keep_going=keep_going)
     manifest = Sweep.open(path).manifest
     return Plan(
         {k: v for k, v in raw.items() if k != "sweep"}, manifest.get("grid") or {}, int(manifest.get("seeds") or 1), manifest.get("variants") or [],

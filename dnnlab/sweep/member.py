@@ -41,7 +41,8 @@ def run_member(
     )
 
     base, name = manifest["base"], manifest["name"]
-    config_name = manifest.get("config_path", "config.yaml")
+    # a member's printed commands start from the sweep's config, its --set and the member's overrides
+    config_name = runs.origin(manifest.get("config_path", "config.yaml"), [*manifest.get("sets", []), *member["overrides"]])
     shown = Shown(config_name=config_name, announce=announce)
     # an interrupted or killed member with a saved state continues where it stopped
     previous = Path(folder) / member["dir"] if member.get("dir") else None
