@@ -300,7 +300,7 @@ def _load_csv(cfg: DataConfig) -> Loaded:
     train = _clean_table(_read_csv(path, cfg), cfg)
     regression = cfg.task == "regression"
     if regression:  # numeric targets (float64 here; standardized and float32 in `data.load`)
-        ytr, names = _targets(train.labels, str(path), lambda i: f"line {train.line[i]}"), ()
+        ytr, names, classes = _targets(train.labels, str(path), lambda i: f"line {train.line[i]}"), (), ()
     else:
         ytr, names, classes = _encode_labels(train.labels, str(path), lambda i: f"line {train.line[i]}")
     if cfg.test_path:

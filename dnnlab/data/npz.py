@@ -139,7 +139,7 @@ def _load_npz(cfg: DataConfig) -> Loaded:
         x = x[:, None]
     regression = cfg.task == "regression"
     if regression:  # numeric targets (standardized and float32 in `data.load`)
-        ytr, names = _targets(y, named(cfg.y_key), lambda i: f"example {i}"), ()
+        ytr, names, classes = _targets(y, named(cfg.y_key), lambda i: f"example {i}"), (), ()
     else:
         ytr, names, classes = _encode_labels(y, named(cfg.y_key), lambda i: f"example {i}")
     test_where = None
