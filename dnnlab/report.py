@@ -19,8 +19,34 @@ def _fmt(x: Any) -> str:
     return "-" if x is None else f"{x:.4f}"
 
 
-def plot_curves(history: list[dict[str, Any]], best_epoch: Optional[int], path: Path) -> None:
-    """Loss and accuracy per epoch for train / validation / test, the best epoch marked."""
+def _epoch_axis(ax: Any, label: str = "epoch") -> None:
+    """An x axis of epochs: whole numbers only (no tick at 1.25), a grid."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_xlabel(label)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+
+
+def _fit_limits(values: list[float], chance: Optional[float], r2: bool) -> tuple[float, float]:
+    """The fit axis: up to a perfect fit (1) and down to chance (the majority share; R^2 0, the
+    mean), so that a run at chance reads as a flat line on the chance line, not as noise blown up
+    to fill the axis. R^2 below -1 (a fit far worse than the mean, at the first epochs) is cut."""
+    floor = 0.0 if r2 else (chance if chance is not None else min(values, default=0.0))
+    low = min([floor, *values])
+    if r2:
+        low = max(low, -1.0)
+    pad = 0.02 * (1.0 - low) if low < 1.0 else 0.02
+    return max(low - pad, -1.05 if r2 else 0.0), 1.0 + pad
+
+
+def plot_curves(
+    history: list[dict[str, Any]], best_epoch: Optional[int], path: Path,
+    chance: Optional[float] = None, chance_loss: Optional[float] = None,
+) -> None:
+    """Loss and accuracy per epoch for train / validation / test, the best epoch marked; the fit
+    axis spans chance (`chance`, marked with a line; R^2 0) to a perfect fit, and the loss axis
+    marks the loss of predicting the class prior (`chance_loss`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -29,16 +55,25 @@ def plot_curves(history: list[dict[str, Any]], best_epoch: Optional[int], path: 
     fit = "r2" if any(k.endswith("_r2") for r in history for k in r) else "accuracy"  # data.task: regression
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, metric in zip(axes, ("loss", fit)):
+        values: list[float] = []
         for split, style in zip(SPLITS, ("-", "--", ":")):
             points = [(r["epoch"], r.get(f"{split}_{metric}")) for r in history]
-            points = [(e, v) for e, v in points if v is not None]
+            points = [(e, v) for e, v in points if runs.is_number(v)]
             if points:
                 ax.plot(*zip(*points), style, marker=".", label=split)
+                values += [v for _, v in points]
         if best_epoch:
             ax.axvline(best_epoch, color="grey", lw=0.8, ls="-.", label=f"best epoch {best_epoch}")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(metric)
-        ax.grid(alpha=0.3)
+        if metric == "loss" and chance_loss is not None:
+            ax.axhline(chance_loss, color="firebrick", lw=0.8, ls=":", label=f"the prior's loss {chance_loss:.3g}")
+        if metric == fit:
+            r2 = fit == "r2"
+            line = 0.0 if r2 else chance
+            if line is not None:
+                ax.axhline(line, color="firebrick", lw=0.8, ls=":", label="the mean (R^2 0)" if r2 else f"chance {line:.3g}")
+            ax.set_ylim(*_fit_limits(values, chance, r2))
+        _epoch_axis(ax)
+        ax.set_ylabel("R^2" if metric == "r2" else metric)
         ax.legend()
     # a title at a fixed height (y=1): placed automatically, matplotlib measures every tick label
     # of the axes to avoid them, a quarter of the plot's drawing time
@@ -50,8 +85,12 @@ def plot_curves(history: list[dict[str, Any]], best_epoch: Optional[int], path: 
     plt.close(fig)
 
 
-def plot_layers(history: list[dict[str, Any]], key: str, title: str, path: Path, log: bool = False) -> bool:
-    """One line per layer of a per-layer instrument over the epochs; False if it was not recorded."""
+def plot_layers(
+    history: list[dict[str, Any]], key: str, title: str, path: Path, ylabel: str, log: bool = False, share: bool = False
+) -> bool:
+    """One line per layer of a per-layer instrument over the epochs; False if it was not recorded.
+    A `share` (a fraction of units, an evenness) is drawn on 0-1 whatever its values: 0.04 of
+    saturated outputs is a flat line near 0, not a curve across the axis."""
     rows = [(r["epoch"], r[key]) for r in history if isinstance(r.get(key), list)]
     if not rows:
         return False
@@ -70,9 +109,11 @@ def plot_layers(history: list[dict[str, Any]], key: str, title: str, path: Path,
             ax.plot(*zip(*points), color=cmap(i / max(layers - 1, 1)), marker=".", label=label)
     if log:
         ax.set_yscale("log")
-    ax.set_xlabel("epoch")
+    if share:
+        ax.set_ylim(-0.02, 1.02)
+    _epoch_axis(ax)
+    ax.set_ylabel(ylabel)
     ax.set_title(title, y=1.0)  # a fixed height: see plot_curves
-    ax.grid(alpha=0.3)
     ax.legend(fontsize="small", ncol=2 if layers > 12 else 1, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.subplots_adjust(left=0.09, right=0.70 if layers > 12 else 0.82, bottom=0.12, top=0.91)
     runs.write_figure(path, fig)
@@ -99,12 +140,12 @@ def plot_pretrain(record: Optional[dict[str, Any]], path: Path) -> bool:
             ax.plot(*zip(*errors), color=cmap(i / max(len(layers) - 1, 1)), marker=".",
                     label=f"layer {layer.get('layer')} ({layer.get('seconds', 0):.1f} s)")
     ax.set_yscale("log")
-    ax.set_xlabel("pretraining epoch")
+    _epoch_axis(ax, "pretraining epoch")
+    ax.set_ylabel("reconstruction error")
     ax.set_title(f"RBM reconstruction error (mean squared, per visible unit; log); {record.get('seconds', 0):.1f} s in all", y=1.0)
-    ax.grid(alpha=0.3)
     ax.legend(fontsize="small", ncol=2 if len(layers) > 12 else 1, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.subplots_adjust(left=0.09, right=0.70 if len(layers) > 12 else 0.80, bottom=0.12, top=0.91)
-    fig.savefig(path, dpi=90)
+    runs.write_figure(path, fig)
     plt.close(fig)
     return True
 
@@ -112,18 +153,22 @@ def plot_pretrain(record: Optional[dict[str, Any]], path: Path) -> bool:
 def write_plots(run_dir: Path, history: list[dict[str, Any]], summary: dict[str, Any]) -> list[tuple[str, str]]:
     """Draw the plots that the records allow; returns (file name, caption) pairs."""
     out = []
-    plot_curves(history, summary.get("best_epoch"), run_dir / "curves.png")
-    fit = "R^2" if any(k.endswith("_r2") for r in history for k in r) else "accuracy"
-    out.append(("curves.png", f"Loss and {fit} per epoch (train, validation, test); the best epoch marked"))
-    if plot_layers(history, "grad_rms", "RMS of the loss gradient of each layer's weights (log)", run_dir / "gradients.png", log=True):
+    regression = any(k.endswith("_r2") for r in history for k in r)
+    base = None if regression else baselines.of_summary(summary)
+    plot_curves(history, summary.get("best_epoch"), run_dir / "curves.png",
+                base.chance if base else None, base.prior_loss if base else None)
+    fit = "R^2" if regression else "accuracy"
+    out.append(("curves.png", f"Loss and {fit} per epoch (train, validation, test); the best epoch and chance marked"))
+    if plot_layers(history, "grad_rms", "RMS of the loss gradient of each layer's weights (log)", run_dir / "gradients.png",
+                   "gradient RMS", log=True):
         out.append(("gradients.png", "Per-layer gradient RMS: vanishing gradients show as the early layers far below the output"))
-    for key, title in (
-        ("dead_fraction", "fraction of dead units (<= 0 on every probe example)"),
-        ("saturated_fraction", "fraction of saturated outputs (within 0.02 of the bounds)"),
-        ("maxout_evenness", "maxout: how evenly the pieces win (1 = even)"),
+    for key, title, ylabel in (
+        ("dead_fraction", "fraction of dead units (<= 0 on every probe example)", "fraction of units"),
+        ("saturated_fraction", "fraction of saturated outputs (within 0.02 of the bounds)", "fraction of outputs"),
+        ("maxout_evenness", "maxout: how evenly the pieces win (1 = even)", "evenness"),
     ):
         name = key.replace("_fraction", "").replace("_evenness", "") + ".png"
-        if plot_layers(history, key, title, run_dir / name):
+        if plot_layers(history, key, title, run_dir / name, ylabel, share=True):
             out.append((name, title[0].upper() + title[1:] + ", per layer"))
     pre = summary.get("pretrain")
     if plot_pretrain(pre, run_dir / "pretrain.png"):
