@@ -180,6 +180,16 @@ def _g(x: float) -> str:
     return f"{x:.3g}"
 
 
+def divergence_limit(factor: float, initial_loss: float, num_classes: int, regression: bool = False) -> float:
+    """The loss above which training has diverged (`train.divergence_factor`): `factor` times the
+    larger of the initial loss and the loss of knowing nothing (ln C for C classes; 1, predicting
+    the mean, for standardized regression targets). Infinite when the initial loss is not finite
+    (that run has diverged at its start). The one rule of the loop, the diagnosis and `check`."""
+    if not math.isfinite(initial_loss):
+        return math.inf
+    return factor * max(initial_loss, 1.0 if regression else math.log(num_classes))
+
+
 def of_summary(summary: Mapping[str, Any], num_classes: Optional[int] = None) -> Baselines:
     """A run's baselines from its summary.json (`data.class_counts.train`, `loss.class_weights`,
     `data.classes`); a summary without counts (a killed run, or one written before they were

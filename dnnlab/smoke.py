@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dnnlab import losses, models
+from dnnlab import baselines, losses, models
 from dnnlab.config import Config, training_loop
 from dnnlab.data import Dataset
 from dnnlab.optim import make_optimizer
@@ -84,7 +84,7 @@ def run_checks(cfg: Config, data: Dataset) -> list[Check]:
     step = jax.jit(partial(train_step, model=model, tx=tx, reg=cfg.regularization))
     key = jax.random.PRNGKey(cfg.seed + 1)
     ones = jnp.ones(batch)
-    limit = cfg.train.divergence_factor * max(init_loss, ln_c) if math.isfinite(init_loss) else math.inf
+    limit = baselines.divergence_limit(cfg.train.divergence_factor, init_loss, data.num_classes, data.regression)
     problem = ""
     for i in range(FEW_STEPS):
         idx = rng.integers(0, n, batch)

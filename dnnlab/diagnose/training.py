@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Optional
 
+from dnnlab import baselines
 from dnnlab.config import pretrain_problem, residual_blocks
 from dnnlab.diagnose.evidence import (
     ADAPTIVE,
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 
 def _diverged(run: _Run) -> Diagnosis:
     d = Diagnosis("diverged", causes=["lr-too-high"])
-    limit = run.cfg.train.divergence_factor * max(run.init_loss, run.ln_c)
+    limit = baselines.divergence_limit(run.cfg.train.divergence_factor, run.init_loss, run.classes, run.regression)
     for r in run.epochs:
         for key, words in (("running_loss", "running training loss (mean over the epoch's steps)"), ("train_loss", "training loss")):
             if key in r and (not _finite(r[key]) or r[key] > limit):

@@ -51,9 +51,17 @@ class EarlyStopping:
             self.best, self.best_epoch, self.wait = self.sign * value, epoch, 0
         else:
             self.wait += 1
-            if self.cfg.enabled and self.wait >= self.cfg.patience:
-                self.should_stop = True
+            self._decide()
         return improved
+
+    def restore(self, best: float, best_epoch: Optional[int], wait: int) -> None:
+        """Continue from a resume state's (best, best epoch, epochs without improvement)."""
+        self.best, self.best_epoch, self.wait = best, best_epoch, wait
+        self._decide()
+
+    def _decide(self) -> None:
+        if self.cfg.enabled and self.wait >= self.cfg.patience:
+            self.should_stop = True
 
 
 @dataclass
@@ -147,7 +155,7 @@ class _SeedRecord:
         self.history.append({"epoch": 0, **record})
         self.writer.write(0, record)
         initial_loss = record["train_loss"]
-        self.limit = self.cfg.train.divergence_factor * max(initial_loss, math.log(self.num_classes))
+        self.limit = baselines.divergence_limit(self.cfg.train.divergence_factor, initial_loss, self.num_classes, self.setup.regression)
         if not math.isfinite(initial_loss):
             self.status, self.active = "diverged", False
 
@@ -179,13 +187,12 @@ class _SeedRecord:
         """Continue after `resume.epoch`: its records, early stopping and best model."""
         self.history = [dict(r) for r in resume.history]
         initial_loss = self.history[0]["train_loss"]
-        self.limit = self.cfg.train.divergence_factor * max(initial_loss, math.log(self.num_classes))
-        self.stopper.best, self.stopper.best_epoch, self.stopper.wait = resume.early_stopping
+        self.limit = baselines.divergence_limit(self.cfg.train.divergence_factor, initial_loss, self.num_classes, self.setup.regression)
+        self.stopper.restore(*resume.early_stopping)
         self.best_arrays = resume.best
         self.last_arrays = resume.last
         self.pretrain = resume.pretrain
         self.recall = dict(resume.recall)
-        self.stopper.should_stop = self.cfg.train.early_stopping.enabled and self.stopper.wait >= self.cfg.train.early_stopping.patience
         if self.stopper.should_stop:  # killed after early stopping decided, before the summary
             self.status, self.active = "stopped_early", False
         # the checkpoints as of the state (a kill may have come between the state and them)
