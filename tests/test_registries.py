@@ -116,3 +116,21 @@ def test_the_stack_plan_follows_its_rule_and_the_model_compiles_what_it_says(mod
     assert config.stack_plan(m, stack, unroll) == plan
     built = models.plan_stack(m, stack, unroll)
     assert (built.scanned, built.unroll) == plan
+
+def test_every_cause_has_one_line_in_the_registry_and_in_the_docs():
+    """A cause is a detector and a line of CAUSE_REMEDIES: the docs' list and table of causes
+    name exactly the registry's, in its order, and every cause but over-regularization (whose
+    remedies come after every other's) brings its own remedies."""
+    import re
+    from pathlib import Path
+
+    from dnnlab.diagnose import CAUSES
+    from dnnlab.diagnose.training import CAUSE_REMEDIES
+
+    doc = (Path(__file__).parent.parent / "docs" / "diagnosis.md").read_text()
+    listed = re.search(r"^Causes: (.*?)\.\n\n", doc, re.S | re.M).group(1)
+    assert re.findall(r"`([a-z-]+)`", listed) == list(CAUSES)
+    rows = set(re.findall(r"^\| `([a-z-]+)` \|", doc, re.M))  # the table of what each cause is measured by
+    assert set(CAUSES) <= rows, set(CAUSES) - rows
+    assert [c for c, remedies in CAUSE_REMEDIES.items() if remedies is None] == ["over-regularization"]
+    assert all(callable(r) for c, r in CAUSE_REMEDIES.items() if c != "over-regularization")

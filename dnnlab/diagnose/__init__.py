@@ -10,7 +10,7 @@
 
 Every threshold is a key of the config's `diagnosis:` section.
 Lives here: `evidence` (the verdicts, causes, remedies and the run as the rules read it),
-`training` (divergence and the training set's causes and remedies), `validation` (the
+`training` (divergence, and the training set's causes: DETECTORS in order, CAUSE_REMEDIES by name), `validation` (the
 validation set's verdicts and the warnings).
 May import: config, runs, baselines. No JAX.
 """
@@ -20,9 +20,12 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from dnnlab.config import Config
-from dnnlab.diagnose.evidence import CAUSES, VERDICTS, Diagnosis, _finite, _Run, solved
-from dnnlab.diagnose.training import _diverged, _judge_training
+from dnnlab.diagnose.evidence import VERDICTS, Diagnosis, _finite, _Run, solved
+from dnnlab.diagnose.training import CAUSE_REMEDIES, _diverged, _judge_training
 from dnnlab.diagnose.validation import _general_warnings, _judge_generalization
+
+# every cause a diagnosis can name (the registry in `training`, in its order)
+CAUSES = tuple(CAUSE_REMEDIES)
 
 __all__ = [
     "CAUSES",

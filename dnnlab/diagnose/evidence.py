@@ -13,18 +13,6 @@ from dnnlab.config import Config, DiagnosisConfig
 from dnnlab.runs import kept_metrics, shell_command
 
 VERDICTS = ("good-fit", "overfitting", "failed-training", "diverged", "undertrained")
-CAUSES = (
-    "vanishing-gradients",
-    "exploding-gradients",
-    "dead-units",
-    "saturation",
-    "lr-too-high",
-    "lr-too-low",
-    "plateau",
-    "insufficient-capacity",
-    "depth-degradation",
-    "over-regularization",
-)
 ADAPTIVE = ("adagrad", "rmsprop", "adam", "adamw")
 # the learning rate each optimizer is usually run at: a remedy that switches the optimizer sets it
 USUAL_LR = {"sgd": 0.1, "momentum": 0.01, "nesterov": 0.01, "adagrad": 0.01, "rmsprop": 0.001, "adam": 0.001, "adamw": 0.001}

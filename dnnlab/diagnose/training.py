@@ -5,7 +5,8 @@ with the remedies each cause calls for.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Optional
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Optional
 
 from dnnlab import baselines
 from dnnlab.config import pretrain_problem, residual_blocks
@@ -98,131 +99,181 @@ def _instrument_findings(run: _Run) -> list[tuple[str, str]]:
     return out
 
 
-def _training_causes(run: _Run, d: Diagnosis, progress: float, improving: bool) -> None:
-    th = run.th
-    for cause, evidence in _instrument_findings(run):
-        d.causes.append(cause)
-        d.evidence.append(evidence)
-    losses = [run.init_loss] + run.train_loss
-    # a rise counts when it is more than noise: 1% of the loss (a flat loss at chance wobbles)
-    rises = sum(1 for a, b in zip(losses, losses[1:]) if b > a * 1.01)
-    if len(losses) >= 4 and (rises / (len(losses) - 1) >= th.lr_oscillation or losses[-1] > run.init_loss * 1.05):
-        d.causes.append("lr-too-high")
-        d.evidence.append(f"training loss rose in {rises} of {len(losses) - 1} epochs; {_g(run.init_loss)} at init, {_g(losses[-1])} at the end")
-    if d.causes:
-        return
+@dataclass(frozen=True)
+class _Signals:
+    """What the detectors read of the training loss besides the run's records."""
+
+    progress: float  # the share of the initial loss that training removed
+    improving: bool  # still falling over the last epochs
+    rises: int  # epochs whose loss rose by more than noise (1%)
+    losses: list[float]  # the initial loss, then each epoch's
+
+
+Finding = tuple[str, Optional[str]]  # (cause, evidence; None when the cause speaks for itself)
+
+
+def _gradients_units_and_rises(run: _Run, s: _Signals) -> list[Finding]:
+    """What the instruments show (vanishing or exploding gradients, dead units, saturation) and a
+    training loss that rises or oscillates: several may hold at once."""
+    out: list[Finding] = list(_instrument_findings(run))
+    if len(s.losses) >= 4 and (s.rises / (len(s.losses) - 1) >= run.th.lr_oscillation or s.losses[-1] > run.init_loss * 1.05):
+        out.append(("lr-too-high", f"training loss rose in {s.rises} of {len(s.losses) - 1} epochs; {_g(run.init_loss)} at init, {_g(s.losses[-1])} at the end"))
+    return out
+
+
+def _depth(run: _Run, s: _Signals) -> list[Finding]:
+    """A deep plain net with healthy instruments: the degradation problem."""
     deep = run.deep_plain()
-    if deep:
-        d.causes.append("depth-degradation")
-        d.evidence.append(
-            f"{deep}, and the instruments show no vanishing gradients, dead units or saturation: the degradation "
-            "problem of deep plain nets (He et al. 2016), which fit their training set worse than shallower ones"
-        )
-        return
+    if not deep:
+        return []
+    return [("depth-degradation", (
+        f"{deep}, and the instruments show no vanishing gradients, dead units or saturation: the degradation "
+        "problem of deep plain nets (He et al. 2016), which fit their training set worse than shallower ones"
+    ))]
+
+
+def _progress(run: _Run, s: _Signals) -> list[Finding]:
+    """With healthy instruments: steps too small, a plateau, or a net too small for its data."""
+    th = run.th
     updates = run.last.get("update_ratio") or []
     median_update = sorted(updates)[len(updates) // 2] if updates else None
-    if progress < th.min_progress:
+    if s.progress < th.min_progress:
         if median_update is not None and median_update < th.low_update_ratio:
-            d.causes.append("lr-too-low")
-            d.evidence.append(f"median update/weight ratio {_g(median_update)} per step (< {_g(th.low_update_ratio)}; about 1e-3 is healthy)")
-        elif median_update is None and rises == 0:
-            d.causes.append("lr-too-low")
-        else:
-            d.causes.append("plateau")
-            if median_update is not None:
-                d.evidence.append(f"gradients are healthy and steps are not small (update/weight ratio {_g(median_update)}), yet the loss does not move")
-    elif not improving and run.at_chance(run.fit(run.last) or 0.0):
+            return [("lr-too-low", f"median update/weight ratio {_g(median_update)} per step (< {_g(th.low_update_ratio)}; about 1e-3 is healthy)")]
+        if median_update is None and s.rises == 0:
+            return [("lr-too-low", None)]
+        return [("plateau", None if median_update is None else
+                 f"gradients are healthy and steps are not small (update/weight ratio {_g(median_update)}), yet the loss does not move")]
+    if s.improving:
+        return []
+    if run.at_chance(run.fit(run.last) or 0.0):
         # a net at chance has learned nothing: it has not converged, whatever its loss did
-        d.causes.append("plateau")
         one = run.one_class()
-        d.evidence.append(
+        return [("plateau", (
             f"{run.fit_words(run.fit(run.last))} is at chance (skill < {_g(run.chance_threshold)}): "
             + (f"predicting {one!r} for every example, " if one is not None else "")
             + "the net has not started to learn"
-        )
-    elif not improving and run.below_reference():
-        d.causes.append("plateau")
-        d.evidence.append(
+        ))]
+    if run.below_reference():
+        return [("plateau", (
             "the loss has stopped falling well short of what a linear model reaches on the same examples: "
             "optimization, not capacity, holds this net back"
-        )
-    elif not improving:
-        d.causes.append("insufficient-capacity")
-        d.evidence.append("the training loss has converged with healthy gradients and no dead or saturated layers")
+        ))]
+    return [("insufficient-capacity", "the training loss has converged with healthy gradients and no dead or saturated layers")]
+
+
+# the detectors of a poor training fit, in order: the first that finds a cause ends the search
+DETECTORS: tuple[Callable[[_Run, _Signals], list[Finding]], ...] = (_gradients_units_and_rises, _depth, _progress)
+
+
+def _training_causes(run: _Run, d: Diagnosis, progress: float, improving: bool) -> None:
+    losses = [run.init_loss] + run.train_loss
+    # a rise counts when it is more than noise: 1% of the loss (a flat loss at chance wobbles)
+    rises = sum(1 for a, b in zip(losses, losses[1:]) if b > a * 1.01)
+    signals = _Signals(progress, improving, rises, losses)
+    for detect in DETECTORS:
+        findings = detect(run, signals)
+        for cause, evidence in findings:
+            d.causes.append(cause)
+            if evidence is not None:
+                d.evidence.append(evidence)
+        if findings:
+            return
 
 
 def _training_remedies(run: _Run, d: Diagnosis) -> None:
+    for cause in d.causes:
+        remedies = CAUSE_REMEDIES.get(cause)
+        if remedies is not None:
+            remedies(run, d)
+
+
+# ---------------------------------------------------------------- the remedies of each cause
+
+
+def _gradient_path(run: _Run, d: Diagnosis) -> None:
+    """vanishing gradients, saturation: an activation that passes the gradient, an adaptive
+    step, shortcuts, normalization, fewer layers."""
     cfg = run.cfg
     m, opt = cfg.model, cfg.optimizer
-    lr = opt.lr
-    for cause in d.causes:
-        if cause in ("vanishing-gradients", "saturation"):
-            if m.activation in ("sigmoid", "tanh"):
-                # measured on configs/recipe/deep-sigmoid-sgd.yaml: ReLU with the SGD step of a
-                # sigmoid net is unstable, and Adam alone leaves a 10-layer sigmoid net at chance;
-                # the lecture's two remedies together train it, and so does batch norm
-                also = () if opt.name in ADAPTIVE else ("optimizer.name=adam", f"optimizer.lr={_g(USUAL_LR['adam'])}")
-                unpretrained = ("model.pretrain=none",)  # RBM pretraining is for plain sigmoid layers only
-                d.add_remedy(
-                    "model.activation=relu",
-                    f"{m.activation} squashes the gradient at every layer; ReLU passes it through"
-                    + ("" if not also else ", and Adam at its usual lr scales each step (the lecture's two remedies)"),
-                    current=run.cfg, also=also + unpretrained,
-                )
-                if m.norm == "none":
-                    d.add_remedy("model.norm=batch", f"batch normalization keeps the {m.activation} units in their responsive range", current=run.cfg, also=unpretrained)
-                rbm = run.cfg.model_copy(update={"model": m.model_copy(update={"pretrain": "rbm"})})
-                if pretrain_problem(rbm) is None:
-                    # measured (bench/pretrain.py, the same SGD): 10 sigmoid layers of 64 on the digits
-                    # (configs/recipe/deep-sigmoid-sgd.yaml) 0.10 -> 0.80-0.83 training accuracy, and
-                    # claim 9 of docs/lecture.md
-                    d.add_remedy(
-                        "model.pretrain=rbm", "greedy layer-wise RBM pretraining starts every sigmoid layer at features of "
-                        "the layer below, so the first layers are trained before the gradient has to reach them (the "
-                        "lecture's first remedy, before ReLU)", current=run.cfg,
-                    )
-            elif opt.name not in ADAPTIVE:
-                d.add_optimizer("adam", "an adaptive learning rate per parameter rescues the small gradients of the early layers", run.cfg)
-            if m.arch == "resnet":
-                if m.shortcut == "none":
-                    d.add_remedy("model.shortcut=identity", "identity shortcuts give the gradient a path around every block (He et al. 2016)", current=run.cfg)
-                if m.norm == "none":
-                    d.add_remedy("model.norm=batch", "batch normalization keeps every layer's pre-activations at a trainable scale", current=run.cfg)
-                if m.blocks > 3:
-                    d.add_remedy(f"model.blocks={max(3, m.blocks // 3)}", "a shallower net has a shorter path for the gradient", current=run.cfg)
-            elif len(m.layer_widths) > DEEP_LAYERS:
-                d.add_remedy(f"model.depth={max(2, len(m.layer_widths) // 2)}" if m.hidden is None else f"model.hidden={list(m.layer_widths[:2])}", "a shallower net has a shorter path for the gradient", current=run.cfg)
-        elif cause == "dead-units":
-            d.add_remedy("model.activation=leaky_relu", "a leaky slope (0.01) keeps a gradient for negative inputs, so units cannot die", current=run.cfg)
-            _lower_lr(run, d, "large steps push units into the dead region")
-        elif cause in ("exploding-gradients", "lr-too-high"):
-            _lower_lr(run, d, f"the loss rises or oscillates: lr {_g(lr)} overshoots")
-            d.add_remedy("optimizer.clip_norm=1.0", "clipping bounds each step", current=run.cfg, also=(f"optimizer.lr={_g(_lower(run))}",))
-        elif cause == "lr-too-low":
-            usual = USUAL_LR[opt.name]
-            higher = usual if lr < usual / 10 else lr * 10
-            d.add_remedy(f"optimizer.lr={_g(higher)}", f"the loss barely moves from its initial value at lr {_g(lr)}", current=run.cfg)
-            if opt.name not in ADAPTIVE:
-                d.add_optimizer("adam", "Adam's steps are about lr in size whatever the gradient's scale", run.cfg)
-        elif cause == "depth-degradation":
-            _structural_remedies(run, d)
-        elif cause == "plateau":
-            if m.activation in ("sigmoid", "tanh"):
-                d.add_remedy("model.activation=relu", f"{m.activation} units in their flat regions pass almost no gradient; ReLU does", current=run.cfg)
-            if opt.name in ("sgd",):
-                d.add_optimizer("momentum", "momentum carries the weights across flat regions and saddle points", run.cfg)
-            d.add_optimizer("adam", "adaptive learning rates leave plateaus faster", run.cfg)
-            d.add_remedy(f"optimizer.lr={_g(lr * 3)}", "a larger step leaves the flat region", current=run.cfg)
-        elif cause == "insufficient-capacity":
-            if m.arch == "resnet":
-                d.add_remedy(f"model.blocks={m.blocks * 2}", "more residual blocks per stage", current=run.cfg)
-            elif m.hidden is None:
-                d.add_remedy(f"model.width={m.width * 2}", "more units per layer", current=run.cfg)
-                d.add_remedy(f"model.depth={(m.depth or 0) + 1}", "one more hidden layer", current=run.cfg)
-            else:
-                d.add_remedy(f"model.hidden={[w * 2 for w in m.hidden]}", "more units per layer", current=run.cfg)
-            if m.activation in ("sigmoid", "tanh"):
-                d.add_remedy("model.activation=relu", "ReLU nets train deeper and faster", current=run.cfg)
+    if m.activation in ("sigmoid", "tanh"):
+        # measured on configs/recipe/deep-sigmoid-sgd.yaml: ReLU with the SGD step of a
+        # sigmoid net is unstable, and Adam alone leaves a 10-layer sigmoid net at chance;
+        # the lecture's two remedies together train it, and so does batch norm
+        also = () if opt.name in ADAPTIVE else ("optimizer.name=adam", f"optimizer.lr={_g(USUAL_LR['adam'])}")
+        unpretrained = ("model.pretrain=none",)  # RBM pretraining is for plain sigmoid layers only
+        d.add_remedy(
+            "model.activation=relu",
+            f"{m.activation} squashes the gradient at every layer; ReLU passes it through"
+            + ("" if not also else ", and Adam at its usual lr scales each step (the lecture's two remedies)"),
+            current=run.cfg, also=also + unpretrained,
+        )
+        if m.norm == "none":
+            d.add_remedy("model.norm=batch", f"batch normalization keeps the {m.activation} units in their responsive range", current=run.cfg, also=unpretrained)
+        rbm = run.cfg.model_copy(update={"model": m.model_copy(update={"pretrain": "rbm"})})
+        if pretrain_problem(rbm) is None:
+            # measured (bench/pretrain.py, the same SGD): 10 sigmoid layers of 64 on the digits
+            # (configs/recipe/deep-sigmoid-sgd.yaml) 0.10 -> 0.80-0.83 training accuracy, and
+            # claim 9 of docs/lecture.md
+            d.add_remedy(
+                "model.pretrain=rbm", "greedy layer-wise RBM pretraining starts every sigmoid layer at features of "
+                "the layer below, so the first layers are trained before the gradient has to reach them (the "
+                "lecture's first remedy, before ReLU)", current=run.cfg,
+            )
+    elif opt.name not in ADAPTIVE:
+        d.add_optimizer("adam", "an adaptive learning rate per parameter rescues the small gradients of the early layers", run.cfg)
+    if m.arch == "resnet":
+        if m.shortcut == "none":
+            d.add_remedy("model.shortcut=identity", "identity shortcuts give the gradient a path around every block (He et al. 2016)", current=run.cfg)
+        if m.norm == "none":
+            d.add_remedy("model.norm=batch", "batch normalization keeps every layer's pre-activations at a trainable scale", current=run.cfg)
+        if m.blocks > 3:
+            d.add_remedy(f"model.blocks={max(3, m.blocks // 3)}", "a shallower net has a shorter path for the gradient", current=run.cfg)
+    elif len(m.layer_widths) > DEEP_LAYERS:
+        d.add_remedy(f"model.depth={max(2, len(m.layer_widths) // 2)}" if m.hidden is None else f"model.hidden={list(m.layer_widths[:2])}", "a shallower net has a shorter path for the gradient", current=run.cfg)
+
+
+def _dead_units(run: _Run, d: Diagnosis) -> None:
+    d.add_remedy("model.activation=leaky_relu", "a leaky slope (0.01) keeps a gradient for negative inputs, so units cannot die", current=run.cfg)
+    _lower_lr(run, d, "large steps push units into the dead region")
+
+
+def _overshoot(run: _Run, d: Diagnosis) -> None:
+    """exploding gradients, a rising loss: a smaller step, clipping."""
+    _lower_lr(run, d, f"the loss rises or oscillates: lr {_g(run.cfg.optimizer.lr)} overshoots")
+    d.add_remedy("optimizer.clip_norm=1.0", "clipping bounds each step", current=run.cfg, also=(f"optimizer.lr={_g(_lower(run))}",))
+
+
+def _small_steps(run: _Run, d: Diagnosis) -> None:
+    opt = run.cfg.optimizer
+    usual = USUAL_LR[opt.name]
+    higher = usual if opt.lr < usual / 10 else opt.lr * 10
+    d.add_remedy(f"optimizer.lr={_g(higher)}", f"the loss barely moves from its initial value at lr {_g(opt.lr)}", current=run.cfg)
+    if opt.name not in ADAPTIVE:
+        d.add_optimizer("adam", "Adam's steps are about lr in size whatever the gradient's scale", run.cfg)
+
+
+def _plateau(run: _Run, d: Diagnosis) -> None:
+    m, opt = run.cfg.model, run.cfg.optimizer
+    if m.activation in ("sigmoid", "tanh"):
+        d.add_remedy("model.activation=relu", f"{m.activation} units in their flat regions pass almost no gradient; ReLU does", current=run.cfg)
+    if opt.name in ("sgd",):
+        d.add_optimizer("momentum", "momentum carries the weights across flat regions and saddle points", run.cfg)
+    d.add_optimizer("adam", "adaptive learning rates leave plateaus faster", run.cfg)
+    d.add_remedy(f"optimizer.lr={_g(opt.lr * 3)}", "a larger step leaves the flat region", current=run.cfg)
+
+
+def _capacity(run: _Run, d: Diagnosis) -> None:
+    m = run.cfg.model
+    if m.arch == "resnet":
+        d.add_remedy(f"model.blocks={m.blocks * 2}", "more residual blocks per stage", current=run.cfg)
+    elif m.hidden is None:
+        d.add_remedy(f"model.width={m.width * 2}", "more units per layer", current=run.cfg)
+        d.add_remedy(f"model.depth={(m.depth or 0) + 1}", "one more hidden layer", current=run.cfg)
+    else:
+        d.add_remedy(f"model.hidden={[w * 2 for w in m.hidden]}", "more units per layer", current=run.cfg)
+    if m.activation in ("sigmoid", "tanh"):
+        d.add_remedy("model.activation=relu", "ReLU nets train deeper and faster", current=run.cfg)
 
 
 def _lower(run: _Run) -> float:
@@ -253,6 +304,26 @@ def _structural_remedies(run: _Run, d: Diagnosis) -> None:
         f"model.depth={shallower}" if m.hidden is None else f"model.hidden={list(widths[:shallower])}",
         "a shallower plain net fits its training set better", current=run.cfg,
     )
+
+
+# every cause a diagnosis can name, in the order they are listed (`CAUSES`), with the remedies
+# of a poor training fit it calls for; None: its remedies come from elsewhere (over-regularization:
+# `_regularization_while_poor`, after every other cause's). A new cause is a detector in DETECTORS
+# (or the validation's) and a line here.
+CAUSE_REMEDIES: dict[str, Optional[Callable[[_Run, Diagnosis], None]]] = {
+    "vanishing-gradients": _gradient_path,
+    "exploding-gradients": _overshoot,
+    "dead-units": _dead_units,
+    "saturation": _gradient_path,
+    "lr-too-high": _overshoot,
+    "lr-too-low": _small_steps,
+    "plateau": _plateau,
+    "insufficient-capacity": _capacity,
+    "depth-degradation": _structural_remedies,
+    "over-regularization": None,
+}
+# the causes that make a poor fit failed training even while its loss still falls
+HARD_CAUSES = frozenset({"vanishing-gradients", "exploding-gradients", "dead-units", "saturation", "lr-too-high"})
 
 
 def _judge_training(run: _Run) -> Optional[Diagnosis]:
@@ -286,9 +357,8 @@ def _judge_training(run: _Run) -> Optional[Diagnosis]:
         + f"{_g(run.base.prior_loss)})"
     )
     _training_causes(run, d, progress, improving)
-    hard = {"vanishing-gradients", "exploding-gradients", "dead-units", "saturation", "lr-too-high"}
     # still improving is undertrained, unless a linear model already fits the training set better
-    if progress >= th.min_progress and improving and not hard & set(d.causes) and not below_reference:
+    if progress >= th.min_progress and improving and not HARD_CAUSES & set(d.causes) and not below_reference:
         d = Diagnosis("undertrained", evidence=d.evidence)
         d.evidence.append(f"the training loss is still falling {_g(100 * _rate([run.init_loss] + run.train_loss, th.window))}% per epoch over the last epochs")
         d.add_remedy(f"train.epochs={run.cfg.train.epochs * 3}", "training had not converged when the budget ran out", current=run.cfg)
