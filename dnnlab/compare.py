@@ -688,7 +688,7 @@ def table_rows(comp: Comparison) -> tuple[list[str], list[list[str]]]:
 def markdown(comp: Comparison, plots: list[tuple[str, str]]) -> str:
     header, rows = table_rows(comp)
     best = comp.best
-    lines = ["# Comparison", "", f"{len(comp.records)} runs in {len(comp.groups)} configurations; "
+    lines = ["# Comparison", "", f"{tables.count(len(comp.records), 'run')} in {tables.count(len(comp.groups), 'configuration')}; "
              f"they differ in: {', '.join(comp.keys) or 'nothing but the seed'}. Metrics are the kept model's "
              f"(the restored best epoch, else the last), averaged over the seeds that finished (diverged, "
              f"interrupted and killed runs are listed, never averaged in); ± is the standard deviation over seeds.", ""]
