@@ -607,7 +607,10 @@ def metric_words(metric: str) -> str:
     return f"{split} {word}"
 
 
-def key_headers(comp: Comparison, taken: tuple[str, ...] = ()) -> list[str]:
+HEADERS = ("seeds", "epochs run", "wall s", "verdict")  # the table's own columns, besides the metrics
+
+
+def key_headers(comp: Comparison, taken: tuple[str, ...] = HEADERS) -> list[str]:
     """Each compared key's header: its last part (`depth`), or its last two parts when the last
     alone names more than one key of the runs' configs or another header (`optimizer.name` next
     to the run's `name`, `train.epochs` next to `pretrain.epochs`), else the whole key."""
@@ -627,15 +630,21 @@ def key_headers(comp: Comparison, taken: tuple[str, ...] = ()) -> list[str]:
     return out
 
 
+def named(comp: Comparison, g: Group) -> str:
+    """A configuration by its keys' headers (`key_headers`): `depth=6, optimizer.name=adam`."""
+    if not comp.keys:
+        return g.label
+    return ", ".join(f"{h}={_show(g.values.get(k))}" for k, h in zip(comp.keys, key_headers(comp)))
+
+
 def columns(comp: Comparison) -> tuple[list[tables.Column], list[int]]:
     """The comparison's table, each cell abbreviated (the terminal) and uncut (compare.md,
     `--wide`), and the rows that are no configuration (the linear reference)."""
     seeds = any(len(g.runs) > 1 for g in comp.groups)
     balanced = comp.metric in CLASS_METRICS or comp.imbalanced
     fit = comp.fit
-    fixed = ("seeds", "epochs run", "wall s", "verdict")
     cols = [tables.Column(h, [_show(g.values.get(k)) for g in comp.groups], keep=True, fold=True, fold_as=f"{k}={{}}")
-            for k, h in zip(comp.keys, key_headers(comp, fixed))]
+            for k, h in zip(comp.keys, key_headers(comp))]
     if seeds:
         cols.append(tables.Column("seeds", [str(len(g.runs)) for g in comp.groups], fold=True, fold_as="{} seeds", priority=2, right=True))
     ranked = {split: 6 if split == "val" else 5 if split == "train" else 3 for split in ("train", "val", "test")}
@@ -695,7 +704,7 @@ def markdown(comp: Comparison, plots: list[tuple[str, str]]) -> str:
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     if best:
-        lines += ["", f"Best on {comp.metric}: **{best.label}**."]
+        lines += ["", f"Best on {comp.metric}: **{named(comp, best)}**."]
     if comp.comparisons:
         lines += ["", "## Comparative verdict", ""] + [f"- {c['text']}" for c in comp.comparisons]
     for t in comp.tuning:

@@ -168,25 +168,35 @@ def _widths(columns: list[Column], rows: Sequence[int], width: int) -> Optional[
     while sum(widths) > room:
         i = max((i for i in range(len(columns)) if widths[i] > floors[i]), key=lambda i: widths[i] - floors[i] / 1000)
         widths[i] -= 1
-    for _ in range(2):  # a narrowed column keeps only what its wrapped lines use; the rest widens another
-        widths = [_used(c, w) if w < _natural(c, c.cells) else w for c, w in zip(columns, widths)]
-        for i in sorted(range(len(columns)), key=lambda i: widths[i] - _natural(columns[i], columns[i].cells)):
-            widths[i] += min(room - sum(widths), _natural(columns[i], columns[i].cells) - widths[i])
+    # a narrowed column keeps only what its wrapped lines use; what that frees goes to the column
+    # it saves the most lines of
+    widths = [_wrapped(c, w)[0] if w < _natural(c, c.cells) else w for c, w in zip(columns, widths)]
+    while (slack := room - sum(widths)) > 0:
+        saved = {i: _wrapped(c, widths[i])[1] - _wrapped(c, widths[i] + slack)[1]
+                 for i, c in enumerate(columns) if widths[i] < _natural(c, c.cells)}
+        best = max(saved, key=lambda i: saved[i], default=None)
+        if best is None or saved[best] <= 0:
+            break
+        widths[best] = _wrapped(columns[best], widths[best] + slack)[0]
     return widths
 
 
-def _used(column: Column, width: int) -> int:
-    """The longest line of the column's cells and header wrapped between words at `width`."""
+def _wrapped(column: Column, width: int) -> tuple[int, int]:
+    """(the longest line, the lines) of the column's header and cells wrapped between words at `width`."""
     from rich.cells import cell_len
 
-    longest = 0
+    longest = lines = 0
     for text in [column.header, *column.cells]:
         line = 0
+        lines += 1
         for word in text.split():
             n = cell_len(word)
-            line = n if line == 0 or line + 1 + n > width else line + 1 + n
+            if line and line + 1 + n > width:
+                lines, line = lines + 1, n
+            else:
+                line = n if line == 0 else line + 1 + n
             longest = max(longest, min(line, width))
-    return longest
+    return longest, lines
 
 
 def _table(columns: list[Column], cells: list[list[str]], widths: Optional[list[int]], caption: str) -> Any:

@@ -101,7 +101,7 @@ def _compare_and_print(targets: list[str], out: Optional[Path], metric: str, as_
     title = f"{tables.count(len(comp.records), 'run')}, {tables.count(len(comp.groups), 'configuration')}"
     _print_table(tables.render(cols, console.width, title=title, wide=wide, sources=sources, loose_rows=reference))
     if comp.best:
-        console.print(f"best on {comp.metric}: {comp.best.label}", markup=False)
+        console.print(f"best on {comp.metric}: {comparing.named(comp, comp.best)}", markup=False)
     for c in comp.comparisons:
         console.print(f"  • {c['text']}", markup=False, soft_wrap=False)
     for rec in comp.records:
