@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Optional
 
 from rich.console import Console, ConsoleDimensions
@@ -64,6 +66,18 @@ class SafeConsole(Console):
 
     def render_str(self, text: str, **kwargs: Any) -> Any:
         return super().render_str(visible(text), **kwargs)
+
+    @contextmanager
+    def at_width(self, width: Optional[int]) -> Iterator[None]:
+        """Print at `width` columns within the block (None: as always), wider than the terminal
+        too: a table shown uncut (`--wide`) that the terminal wraps or a file keeps whole."""
+        saved = self._given_width, self._width
+        if width is not None:
+            self._given_width = self._width = width
+        try:
+            yield
+        finally:
+            self._given_width, self._width = saved
 
 
 def _fmt(value: Any, digits: int = 4) -> str:

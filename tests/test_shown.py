@@ -51,3 +51,140 @@ def test_the_pasted_try_line_trains_the_run_but_for_the_remedy(tmp_path, monkeyp
     command = json.loads((run / "inputs.json").read_text())["command"]
     assert command["config"] == "configs/quickstart.yaml" and command["overrides"] == sets
     assert command["argv"][0] == "dnnlab"
+
+
+# ---------------------------------------------------------------- tables designed for 80 columns
+
+
+def _lines(text: str) -> list[str]:
+    return [line.rstrip() for line in text.splitlines()]
+
+
+def test_numbers_and_counts_as_a_terminal_table_shows_them():
+    from dnnlab import tables
+
+    assert [tables.number(v) for v in (0.96234, 0.9996, 1.0, 12.345, 0.0712, 2.301, 1234.6, None, 7)] == [
+        "0.962", "1.00", "1.00", "12.3", "0.0712", "2.30", "1235", "-", "7"]
+    assert tables.mean_std(0.9623, 0.0041, 3) == "0.962±.004" and tables.mean_std(0.9623, 0.0041, 1) == "0.962"
+    assert tables.mean_std(12.34, 1.5, 2) == "12.3±1.5" and tables.mean_std(None, 0.0, 3) == "-"
+    assert tables.change(0.9981, 0.1123) == "0.998 +.886" and tables.change(0.1091, 0.108, noise=True) == "0.109 +.001*"
+    assert tables.change(0.5, 0.75) == "0.500 -.250"
+    assert [tables.count(1, "member"), tables.count(2, "member"), tables.count(1, "remedy", "remedies"),
+            tables.count(3, "remedy", "remedies")] == ["1 member", "2 members", "1 remedy", "3 remedies"]
+
+
+def test_a_table_folds_what_every_row_shares_and_drops_what_does_not_fit():
+    from rich.console import Console
+
+    from dnnlab import tables
+
+    cols = [
+        tables.Column("depth", ["10", "10"], keep=True, fold=True, fold_as="model.depth={}"),
+        tables.Column("activation", ["sigmoid", "relu"], keep=True, fold=True, fold_as="model.activation={}"),
+        tables.Column("val acc", ["0.962±.004", "0.981±.002"], ["0.9620 ± 0.0040", "0.9810 ± 0.0020"], priority=5, right=True),
+        tables.Column("a long and unimportant column", ["x" * 30, "y" * 30], priority=0),
+        tables.Column("verdict", ["failed-training, good-fit x2", "good-fit x3"], keep=True, wrap=True),
+    ]
+    shown = tables.render(cols, 60, title="2 configurations", sources=["--json"])
+    assert shown.folded == ["model.depth=10"] and shown.dropped == ["a long and unimportant column"]
+    console = Console(width=60, record=True)
+    for item in shown.renderables:
+        console.print(item, soft_wrap=False)
+    text = console.export_text()
+    assert max(map(len, _lines(text))) <= 60 and "…" not in text
+    assert _lines(text)[:2] == ["2 configurations", "all: model.depth=10"]
+    assert "failed-training, good-fit x2" in text and "0.962±.004" in text
+    assert "not shown at 60 columns: a long and unimportant column; every column and digit: --wide, --json" in " ".join(text.split())
+    wide = tables.render(cols, 60, wide=True)
+    assert wide.width > 60 and not wide.folded and not wide.dropped
+
+
+def test_compare_and_sweep_tables_fit_80_columns(tmp_path):
+    """A sweep's table at 80 columns (what `dnnlab sweep` ends with): no cell cut, the verdicts
+    whole, mean±std in one cell, headers that name their key, the shared values in one line,
+    and a line that says what was left out and where to see it; --wide shows every column."""
+    from test_sweep_compare import fake_run
+
+    folder = tmp_path / "sweep"
+    members = []
+    for name in ("sgd", "adam"):
+        for epochs in (10, 30):
+            for seed in range(3):
+                config = {"optimizer": {"name": name, "lr": 0.01}, "train": {"epochs": epochs}, "pretrain": {"epochs": 0},
+                          "model": {"activation": "sigmoid", "depth": 10}}
+                verdict = "failed-training" if name == "sgd" and seed == 0 else "good-fit"
+                run = fake_run(folder, f"{name}-{epochs}-{seed}", config, 0.9 + 0.003 * seed, 0.85 + 0.002 * seed,
+                               seed=seed, verdict=verdict, epochs=epochs)
+                members.append({"index": len(members), "dir": run.name, "status": "completed"})
+    (folder / "sweep.json").write_text(json.dumps({"members": members}))
+    result = invoke("compare", folder, env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    table = result.output.split("best on")[0]
+    assert max(map(len, _lines(table))) <= 80 and "…" not in table
+    assert "12 runs, 4 configurations" in table and "all: 3 seeds" in table
+    header = next(line for line in _lines(table) if "optimizer.name" in line)
+    assert "train.epochs" in header and "verdict" in header  # name and epochs alone are ambiguous
+    assert "failed-training, good-fit x2" in " ".join(table.split()) and "good-fit x3" in table
+    assert "0.903±.003" in table and "0.9030 ± 0.0030" not in table
+    rest = " ".join(table.split()).split("not shown at 80 columns: ")[1]
+    assert "epochs run" in rest.split(";")[0] and f"--wide, {folder / 'compare.md'}, --json" in rest
+    assert (folder / "compare.md").exists() and "| epochs run |" in (folder / "compare.md").read_text()
+    wide = invoke("compare", folder, "--wide", env={"COLUMNS": "80"})
+    assert wide.exit_code == 0 and "…" not in wide.output
+    header = next(line for line in _lines(wide.output) if "optimizer.name" in line)
+    assert all(h in header for h in ("seeds", "test acc", "best val acc (epoch)", "epochs run", "wall s", "verdict"))
+    assert "0.9030 ± 0.0030" in wide.output and max(map(len, _lines(wide.output.split("best on")[0]))) > 80
+
+
+def test_the_fix_table_fits_80_columns_with_every_remedy_and_verdict_whole():
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from dnnlab.commands.fix import fix_table
+    from dnnlab.sweep.fix import Fix, Result
+
+    def result(sets, verdict, train, val, loss, fixed, words):
+        return Result({"sets": sets, "set": sets[0], "why": ""}, [], [verdict], ["completed"], (0.1123, train, 0.01),
+                      (0.108, val, 0.02), (2.301, loss), fixed, words)
+
+    job = Fix(Path("runs/quickstart-20261203-140000-ab12"), "failed-training",
+              sweep=SimpleNamespace(path=Path("runs/quickstart-fix-sweep-20261203-140500-cd34")))
+    job.results = [
+        result(["model.activation=relu", "optimizer.name=adam"], "good-fit", 0.9981, 0.9812, 0.0712, True, "trains now"),
+        result(["model.norm=batch"], "good-fit", 0.9902, 0.9754, 0.0912, True, "trains now"),
+        result(["optimizer.lr=0.3"], "failed-training", 0.1154, 0.1091, 2.2987, False, "no gain on training beyond the noise"),
+    ]
+    console = Console(width=80, record=True)
+    shown = fix_table(job, 80)
+    for item in shown.renderables:
+        console.print(item, soft_wrap=False)
+    text = console.export_text()
+    assert max(map(len, _lines(text))) <= 80 and "…" not in text
+    words = " ".join(text.split())
+    for whole in ("model.activation=relu", "optimizer.name=adam", "model.norm=batch", "optimizer.lr=0.3", "(the run itself)",
+                  "yes: trains now", "no: no gain on training beyond the noise", "was failed-training: 3 remedies, measured"):
+        assert whole in words, whole
+    assert text.count("failed-training") == 3 and text.count("good-fit") == 2
+    assert "0.998 +.886" in text and "0.115 +.003*" in text and "*: a change within the noise" in text
+    assert shown.dropped and f"every column and digit: --wide, {job.sweep.path / 'compare.md'}, --json" in words
+    wide = fix_table(job, 80, wide=True)
+    assert wide.width > 80 and not wide.dropped
+
+
+def test_compare_writes_only_into_the_sweep_it_was_given_or_out(tmp_path, monkeypatch):
+    from test_sweep_compare import fake_run
+
+    monkeypatch.chdir(tmp_path)
+    runs_dir = tmp_path / "runs"
+    fake_run(runs_dir, "a", {"model": {"depth": 1}}, 0.9, 0.85)
+    fake_run(runs_dir, "b", {"model": {"depth": 2}}, 0.9, 0.86)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    result = invoke("compare", runs_dir / "a", runs_dir / "b")
+    assert result.exit_code == 0 and "wrote" not in result.output and "--out DIR" in result.output
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing written
+    one = invoke("compare", runs_dir / "a")
+    assert one.exit_code == 0 and "1 run, 1 configuration" in one.output
+    out = invoke("compare", runs_dir / "a", runs_dir / "b", "--out", tmp_path / "cmp")
+    assert out.exit_code == 0 and (tmp_path / "cmp" / "compare.md").exists()
+    assert "2 runs in 2 configurations" in (tmp_path / "cmp" / "compare.md").read_text()

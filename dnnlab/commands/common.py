@@ -193,6 +193,18 @@ def _log_mlflow(uri: Optional[str], folder: Path, again: str) -> None:
             err_console.print(f"warning: {problem}", markup=False)
 
 
+WideOpt = Annotated[
+    bool, typer.Option("--wide", help="Show the table with every column and every digit, uncut, however wide (a terminal wraps it)"),
+]
+
+
+def _print_table(rendered) -> None:
+    """A table of dnnlab.tables with its lines: at the console's width, or under --wide at its own."""
+    with console.at_width(rendered.width):
+        for item in rendered.renderables:
+            console.print(item, soft_wrap=False)
+
+
 def _acc(value: Any) -> str:
     return "-" if value is None else f"{value:.4f}"
 

@@ -12,11 +12,13 @@ import typer
 
 from dnnlab.commands.common import (
     MlflowOpt,
+    WideOpt,
     _acc,
     _escape,
     _fail,
     _log_mlflow,
     _mlflow_ready,
+    _print_table,
     _raw_mlflow,
     console,
     err_console,
@@ -42,6 +44,7 @@ def fix(
         typer.Option("--lr-find/--no-lr-find", help="When the cause is a learning rate, measure each remedy's rate with a range test (default: when the test costs at most a quarter of a remedy's steps)"),
     ] = None,
     mlflow: MlflowOpt = None,
+    wide: WideOpt = False,
 ) -> None:
     """Apply the diagnosis's top remedies to RUN_DIR's config, train each, measure them against the
     run, and keep what worked: exit 0 when a remedy fixed the problem, 1 when none did."""
@@ -74,15 +77,13 @@ def fix(
     _run_members(job.sweep, shell_command("dnnlab", "fix", job.sweep.path), quiet=quiet or as_json)
     fixing.judge(job)
     try:
-        _report_fix(job, as_json)
+        _report_fix(job, as_json, wide)
     finally:  # after compare.md: the remedies as children of one parent MLflow run
         _log_mlflow(uri, job.sweep.path, shell_command("dnnlab", "fix", job.sweep.path, "--mlflow", uri))
 
 
-def _report_fix(job, as_json: bool) -> None:
+def _report_fix(job, as_json: bool, wide: bool = False) -> None:
     """The fix's table (or JSON) and its exit code."""
-    from rich.table import Table
-
     from dnnlab import compare as comparing
 
     winner = job.winner
@@ -98,22 +99,48 @@ def _report_fix(job, as_json: bool) -> None:
         }
         sys.stdout.write(json.dumps(out, indent=2, default=str) + "\n")
         raise typer.Exit(EXIT_OK if winner else EXIT_FAILED)
-    acc = {"balanced_accuracy": "bal acc", "r2": "R^2"}.get(job.results[0].measure, "acc") if job.results else "acc"
-    table = Table("remedy", "verdict", f"train {acc}", f"val {acc}", "val loss", "fixed", title=f"{_escape(job.run_dir.name)} was {job.verdict}: the remedies, measured")
-    table.add_row("(the run itself)", job.verdict, _acc(job.results[0].train[0]) if job.results else "-",
-                  _acc(job.results[0].val[0]) if job.results else "-", _acc(job.results[0].val_loss[0]) if job.results else "-", "")
-    for r in job.results:
-        table.add_row(
-            " ".join(r.remedy["sets"]), ", ".join(v or s for v, s in zip(r.verdicts, r.status)) or "-",
-            _delta(*r.train), _delta(*r.val), _acc(r.val_loss[1]), ("yes: " if r.fixed else "no: ") + r.words,
-        )
-    console.print(table, soft_wrap=False, markup=False)
+    _print_table(fix_table(job, console.width, wide))
     if winner is None:
         err_console.print(f"no remedy fixed {job.verdict}; the table says what each did ({job.sweep.path})", markup=False)
         raise typer.Exit(EXIT_FAILED)
     console.print(f"fixed by {winner.to_dict()['command']}: wrote {job.fixed_config}", markup=False)
     console.print(f"run it: {shell_command('dnnlab', 'run', job.fixed_config)}", markup=False)
     raise typer.Exit(EXIT_OK)
+
+
+def fix_table(job, width: int, wide: bool = False):
+    """The remedies, measured against the run itself (dnnlab.tables): each remedy and its verdict
+    whole; the change of what the verdict is judged on is the last column dropped."""
+    from dnnlab import tables
+
+    results = job.results
+    measure = results[0].measure if results else "accuracy"
+    word = {"balanced_accuracy": "bal acc", "r2": "R^2"}.get(measure, "acc")
+    judged = {"failed-training": "train", "diverged": "train", "undertrained": "val", "overfitting": "val loss"}.get(job.verdict, "val")
+    first = results[0] if results else None
+    remedy = ["(the run itself)"] + [" ".join(r.remedy["sets"]) for r in results]
+    verdicts = [job.verdict] + [", ".join(v or s for v, s in zip(r.verdicts, r.status)) or "-" for r in results]
+    cols = [tables.Column("remedy", remedy, keep=True, wrap=True), tables.Column("verdict", verdicts, keep=True, wrap=True)]
+    for name, pick in (("train", lambda r: r.train), ("val", lambda r: r.val)):
+        control = pick(first)[0] if first else None
+        short = [tables.number(control)] + [tables.change(pick(r)[1], pick(r)[0], abs(_diff(pick(r))) <= pick(r)[2]) for r in results]
+        full = [_acc(control)] + [_delta(*pick(r)) for r in results]
+        cols.append(tables.Column(f"{name} {word}", short, full, priority=6 if judged == name else 4 if name == "val" else 3, right=True))
+    loss = [first.val_loss[0] if first else None] + [r.val_loss[1] for r in results]
+    cols.append(tables.Column("val loss", [tables.number(v) for v in loss], [_acc(v) for v in loss],
+                              priority=6 if judged == "val loss" else 2, right=True))
+    cols.append(tables.Column("fixed", [""] + [("yes: " if r.fixed else "no: ") + r.words for r in results], keep=True, wrap=True))
+    noise = any(c.endswith("*") for c in cols[2].cells + cols[3].cells)
+    return tables.render(
+        cols, width, title=f"{job.run_dir.name} was {job.verdict}: {tables.count(len(results), 'remedy', 'remedies')}, measured",
+        caption="*: a change within the noise" if noise and not wide else "", wide=wide,
+        sources=[str(job.sweep.path / "compare.md"), "--json"],
+    )
+
+
+def _diff(triple: tuple) -> float:
+    control, value, _ = triple
+    return 0.0 if control is None or value is None else value - control
 
 
 def _delta(control: Optional[float], value: Optional[float], tol: float) -> str:

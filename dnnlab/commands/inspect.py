@@ -13,9 +13,11 @@ import typer
 from dnnlab.commands.common import (
     Checkpoint,
     Metric,
+    WideOpt,
     _escape,
     _fail,
     _load_data,
+    _print_table,
     console,
     err_console,
 )
@@ -71,20 +73,22 @@ def diagnose_cmd(
         console.print(diagnosis_panel(results[member.name], str(member / runs.CONFIG)), soft_wrap=False)
 
 
-def _compare_and_print(targets: list[str], out: Optional[Path], metric: str, as_json: bool) -> None:
-    from rich.table import Table
-
+def _compare_and_print(targets: list[str], out: Optional[Path], metric: str, as_json: bool, wide: bool = False) -> None:
+    """Compare the targets and print the table; write compare.md and the plots into `out`, or,
+    when it is None, into the one sweep folder that is the only target (else write nothing)."""
     from dnnlab import compare as comparing
-    from dnnlab.runs import new_run_dir
+    from dnnlab import tables
 
     try:
         comp, sweeps_found = comparing.compare(targets, metric)
     except comparing.CompareError as exc:
         raise _fail(_escape(str(exc))) from None
+    if out is None and len(sweeps_found) == 1 and len(targets) == 1:
+        out = sweeps_found[0]
+    problems = []
     try:
-        if out is None:
-            out = sweeps_found[0] if len(sweeps_found) == 1 and len(targets) == 1 else new_run_dir(Path("runs"), "compare")
-        problems = comparing.write(comp, out)
+        if out is not None:
+            problems = comparing.write(comp, out)
     except comparing.CompareError as exc:
         raise _fail(_escape(str(exc))) from None
     except OSError as exc:
@@ -92,13 +96,12 @@ def _compare_and_print(targets: list[str], out: Optional[Path], metric: str, as_
     if as_json:
         sys.stdout.write(json.dumps(comp.to_dict(), indent=2, default=str) + "\n")
         return
-    header, rows = comparing.table_rows(comp)
-    table = Table(*header, title=f"{len(comp.records)} runs, {len(comp.groups)} configurations")
-    for row in rows:
-        table.add_row(*row)
-    console.print(table, soft_wrap=False, markup=False)  # the labels and values come from the runs' configs
+    cols, reference = comparing.columns(comp)
+    sources = [str(out / "compare.md"), "--json"] if out is not None else ["--json", "--out DIR (compare.md)"]
+    title = f"{tables.count(len(comp.records), 'run')}, {tables.count(len(comp.groups), 'configuration')}"
+    _print_table(tables.render(cols, console.width, title=title, wide=wide, sources=sources, loose_rows=reference))
     if comp.best:
-        console.print(f"best on {comp.metric}: {comp.best.label}", markup=False)
+        console.print(f"best on {comp.metric}: {comparing.named(comp, comp.best)}", markup=False)
     for c in comp.comparisons:
         console.print(f"  • {c['text']}", markup=False, soft_wrap=False)
     for rec in comp.records:
@@ -112,18 +115,24 @@ def _compare_and_print(targets: list[str], out: Optional[Path], metric: str, as_
         err_console.print(f"note: {orphan.name}: not in its sweep's manifest (a member started over?): not compared", markup=False)
     for p in problems:
         err_console.print(f"warning: {p}", markup=False)
-    console.print(f"wrote {out / 'compare.md'}", markup=False)
+    if out is not None:
+        console.print(f"wrote {out / 'compare.md'}", markup=False)
 
 
 def compare_cmd(
     targets: Annotated[list[str], typer.Argument(help="Run folders, sweep folders or globs", show_default=False)],
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for compare.md and the plots (default: the sweep folder, or a new runs/compare-...)")] = None,
+    out: Annotated[
+        Optional[Path],
+        typer.Option("--out", "-o", help="Write compare.md, compare.json and the plots into this folder (default: into the sweep folder when the one target is a sweep, else nothing is written)"),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the comparison as JSON")] = False,
     metric: Annotated[Metric, typer.Option("--metric", help="Metric that ranks the runs")] = Metric.val_accuracy,
+    wide: WideOpt = False,
 ) -> None:
     """Put runs side by side: the keys that differ, metrics (mean ± std over seeds), verdicts, and
-    which runs failed to train rather than overfit."""
-    _compare_and_print(targets, out, metric.value, as_json)
+    which runs failed to train rather than overfit. Writes files only into the one sweep folder
+    given, or into --out."""
+    _compare_and_print(targets, out, metric.value, as_json, wide)
 
 
 def evaluate(

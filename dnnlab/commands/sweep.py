@@ -14,6 +14,7 @@ from dnnlab.commands.common import (
     Metric,
     MlflowOpt,
     SetOpt,
+    WideOpt,
     _escape,
     _fail,
     _log_mlflow,
@@ -29,6 +30,7 @@ from dnnlab.runs import (  # the exit codes; dnnlab.experiment raises Experiment
     EXIT_OK,
     shell_command,
 )
+from dnnlab.tables import count
 
 
 class TuneSeeds(str, Enum):
@@ -85,6 +87,7 @@ def sweep(
     keep_going: Annotated[
         bool, typer.Option("--keep-going", help="Train the valid members even when some are invalid (they are recorded as failed)"),
     ] = False,
+    wide: WideOpt = False,
 ) -> None:
     """Run CONFIG over a grid of overrides (and seeds), then compare the members side by side.
 
@@ -118,15 +121,11 @@ def sweep(
     hint = shell_command(*hint_words)
     _run_members(job, hint, quiet=quiet, workers=workers, ray=ray)
     failed = [m for m in job.members if m["status"] == "failed"]
-    _compare_and_print([str(job.path)], job.path, metric.value, as_json=False)
+    _compare_and_print([str(job.path)], job.path, metric.value, as_json=False, wide=wide)
     _log_mlflow(uri, job.path, shell_command(*hint_words, "--mlflow", uri))  # a parent MLflow run, one child per member
     if failed:
-        err_console.print(f"{_members(len(failed))} of {len(job.members)} failed; see {job.path / 'sweep.json'}", markup=False)
+        err_console.print(f"{count(len(failed), 'member')} of {len(job.members)} failed; see {job.path / 'sweep.json'}", markup=False)
     raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
-
-
-def _members(n: int) -> str:
-    return f"{n} member" if n == 1 else f"{n} members"
 
 
 def _run_members(job, resume_hint: str, quiet: bool, workers: Optional[int] = None, ray: Optional[str] = None) -> None:
@@ -136,7 +135,7 @@ def _run_members(job, resume_hint: str, quiet: bool, workers: Optional[int] = No
 
     todo = job.pending() + job.waiting()  # a tuned sweep's waiting seeds run once their value is chosen
     if not quiet:
-        console.print(f"sweep {job.path}: {_members(len(job.members))}, {len(todo)} to run", markup=False)
+        console.print(f"sweep {job.path}: {count(len(job.members), 'member')}, {len(todo)} to run", markup=False)
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,

@@ -33,6 +33,7 @@ from dnnlab import baselines, runs
 from dnnlab.compare import Group, load_record, tolerance
 from dnnlab.config import ConfigError, apply_overrides, dump_yaml, read_yaml, safe_yaml, validate
 from dnnlab.sweep.grid import Sweep, SweepError, override
+from dnnlab.tables import count
 
 LOSS_TOLERANCE = 0.01  # a validation loss must fall by more than 1% of the control's to count
 FIXED_CONFIG = "fixed.yaml"
@@ -205,7 +206,7 @@ def plan(
             continue
         variants.append(variant)
     if not variants:
-        raise FixError(f"{run_dir}: none of the top {top} remedies gives a valid config: " + "; ".join(fix.skipped))
+        raise FixError(f"{run_dir}: {'the top remedy gives no' if top == 1 else f'none of the top {top} remedies gives a'} valid config: " + "; ".join(fix.skipped))
     name = str(base.get("name") or "run")
     fix.sweep = Sweep.create(out, f"{name}-fix", str(config_path), base, {}, seeds or control_seeds, variants)
     for i, (record, result) in enumerate(found):
@@ -263,7 +264,7 @@ def _found_rates(
             out.append(remedy)
             continue
         if result.suggestion is None:
-            fix.skipped.append(f"{' '.join(sets)}: the range test stopped after {len(result.lrs)} steps, too few to read a "
+            fix.skipped.append(f"{' '.join(sets)}: the range test stopped after {count(len(result.lrs), 'step')}, too few to read a "
                                "rate; trained as printed")
             out.append(remedy)
             continue

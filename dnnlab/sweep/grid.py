@@ -22,6 +22,7 @@ from dnnlab.config import (
     sweep_size_error,
     validate,
 )
+from dnnlab.tables import count
 
 MANIFEST = runs.SWEEP_MANIFEST
 DONE = ("completed", "stopped_early", "diverged")  # members that --resume does not run again
@@ -168,7 +169,7 @@ class Sweep:
         same = [job.manifest.get("grid"), job.manifest.get("seeds"), job.manifest.get("variants", []), tuned and tuned.settings()]
         if same != json.loads(json.dumps([plan.grid, plan.seeds, plan.variants, plan.tune and plan.tune.settings()])):
             raise SweepError(
-                f"{path}: its grid {job.manifest.get('grid')} x {job.manifest.get('seeds')} seeds differs from "
+                f"{path}: its grid {job.manifest.get('grid')} x {count(job.manifest.get('seeds') or 1, 'seed')} differs from "
                 f"this command's {plan.grid} x {plan.seeds}{' (or its tuning)' if tuned or plan.tune else ''}; give the same "
                 "--grid/--seeds/--tune to resume"
             )
@@ -273,7 +274,7 @@ def plan(
     # after the valid members have trained (with keep_going, the valid ones train)
     if errors and (not keep_going or len(errors) == len(members)):
         what = "every member of the sweep is invalid" if len(errors) == len(members) else (
-            f"{len(errors)} of {len(members)} members of the sweep are invalid")
+            f"{len(errors)} of {count(len(members), 'member')} of the sweep {'is' if len(errors) == 1 else 'are'} invalid")
         hint = "" if len(errors) == len(members) else "\n(fix the grid, or add --keep-going to train the valid members)"
         raise ConfigError(f"{what}; nothing was trained:\n" + "\n".join(errors) + hint)
     return Plan(base, grid, seeds, variants, tune)

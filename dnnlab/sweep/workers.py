@@ -27,6 +27,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
+from dnnlab.tables import count
+
 STOP_TIMEOUT = 60.0  # seconds the running members get to stop at an epoch's end and write their state
 RAY_INSTALL = "pip install -e '.[ray]'"
 # the variable that shows a worker only its own device, per JAX platform
@@ -93,7 +95,7 @@ class Pool:
             self.cores: list[Optional[list[int]]] = [None] * n  # the accelerator does the work
         else:
             if n > len(cores):
-                warn(f"--workers {n} on {len(cores)} cores: workers share cores and run slower than fewer would")
+                warn(f"--workers {n} on {count(len(cores), 'core')}: workers share cores and run slower than fewer would")
             self.cores = list(core_shares(cores, n))
         self.events: queue.Queue[tuple[int, dict[str, Any]]] = queue.Queue()
         self.procs: list[Optional[subprocess.Popen[str]]] = [None] * n
@@ -293,7 +295,7 @@ class RayPool:
                 cores = len(os.sched_getaffinity(0))
                 options["num_cpus"] = workers or cores
                 if workers and workers > cores:
-                    (warn or partial(warnings.warn, stacklevel=3))(f"--workers {workers} on {cores} cores: Ray tasks share cores and run slower than fewer would")
+                    (warn or partial(warnings.warn, stacklevel=3))(f"--workers {workers} on {count(cores, 'core')}: Ray tasks share cores and run slower than fewer would")
             try:
                 ray.init(address="local" if local else address, **options)
             except Exception as exc:  # ConnectionError, ValueError, RuntimeError: all say the address is wrong
