@@ -232,7 +232,7 @@ def _print_run(outcome, quiet: bool, config: Any, fail_verdicts: set[str]) -> No
     if not quiet:
         from dnnlab.console import diagnosis_panel
 
-        console.print(diagnosis_panel(diagnosis.to_dict(), config), soft_wrap=False)
+        console.print(diagnosis_panel(diagnosis.to_dict(), config, run_dir), soft_wrap=False)
     from dnnlab.console import fit_key
 
     final = summary.get("final") or {}

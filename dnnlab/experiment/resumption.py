@@ -52,8 +52,9 @@ def resume(run_dir: Path, overrides: Sequence[str] = (), shown: Optional[Shown] 
     already finished (nothing to do). Raises ExperimentError with the exit code.
     """
     run_dir = Path(run_dir)
-    if not (run_dir / runs.CONFIG).exists():
-        raise ExperimentError(f"{run_dir}: not a run folder (no {runs.CONFIG})")
+    problem = runs.run_folder_problem(run_dir)
+    if problem is not None:
+        raise ExperimentError(problem)
     with _known_failures(run_dir, "interrupted before the run was resumed; nothing was changed"), run_lock(run_dir):
         return _resume(run_dir, overrides, shown, config_file)
 
