@@ -242,13 +242,18 @@ def _raw_mlflow(raw: Any) -> Optional[str]:
 
 
 def _log_mlflow(uri: Optional[str], folder: Path, again: str) -> None:
-    """Log a finished run, seeds, sweep or fix folder to MLflow; what could not be logged is a
-    warning (`again`: the command that logs it later), never an error."""
+    """Log a finished run, seeds, sweep or fix folder to MLflow, and say so in one line (on
+    stderr, beside the warnings: stdout keeps the run's own lines); what could not be logged is
+    a warning (`again`: the command that logs it later), never an error."""
     if uri:
         from dnnlab.tracking import log_to_mlflow
 
-        for problem in log_to_mlflow(uri, folder, again):
+        logged = log_to_mlflow(uri, folder, again)
+        for problem in logged.problems:
             err_console.print(f"warning: {problem}", markup=False)
+        line = logged.line(uri)
+        if line is not None:
+            err_console.print(line, markup=False)
 
 
 def _acc(value: Any) -> str:
