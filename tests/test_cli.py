@@ -345,3 +345,21 @@ def test_check_fails_real_inputs_that_do_not_beat_zeroed_ones_by_the_margin():
     assert not inputs_check(2.200, 2.207).ok  # 0.3% lower is within the noise
     assert inputs_check(0.05, 2.207).ok
     assert not inputs_check(float("nan"), 2.207).ok
+
+
+def test_a_finished_run_keeps_its_kept_and_last_weights_and_drops_its_resume_state_unless_asked(tiny, tmp_path):
+    out = tmp_path / "r"
+    assert invoke("run", tiny, "--out", out, "--quiet", "--set", "train.epochs=1").exit_code == 0
+    (run,) = run_dirs(out)
+    assert (run / "best.npz").exists() and (run / "last.npz").exists()
+    assert not (run / runs.STATE).exists() and not (run / runs.STATE_PREV).exists()
+    longer = invoke("run", "--resume", run, "--quiet", "--set", "train.epochs=2")
+    said = " ".join(longer.output.split())
+    assert longer.exit_code == 2 and "kept no resume state" in said and "--keep-state" in said, said
+    assert len(runs.read_metrics(run)) == 2  # nothing changed
+    kept = tmp_path / "k"
+    assert invoke("run", tiny, "--out", kept, "--quiet", "--set", "train.epochs=1", "--keep-state").exit_code == 0
+    (run,) = run_dirs(kept)
+    assert (run / runs.STATE).exists() and "keep_state: true" in (run / runs.CONFIG).read_text()
+    assert invoke("run", "--resume", run, "--quiet", "--set", "train.epochs=2").exit_code == 0
+    assert len(runs.read_metrics(run)) == 3 and (run / runs.STATE).exists()

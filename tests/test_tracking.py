@@ -24,7 +24,7 @@ runner = CliRunner()
 BASE = {
     "name": "tiny", "seed": 0,
     "data": {"dataset": "digits", "batch_size": 64},
-    "model": {"hidden": [16]}, "optimizer": {"lr": 0.003}, "train": {"epochs": 2},
+    "model": {"hidden": [16]}, "optimizer": {"lr": 0.003}, "train": {"epochs": 2, "keep_state": True},
     "diagnosis": {"reference": "none"}, "logging": {"histograms_every": 1},
 }
 SPLITS = {"train_loss": "loss/train", "val_loss": "loss/val", "test_loss": "loss/test",
@@ -140,7 +140,7 @@ def test_tensorboard_events_equal_metrics_jsonl(logged):
         assert hp["optimizer.lr"].number_value == pytest.approx(0.003)
         assert hp["model.hidden"].string_value == json.dumps(cfg["model"]["hidden"]) and hp["data.dataset"].string_value == "digits"
         # the main settings and what BASE chose (diagnosis.reference); no default threshold, key or output setting
-        assert sorted(hp) == sorted([*(k for k in tracking.MAIN_HPARAMS if k not in ("model.depth", "model.width")), "diagnosis.reference"])
+        assert sorted(hp) == sorted([*(k for k in tracking.MAIN_HPARAMS if k not in ("model.depth", "model.width")), "diagnosis.reference", "train.keep_state"])
         kept = runs.kept_metrics(summary)
         for metric in runs.METRICS:
             (point,) = acc.Scalars(f"hparams/{metric}")

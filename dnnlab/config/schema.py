@@ -304,6 +304,12 @@ class EarlyStoppingConfig(_Section):
 
 class TrainConfig(_Section):
     epochs: Int = Field(20, gt=0)
+    keep_state: bool = Field(
+        False,
+        description="keep the resume state (state.npz, state.prev.npz: the weights, the optimizer's moments and the "
+        "best model) of a run that finished, so that `run --resume --set train.epochs=N` can train it longer; "
+        "an interrupted or failed run keeps it always",
+    )
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
     class_weight: ClassWeight = Field(
         "none",
