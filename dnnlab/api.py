@@ -90,8 +90,9 @@ def open_run(path: PathLike) -> "Run":
     from dnnlab.predict import RunError
 
     path = Path(path)
-    if not (path / run_files.CONFIG).exists():
-        raise RunError(f"{path}: not a run folder (no {run_files.CONFIG})")
+    problem = run_files.run_folder_problem(path)
+    if problem is not None:
+        raise RunError(problem)
     return Run(path)
 
 
@@ -193,7 +194,7 @@ class Run:
 
         console = Console(record=True, width=100, file=_Null())
         try:
-            console.print(diagnosis_panel(self.diagnosis, str(self.path / run_files.CONFIG)))
+            console.print(diagnosis_panel(self.diagnosis, str(self.path / run_files.CONFIG), self.path))
             panel = console.export_html(inline_styles=True, code_format="<pre style=\"font-family:monospace\">{code}</pre>")
         except (ConfigError, ValueError, OSError, KeyError) as exc:
             panel = f"<pre>{html.escape(f'{self.path}: no diagnosis ({exc})')}</pre>"

@@ -214,9 +214,11 @@ def remedy_options(remedy: dict[str, Any]) -> str:
     return shell_command(*(word for s in remedy.get("sets") or [remedy["set"]] for word in ("--set", s)))
 
 
-def diagnosis_panel(diagnosis: dict[str, Any], config_name: Any = "CONFIG"):
+def diagnosis_panel(diagnosis: dict[str, Any], config_name: Any = "CONFIG", run_dir: Any = None):
     """The verdict, its evidence, warnings and remedies as a Rich panel (hanging indents);
-    `config_name`: what its commands start from (a config file, or `runs.origin`'s words)."""
+    `config_name`: what its commands start from (a config file, or `runs.origin`'s words);
+    `run_dir`: the run's folder, whose `--resume` is the first thing to try when the run
+    stopped before its epoch budget (the diagnosis's `resume`)."""
     from rich.console import Group
     from rich.markup import escape
     from rich.panel import Panel
@@ -238,11 +240,18 @@ def diagnosis_panel(diagnosis: dict[str, Any], config_name: Any = "CONFIG"):
         for w in diagnosis["warnings"]:
             grid.add_row(Text("!", style="yellow"), Text(visible(w)))
     remedies = diagnosis.get("remedies") or []
+    resumed = bool(diagnosis.get("resume")) and run_dir is not None
+    if resumed:
+        grid.add_row("try:", Text.assemble(
+            (visible(shell_command("dnnlab", "run", "--resume", run_dir)), "bold"),
+            "  the run stopped before its epochs ran out: finish them, then judge" + (" (and then the remedies)" if remedies else ""),
+        ))
     if remedies:
         grid.add_row("", Text("remedies, in order", style="bold"))
         for i, r in enumerate(remedies, 1):
             grid.add_row(f"{i}.", Text.assemble((visible(remedy_options(r)), "bold"), "  ", visible(r["why"])))
-        grid.add_row("try:", Text(visible(f"{shell_command('dnnlab', 'run', *origin_words(config_name))} {remedy_options(remedies[0])}")))
+        if not resumed:
+            grid.add_row("try:", Text(visible(f"{shell_command('dnnlab', 'run', *origin_words(config_name))} {remedy_options(remedies[0])}")))
         if set(diagnosis.get("causes") or []) & {"lr-too-high", "lr-too-low", "plateau"}:
             # the remedies' rates come from a table; a range test measures one (`dnnlab fix --lr-find` runs it)
             grid.add_row("rate:", Text(visible(f"{shell_command('dnnlab', 'lr-find', *origin_words(config_name))} measures a learning rate instead of guessing one")))

@@ -195,6 +195,11 @@ def markdown(
     lines += ["", "Evidence:"] + [f"- {e}" for e in diagnosis.evidence]
     if diagnosis.warnings:
         lines += ["", "Warnings:"] + [f"- {w}" for w in diagnosis.warnings]
+    if diagnosis.resume:
+        lines += [
+            "", "The run stopped before its epochs ran out: finish them first, then judge:", "",
+            "```bash", runs.shell_command("dnnlab", "run", "--resume", run_dir_name), "```",
+        ]
     if diagnosis.remedies:
         lines += ["", "Remedies, in order:"] + [f"- `{r.command}`: {r.why}" for r in diagnosis.remedies]
         first = diagnosis.remedies[0].command

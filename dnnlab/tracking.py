@@ -22,6 +22,7 @@ import os
 import secrets
 import struct
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
@@ -128,6 +129,40 @@ def flat_config(raw: dict[str, Any]) -> dict[str, Any]:
     from dnnlab.compare import flatten
 
     return flatten({k: v for k, v in raw.items() if k != "sweep"})
+
+
+# the settings the HParams tab shows for every run, whatever their value; any other setting only
+# when it is not the default (the config file or --set chose it) or differs between the members of
+# a sweep or multi-seed folder, so that the tab holds what was chosen, not every threshold
+MAIN_HPARAMS = (
+    "data.dataset", "data.batch_size", "model.arch", "model.activation", "model.depth", "model.width", "model.hidden",
+    "model.dropout", "optimizer.name", "optimizer.lr", "regularization.l1", "regularization.l2",
+    "regularization.weight_decay", "train.epochs", "seed",
+)
+NOT_HPARAMS = ("name", "logging.")  # what the run is called and where it writes: no setting of the net
+
+
+def hparams_of(raw: dict[str, Any], varied: Any = ()) -> dict[str, Any]:
+    """The settings of a config (`raw`: its model_dump) for TensorBoard's HParams: MAIN_HPARAMS,
+    the settings that are not the default, and `varied` (the keys that differ from member to
+    member of the folder the run belongs to); nulls are left out, lists are JSON text."""
+    from dnnlab.config import validate
+
+    defaults = flat_config(validate({}).model_dump(mode="json"))
+    shown = set(MAIN_HPARAMS) | set(varied)
+    return {
+        k: (v if isinstance(v, (bool, int, float, str)) else _text(v))
+        for k, v in flat_config(raw).items()
+        if v is not None and (k in shown or (v != defaults.get(k) and not k.startswith(NOT_HPARAMS)))
+    }
+
+
+def varied_keys(run_dir: Path) -> list[str]:
+    """The keys the members of the sweep or multi-seed folder holding `run_dir` differ in (their
+    `params` in the manifest); [] for a run on its own."""
+    manifest = _enclosing(Path(run_dir))
+    members = (manifest or {}).get("members") or []
+    return sorted({k for m in members if isinstance(m, dict) and isinstance(m.get("params"), dict) for k in m["params"]})
 
 
 def _text(value: Any) -> str:
@@ -246,7 +281,7 @@ class TensorBoard(runs.Writer):
         self.tb.flush()
 
     def report(self, summary: dict[str, Any], diagnosis: Diagnosis) -> None:
-        """After the diagnosis: the config as hparams with the kept model's metrics, and the
+        """After the diagnosis: the config's chosen settings (`hparams_of`) as hparams with the kept model's metrics, and the
         verdict as text, at the run's last epoch; then the event file is closed."""
         self.tb  # noqa: B018 - opened (and tensorboardX imported) before its modules are used
         from tensorboardX.summary import hparams
@@ -254,10 +289,7 @@ class TensorBoard(runs.Writer):
         step = int(summary.get("epochs_run") or 0)
         wanted = runs.METRICS + runs.CLASS_METRICS + runs.REGRESSION_METRICS
         kept = {f"hparams/{k}": v for k, v in runs.kept_metrics(summary).items() if k in wanted and _finite(v)}
-        values = {
-            k: (v if isinstance(v, (bool, int, float, str)) else _text(v))
-            for k, v in flat_config(self.cfg.model_dump(mode="json")).items() if v is not None
-        }
+        values = hparams_of(self.cfg.model_dump(mode="json"), varied_keys(self.folder.parent))
         for part in hparams(values, kept):
             self.tb.file_writer.add_summary(part, step)
         for tag, value in {**kept, **kept_scalars(summary)}.items():
@@ -428,9 +460,9 @@ def _millis(path: Path) -> Optional[int]:
         return None
 
 
-def _log_leaf(store: _Store, experiment_id: str, run_dir: Path, loaded: tuple[Any, Any, Any], parent_id: Optional[str]) -> None:
+def _log_leaf(store: _Store, experiment_id: str, run_dir: Path, loaded: tuple[Any, Any, Any], parent_id: Optional[str]) -> str:
     """One run folder (`loaded`: what `runs.load_run` read from it) as an MLflow run, replacing
-    the one logged from it before if the folder changed since."""
+    the one logged from it before if the folder changed since; returns the MLflow run's id."""
     from mlflow.entities import Metric, Param
 
     history, cfg, summary = loaded
@@ -440,7 +472,7 @@ def _log_leaf(store: _Store, experiment_id: str, run_dir: Path, loaded: tuple[An
     epochs = str(summary.get("epochs_run", max(len(history) - 1, 0)))
     for old in store.existing(experiment_id, run_dir):
         if old.data.tags.get("status") == status and old.data.tags.get("dnnlab.epochs_run") == epochs and old.info.status != "RUNNING":
-            return  # logged already, and the folder has not changed since
+            return old.info.run_id  # logged already, and the folder has not changed since
         store.client.delete_run(old.info.run_id)
     tags = {
         RUN_DIR_TAG: str(run_dir.resolve()), "dnnlab.epochs_run": epochs, "status": status,
@@ -467,6 +499,7 @@ def _log_leaf(store: _Store, experiment_id: str, run_dir: Path, loaded: tuple[An
             store.client.log_artifact(run_id, str(path))
     ended = _millis(run_dir / runs.SUMMARY)
     store.client.set_terminated(run_id, _RUN_STATUS.get(status, "KILLED"), end_time=ended)
+    return run_id
 
 
 def _log_parent(store: _Store, experiment_id: str, folder: Path, kind: str, manifest: dict[str, Any]) -> str:
@@ -532,11 +565,24 @@ def _experiment_name(folder: Path, manifest: Optional[dict[str, Any]]) -> str:
         return "dnnlab"
 
 
-def log_to_mlflow(uri: str, folder: Path, again: str = "") -> list[str]:
+@dataclass
+class Logged:
+    """What `log_to_mlflow` did: the MLflow run of the folder (a sweep's, fix's or multi-seed
+    folder's parent run), None when it was not logged, and warnings of what was not."""
+
+    run_id: Optional[str]
+    problems: list[str]
+
+    def line(self, uri: str) -> Optional[str]:
+        """The one line a command prints when everything was logged."""
+        return f"logged to MLflow run {self.run_id} at {uri}" if self.run_id and not self.problems else None
+
+
+def log_to_mlflow(uri: str, folder: Path, again: str = "") -> Logged:
     """Log a finished run folder, or a multi-seed, sweep or fix folder (a parent run with one
-    child per member), to the MLflow store at `uri`. Returns warnings (empty when all was
-    logged; `again` tells how to log later what was not); never raises for the store: the run
-    folder is complete whatever happens here. A folder logged before is logged again only if
+    child per member), to the MLflow store at `uri`. Returns the run's id and the warnings
+    (none when all was logged; `again` tells how to log later what was not); never raises for
+    the store: the run folder is complete whatever happens here. A folder logged before is logged again only if
     it changed (its earlier MLflow run is then deleted); a parent run is reused.
 
     Raises TrackingError when MLflow is not installed.
@@ -553,7 +599,7 @@ def log_to_mlflow(uri: str, folder: Path, again: str = "") -> list[str]:
         try:
             found = runs.read_manifest(folder)
         except ValueError as exc:
-            return [f"MLflow: not logged: {exc}"]
+            return Logged(None, [f"MLflow: not logged: {exc}"])
         manifest = found[1] if found else None
         problems: list[str] = []
         experiment_id = store.attempt(None, lambda: store.experiment(_experiment_name(folder, manifest)))
@@ -564,6 +610,7 @@ def log_to_mlflow(uri: str, folder: Path, again: str = "") -> list[str]:
         elif _enclosing(folder) is not None:  # a member logged alone (resumed): under its sweep's run, if logged
             earlier = store.attempt(None, lambda: store.existing(experiment_id, folder.parent))
             parent = earlier[0].info.run_id if earlier else None
+        logged = None
         for member in runs.member_dirs(folder, found[1]) if found is not None else [folder]:
             if not (member / runs.SUMMARY).exists():
                 problems.append(f"MLflow: {member} not logged: it has not finished (no {runs.SUMMARY})")
@@ -573,10 +620,10 @@ def log_to_mlflow(uri: str, folder: Path, again: str = "") -> list[str]:
             except Exception as exc:  # ConfigError, ValueError, OSError: a damaged folder
                 problems.append(f"MLflow: {member} not logged: {exc}")
                 continue
-            store.attempt(f"{member} (params, metrics, tags, artifacts)", lambda m=member, d=loaded: _log_leaf(store, experiment_id, m, d, parent))
+            logged = store.attempt(f"{member} (params, metrics, tags, artifacts)", lambda m=member, d=loaded: _log_leaf(store, experiment_id, m, d, parent))
         if store.error is not None:
             problems.insert(0, f"MLflow at {uri} failed ({store.error}); not logged: {'; '.join(store.not_logged)}. "
                                f"The run folders are complete{'; log them later with: ' + again if again else ''}")
-        return problems
+        return Logged(parent if found is not None else logged, problems)
     finally:
         mlflow_log.setLevel(level)

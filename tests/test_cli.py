@@ -280,3 +280,86 @@ def test_options_set_but_not_honoured_are_warned_by_run_validate_and_sweep(tiny,
     result = invoke("run", tiny, "--out", tmp_path / "r", "--quiet", "--set", "train.epochs=1", "--set", "train.seed_mode=vmap")
     assert result.exit_code == 0 and "warning: train.seed_mode: vmap is ignored" in " ".join(result.output.split())
     assert "warning" not in invoke("validate", tiny).output
+
+
+def test_version_prints_the_installed_version_without_importing_jax():
+    from importlib.metadata import version
+
+    code = textwrap.dedent(
+        """
+        import sys
+        from typer.testing import CliRunner
+        from dnnlab.cli import app
+        res = CliRunner().invoke(app, ["--version"])
+        print(res.exit_code, "jax" in sys.modules, "dnnlab.config" in sys.modules)
+        print(res.output.strip())
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out == ["0 False False", f"dnnlab {version('dnnlab')}"]
+
+
+@pytest.mark.parametrize(
+    "args, hint",
+    [
+        (["validate", "{tiny}", "model.depth=8"], "did you mean --set model.depth=8?"),
+        (["run", "{tiny}", "--quiet", "model.depth=8", "train.epochs=1"], "did you mean --set model.depth=8 --set train.epochs=1?"),
+        (["sweep", "{tiny}", "model.activation=relu,tanh"], "did you mean --grid model.activation=relu,tanh?"),
+        (["check", "{tiny}", "data.missing=drop"], "did you mean --set data.missing=drop?"),
+    ],
+)
+def test_a_hydra_style_override_is_a_usage_error_that_names_set(tiny, tmp_path, args, hint):
+    out = ["--out", tmp_path / "r"] if args[0] in ("run", "sweep") else []
+    result = invoke(*(a.format(tiny=tiny) for a in args), *out)
+    assert result.exit_code == 2
+    assert hint in " ".join(result.output.replace("│", " ").split()), result.output
+    assert run_dirs(tmp_path / "r") == []
+
+
+def test_an_extra_argument_that_is_no_override_gets_no_hint(tiny):
+    from dnnlab.commands.common import extra_arguments_message
+
+    result = invoke("validate", tiny, "other.yaml")
+    assert result.exit_code == 2 and "unexpected extra argument" in result.output and "did you mean" not in result.output
+    assert extra_arguments_message(["a b=1"]) == "Got unexpected extra argument (a b=1)"
+    assert extra_arguments_message(["x", "m.hidden=[512, 256]"]) == (
+        "Got unexpected extra arguments (x m.hidden=[512, 256]); did you mean --set 'm.hidden=[512, 256]'?"
+    )
+
+
+@pytest.mark.parametrize("command", ["diagnose", "evaluate", "predict", "export", "fix"])
+def test_a_run_folder_that_does_not_exist_says_so(tmp_path, command):
+    missing = tmp_path / "runs" / "nonexistent"
+    extra = {"predict": ["--split", "test"], "export": ["--out", str(tmp_path / "m.onnx")]}.get(command, [])
+    result = invoke(command, missing, *extra)
+    assert result.exit_code == 2 and f"{missing} does not exist" in " ".join(result.output.split()), result.output
+    assert "no config.yaml" not in result.output
+
+
+def test_check_fails_real_inputs_that_do_not_beat_zeroed_ones_by_the_margin():
+    from dnnlab.smoke import INPUTS_MARGIN, inputs_check
+
+    assert INPUTS_MARGIN == 0.01
+    same = inputs_check(2.207, 2.207)
+    assert not same.ok and "must be at least 1% lower, under 2.185" in same.detail and "ignores the input" in same.detail
+    assert not inputs_check(2.200, 2.207).ok  # 0.3% lower is within the noise
+    assert inputs_check(0.05, 2.207).ok
+    assert not inputs_check(float("nan"), 2.207).ok
+
+
+def test_a_finished_run_keeps_its_kept_and_last_weights_and_drops_its_resume_state_unless_asked(tiny, tmp_path):
+    out = tmp_path / "r"
+    assert invoke("run", tiny, "--out", out, "--quiet", "--set", "train.epochs=1").exit_code == 0
+    (run,) = run_dirs(out)
+    assert (run / "best.npz").exists() and (run / "last.npz").exists()
+    assert not (run / runs.STATE).exists() and not (run / runs.STATE_PREV).exists()
+    longer = invoke("run", "--resume", run, "--quiet", "--set", "train.epochs=2")
+    said = " ".join(longer.output.split())
+    assert longer.exit_code == 2 and "kept no resume state" in said and "--keep-state" in said, said
+    assert len(runs.read_metrics(run)) == 2  # nothing changed
+    kept = tmp_path / "k"
+    assert invoke("run", tiny, "--out", kept, "--quiet", "--set", "train.epochs=1", "--keep-state").exit_code == 0
+    (run,) = run_dirs(kept)
+    assert (run / runs.STATE).exists() and "keep_state: true" in (run / runs.CONFIG).read_text()
+    assert invoke("run", "--resume", run, "--quiet", "--set", "train.epochs=2").exit_code == 0
+    assert len(runs.read_metrics(run)) == 3 and (run / runs.STATE).exists()

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from typer.testing import CliRunner
 
 from dnnlab import config
+from dnnlab.cli import app
 from dnnlab.config import ConfigError
 
 
@@ -84,6 +88,34 @@ def test_overrides_are_parsed_as_yaml_and_create_sections():
     cfg = config.validate(raw)
     assert cfg.model.depth == 8 and cfg.optimizer.name == "sgd" and cfg.optimizer.lr == pytest.approx(0.01)
     assert cfg.train.early_stopping.enabled is True
+
+
+def test_an_override_of_hidden_replaces_the_files_depth_and_width():
+    quickstart = config.read_yaml(ROOT / "configs" / "quickstart.yaml")
+    assert quickstart["model"]["depth"] == 2 and quickstart["model"]["width"] == 256
+    cfg = config.validate(config.apply_overrides(quickstart, ["model.hidden=[512,256]"]))
+    assert cfg.model.hidden == [512, 256] and cfg.model.depth is None and cfg.model.width is None
+    assert config.apply_overrides(quickstart, ["model.hidden=null"])["model"]["depth"] == 2  # null replaces nothing
+    # both given by the user (in any order) stay a clash; so does a depth override on a config with hidden
+    for items in (["model.depth=3", "model.hidden=[8]"], ["model.hidden=[8]", "model.width=3"]):
+        assert "both hidden and" in errors_of(config.apply_overrides(quickstart, items))
+    clash = errors_of(config.apply_overrides({"model": {"hidden": [32]}}, ["model.depth=3"]))
+    assert "both hidden and depth are given" in clash and "add --set model.hidden=null" in clash
+    # a depth that is no number is that error, not the clash
+    typed = errors_of(config.apply_overrides({"model": {"hidden": [32]}}, ["model.depth=x"]))
+    assert "model.depth: must be a valid integer" in typed and "both hidden" not in typed
+    assert "both hidden" in errors_of({"model": {"hidden": [32], "depth": "3"}})  # "3" is coerced, then clashes
+
+
+def test_the_readme_set_example_validates_on_the_quickstart():
+    readme = (ROOT / "README.md").read_text()
+    example = re.search(r"`--set` takes dotted keys and YAML values: `([^`]+)`", readme).group(1)
+    items = re.findall(r"--set (\S+)", example)
+    assert "model.hidden=[512,256]" in items
+    result = CliRunner().invoke(app, ["validate", str(ROOT / "configs" / "quickstart.yaml"), *(
+        w for item in items for w in ("--set", item))])
+    assert result.exit_code == 0, result.output
+    assert "hidden:\n  - 512\n  - 256" in result.output and "depth: null" in result.output
 
 
 @pytest.mark.parametrize("item, expected", [("model.depth", "expected KEY=VALUE"), ("=3", "expected KEY=VALUE"), ("seed.x=1", "seed is a value")])

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import math
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from rich.console import Console
 
 from dnnlab import config
+from dnnlab.console import diagnosis_panel
 from dnnlab.diagnose import CAUSES, diagnose
 
 LN10 = math.log(10)
@@ -146,6 +149,23 @@ def test_undertrained_when_poor_but_still_falling_clearly():
     h = history(losses, [0.1, 0.3, 0.35, 0.4, 0.45, 0.5], losses, [0.1, 0.3, 0.35, 0.4, 0.45, 0.5], **HEALTHY)
     d = diagnose(h, cfg(**{"train.epochs": 5}), SUMMARY)
     assert d.verdict == "undertrained" and d.remedies[0].set == "train.epochs=15"
+
+
+def test_an_interrupted_run_is_resumed_before_it_gets_more_epochs():
+    losses = [2.3, 2.0, 1.8, 1.6, 1.45, 1.3]
+    h = history(losses, [0.1, 0.3, 0.35, 0.4, 0.45, 0.5], losses, [0.1, 0.3, 0.35, 0.4, 0.45, 0.5], **HEALTHY)
+    d = diagnose(h, cfg(**{"train.epochs": 20}), {**SUMMARY, "status": "interrupted"})
+    assert d.verdict == "undertrained" and d.provisional and d.resume
+    assert "train.epochs" not in remedy_keys(d)
+    assert "after 5 of 20 epochs; resume it to train the other 15 (dnnlab run --resume RUN_DIR)" in d.warnings[0]
+    # killed (no summary) is resumed too; a failed run, or one that ran its whole budget, is not
+    assert diagnose(h, cfg(**{"train.epochs": 20}), {}).resume
+    assert not diagnose(h, cfg(**{"train.epochs": 20}), {**SUMMARY, "status": "failed"}).resume
+    full = diagnose(h, cfg(**{"train.epochs": 5}), {**SUMMARY, "status": "interrupted"})
+    assert not full.resume and full.remedies[0].set == "train.epochs=15"
+    shown = Console(width=200, file=io.StringIO())
+    shown.print(diagnosis_panel(d.to_dict(), "c.yaml", "runs/x"))
+    assert "try: dnnlab run --resume runs/x" in " ".join(shown.file.getvalue().split())
 
 
 def test_undertrained_when_good_but_validation_still_improving():

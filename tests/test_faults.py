@@ -98,7 +98,8 @@ def finished(tmp_path_factory):
     """A short finished run with dropout (so that evaluate applies), to damage in copies."""
     out = tmp_path_factory.mktemp("finished")
     result = runner.invoke(app, ["run", "configs/quickstart.yaml", "--out", str(out), "--quiet", "--set", "train.epochs=3",
-                                 "--set", "model.dropout=0.2", "--set", "diagnosis.reference=none"])
+                                 "--set", "model.dropout=0.2", "--set", "diagnosis.reference=none",
+                                 "--keep-state"])  # its copies resume as if killed: they need the state
     assert result.exit_code == 0, result.output
     (run,) = out.iterdir()
     return run
@@ -602,7 +603,7 @@ def test_a_resumed_or_fixed_run_is_held_to_its_config_and_data(tmp_path, monkeyp
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "t.csv").write_text("\n".join(rows) + "\n")
     (tmp_path / "t.yaml").write_text("name: t\ndata: {dataset: csv, path: data/t.csv}\nmodel: {depth: 1, width: 8}\n"
-                                     "train: {epochs: 2}\ndiagnosis: {reference: none}\nlogging: {tensorboard: false}\n")
+                                     "train: {epochs: 2, keep_state: true}\ndiagnosis: {reference: none}\nlogging: {tensorboard: false}\n")
     monkeypatch.chdir(tmp_path)
     assert runner.invoke(app, ["run", "t.yaml", "--out", "runs", "--quiet"]).exit_code == 0
     (run,) = (tmp_path / "runs").iterdir()

@@ -127,6 +127,15 @@ def test_csv_missing_values_are_an_error_or_dropped(tmp_path):
     assert "the first at line 5, column 1 ('b')" in message and "data.missing: drop" in message
     ds = load(dataset="csv", path=str(path), missing="drop")
     assert len(ds.train) + len(ds.test) == 27 and not np.isnan(ds.train.x).any()
+    assert [d.to_dict() for d in ds.dropped] == [{"where": str(path), "dropped": 3, "total": 30, "unit": "rows"}]
+    said = f"data.missing: drop dropped 3 of 30 rows with missing values ({path})"
+    assert data.split_warnings(DataConfig(dataset="csv", path=str(path), missing="drop"), ds) == [said]
+    test_file = write(tmp_path / "t.csv", "\n".join(lines[:1] + lines[9:13]) + "\n")  # one missing label of 4
+    both = load(dataset="csv", path=str(path), test_path=str(test_file), missing="drop")
+    assert [(d.where, d.dropped, d.total) for d in both.dropped] == [(str(path), 3, 30), (str(test_file), 1, 4)]
+    cfg = write(tmp_path / "m.yaml", f"data: {{dataset: csv, path: {path}, missing: drop}}\n")
+    shown = invoke("data", "inspect", cfg)
+    assert shown.exit_code == 0 and f"warning: {said}" in " ".join(shown.output.split())
 
 
 def test_csv_non_numeric_feature_names_its_column_and_first_bad_value(tmp_path):
@@ -223,7 +232,11 @@ def test_npz_flat_float_features_missing_values_and_keys(tmp_path):
     np.savez(path, x=x, y=y)
     with pytest.raises(DataError, match=r"\(x\): 2 missing values \(NaN\) in 2 of 50 examples, the first in example 3"):
         load(dataset="npz", path=str(path))
-    assert len(load(dataset="npz", path=str(path), missing="drop", test_split=0.25).train) == 36
+    dropped = load(dataset="npz", path=str(path), missing="drop", test_split=0.25)
+    assert len(dropped.train) == 36
+    assert [d.words() for d in dropped.dropped] == [
+        f"data.missing: drop dropped 2 of 50 examples with missing values ({path} (x), {path} (y))"
+    ]
     with pytest.raises(DataError, match=r"has no array 'features' \(it holds: x, y\); name the arrays with data\.x_key"):
         load(dataset="npz", path=str(path), x_key="features")
     np.savez(path, x=x[:, :3], y=np.eye(2)[y])

@@ -151,7 +151,7 @@ def _run(tmp_path, name, *extra):
 
 
 def test_a_run_killed_while_pretraining_starts_again_and_one_killed_later_resumes(tmp_path):
-    reference = _run(tmp_path, "full")
+    reference = _run(tmp_path, "full", "--keep-state")  # its copies resume as if killed
     summary = json.loads((reference / "summary.json").read_text())
     assert summary["pretrain"]["layers"][0]["reconstruction_error"] and (reference / "pretrain.png").exists()
     assert "pretrain.png" in (reference / "report.md").read_text()

@@ -114,7 +114,7 @@ def test_diagnose_rereads_a_run_without_jax(tmp_path):
     panel = runner.invoke(app, ["diagnose", str(run)])
     assert panel.exit_code == 0 and "failed-training" in panel.output and "--set model.dropout=0" in panel.output
     missing = runner.invoke(app, ["diagnose", str(tmp_path / "nope")])
-    assert missing.exit_code == 2 and "not a run folder" in missing.output
+    assert missing.exit_code == 2 and "nope does not exist" in missing.output
 
 
 def test_diagnose_a_killed_run_without_summary(tmp_path):

@@ -24,7 +24,7 @@ runner = CliRunner()
 BASE = {
     "name": "tiny", "seed": 0,
     "data": {"dataset": "digits", "batch_size": 64},
-    "model": {"hidden": [16]}, "optimizer": {"lr": 0.003}, "train": {"epochs": 2},
+    "model": {"hidden": [16]}, "optimizer": {"lr": 0.003}, "train": {"epochs": 2, "keep_state": True},
     "diagnosis": {"reference": "none"}, "logging": {"histograms_every": 1},
 }
 SPLITS = {"train_loss": "loss/train", "val_loss": "loss/val", "test_loss": "loss/test",
@@ -84,7 +84,7 @@ def logged(tmp_path_factory):
         (sweep_dir,) = (root / "runs").iterdir()
         members = runs.member_dirs(sweep_dir, runs.read_manifest(sweep_dir)[1])
         assert len(members) == 2
-        yield {"root": root, "uri": uri, "sweep": sweep_dir, "members": members}
+        yield {"root": root, "uri": uri, "sweep": sweep_dir, "members": members, "output": result.output}
 
 
 def test_scalar_names_oracle():
@@ -139,6 +139,8 @@ def test_tensorboard_events_equal_metrics_jsonl(logged):
         cfg = yaml.safe_load((member / runs.CONFIG).read_text())
         assert hp["optimizer.lr"].number_value == pytest.approx(0.003)
         assert hp["model.hidden"].string_value == json.dumps(cfg["model"]["hidden"]) and hp["data.dataset"].string_value == "digits"
+        # the main settings and what BASE chose (diagnosis.reference); no default threshold, key or output setting
+        assert sorted(hp) == sorted([*(k for k in tracking.MAIN_HPARAMS if k not in ("model.depth", "model.width")), "diagnosis.reference", "train.keep_state"])
         kept = runs.kept_metrics(summary)
         for metric in runs.METRICS:
             (point,) = acc.Scalars(f"hparams/{metric}")
@@ -148,6 +150,24 @@ def test_tensorboard_events_equal_metrics_jsonl(logged):
         diagnosis = summary["diagnosis"]
         assert f"**verdict**: {diagnosis['verdict']}" in words
         assert all(s in words for r in diagnosis["remedies"] for s in r["sets"]) and diagnosis["remedies"]
+
+
+def test_hparams_hold_the_main_settings_the_chosen_ones_and_what_a_sweep_varies(tmp_path):
+    raw = validate({**BASE, "data": {**BASE["data"], "x_key": "features"}, "diagnosis": {"window": 4}}).model_dump(mode="json")
+    shown = tracking.hparams_of(raw)
+    assert shown["diagnosis.window"] == 4 and shown["model.hidden"] == "[16]" and shown["optimizer.name"] == "adam"
+    assert "diagnosis.overfit_patience" not in shown and "data.x_key" in shown and "name" not in shown
+    assert "logging.histograms_every" not in shown and "data.validation_split" not in shown
+    assert tracking.hparams_of(raw, ["data.validation_split"])["data.validation_split"] == 0.1  # a swept default
+    assert len(tracking.hparams_of(validate({}).model_dump(mode="json"))) == len(tracking.MAIN_HPARAMS) - 1  # hidden null
+    sweep_dir = tmp_path / "s"
+    for i, value in enumerate((0.1, 0.2)):
+        (sweep_dir / f"m{i}").mkdir(parents=True)
+        (sweep_dir / f"m{i}" / runs.CONFIG).write_text("name: x\n")
+    members = [{"index": i, "dir": f"m{i}", "params": {"data.validation_split": v, "seed": i}} for i, v in enumerate((0.1, 0.2))]
+    (sweep_dir / runs.SWEEP_MANIFEST).write_text(json.dumps({"members": members}))
+    assert tracking.varied_keys(sweep_dir / "m0") == ["data.validation_split", "seed"]
+    assert tracking.varied_keys(tmp_path / "alone") == []
 
 
 def test_tensorboard_names_the_members_by_their_folders(logged):
@@ -206,9 +226,13 @@ def test_mlflow_sweep_is_a_parent_with_one_child_per_member(logged):
     assert sorted(children) == sorted(m.name for m in logged["members"]) and len(everything) == 3
     for member in logged["members"]:
         _check_mlflow_run(client, children[member.name], member)
+    # the sweep said where it logged, in one line
+    assert f"logged to MLflow run {parent.info.run_id} at {logged['uri']}" in logged["output"]
     # logging the same folders again changes nothing: one MLflow run per folder
-    assert tracking.log_to_mlflow(logged["uri"], logged["sweep"]) == []
-    assert tracking.log_to_mlflow(logged["uri"], logged["members"][1]) == []  # a member alone: its sweep's experiment
+    again = tracking.log_to_mlflow(logged["uri"], logged["sweep"])
+    assert again.problems == [] and again.run_id == parent.info.run_id
+    alone = tracking.log_to_mlflow(logged["uri"], logged["members"][1])  # a member alone: its sweep's experiment
+    assert alone.problems == [] and alone.run_id == children[logged["members"][1].name].info.run_id
     assert len(client.search_runs([experiment.experiment_id])) == 3
 
 
@@ -219,7 +243,7 @@ def test_mlflow_fix_folder_tags_its_parent(logged, tmp_path):
     manifest["fix"] = {"run": "runs/the-run", "control": [], "verdict": "undertrained", "remedies": []}
     runs.write_manifest(fix_dir, runs.SWEEP_MANIFEST, manifest)
     (fix_dir / "fixed.yaml").write_text("name: tiny\n")
-    assert tracking.log_to_mlflow(logged["uri"], fix_dir) == []
+    assert tracking.log_to_mlflow(logged["uri"], fix_dir).problems == []
     from mlflow import MlflowClient
 
     client = MlflowClient(logged["uri"])
@@ -257,6 +281,7 @@ def test_resume_rewrites_tensorboard_and_logs_the_longer_run(logged, tmp_path):
     experiment = client.get_experiment_by_name(runs.load_run(member)[1].name)  # a copy outside its sweep: its own name
     (run,) = client.search_runs([experiment.experiment_id], filter_string=f"tags.`dnnlab.run_dir` = '{member.resolve()}'")
     _check_mlflow_run(client, run, member)
+    assert f"logged to MLflow run {run.info.run_id} at {logged['uri']}" in result.output
 
 
 def test_unreachable_tracking_server_keeps_the_run(logged, tmp_path, monkeypatch):
@@ -268,6 +293,7 @@ def test_unreachable_tracking_server_keeps_the_run(logged, tmp_path, monkeypatch
     (run_dir,) = out.iterdir()
     assert "warning: MLflow at http://127.0.0.1:9 failed" in result.output
     assert f"not logged: {run_dir} (params, metrics, tags, artifacts)" in result.output
+    assert "logged to MLflow run" not in result.output
     assert runs.read_summary(run_dir)["status"] == "completed" and len(runs.read_metrics(run_dir)) == 3
     for name in ("report.md", "curves.png", "last.npz"):
         assert (run_dir / name).exists(), name

@@ -11,20 +11,20 @@ May import: anything, lazily: JAX only inside the commands that train, so `--hel
 from __future__ import annotations
 
 from dnnlab.commands import config, data, fix, inspect, lr_find, run, sweep, use
-from dnnlab.commands.common import app, data_app
+from dnnlab.commands.common import OverridesCommand, app, data_app
 
-app.command()(run.run)
+app.command(cls=OverridesCommand)(run.run)
 app.command("diagnose")(inspect.diagnose_cmd)
-app.command()(config.check)
-app.command("lr-find")(lr_find.lr_find_cmd)
+app.command(cls=OverridesCommand)(config.check)
+app.command("lr-find", cls=OverridesCommand)(lr_find.lr_find_cmd)
 app.command(cls=sweep._SweepCommand)(sweep.sweep)
 app.command("compare")(inspect.compare_cmd)
 app.command()(inspect.evaluate)
 app.command()(fix.fix)
 app.command()(use.predict)
 app.command()(use.export)
-app.command()(config.validate)
+app.command(cls=OverridesCommand)(config.validate)
 app.command()(config.schema)
 data_app.command("list")(data.data_list)
-data_app.command("inspect")(data.data_inspect)
+data_app.command("inspect", cls=OverridesCommand)(data.data_inspect)
 data_app.command("download")(data.data_download)

@@ -4,6 +4,8 @@ as exit codes, the live writers, MLflow's checks, and the consoles.
 
 from __future__ import annotations
 
+import re
+import shlex
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -46,6 +48,38 @@ class Checkpoint(str, Enum):
     last = "last"
 
 
+# an override as Hydra writes it (KEY=VALUE, no option before it): `--set KEY=VALUE` here
+_OVERRIDE = re.compile(r"[A-Za-z_][\w-]*(\.[\w-]+)*=")
+
+
+class OverridesCommand(typer.core.TyperCommand):
+    """A command that takes `--set`: a stray `KEY=VALUE` argument (Hydra's way of overriding)
+    is a usage error (exit 2) that says which option was meant."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        allowed = ctx.allow_extra_args
+        ctx.allow_extra_args = True  # so that the extra arguments come back to be named
+        try:
+            extra = super().parse_args(ctx, args)
+        finally:
+            ctx.allow_extra_args = allowed
+        if extra and not allowed and not ctx.resilient_parsing:
+            ctx.fail(extra_arguments_message(extra, grid=any(p.name == "grid" for p in self.params)))
+        return extra
+
+
+def extra_arguments_message(extra: list[str], grid: bool = False) -> str:
+    """Click's message for arguments a command does not take, with the `--set` (or, for a
+    comma-separated value of a command with --grid, `--grid`) each KEY=VALUE among them needs."""
+    plural = "s" if len(extra) > 1 else ""
+    message = f"Got unexpected extra argument{plural} ({' '.join(extra)})"
+    overrides = [a for a in extra if _OVERRIDE.match(a)]
+    if overrides:
+        meant = " ".join(f"{'--grid' if grid and ',' in a else '--set'} {shlex.quote(a)}" for a in overrides)
+        message += f"; did you mean {meant}?"
+    return message
+
+
 app = typer.Typer(
     name="dnnlab",
     help="Train a YAML-configured network with JAX and tell failed training from overfitting.",
@@ -59,8 +93,32 @@ app.add_typer(data_app, name="data")
 TRAINING_COMMANDS = ("run", "sweep", "fix", "check", "lr-find")
 
 
+def _version() -> str:
+    """The installed distribution's version (the package's own when it runs from a source tree)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("dnnlab")
+    except PackageNotFoundError:
+        from dnnlab import __version__
+
+        return __version__
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        console.print(f"dnnlab {_version()}", markup=False)
+        raise typer.Exit()
+
+
 @app.callback()
-def _before_command(ctx: typer.Context) -> None:
+def _before_command(
+    ctx: typer.Context,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print dnnlab's version and exit"),
+    ] = False,
+) -> None:
     """Before a command that trains: a cache folder that cannot be written is said once (the
     runs go on without it)."""
     if ctx.invoked_subcommand in TRAINING_COMMANDS:
@@ -184,13 +242,18 @@ def _raw_mlflow(raw: Any) -> Optional[str]:
 
 
 def _log_mlflow(uri: Optional[str], folder: Path, again: str) -> None:
-    """Log a finished run, seeds, sweep or fix folder to MLflow; what could not be logged is a
-    warning (`again`: the command that logs it later), never an error."""
+    """Log a finished run, seeds, sweep or fix folder to MLflow, and say so in one line (on
+    stderr, beside the warnings: stdout keeps the run's own lines); what could not be logged is
+    a warning (`again`: the command that logs it later), never an error."""
     if uri:
         from dnnlab.tracking import log_to_mlflow
 
-        for problem in log_to_mlflow(uri, folder, again):
+        logged = log_to_mlflow(uri, folder, again)
+        for problem in logged.problems:
             err_console.print(f"warning: {problem}", markup=False)
+        line = logged.line(uri)
+        if line is not None:
+            err_console.print(line, markup=False)
 
 
 WideOpt = Annotated[

@@ -70,7 +70,7 @@ def diagnose_cmd(
     from dnnlab.console import diagnosis_panel
 
     for member in members:
-        console.print(diagnosis_panel(results[member.name], str(member / runs.CONFIG)), soft_wrap=False)
+        console.print(diagnosis_panel(results[member.name], str(member / runs.CONFIG), member), soft_wrap=False)
 
 
 def _compare_and_print(targets: list[str], out: Optional[Path], metric: str, as_json: bool, wide: bool = False) -> None:

@@ -81,6 +81,10 @@ def run(
         typer.Option("--resume", help="Continue this run folder from its last saved epoch (--set may extend train.epochs)"),
     ] = None,
     mlflow: MlflowOpt = None,
+    keep_state: Annotated[
+        bool,
+        typer.Option("--keep-state", help="Keep the resume state of the finished run (train.keep_state), to train it longer with --resume later"),
+    ] = False,
     distributed: Annotated[
         bool,
         typer.Option(
@@ -103,6 +107,8 @@ def run(
     ] = None,
 ) -> None:
     """Train CONFIG, write a run folder and diagnose it: failed training, overfitting or a good fit."""
+    if keep_state:
+        set_ = [*(set_ or []), "train.keep_state=true"]
     if not distributed:
         return _run(config, set_, out, quiet, fail_on, seeds, resume, mlflow, False, coordinator, num_processes, process_id)
     from dnnlab.train.distributed import leave
@@ -214,7 +220,14 @@ def _resume(run_dir: Path, config: Optional[Path], overrides: list[str], quiet: 
             w.close()
     again = shell_command("dnnlab", "run", "--resume", run_dir, "--mlflow", uri)
     if outcome is None:
-        console.print(f"{run_dir}: the run had finished; nothing to resume (extend it with --set train.epochs=N)", markup=False)
+        from dnnlab.runs import read_summary
+
+        status = (read_summary(run_dir) or {}).get("status")
+        how = (
+            "extend it with --set train.epochs=N" if status == "completed"
+            else "a run that stopped early or diverged stays so; train it again to change it"
+        )
+        console.print(f"{run_dir}: the run {status or 'had finished'}; nothing to resume ({how})", markup=False)
         _log_mlflow(uri, run_dir, again)
         raise typer.Exit(EXIT_OK)
     try:
@@ -232,7 +245,7 @@ def _print_run(outcome, quiet: bool, config: Any, fail_verdicts: set[str]) -> No
     if not quiet:
         from dnnlab.console import diagnosis_panel
 
-        console.print(diagnosis_panel(diagnosis.to_dict(), config), soft_wrap=False)
+        console.print(diagnosis_panel(diagnosis.to_dict(), config, run_dir), soft_wrap=False)
     from dnnlab.console import fit_key
 
     final = summary.get("final") or {}

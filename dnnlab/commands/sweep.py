@@ -13,6 +13,7 @@ from dnnlab.commands.common import (
     ConfigArg,
     Metric,
     MlflowOpt,
+    OverridesCommand,
     SetOpt,
     WideOpt,
     _escape,
@@ -40,7 +41,7 @@ class TuneSeeds(str, Enum):
     all = "all"
 
 
-class _SweepCommand(typer.core.TyperCommand):
+class _SweepCommand(OverridesCommand):
     """`--ray` alone means a new local Ray cluster: click options take a value, so a bare
     `--ray` (last, before another option, or before the config file) gets `local`."""
 

@@ -181,9 +181,18 @@ def parse_value(text: str, where: str, key: str = "") -> Any:
     return None if value is _EMPTY else value
 
 
+# an override of the key replaces what `raw` (the file) says of the same thing with these keys:
+# `--set model.hidden=[512,256]` on a config of depth and width trains those two layers (the
+# override is the newer intent); an override that sets both is still refused by the schema
+REPLACES = {"model.hidden": ("model.depth", "model.width")}
+
+
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Return a copy of `raw` with `KEY=VALUE` overrides applied; VALUE is parsed as YAML (`parse_value`)."""
+    """Return a copy of `raw` with `KEY=VALUE` overrides applied; VALUE is parsed as YAML (`parse_value`).
+    An override of a key of REPLACES (to a value, not null) drops the keys it replaces from `raw`,
+    unless an override sets them too."""
     out = _deep_copy(raw)
+    given: dict[str, Any] = {}
     for item in overrides:
         key, sep, text = item.partition("=")
         key = key.strip()
@@ -201,6 +210,14 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
                 raise ConfigError(f"--set {item!r}: {prefix} is a value, not a section")
             node = child
         node[parts[-1]] = value
+        given[key] = value
+    for key, replaced in REPLACES.items():
+        if given.get(key) is not None:
+            for other in replaced:
+                section, _, leaf = other.rpartition(".")
+                node = out.get(section)
+                if other not in given and isinstance(node, dict):
+                    node.pop(leaf, None)
     return out
 
 

@@ -202,16 +202,17 @@ class ModelConfig(_Section):
             raise ValueError(f"hidden must be a list of positive integers, e.g. [512, 256], got {data['hidden']!r}")
         if len(data["hidden"]) > MAX_LAYERS:
             raise ValueError(f"hidden: {len(data['hidden'])} layers; at most {MAX_LAYERS} hidden layers")
-        given = [k for k in ("depth", "width") if data.get(k) is not None]
-        if given:
-            raise ValueError(
-                f"both hidden and {'/'.join(given)} are given; use either hidden: [512, 256] "
-                "or depth/width, not both"
-            )
-        return data
+        return data  # both hidden and depth/width: after the fields, so that `depth: x` is its own error
 
     @model_validator(mode="after")
     def _fill_depth_width(self) -> "ModelConfig":
+        given = [k for k in ("depth", "width") if getattr(self, k) is not None]
+        if self.hidden is not None and given:
+            raise ValueError(
+                f"both hidden and {'/'.join(given)} are given; use either hidden: [512, 256] or depth/width, not "
+                f"both (to override {given[0]} of a config with hidden, add --set model.hidden=null; "
+                "--set model.hidden=[...] alone replaces a config's depth and width)"
+            )
         if self.hidden is None:
             # frozen model: defaults are resolved once, here, so config.yaml shows them
             if self.arch == "resnet":
@@ -303,6 +304,12 @@ class EarlyStoppingConfig(_Section):
 
 class TrainConfig(_Section):
     epochs: Int = Field(20, gt=0)
+    keep_state: bool = Field(
+        False,
+        description="keep the resume state (state.npz, state.prev.npz: the weights, the optimizer's moments and the "
+        "best model) of a run that finished, so that `run --resume --set train.epochs=N` can train it longer; "
+        "an interrupted or failed run keeps it always",
+    )
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
     class_weight: ClassWeight = Field(
         "none",

@@ -96,7 +96,7 @@ def load(cfg: DataConfig, seed: int) -> Dataset:
     if loader is None:
         raise DataError(f"unknown dataset {cfg.dataset!r}; known: {', '.join(LOADERS)}")
     train, test, source, shape = loader(cfg)
-    classes, raw, reader = train.classes, train.raw, train.reader
+    classes, raw, reader, dropped = train.classes, train.raw, train.reader, train.dropped
     # the published class count (the loaders refuse labels outside it), or the classes found in the files
     num_classes = len(classes) if cfg.dataset in FILE_DATASETS else NUM_CLASSES[cfg.dataset]
     regression = cfg.task == "regression"
@@ -132,8 +132,9 @@ def load(cfg: DataConfig, seed: int) -> Dataset:
         (train, val, test), mean, std = standardize_targets(train, val, test, cfg.dataset)
         preprocessing = {**preprocessing, "target": {"mean": mean, "std": std}}
         return Dataset(cfg.dataset, train, val, test, num_classes, source, shape, classes, "regression", mean, std,
-                       preprocessing=preprocessing)
-    return Dataset(cfg.dataset, train, val, test, num_classes, source, shape, classes, preprocessing=preprocessing)
+                       preprocessing=preprocessing, dropped=dropped)
+    return Dataset(cfg.dataset, train, val, test, num_classes, source, shape, classes, preprocessing=preprocessing,
+                   dropped=dropped)
 
 
 # ---------------------------------------------------------------- listing and download

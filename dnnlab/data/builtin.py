@@ -316,15 +316,18 @@ def fingerprint(cfg: DataConfig, ds: Dataset) -> dict[str, Any]:
 
 
 def split_warnings(cfg: DataConfig, ds: Dataset) -> list[str]:
-    """What the splits leave that a run cannot learn: classes with no training example."""
+    """What loading left out: the rows data.missing: drop dropped, and classes the splits leave
+    with no training example (which a run cannot learn)."""
+    dropped = [d.words() for d in ds.dropped]
     if ds.regression:
-        return []
+        return dropped
     counts = np.bincount(ds.train.y, minlength=ds.num_classes)
     missing = int((counts == 0).sum())
     if not missing:
-        return []
+        return dropped
     by = f"data.validation_split {cfg.validation_split:g}" + (f" and data.train_size {cfg.train_size:,}" if cfg.train_size is not None else "")
     return [
+        *dropped,
         f"the training split holds {len(ds.train):,} examples ({by}): {missing} of the {ds.num_classes} classes have none, "
         "so the model cannot learn them; lower data.validation_split (or raise data.train_size)"
     ]

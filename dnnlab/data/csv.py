@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import numpy as np
 
 from dnnlab.config import DataConfig
-from dnnlab.data.dataset import FLOAT32_MAX, DataError, Split
+from dnnlab.data.dataset import FLOAT32_MAX, DataError, Dropped, Split
 from dnnlab.data.files import (
     MISSING_TOKENS,
     _encode_labels,
@@ -297,7 +297,9 @@ def _clean_table(table: _Table, cfg: DataConfig) -> _Table:
 def _load_csv(cfg: DataConfig) -> Loaded:
     """A CSV table: the label column mapped to classes 0..C-1, the feature columns as raw numbers."""
     path = _given_path(cfg.path, "data.path", "the training CSV file")
-    train = _clean_table(_read_csv(path, cfg), cfg)
+    read = _read_csv(path, cfg)
+    train = _clean_table(read, cfg)
+    dropped = [Dropped(str(path), len(read.x) - len(train.x), len(read.x))]
     regression = cfg.task == "regression"
     if regression:  # numeric targets (float64 here; standardized and float32 in `data.load`)
         ytr, names, classes = _targets(train.labels, str(path), lambda i: f"line {train.line[i]}"), (), ()
@@ -305,7 +307,9 @@ def _load_csv(cfg: DataConfig) -> Loaded:
         ytr, names, classes = _encode_labels(train.labels, str(path), lambda i: f"line {train.line[i]}")
     if cfg.test_path:
         test_path = _given_path(cfg.test_path, "data.test_path", "the test CSV file")
-        test = _clean_table(_read_csv(test_path, cfg, like=train), cfg)
+        read = _read_csv(test_path, cfg, like=train)
+        test = _clean_table(read, cfg)
+        dropped.append(Dropped(str(test_path), len(read.x) - len(test.x), len(read.x)))
         if regression:
             yte = _targets(test.labels, str(test_path), lambda i: f"line {test.line[i]}")
         else:
@@ -324,4 +328,5 @@ def _load_csv(cfg: DataConfig) -> Loaded:
         "header": train.names is not None,
         "class_values": [v.item() for v in classes],
     }
-    return (Split(xtr.astype(np.float32), ytr, names, raw=True, reader=reader), Split(xte.astype(np.float32), yte), source, ())
+    train_split = Split(xtr.astype(np.float32), ytr, names, raw=True, reader=reader, dropped=tuple(d for d in dropped if d.dropped))
+    return (train_split, Split(xte.astype(np.float32), yte), source, ())

@@ -21,6 +21,22 @@ class DataError(Exception):
 
 
 @dataclass(frozen=True)
+class Dropped:
+    """Rows (or examples) of a file that data.missing: drop left out for a missing value."""
+
+    where: str  # the file (and array) they were read from
+    dropped: int
+    total: int  # how many the file held
+    unit: str = "rows"
+
+    def words(self) -> str:
+        return f"data.missing: drop dropped {self.dropped:,} of {self.total:,} {self.unit} with missing values ({self.where})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"where": self.where, "dropped": self.dropped, "total": self.total, "unit": self.unit}
+
+
+@dataclass(frozen=True)
 class Split:
     x: np.ndarray  # (N, D) float32: [0, 1], or standardized (data.normalize)
     y: np.ndarray  # (N,) int32; under regression (N,) float32 standardized targets
@@ -31,6 +47,9 @@ class Split:
     # set on the training split a reader of your own files returns: what it read and how (the
     # columns, arrays or images), which preprocessing.json keeps for prediction
     reader: Optional[dict[str, Any]] = field(default=None, compare=False)
+    # set on the training split a reader of your own files returns: what data.missing: drop left
+    # out of each file it read (the test file's too)
+    dropped: tuple[Dropped, ...] = field(default=(), compare=False)
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
@@ -54,6 +73,7 @@ class Dataset:
     # how raw inputs become the model's inputs, with the training split's statistics
     # (data.preprocessing.describe: what preprocessing.json holds)
     preprocessing: dict[str, Any] = field(default_factory=dict, compare=False)
+    dropped: tuple[Dropped, ...] = ()  # what data.missing: drop left out of the files, file by file
 
     @property
     def regression(self) -> bool:

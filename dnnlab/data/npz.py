@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from dnnlab.config import DataConfig
-from dnnlab.data.dataset import FLOAT32_MAX, DataError, Split, _image_shape
+from dnnlab.data.dataset import FLOAT32_MAX, DataError, Dropped, Split, _image_shape
 from dnnlab.data.files import (
     MISSING_TOKENS,
     _encode_labels,
@@ -49,8 +49,11 @@ def _npz_arrays(path: Path, keys: list[str], required: list[str]) -> dict[str, n
         raise DataError(f"{path}: corrupt or truncated npz file ({type(exc).__name__}: {exc})") from None
 
 
-def _npz_pair(x: np.ndarray, y: np.ndarray, where_x: str, where_y: str, cfg: DataConfig) -> tuple[np.ndarray, np.ndarray]:
-    """A checked (inputs, labels) pair, examples with a NaN input or label dropped under data.missing: drop."""
+def _npz_pair(
+    x: np.ndarray, y: np.ndarray, where_x: str, where_y: str, cfg: DataConfig,
+) -> tuple[np.ndarray, np.ndarray, Dropped]:
+    """A checked (inputs, labels) pair, examples with a NaN input or label dropped under
+    data.missing: drop, and how many were."""
     if x.ndim == 0 or x.shape[0] == 0:
         raise DataError(f"{where_x}: holds no examples")
     if y.ndim == 2 and y.shape[1] == 1:
@@ -104,7 +107,7 @@ def _npz_pair(x: np.ndarray, y: np.ndarray, where_x: str, where_y: str, cfg: Dat
         x, y = x[~bad], y[~bad]
         if len(y) == 0:
             raise DataError(f"{where_x}: every example has a missing value; data.missing: drop leaves no data")
-    return x, y
+    return x, y, Dropped(f"{where_x}, {where_y}", int(bad.sum()), len(bad), "examples")
 
 
 def _npz_inputs(x: np.ndarray) -> tuple[np.ndarray, bool]:
@@ -121,7 +124,8 @@ def _load_npz(cfg: DataConfig) -> Loaded:
     keys = [cfg.x_key, cfg.y_key, cfg.x_test_key, cfg.y_test_key]
     arrays = _npz_arrays(path, keys, [cfg.x_key, cfg.y_key])
     named = lambda key: f"{path} ({key})"  # noqa: E731
-    x, y = _npz_pair(arrays[cfg.x_key], arrays[cfg.y_key], named(cfg.x_key), named(cfg.y_key), cfg)
+    x, y, dropped = _npz_pair(arrays[cfg.x_key], arrays[cfg.y_key], named(cfg.x_key), named(cfg.y_key), cfg)
+    drops = [dropped]
     held = [k for k in (cfg.x_test_key, cfg.y_test_key) if k in arrays]
     if len(held) == 1:
         other = cfg.y_test_key if held[0] == cfg.x_test_key else cfg.x_test_key
@@ -144,13 +148,15 @@ def _load_npz(cfg: DataConfig) -> Loaded:
         ytr, names, classes = _encode_labels(y, named(cfg.y_key), lambda i: f"example {i}")
     test_where = None
     if held:
-        xt, yt = _npz_pair(arrays[cfg.x_test_key], arrays[cfg.y_test_key], named(cfg.x_test_key), named(cfg.y_test_key), cfg)
+        xt, yt, dropped = _npz_pair(arrays[cfg.x_test_key], arrays[cfg.y_test_key], named(cfg.x_test_key), named(cfg.y_test_key), cfg)
+        drops.append(dropped)
         test_where, note = (named(cfg.x_test_key), named(cfg.y_test_key)), f"test: its {cfg.x_test_key}, {cfg.y_test_key}"
     elif cfg.test_path:
         test_path = _given_path(cfg.test_path, "data.test_path", "an .npz file of arrays x and y")
         test_arrays = _npz_arrays(test_path, [cfg.x_key, cfg.y_key], [cfg.x_key, cfg.y_key])
         test_where = (f"{test_path} ({cfg.x_key})", f"{test_path} ({cfg.y_key})")
-        xt, yt = _npz_pair(test_arrays[cfg.x_key], test_arrays[cfg.y_key], *test_where, cfg)
+        xt, yt, dropped = _npz_pair(test_arrays[cfg.x_key], test_arrays[cfg.y_key], *test_where, cfg)
+        drops.append(dropped)
         note = f"test: {test_path}"
     if test_where is not None:
         if xt.ndim == 1:
@@ -171,4 +177,5 @@ def _load_npz(cfg: DataConfig) -> Loaded:
     (ftr, raw), (fte, _) = _npz_inputs(xtr), _npz_inputs(xte)
     reader = {"x_key": cfg.x_key, "y_key": cfg.y_key, "example_shape": list(x.shape[1:]), "uint8": x.dtype == np.uint8,
               "class_values": [v.item() for v in classes]}
-    return Split(ftr, ytr, names, raw, reader), Split(fte, yte), f"{path} ({note})", shape
+    train = Split(ftr, ytr, names, raw, reader, dropped=tuple(d for d in drops if d.dropped))
+    return train, Split(fte, yte), f"{path} ({note})", shape

@@ -52,17 +52,30 @@ def diagnose(history: list[dict[str, Any]], cfg: Config, summary: Optional[dict[
     if not run.epochs:
         d = Diagnosis("undertrained", evidence=["no epoch finished: nothing to judge yet"])
         d.add_remedy(f"train.epochs={max(cfg.train.epochs, 1)}", "let at least one epoch finish", current=run.cfg)
-        return d
-    d = _judge_training(run)
-    if d is None:
-        d = _judge_generalization(run)
-    _general_warnings(run, d)
-    status = run.summary.get("status")
-    if not status or status in ("unfinished", "interrupted", "failed"):
-        d.provisional = True
-        why = {
-            "interrupted": "the run was interrupted",
-            "failed": f"the run failed ({run.summary.get('reason', 'see summary.json')})",
-        }.get(status, "the run never finished (no summary.json: it was killed, or is still running)")
-        d.warnings.insert(0, f"{why}: a provisional verdict after {len(run.epochs)} of {run.cfg.train.epochs} epochs")
+    else:
+        d = _judge_training(run)
+        if d is None:
+            d = _judge_generalization(run)
+        _general_warnings(run, d)
+    _provisional(run, d)
     return d
+
+
+def _provisional(run: _Run, d: Diagnosis) -> None:
+    """A run that did not finish: its verdict is provisional, and one stopped (interrupted or
+    killed) before its epoch budget is resumed first: `dnnlab run --resume RUN_DIR` trains the
+    epochs it has left, so a remedy of more epochs is not one."""
+    status = run.summary.get("status")
+    if status and status not in ("unfinished", "interrupted", "failed"):
+        return
+    d.provisional = True
+    why = {
+        "interrupted": "the run was interrupted",
+        "failed": f"the run failed ({run.summary.get('reason', 'see summary.json')})",
+    }.get(status, "the run never finished (no summary.json: it was killed, or is still running)")
+    line = f"{why}: a provisional verdict after {len(run.epochs)} of {run.cfg.train.epochs} epochs"
+    if status != "failed" and len(run.epochs) < run.cfg.train.epochs:
+        d.resume = True
+        d.remedies = [r for r in d.remedies if r.set.partition("=")[0] != "train.epochs"]
+        line += f"; resume it to train the other {run.cfg.train.epochs - len(run.epochs)} (dnnlab run --resume RUN_DIR) before changing anything"
+    d.warnings.insert(0, line)

@@ -46,6 +46,7 @@ class Diagnosis:
     remedies: list[Remedy] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     provisional: bool = False  # the run never finished (killed, or still running)
+    resume: bool = False  # it stopped before its epoch budget: `dnnlab run --resume` comes first
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from dnnlab.experiment.start import Outcome
 
 
-RESUMABLE_CHANGES = ("train.epochs",)  # what --set may change when a run is resumed
+RESUMABLE_CHANGES = ("train.epochs", "train.keep_state")  # what --set may change when a run is resumed
 
 
 def resume(run_dir: Path, overrides: Sequence[str] = (), shown: Optional[Shown] = None, config_file: Optional[Path] = None) -> Optional[Outcome]:
@@ -52,8 +52,9 @@ def resume(run_dir: Path, overrides: Sequence[str] = (), shown: Optional[Shown] 
     already finished (nothing to do). Raises ExperimentError with the exit code.
     """
     run_dir = Path(run_dir)
-    if not (run_dir / runs.CONFIG).exists():
-        raise ExperimentError(f"{run_dir}: not a run folder (no {runs.CONFIG})")
+    problem = runs.run_folder_problem(run_dir)
+    if problem is not None:
+        raise ExperimentError(problem)
     with _known_failures(run_dir, "interrupted before the run was resumed; nothing was changed"), run_lock(run_dir):
         return _resume(run_dir, overrides, shown, config_file)
 
@@ -91,6 +92,8 @@ def _resume(run_dir: Path, overrides: Sequence[str], shown: Optional[Shown], con
 
     state, problems = None, []
     no_state = not (run_dir / runs.STATE).exists() and not (run_dir / runs.STATE_PREV).exists()
+    if finished and no_state:
+        raise ExperimentError(_no_state_kept(run_dir, summary.get("status")))
     if not (no_state and len(history) <= 1):  # else stopped before its first epoch: it starts again
         try:
             arrays, _, passed = runs.read_state(run_dir)
@@ -111,7 +114,9 @@ def _resume(run_dir: Path, overrides: Sequence[str], shown: Optional[Shown], con
     elif not (run_dir / runs.PREPROCESSING).exists() and ds.preprocessing:
         runs.write_preprocessing(run_dir, ds.preprocessing)  # a folder from before runs kept it: the same data (checked)
     with _known_failures(run_dir, "interrupted; the finished epochs are in the run folder, resume it again"), interrupt.deferred():
-        run_writer: runs.Writer = runs.RunDir(run_dir, "", history=state.history if state is not None else [])
+        run_writer: runs.Writer = runs.RunDir(
+            run_dir, "", history=state.history if state is not None else [], keep_state=cfg.train.keep_state,
+        )
         if (run_dir.parent / runs.SEEDS_MANIFEST).exists():
             run_writer = _SeedTag(run_writer, cfg.seed)  # a seed of a multi-seed folder keeps its tag
         if shown.announce is not None:
@@ -119,6 +124,15 @@ def _resume(run_dir: Path, overrides: Sequence[str], shown: Optional[Shown], con
         outcome = _train_and_report(cfg, ds, run_dir, run_writer, shown, resume=state)
     outcome.problems += problems
     return outcome
+
+
+def _no_state_kept(run_dir: Path, status: object) -> str:
+    """Why a finished run cannot be trained longer, and what to do."""
+    return (
+        f"{run_dir}: the run {status} and kept no resume state ({runs.STATE}: dropped when a run finishes, unless "
+        f"--keep-state or train.keep_state: true), so it cannot be trained longer; train it again with more epochs "
+        f"({runs.shell_command('dnnlab', 'run', run_dir / runs.CONFIG, '--set', 'train.epochs=N', '--keep-state')})"
+    )
 
 
 def resume_seeds(run_dir: Path, overrides: Sequence[str] = (), shown: Optional[Shown] = None) -> Optional[SeedsOutcome]:
@@ -153,6 +167,14 @@ def _resume_seeds(run_dir: Path, overrides: Sequence[str], shown: Shown) -> Opti
     cfgs = train.seed_configs(cfg)
     if [m.get("dir") for m in members] != [f"seed-{c.seed}" for c in cfgs]:
         raise ExperimentError(f"{run_dir}/{runs.SEEDS_MANIFEST}: its members are not the config's seeds")
+    for member in members if cfg.train.epochs > saved.train.epochs else ():  # a seed to train longer needs its state
+        folder = run_dir / member["dir"]
+        try:
+            status = (runs.read_summary(folder) or {}).get("status")
+        except ValueError as exc:
+            raise ExperimentError(str(exc)) from None
+        if status == "completed" and not (folder / runs.STATE).exists() and not (folder / runs.STATE_PREV).exists():
+            raise ExperimentError(_no_state_kept(folder, status))
     t0 = time.perf_counter()
     ds = load_data(located(cfg, inputs))
     check_data(run_dir, ds, inputs)
@@ -170,7 +192,7 @@ def _resume_seeds(run_dir: Path, overrides: Sequence[str], shown: Shown) -> Opti
         if outcome is None:
             outcome = finished_outcome(folder)  # finished: kept as it is
         if outcome is None:  # never started: train it now, in its folder
-            writer = _SeedTag(runs.RunDir(folder, dump_yaml(c)), c.seed)
+            writer = _SeedTag(runs.RunDir(folder, dump_yaml(c), keep_state=c.train.keep_state), c.seed)
             record_inputs(folder, c, ds, located(c, inputs).data)
             with _known_failures(run_dir, "interrupted; resume the folder again"), interrupt.deferred():
                 outcome = _train_and_report(c, ds, folder, writer, seed_shown)

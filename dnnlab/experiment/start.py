@@ -111,7 +111,7 @@ def execute(cfg: Config, ds: Dataset, out: Path, shown: Optional["Shown"] = None
     _stop_before("before the run started; nothing was written")
     run_dir = runs.new_run_dir(out, cfg.name)
     with run_lock(run_dir):
-        run_writer = runs.RunDir(run_dir, dump_yaml(cfg))
+        run_writer = runs.RunDir(run_dir, dump_yaml(cfg), keep_state=cfg.train.keep_state)
         record_inputs(run_dir, cfg, ds, origin=shown.config_name, argv=shown.argv)
         if shown.announce is not None:
             shown.announce(run_dir)
@@ -297,7 +297,7 @@ def _execute_seeds(cfg: Config, ds: Dataset, run_dir: Path, shown: Shown, t0: fl
     seed_writers, boards, files = [], [], []
     for i, c in enumerate(cfgs):
         (run_dir / f"seed-{c.seed}").mkdir()
-        member_writer = _SeedTag(runs.RunDir(run_dir / f"seed-{c.seed}", dump_yaml(c)), c.seed)
+        member_writer = _SeedTag(runs.RunDir(run_dir / f"seed-{c.seed}", dump_yaml(c), keep_state=c.train.keep_state), c.seed)
         record_inputs(run_dir / f"seed-{c.seed}", c, ds)
         boards.append(open_board(c, run_dir / f"seed-{c.seed}"))  # seed-<s>/tb/, unless logging.tensorboard is off
         # each seed's files written by a thread of their own (see `_train_and_report`)

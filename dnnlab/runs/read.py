@@ -138,6 +138,19 @@ def load_checkpoint(path: Path) -> dict[str, "np.ndarray"]:
         raise ValueError(f"{path}: damaged or truncated ({type(exc).__name__}: {exc})") from None
 
 
+def run_folder_problem(path: Path) -> Optional[str]:
+    """Why `path` is not a run folder (it does not exist, it is a file, it holds no config.yaml),
+    or None when it is one: the one message of every command that takes a run folder."""
+    path = Path(path)
+    if not path.exists():
+        return f"{path} does not exist"
+    if not path.is_dir():
+        return f"{path}: not a folder (give a run folder, runs/<name>-...)"
+    if not (path / CONFIG).exists():
+        return f"{path}: not a run folder (no {CONFIG})"
+    return None
+
+
 def load_run(run_dir: Path) -> tuple[list[dict[str, Any]], Any, dict[str, Any]]:
     """(history, Config, summary) of a run folder; summary is {} for a killed run.
 
@@ -147,8 +160,9 @@ def load_run(run_dir: Path) -> tuple[list[dict[str, Any]], Any, dict[str, Any]]:
     from dnnlab.config import ConfigError, load_config
 
     run_dir = Path(run_dir)
-    if not (run_dir / CONFIG).exists():
-        raise ConfigError(f"{run_dir}: not a run folder (no {CONFIG})")
+    problem = run_folder_problem(run_dir)
+    if problem is not None:
+        raise ConfigError(problem)
     cfg = load_config(run_dir / CONFIG)
     return read_metrics(run_dir), cfg, read_summary(run_dir) or {}
 

@@ -19,6 +19,10 @@ from dnnlab.runs.files import (
 )
 from dnnlab.runs.names import CONFIG, METRICS_FILE, STATE, STATE_PREV, SUMMARY
 
+# the statuses whose run folder drops its resume state unless train.keep_state: the run is over
+# (a diverged run is never resumed); an interrupted or failed run keeps it for --resume
+STATE_DROPPED = ("completed", "stopped_early", "diverged")
+
 
 class Writer:
     """The interface between training and output; every method is optional to implement."""
@@ -158,11 +162,15 @@ class RunDir(Writer):
     """Writes a run folder: config.yaml, metrics.jsonl, summary.json, best.npz, last.npz and
     state.npz (the resume state, with state.prev.npz the one before it)."""
 
-    def __init__(self, path: Path, config_yaml: str, *, history: Optional[list[dict[str, Any]]] = None) -> None:
+    def __init__(
+        self, path: Path, config_yaml: str, *, history: Optional[list[dict[str, Any]]] = None, keep_state: bool = False,
+    ) -> None:
         """A new run folder; or, with `history`, a run continued after its last record (the
-        records after it are dropped from metrics.jsonl)."""
+        records after it are dropped from metrics.jsonl). `keep_state` (train.keep_state): a
+        finished run keeps its resume state too."""
         self.path = path
         self.resumed = history is not None
+        self.keep_state = keep_state
         if history is None:
             self.lines: list[str] = []
             atomic_write_text(path / CONFIG, config_yaml)
@@ -194,3 +202,9 @@ class RunDir(Writer):
 
     def finish(self, summary: dict[str, Any]) -> None:
         write_summary(self.path, summary)
+        if summary.get("status") in STATE_DROPPED and not self.keep_state:
+            # the kept and last weights stay (best.npz, last.npz); the resume states hold the
+            # weights again with the optimizer's moments: three to four copies a finished run
+            # needs only to be trained longer
+            for name in (STATE, STATE_PREV):
+                (self.path / name).unlink(missing_ok=True)

@@ -105,8 +105,9 @@ def _control(run_dir: Path) -> tuple[list[Path], Path, dict[str, Any]]:
     if found and found[0] == runs.SWEEP_MANIFEST:
         raise FixError(f"{run_dir}: a sweep folder; give one of its members, or `dnnlab fix` a run folder")
     members = runs.member_dirs(run_dir, found[1]) if found else [run_dir]
-    if not (run_dir / runs.CONFIG).exists():
-        raise FixError(f"{run_dir}: not a run folder (no {runs.CONFIG})")
+    problem = runs.run_folder_problem(run_dir)
+    if problem is not None:
+        raise FixError(problem)
     summaries = []
     for member in members:
         try:

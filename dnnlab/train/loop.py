@@ -260,6 +260,8 @@ class _SeedRecord:
                 "val": len(data.val) if data.val is not None else 0, "test": len(data.test),
                 "num_classes": data.num_classes,
                 **({"classes": list(data.classes)} if data.classes else {}),  # output i is classes[i]
+                # what data.missing: drop left out of each file
+                **({"dropped": [d.to_dict() for d in data.dropped]} if data.dropped else {}),
                 **task,
                 **classes,
             },
