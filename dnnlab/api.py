@@ -190,11 +190,11 @@ class Run:
         """The verdict panel (as `dnnlab diagnose` prints it) and the learning curves, in Jupyter."""
         from rich.console import Console
 
-        from dnnlab.console import diagnosis_panel
+        from dnnlab.console import print_diagnosis
 
         console = Console(record=True, width=100, file=_Null())
         try:
-            console.print(diagnosis_panel(self.diagnosis, str(self.path / run_files.CONFIG), self.path))
+            print_diagnosis(console, self.diagnosis, str(self.path / run_files.CONFIG), self.path)
             panel = console.export_html(inline_styles=True, code_format="<pre style=\"font-family:monospace\">{code}</pre>")
         except (ConfigError, ValueError, OSError, KeyError) as exc:
             panel = f"<pre>{html.escape(f'{self.path}: no diagnosis ({exc})')}</pre>"

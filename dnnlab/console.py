@@ -1,12 +1,14 @@
-"""The Rich console writer: a progress bar over epochs and steps with live metrics, then a table."""
+"""The console writers: in a terminal a Rich progress bar over epochs and steps with live metrics,
+in a pipe (a CI log) a plain line per epoch or every few seconds; then a table."""
 
 from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from rich.console import Console, ConsoleDimensions
 from rich.progress import (
@@ -97,54 +99,229 @@ def metrics_line(m: dict[str, Any]) -> str:
     return "  ".join(parts)
 
 
-class RichWriter(Writer):
-    """Shows training live on a Rich console; stop it with `close()` whatever happens."""
+# piped (a CI log), a run prints a line per epoch, but at most one every this many seconds
+# (the first and the last epoch always): a thousand fast epochs make a few hundred lines, not a
+# thousand; DNNLAB_LOG_EVERY sets another number of seconds (0: every epoch)
+PLAIN_EVERY_SECONDS = 2.0
+LOG_EVERY_ENV = "DNNLAB_LOG_EVERY"
 
-    def __init__(self, console: Console) -> None:
-        self.console = console
-        self.bar: Optional[Progress] = None
-        self.epochs_task = self.steps_task = None
+
+def plain_every() -> tuple[float, Optional[str]]:
+    """(the seconds between plain lines, what is wrong with DNNLAB_LOG_EVERY or None)."""
+    text = os.environ.get(LOG_EVERY_ENV, "").strip()
+    if not text:
+        return PLAIN_EVERY_SECONDS, None
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0 or seconds == float("inf"):
+        return PLAIN_EVERY_SECONDS, (
+            f"{LOG_EVERY_ENV}={text!r} is not a number of seconds >= 0; "
+            f"a piped run prints a line every {PLAIN_EVERY_SECONDS:g} s (0: every epoch)"
+        )
+    return seconds, None
+
+
+def epoch_line(epoch: int, epochs: int, metrics: dict[str, Any]) -> str:
+    """One epoch as a plain line: `epoch 3/10  train 0.4120 / 0.881  val 0.4550 / 0.862  2.1s`."""
+    seconds = metrics.get("seconds")
+    took = "" if seconds is None else f"  {seconds:.1f}s" if seconds >= 1 else f"  {seconds:.2f}s"
+    return f"epoch {epoch}/{epochs}  {metrics_line(metrics)}{took}"
+
+
+def header_line(info: dict[str, Any]) -> str:
+    """What a run trains, before its first epoch (Rich markup)."""
+    return (
+        f"[bold]{info['params']:,}[/] parameters on [bold]{info['device']}[/]; "
+        f"{info['train_size']:,} training examples, {info['steps_per_epoch']} steps of {info['batch_size']} per epoch"
+    )
+
+
+def epoch_bar(console: Console) -> Progress:
+    """The live bars of the console: a description, the bar, done of total, the time, the metrics
+    (a task's `metrics` field)."""
+    return Progress(
+        TextColumn("{task.description:<7}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[metrics]}"),
+        console=console,
+        transient=False,
+    )
+
+
+class Pace:
+    """When a plain line is due: at most one every `every` seconds, the same answer for every
+    writer that asks about the same epoch (the vmapped seeds of a group print together)."""
+
+    def __init__(self, every: Optional[float] = None, clock: Callable[[], float] = time.monotonic) -> None:
+        """`every`: seconds between lines (default `plain_every`)."""
+        self.every, self.clock = plain_every()[0] if every is None else every, clock
+        self.at: Optional[float] = None
+        self.asked: Optional[tuple[int, bool]] = None
+
+    def due(self, epoch: int, always: bool = False) -> bool:
+        if self.asked is not None and self.asked[0] == epoch:
+            return self.asked[1] or always
+        now = self.clock()
+        due = always or self.at is None or now - self.at >= self.every
+        if due:
+            self.at = now
+        self.asked = (epoch, due)
+        return due
+
+
+class PlainWriter(Writer):
+    """Shows training as plain lines, for a console that is not a terminal (a pipe, a CI log):
+    one per epoch, or fewer (`Pace`), the first and the last always; then the summary table.
+
+    Args:
+        prefix: what starts each line (`seed 1`, `member 003`), when the run is one of a group.
+        header: print the parameters line first; table: print the summary table at the end.
+        pace: shared by the writers of a group; a fresh one by default.
+    """
+
+    def __init__(self, console: Console, *, prefix: str = "", header: bool = True, table: bool = True, pace: Optional[Pace] = None) -> None:
+        self.console, self.prefix, self.header, self.table = console, prefix, header, table
+        self.pace = pace or Pace()
+        self.epochs = 0
+        self.shown = False
+        self.pending: Optional[str] = None
 
     def start(self, info: dict[str, Any]) -> None:
-        self.console.print(
-            f"[bold]{info['params']:,}[/] parameters on [bold]{info['device']}[/]; "
-            f"{info['train_size']:,} training examples, {info['steps_per_epoch']} steps of {info['batch_size']} per epoch"
-        )
-        self.bar = Progress(
-            TextColumn("{task.description:<7}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("{task.fields[metrics]}"),
-            console=self.console,
-            transient=False,
-        )
-        self.epochs_task = self.bar.add_task("epochs", total=info["epochs"], metrics="")
-        self.steps_task = self.bar.add_task("steps", total=info["steps_per_epoch"], metrics="")
-        self.bar.start()
+        self.epochs, self.shown, self.pending = info["epochs"], False, None
+        if self.header:
+            self.console.print(header_line(info))
+
+    def write(self, epoch: int, metrics: dict[str, Any]) -> None:
+        if epoch == 0:  # the model at initialization: the bar shows it, a log starts at the first epoch
+            return
+        line = (f"{self.prefix}  " if self.prefix else "") + epoch_line(epoch, self.epochs, metrics)
+        if self.pace.due(epoch, always=not self.shown or epoch >= self.epochs):
+            self.console.print(line, markup=False)
+            self.shown, self.pending = True, None
+        else:
+            self.pending = line  # the last epoch shown, if training stops before epochs
+
+    def close(self) -> None:
+        if self.pending is not None:
+            self.console.print(self.pending, markup=False)
+            self.pending = None
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        self.close()
+        if self.table:
+            self.console.print(summary_table(summary))
+            if (summary.get("data") or {}).get("imbalanced"):
+                self.console.print(class_table(summary))
+
+
+class RichWriter(Writer):
+    """Shows training live on a Rich console; stop it with `close()` whatever happens.
+
+    Alone, it owns its bars (epochs, then steps within the epoch). Given a `bar` that is already
+    live (a sweep's member bar, the seeds of a group), it adds its rows to it, each description
+    starting with `label`, and removes them when it finishes (the epochs row stays with `keep`).
+    `header`: print the parameters line first; `table`: print the summary table at the end.
+    """
+
+    def __init__(
+        self, console: Console, *, label: str = "", bar: Optional[Progress] = None, header: bool = True,
+        table: bool = True, keep: bool = False,
+    ) -> None:
+        self.console, self.label, self.header, self.table, self.keep = console, label, header, table, keep
+        self.shared = bar
+        self.bar: Optional[Progress] = None
+        self.epochs_task = self.steps_task = None
+        self.steps = 0
+
+    def start(self, info: dict[str, Any]) -> None:
+        if self.header:
+            self.console.print(header_line(info))
+        self.steps = info["steps_per_epoch"]
+        if self.shared is None:
+            self.bar = epoch_bar(self.console)
+            self.bar.start()
+        else:
+            self.bar = self.shared
+        self.epochs_task = self.bar.add_task(f"{self.label}epochs", total=info["epochs"], metrics="")
+        self.steps_task = None  # added with the first steps reported (vmapped seeds report only the first's)
 
     def progress(self, epoch: int, step: int) -> None:
-        if self.bar is not None:
-            self.bar.update(self.steps_task, completed=step)
+        if self.bar is None:
+            return
+        if self.steps_task is None:
+            self.steps_task = self.bar.add_task(f"{self.label}steps", total=self.steps, metrics="")
+        self.bar.update(self.steps_task, completed=step)
 
     def write(self, epoch: int, metrics: dict[str, Any]) -> None:
         if self.bar is None:
             return
         label = "at init: " if epoch == 0 else ""
         self.bar.update(self.epochs_task, completed=epoch, metrics=label + metrics_line(metrics))
-        if epoch > 0:
-            self.bar.update(self.steps_task, completed=self.bar.tasks[1].total)
+        if epoch > 0 and self.steps_task is not None:
+            self.bar.update(self.steps_task, completed=self.steps)
 
     def close(self) -> None:
-        if self.bar is not None:
+        if self.bar is None:
+            return
+        if self.shared is None:
             self.bar.stop()
-            self.bar = None
+        else:
+            for task in (self.steps_task, None if self.keep else self.epochs_task):
+                if task is not None:
+                    self.bar.remove_task(task)
+        self.bar = None
 
     def finish(self, summary: dict[str, Any]) -> None:
         self.close()
-        self.console.print(summary_table(summary))
-        if (summary.get("data") or {}).get("imbalanced"):
-            self.console.print(class_table(summary))
+        if self.table:
+            self.console.print(summary_table(summary))
+            if (summary.get("data") or {}).get("imbalanced"):
+                self.console.print(class_table(summary))
+
+
+def live_writer(console: Console, **kwargs: Any) -> Writer:
+    """A run's live progress on `console`: the Rich bars in a terminal, plain lines otherwise
+    (a pipe, a CI log). `kwargs`: header, table, and a group's `prefix` (plain lines) or
+    `label`, `bar` and `keep` (the bars)."""
+    if console.is_terminal:
+        return RichWriter(console, **{k: v for k, v in kwargs.items() if k in ("label", "bar", "header", "table", "keep")})
+    return PlainWriter(console, **{k: v for k, v in kwargs.items() if k in ("prefix", "header", "table", "pace")})
+
+
+class GroupProgress:
+    """The live progress of a group of runs (the seeds of one config, a sweep's members): in a
+    terminal one live display whose rows each run's writer adds under the group's own rows
+    (`bar`); otherwise plain lines, each starting with the run's name, paced together.
+
+    `keep`: a finished run's epochs row stays (the seeds); otherwise the next run's replaces it."""
+
+    def __init__(self, console: Console, *, keep: bool = False) -> None:
+        self.console, self.keep = console, keep
+        self.pace = Pace()
+        self._bar: Optional[Progress] = None
+
+    @property
+    def bar(self) -> Progress:
+        """The live display (started on first use)."""
+        if self._bar is None:
+            self._bar = epoch_bar(self.console)
+            self._bar.start()
+        return self._bar
+
+    def writer(self, name: str, *, header: bool = False) -> Writer:
+        """The live writer of one run of the group, called `name` (`seed 1`, `member 003`)."""
+        if not self.console.is_terminal:
+            return PlainWriter(self.console, prefix=name, header=header, table=False, pace=self.pace)
+        return RichWriter(self.console, label=f"{name} " if self.keep else "  ", bar=self.bar, header=header, table=False, keep=self.keep)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
 
 
 def summary_table(summary: dict[str, Any]) -> Table:
@@ -175,6 +352,32 @@ def summary_table(summary: dict[str, Any]) -> Table:
         table.caption = "losses are class-weighted means (train.class_weight)"
     elif fit == "r2":
         table.caption = "loss: the mean squared error on standardized targets; R^2: 0 predicts the mean, 1 is perfect"
+    return table
+
+
+def seeds_table(summary: dict[str, Any]) -> Table:
+    """A multi-seed folder's table (its summary.json): each seed's kept model, then the mean ± std
+    over the seeds that finished."""
+    members = summary.get("members") or []
+    fit, word = fit_key(summary.get("mean") or next((m.get("kept") or {} for m in members), {}))
+    table = Table(title=Text(f"{summary.get('name')}: {summary.get('status')}, {len(members)} seeds ({summary.get('seed_mode')})"))
+    table.add_column("seed", justify="right")
+    table.add_column("epochs", justify="right")
+    for split in ("train", "val", "test"):
+        table.add_column(f"{split} {word}", justify="right")
+    table.add_column("verdict")
+    for m in members:
+        kept = m.get("kept") or {}
+        verdict = m.get("verdict") or "-"
+        table.add_row(
+            str(m.get("seed")), str(m.get("epochs_run", "-")), *(_fmt(kept.get(f"{split}_{fit}"), 3) for split in ("train", "val", "test")),
+            verdict if m.get("status") in ("completed", None) else f"{m.get('status')}: {verdict}",
+        )
+    mean, std = summary.get("mean") or {}, summary.get("std") or {}
+    cells = [f"{mean[k]:.3f}±{std.get(k) or 0:.3f}" if mean.get(k) is not None else "-" for k in (f"{s}_{fit}" for s in ("train", "val", "test"))]
+    table.add_row("mean", "", *cells, ", ".join(summary.get("verdicts") or []), style="bold", end_section=True)
+    if len(summary.get("aggregated_seeds") or []) < len(members):
+        table.caption = f"the mean and std are over the seeds that finished: {', '.join(map(str, summary.get('aggregated_seeds') or [])) or 'none'}"
     return table
 
 
@@ -240,19 +443,35 @@ def diagnosis_panel(diagnosis: dict[str, Any], config_name: Any = "CONFIG", run_
         for w in diagnosis["warnings"]:
             grid.add_row(Text("!", style="yellow"), Text(visible(w)))
     remedies = diagnosis.get("remedies") or []
-    resumed = bool(diagnosis.get("resume")) and run_dir is not None
-    if resumed:
-        grid.add_row("try:", Text.assemble(
-            (visible(shell_command("dnnlab", "run", "--resume", run_dir)), "bold"),
-            "  the run stopped before its epochs ran out: finish them, then judge" + (" (and then the remedies)" if remedies else ""),
-        ))
     if remedies:
         grid.add_row("", Text("remedies, in order", style="bold"))
         for i, r in enumerate(remedies, 1):
             grid.add_row(f"{i}.", Text.assemble((visible(remedy_options(r)), "bold"), "  ", visible(r["why"])))
-        if not resumed:
-            grid.add_row("try:", Text(visible(f"{shell_command('dnnlab', 'run', *origin_words(config_name))} {remedy_options(remedies[0])}")))
-        if set(diagnosis.get("causes") or []) & {"lr-too-high", "lr-too-low", "plateau"}:
-            # the remedies' rates come from a table; a range test measures one (`dnnlab fix --lr-find` runs it)
-            grid.add_row("rate:", Text(visible(f"{shell_command('dnnlab', 'lr-find', *origin_words(config_name))} measures a learning rate instead of guessing one")))
     return Panel(Group(head, grid), title="diagnosis", border_style=style, expand=False)
+
+
+def diagnosis_commands(diagnosis: dict[str, Any], config_name: Any = "CONFIG", run_dir: Any = None) -> list[str]:
+    """The commands that follow a diagnosis panel: `try:` the first remedy, and `rate:` the range
+    test when the cause is a learning rate; `config_name` and `run_dir` as in `diagnosis_panel`:
+    a run that stopped before its epoch budget is resumed first, its `try:` the `--resume`."""
+    remedies = diagnosis.get("remedies") or []
+    if diagnosis.get("resume") and run_dir is not None:
+        then = " (then the remedies)" if remedies else ""
+        return [visible(f"try: {shell_command('dnnlab', 'run', '--resume', run_dir)}  "
+                        f"the run stopped before its epochs ran out: finish them, then judge{then}")]
+    if not remedies:
+        return []
+    lines = [f"try: {shell_command('dnnlab', 'run', *origin_words(config_name))} {remedy_options(remedies[0])}"]
+    if set(diagnosis.get("causes") or []) & {"lr-too-high", "lr-too-low", "plateau"}:
+        # the remedies' rates come from a table; a range test measures one (`dnnlab fix --lr-find` runs it)
+        lines.append(f"rate: {shell_command('dnnlab', 'lr-find', *origin_words(config_name))} measures a learning rate instead of guessing one")
+    return [visible(line) for line in lines]
+
+
+def print_diagnosis(console: Console, diagnosis: dict[str, Any], config_name: Any = "CONFIG", run_dir: Any = None) -> None:
+    """The diagnosis panel, then its commands below it as whole lines: inside the panel a long
+    command would be broken over its rows and pasted with the borders; outside it the terminal
+    wraps it and a copy gives back the one line."""
+    console.print(diagnosis_panel(diagnosis, config_name), soft_wrap=False)
+    for line in diagnosis_commands(diagnosis, config_name, run_dir):
+        console.print(line, soft_wrap=True, markup=False, highlight=False)

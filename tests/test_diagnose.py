@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from rich.console import Console
 
 from dnnlab import config
-from dnnlab.console import diagnosis_panel
+from dnnlab.console import print_diagnosis
 from dnnlab.diagnose import CAUSES, diagnose
 
 LN10 = math.log(10)
@@ -164,7 +164,7 @@ def test_an_interrupted_run_is_resumed_before_it_gets_more_epochs():
     full = diagnose(h, cfg(**{"train.epochs": 5}), {**SUMMARY, "status": "interrupted"})
     assert not full.resume and full.remedies[0].set == "train.epochs=15"
     shown = Console(width=200, file=io.StringIO())
-    shown.print(diagnosis_panel(d.to_dict(), "c.yaml", "runs/x"))
+    print_diagnosis(shown, d.to_dict(), "c.yaml", "runs/x")
     assert "try: dnnlab run --resume runs/x" in " ".join(shown.file.getvalue().split())
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -88,10 +89,23 @@ def test_run_with_seeds_writes_one_folder_per_seed_and_the_mean_and_std(tmp_path
     cfg_path = tmp_path / "c.yaml"
     cfg_path.write_text("name: multi\ndata: {train_size: 300}\nmodel: {hidden: [16]}\ntrain: {epochs: 2}\n")
     out = tmp_path / "runs"
-    result = CliRunner().invoke(cli.app, ["run", str(cfg_path), "--seeds", "3", "--quiet", "--out", str(out)])
+    result = CliRunner().invoke(cli.app, ["run", str(cfg_path), "--seeds", "3", "--out", str(out)], env={"DNNLAB_LOG_EVERY": "0"})
     assert result.exit_code == 0, result.output
     (run_dir,) = list(out.iterdir())
     summary = json.loads((run_dir / "summary.json").read_text())
+    # not a terminal: every seed's epochs as lines that name the seed (vmapped, an epoch's lines
+    # come together), then the seeds' table (a row each, then the mean ± std) and one diagnosis
+    # panel of the seeds together
+    shown = sorted(re.findall(r"^seed (\d)  epoch (\d)/2  train ", result.output, re.M))
+    assert shown == [(str(s), str(e)) for s in range(3) for e in (1, 2)], result.output
+    rows = [line for line in result.output.splitlines() if re.match(r"^│ +(\d|mean) │", line)]
+    mean, std = summary["mean"]["test_accuracy"], summary["std"]["test_accuracy"]
+    assert len(rows) == 4 and f"{mean:.3f}±{std:.3f}" in rows[3]
+    assert [m["epochs_run"] for m in summary["members"]] == [2, 2, 2]
+    verdicts = [m["verdict"] for m in summary["members"]]
+    top = max(verdicts, key=verdicts.count)
+    assert result.output.count("diagnosis") == 1
+    assert (f"all 3 seeds: {top}" if verdicts.count(top) == 3 else f"{verdicts.count(top)} of 3 seeds: {top}") in result.output
     assert summary["seeds"] == [0, 1, 2] and len(summary["members"]) == 3
     tests = [m["kept"]["test_accuracy"] for m in summary["members"]]
     assert summary["mean"]["test_accuracy"] == pytest.approx(np.mean(tests))

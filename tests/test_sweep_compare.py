@@ -90,6 +90,9 @@ def test_sweep_groups_members_records_a_failure_and_compares(base_yaml, tmp_path
     assert all((r / "summary.json").exists() for r in runs) and len(runs) == 2
     assert (folder / "compare.md").exists() and (folder / "curves.png").exists()
     assert "2 members of 4 failed" in " ".join(result.output.split())
+    # each member trained here shows its epochs, its lines named by the member (the first and last always)
+    for index in (0, 1):
+        assert f"member {index:03d}  epoch 1/2  train " in result.output and f"member {index:03d}  epoch 2/2  train " in result.output
 
 
 def test_resume_skips_finished_members_and_redoes_the_rest(base_yaml, tmp_path):

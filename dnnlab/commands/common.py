@@ -120,13 +120,14 @@ def _before_command(
     ] = False,
 ) -> None:
     """Before a command that trains: a cache folder that cannot be written is said once (the
-    runs go on without it)."""
+    runs go on without it), and so is a DNNLAB_LOG_EVERY that is not a number of seconds."""
     if ctx.invoked_subcommand in TRAINING_COMMANDS:
+        from dnnlab.console import plain_every
         from dnnlab.runs import cache_exposure, cache_problem
 
-        problem = cache_problem() or cache_exposure()
-        if problem is not None:
-            err_console.print(f"warning: {problem}", markup=False)
+        for problem in (cache_problem() or cache_exposure(), plain_every()[1]):
+            if problem is not None:
+                err_console.print(f"warning: {problem}", markup=False)
 
 # control characters in what is printed (text from data files: class and column names, paths)
 # are shown as escapes, never obeyed by the terminal (console.visible)
@@ -195,12 +196,24 @@ def _escape(text: str) -> str:
 
 
 def _live_writers(quiet: bool) -> list:
-    """The console's live progress, unless --quiet."""
+    """The console's live progress, unless --quiet: the bars in a terminal, a line per epoch (or
+    every few seconds) in a pipe."""
     if quiet:
         return []
-    from dnnlab.console import RichWriter
+    from dnnlab.console import live_writer
 
-    return [RichWriter(console)]
+    return [live_writer(console)]
+
+
+def _seeds_progress(quiet: bool):
+    """(each seed's live writers for `experiment.Shown.seed_writers`, the group to close), or
+    (None, None) with --quiet: every seed's bar or lines, the first seed's with the header."""
+    if quiet:
+        return None, None
+    from dnnlab.console import GroupProgress
+
+    group = GroupProgress(console, keep=True)
+    return (lambda index, seed: [group.writer(f"seed {seed}", header=index == 0)]), group
 
 
 def _verdicts(text: Optional[str]) -> Optional[str]:

@@ -67,10 +67,10 @@ def diagnose_cmd(
     if as_json:
         sys.stdout.write(json.dumps(results if found else results[run_dir.name], indent=2) + "\n")
         return
-    from dnnlab.console import diagnosis_panel
+    from dnnlab.console import print_diagnosis
 
     for member in members:
-        console.print(diagnosis_panel(results[member.name], str(member / runs.CONFIG), member), soft_wrap=False)
+        print_diagnosis(console, results[member.name], str(member / runs.CONFIG), member)
 
 
 def _compare_and_print(targets: list[str], out: Optional[Path], metric: str, as_json: bool, wide: bool = False) -> None:
@@ -103,14 +103,14 @@ def _compare_and_print(targets: list[str], out: Optional[Path], metric: str, as_
     if comp.best:
         console.print(f"best on {comp.metric}: {comparing.named(comp, comp.best)}", markup=False)
     for c in comp.comparisons:
-        console.print(f"  • {c['text']}", markup=False, soft_wrap=False)
+        console.print(f"  • {c['text']}", markup=False)
     for rec in comp.records:
         for p in rec.problems:
             err_console.print(f"note: {rec.label}: {p}", markup=False)
     for tune in comp.tuning:
         for line in comparing.tuning_lines(tune):
             if line.startswith("- "):
-                console.print(f"  tuned {tune['key']} on {tune['metric']}: {line[2:].replace('**', '')}", markup=False, soft_wrap=False)
+                console.print(f"  tuned {tune['key']} on {tune['metric']}: {line[2:].replace('**', '')}", markup=False)
     for orphan in comp.orphans:
         err_console.print(f"note: {orphan.name}: not in its sweep's manifest (a member started over?): not compared", markup=False)
     for p in problems:

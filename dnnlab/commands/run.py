@@ -21,6 +21,7 @@ from dnnlab.commands.common import (
     _load_data,
     _log_mlflow,
     _mlflow_ready,
+    _seeds_progress,
     _stop_point,
     _verdicts,
     _warn_imbalance,
@@ -163,6 +164,7 @@ def _run(
         raise typer.Exit(STATUS_EXIT.get(summary.get("status"), EXIT_FAILED))
 
     writers = _live_writers(quiet)
+    seed_writers, group = _seeds_progress(quiet)
 
     def announce(run_dir: Path) -> None:
         if not quiet:
@@ -171,15 +173,17 @@ def _run(
     # the printed commands (try:, report.md) start from what trained: CONFIG and every override, in order
     origin = runs_origin(config, overrides)
     try:
-        outcome = experiment.run(cfg, ds, out, experiment.Shown(writers, not quiet, origin, announce, _argv()))
+        outcome = experiment.run(cfg, ds, out, experiment.Shown(writers, not quiet, origin, announce, _argv(), seed_writers))
     except experiment.ExperimentError as exc:
         raise _fail(_escape(str(exc)), exc.code) from None
     finally:
         for w in writers:
             w.close()
+        if group is not None:
+            group.close()
     try:
         if isinstance(outcome, experiment.SeedsOutcome):
-            _print_seeds(outcome, fail_verdicts)
+            _print_seeds(outcome, quiet, origin, fail_verdicts)
         _print_run(outcome, quiet, origin, fail_verdicts)
     finally:  # after the plots: they are artifacts
         _log_mlflow(uri, outcome.run_dir, shell_command("dnnlab", "run", "--resume", outcome.run_dir, "--mlflow", uri))
@@ -199,6 +203,7 @@ def _resume(run_dir: Path, config: Optional[Path], overrides: list[str], quiet: 
     uri = _mlflow_ready(mlflow)
 
     writers = _live_writers(quiet)
+    seed_writers, group = _seeds_progress(quiet)
 
     def announce(folder: Path) -> None:
         if not quiet:
@@ -206,7 +211,7 @@ def _resume(run_dir: Path, config: Optional[Path], overrides: list[str], quiet: 
 
     from dnnlab.runs import SEEDS_MANIFEST
 
-    shown = experiment.Shown(writers, not quiet, str(run_dir / "config.yaml"), announce)
+    shown = experiment.Shown(writers, not quiet, str(run_dir / "config.yaml"), announce, seed_writers=seed_writers)
     seeds = (run_dir / SEEDS_MANIFEST).exists()
     try:
         if seeds:
@@ -218,6 +223,8 @@ def _resume(run_dir: Path, config: Optional[Path], overrides: list[str], quiet: 
     finally:
         for w in writers:
             w.close()
+        if group is not None:
+            group.close()
     again = shell_command("dnnlab", "run", "--resume", run_dir, "--mlflow", uri)
     if outcome is None:
         from dnnlab.runs import read_summary
@@ -232,7 +239,7 @@ def _resume(run_dir: Path, config: Optional[Path], overrides: list[str], quiet: 
         raise typer.Exit(EXIT_OK)
     try:
         if seeds:
-            _print_seeds(outcome, fail_verdicts)
+            _print_seeds(outcome, quiet, run_dir / "config.yaml", fail_verdicts)
         _print_run(outcome, quiet, run_dir / "config.yaml", fail_verdicts)
     finally:
         _log_mlflow(uri, run_dir, again)
@@ -243,9 +250,9 @@ def _print_run(outcome, quiet: bool, config: Any, fail_verdicts: set[str]) -> No
     its commands start from (a config file, or `runs.origin`'s words)."""
     summary, diagnosis, run_dir = outcome.summary, outcome.diagnosis, outcome.run_dir
     if not quiet:
-        from dnnlab.console import diagnosis_panel
+        from dnnlab.console import print_diagnosis
 
-        console.print(diagnosis_panel(diagnosis.to_dict(), config, run_dir), soft_wrap=False)
+        print_diagnosis(console, diagnosis.to_dict(), config, run_dir)
     from dnnlab.console import fit_key
 
     final = summary.get("final") or {}
@@ -296,8 +303,10 @@ def _imbalanced(summary: dict, outcome) -> bool:
     return bool((summary.get("data") or {}).get("imbalanced"))
 
 
-def _print_seeds(result, fail_verdicts: set[str]) -> None:
-    """`dnnlab run` with train.seeds > 1: one line per seed, then the mean and std; exits."""
+def _print_seeds(result, quiet: bool, config: Any, fail_verdicts: set[str]) -> None:
+    """`dnnlab run` with train.seeds > 1: the seeds' table and the diagnosis of the group (one
+    line per seed with --quiet), then the mean and std; exits. `config`: what the panel's
+    commands start from (`_print_run`)."""
     from dnnlab.console import fit_key
     from dnnlab.runs import kept_metrics
 
@@ -305,6 +314,14 @@ def _print_seeds(result, fail_verdicts: set[str]) -> None:
     for o in result.outcomes:
         for problem in o.problems:
             err_console.print(f"warning: {problem}", markup=False)
+    if not quiet:
+        from dnnlab.console import print_diagnosis, seeds_table
+        from dnnlab.diagnose import across_seeds
+
+        console.print(seeds_table(summary), soft_wrap=False)
+        group = across_seeds([(o.summary.get("seed"), o.diagnosis) for o in result.outcomes])
+        print_diagnosis(console, group.to_dict(), config)
+    for o in result.outcomes if quiet else ():
         kept = kept_metrics(o.summary)
         fit, acc = fit_key(kept)  # accuracy, or R^2 under data.task: regression
         console.print(

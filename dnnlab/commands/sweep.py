@@ -131,25 +131,25 @@ def sweep(
 
 def _run_members(job, resume_hint: str, quiet: bool, workers: Optional[int] = None, ray: Optional[str] = None) -> None:
     """Run a sweep's pending members with a progress bar and one line per member (in this
-    process, on `workers` processes, or as Ray tasks)."""
+    process, on `workers` processes, or as Ray tasks); a member run in this process shows its
+    epochs too."""
     from dnnlab import sweep as sweeps
 
     todo = job.pending() + job.waiting()  # a tuned sweep's waiting seeds run once their value is chosen
     if not quiet:
         console.print(f"sweep {job.path}: {count(len(job.members), 'member')}, {len(todo)} to run", markup=False)
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-    )
+    from dnnlab.console import GroupProgress
 
-    bar = Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=console, disable=quiet,
-    )
-    task = bar.add_task("members", total=len(todo))
+    # in a terminal the running member's epoch bars sit under the member bar; piped, its epoch
+    # lines start with its index
+    group = GroupProgress(console)
+    if quiet:
+        from rich.progress import Progress
+
+        bar = Progress(console=console, disable=True)
+    else:
+        bar = group.bar
+    task = bar.add_task("members", total=len(todo), metrics="")
 
     def on_start(member: dict) -> None:
         bar.update(task, description=f"member {member['index']:03d} {' '.join(member['overrides'])}")
@@ -160,9 +160,12 @@ def _run_members(job, resume_hint: str, quiet: bool, workers: Optional[int] = No
             bar.console.print(f"  {member['index']:03d} {' '.join(member['overrides'])}: {member['status']}, {outcome}", markup=False)
         bar.advance(task)
 
+    def live(member: dict) -> list:
+        return [] if quiet else [group.writer(f"member {member['index']:03d}")]
+
     try:
         with bar:
-            sweeps.run(job, on_start=on_start, on_end=on_end, workers=workers, ray=ray,
+            sweeps.run(job, on_start=on_start, on_end=on_end, workers=workers, ray=ray, live=live,
                        on_warning=lambda text: err_console.print(f"warning: {text}", markup=False))
     except KeyboardInterrupt:
         raise _fail(_escape(f"interrupted; the pending members did not start. Finish it with: {resume_hint}"), EXIT_INTERRUPTED) from None

@@ -17,7 +17,8 @@ May import: config, runs, baselines. No JAX.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from collections import Counter
+from typing import Any, Optional, Sequence
 
 from dnnlab.config import Config
 from dnnlab.diagnose.evidence import VERDICTS, Diagnosis, _finite, _Run, solved
@@ -29,8 +30,9 @@ CAUSES = tuple(CAUSE_REMEDIES)
 
 __all__ = [
     "CAUSES",
-    "Diagnosis",
     "VERDICTS",
+    "Diagnosis",
+    "across_seeds",
     "solved",
 ]
 
@@ -79,3 +81,32 @@ def _provisional(run: _Run, d: Diagnosis) -> None:
         d.remedies = [r for r in d.remedies if r.set.partition("=")[0] != "train.epochs"]
         line += f"; resume it to train the other {run.cfg.train.epochs - len(run.epochs)} (dnnlab run --resume RUN_DIR) before changing anything"
     d.warnings.insert(0, line)
+
+
+def across_seeds(diagnoses: Sequence[tuple[int, Diagnosis]]) -> Diagnosis:
+    """The verdict on the seeds of one config, given each (seed, its Diagnosis) in seed order.
+
+    The verdict most seeds got (a tie goes to the first seed's among them), with the causes,
+    evidence and remedies of the first seed that got it, after a line that says how the seeds
+    split; the warnings of every seed, once each; provisional when any seed's verdict is.
+    """
+    if not diagnoses:
+        return Diagnosis("undertrained", evidence=["no seed finished: nothing to judge yet"])
+    counts = Counter(d.verdict for _, d in diagnoses)
+    top = max(counts.values())
+    seed, chosen = next((s, d) for s, d in diagnoses if counts[d.verdict] == top)
+    n = len(diagnoses)
+    if counts[chosen.verdict] == n:
+        split = f"all {n} seeds: {chosen.verdict}" if n > 1 else f"seed {seed}: {chosen.verdict}"
+    else:
+        split = f"{counts[chosen.verdict]} of {n} seeds: {chosen.verdict} (" + ", ".join(
+            f"seed {s}: {d.verdict}" for s, d in diagnoses if d.verdict != chosen.verdict) + ")"
+    warnings: list[str] = []
+    for _, d in diagnoses:
+        warnings += [w for w in d.warnings if w not in warnings]
+    if n > 1:
+        split += f"; the evidence and remedies are seed {seed}'s"
+    return Diagnosis(
+        chosen.verdict, list(chosen.causes), [split, *chosen.evidence],
+        list(chosen.remedies), warnings, any(d.provisional for _, d in diagnoses),
+    )

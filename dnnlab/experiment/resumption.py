@@ -185,7 +185,7 @@ def _resume_seeds(run_dir: Path, overrides: Sequence[str], shown: Shown) -> Opti
     outcomes = []
     for i, (c, member) in enumerate(zip(cfgs, members)):
         folder = run_dir / member["dir"]
-        seed_shown = Shown(shown.writers if i == 0 else (), shown.progress, shown.config_name)
+        seed_shown = Shown(shown.writers_of_seed(i, c.seed), shown.progress, shown.config_name)
         outcome = None
         if (folder / runs.STATE).exists() or (folder / runs.STATE_PREV).exists():
             outcome = resume(folder, overrides, seed_shown)

@@ -29,14 +29,22 @@ from dnnlab.experiment.load import ExperimentError, check_compatible, check_devi
 class Shown:
     """How a run is shown while it trains: the live writers (the console), steps within an
     epoch, what the printed commands start from (a config file, or `runs.origin`: the config
-    and its overrides, in order; recorded in inputs.json), a hook told the new folder, and the
-    command line (recorded too)."""
+    and its overrides, in order; recorded in inputs.json), a hook told the new folder, the
+    command line (recorded too), and, for a multi-seed run, each seed's live writers (given the
+    seed's index and seed; without it `writers` follow the first seed)."""
 
     writers: Sequence[runs.Writer] = ()
     progress: bool = False
     config_name: Any = "config.yaml"
     announce: Optional[Callable[[Path], None]] = None
     argv: Sequence[str] = ()
+    seed_writers: Optional[Callable[[int, int], Sequence[runs.Writer]]] = None
+
+    def writers_of_seed(self, index: int, seed: int) -> Sequence[runs.Writer]:
+        """The live writers of the `index`-th seed of a multi-seed run."""
+        if self.seed_writers is not None:
+            return self.seed_writers(index, seed)
+        return self.writers if index == 0 else ()
 
 
 @dataclass
@@ -263,7 +271,7 @@ def execute_seeds(cfg: Config, ds: Dataset, out: Path, shown: Optional["Shown"] 
     The folder holds the config, `seeds.json` (the members, as a sweep's manifest, so that
     `dnnlab compare` reads it), summary.json with the mean and std over seeds, and one ordinary
     run folder per seed (`seed-<s>/`: metrics.jsonl with a `seed` field, checkpoints, report).
-    The live writers (`shown.writers`, the console) follow the first seed.
+    Each seed's live writers come from `shown.writers_of_seed`.
     """
     shown = shown or Shown()
     check_compatible(cfg, ds)
@@ -302,7 +310,7 @@ def _execute_seeds(cfg: Config, ds: Dataset, run_dir: Path, shown: Shown, t0: fl
         boards.append(open_board(c, run_dir / f"seed-{c.seed}"))  # seed-<s>/tb/, unless logging.tensorboard is off
         # each seed's files written by a thread of their own (see `_train_and_report`)
         files.append(runs.Background(member_writer, boards[-1]))
-        seed_writers.append(runs.MultiWriter(files[-1], *(shown.writers if i == 0 else ())))
+        seed_writers.append(runs.MultiWriter(files[-1], *shown.writers_of_seed(i, c.seed)))
     # the seeds share their split, so one reference (trained beside them) serves every seed
     with reference_beside(cfgs[0], ds) as beside:
         try:
@@ -366,7 +374,8 @@ def _seeds_summary(
         "seeds": [c.seed for c in cfgs],
         "seed_mode": mode,
         "members": [
-            {"seed": c.seed, "dir": m["dir"], "status": m["status"], "verdict": m.get("verdict"), "kept": runs.kept_metrics(o.summary)}
+            {"seed": c.seed, "dir": m["dir"], "status": m["status"], "verdict": m.get("verdict"),
+             "epochs_run": o.summary.get("epochs_run"), "kept": runs.kept_metrics(o.summary)}
             for c, m, o in zip(cfgs, members, outcomes)
         ],
         "mean": mean,

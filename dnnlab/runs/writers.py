@@ -45,6 +45,9 @@ class Writer:
     def finish(self, summary: dict[str, Any]) -> None:
         """The run's summary, once, whatever ended it."""
 
+    def close(self) -> None:
+        """Stop (a live display), whatever ended the run: after `finish`, or instead of it."""
+
 
 class MultiWriter(Writer):
     def __init__(self, *writers: Writer) -> None:

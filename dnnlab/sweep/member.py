@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 from dnnlab import runs
 from dnnlab.config import Config, ConfigError, apply_overrides, data_seed, validate
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 def run_member(
     folder: Path, manifest: dict[str, Any], member: dict[str, Any], cache: dict[str, Any],
     announce: Optional[Callable[[Path], None]] = None, plots: Optional[Callable[[Callable[[], Any]], None]] = None,
+    writers: Sequence[runs.Writer] = (),
 ) -> dict[str, Any]:
     """Run one member of the sweep in `folder`, or continue it from its saved state.
 
@@ -25,7 +26,8 @@ def run_member(
     Args: the sweep's manifest and the member's record (read, never written); `cache` keeps
     loaded datasets between the members of one process; `announce` is told the run folder as
     soon as it exists; `plots`, when given, is handed the drawing of the member's plots (its
-    caller draws them while the next member trains). Returns what sweep.json records: dir,
+    caller draws them while the next member trains); `writers` show its epochs live (the
+    console). Returns what sweep.json records: dir,
     status, verdict and causes, or status failed with the error. KeyboardInterrupt propagates;
     the run folder says interrupted.
     """
@@ -43,7 +45,7 @@ def run_member(
     base, name = manifest["base"], manifest["name"]
     # a member's printed commands start from the sweep's config, its --set and the member's overrides
     config_name = runs.origin(manifest.get("config_path", "config.yaml"), [*manifest.get("sets", []), *member["overrides"]])
-    shown = Shown(config_name=config_name, announce=announce)
+    shown = Shown(writers, bool(writers), config_name, announce)
     # an interrupted or killed member with a saved state continues where it stopped
     previous = Path(folder) / member["dir"] if member.get("dir") else None
     try:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 from dnnlab import interrupt, runs
 from dnnlab.sweep.grid import Sweep, SweepError, resolve
@@ -29,11 +29,13 @@ class _Lock(runs.FolderLock):
 
 
 MemberHook = Callable[[dict[str, Any]], None]
+MemberWriters = Callable[[dict[str, Any]], Sequence[runs.Writer]]
 
 
 def run(
     sweep: Sweep, *, on_start: Optional[MemberHook] = None, on_end: Optional[MemberHook] = None,
     workers: Optional[int] = None, ray: Optional[str] = None, on_warning: Optional[Callable[[str], None]] = None,
+    live: Optional[MemberWriters] = None,
 ) -> None:
     """Run every unfinished member, saving the manifest after each.
 
@@ -44,6 +46,8 @@ def run(
         ray: dispatch each member as a Ray task: "local" starts a local Ray cluster, any other
             value is the address of one to join (`ray.init(address=...)`).
         on_warning: told what the workers cannot honour (more workers than cores or devices).
+        live: the live writers of a member (its epochs on the console), for the members that run
+            in this process; a worker process or a Ray task shows none.
 
     Whichever way members run, this process alone writes sweep.json and calls the hooks. A
     member that fails (a bad value, missing data, divergence, a crashed worker) is recorded
@@ -62,10 +66,10 @@ def run(
 
             _run_parallel(sweep, Pool(sweep.path, workers, on_warning), on_start, on_end)
         else:
-            _run_pending(sweep, on_start, on_end)
+            _run_pending(sweep, on_start, on_end, live)
 
 
-def _run_pending(sweep: Sweep, on_start: Optional[MemberHook], on_end: Optional[MemberHook]) -> None:
+def _run_pending(sweep: Sweep, on_start: Optional[MemberHook], on_end: Optional[MemberHook], live: Optional[MemberWriters] = None) -> None:
     cache: dict[str, Any] = {}
 
     def started(member: dict[str, Any], folder: Path) -> None:
@@ -77,7 +81,7 @@ def _run_pending(sweep: Sweep, on_start: Optional[MemberHook], on_end: Optional[
     # all of them are drawn before the sweep returns, whatever ends it
     plots = runs.Background()
     try:
-        _run_members(sweep, cache, plots, started, on_start, on_end)
+        _run_members(sweep, cache, plots, started, on_start, on_end, live)
     finally:
         plots.close()
 
@@ -95,7 +99,7 @@ def _best_effort(draw: Callable[[], Any]) -> None:
 
 def _run_members(
     sweep: Sweep, cache: dict[str, Any], plots: runs.Background, started: Callable[[dict[str, Any], Path], None],
-    on_start: Optional[MemberHook], on_end: Optional[MemberHook],
+    on_start: Optional[MemberHook], on_end: Optional[MemberHook], live: Optional[MemberWriters] = None,
 ) -> None:
     tried: set[int] = set()
     while True:
@@ -110,7 +114,12 @@ def _run_members(
         try:
             if on_start:
                 on_start(member)
-            member.update(run_member(sweep.path, sweep.manifest, member, cache, partial(started, member), partial(_draw_later, plots)))
+            writers = live(member) if live is not None else ()
+            try:
+                member.update(run_member(sweep.path, sweep.manifest, member, cache, partial(started, member), partial(_draw_later, plots), writers))
+            finally:
+                for w in writers:
+                    w.close()
             if member["status"] == "interrupted":
                 raise KeyboardInterrupt  # Ctrl-C (or SIGTERM) stops the sweep, not just this member
         except KeyboardInterrupt:
