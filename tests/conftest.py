@@ -44,3 +44,46 @@ def _private_cache(tmp_path_factory):
     os.environ["DNNLAB_CACHE"] = str(tmp_path_factory.mktemp("dnnlab-cache"))
     yield
     os.environ.pop("DNNLAB_CACHE", None)
+
+
+RECIPES = Path(__file__).resolve().parents[1] / "configs" / "recipe"
+
+
+class RecipeRun:
+    """One `dnnlab run configs/recipe/NAME.yaml --quiet` through the CLI: its exit code, output,
+    run folder and summary.json. Read it, never change it: copy `run` first (`copy_to`)."""
+
+    def __init__(self, exit_code: int, output: str, run: Path) -> None:
+        import json
+
+        self.exit_code, self.output, self.run = exit_code, output, run
+        self.summary = json.loads((run / "summary.json").read_text())
+        self.diagnosis = self.summary["diagnosis"]
+
+    def copy_to(self, folder: Path) -> Path:
+        import shutil
+
+        return Path(shutil.copytree(self.run, folder / self.run.name))
+
+
+@pytest.fixture(scope="session")
+def recipe_run(tmp_path_factory):
+    """recipe_run(name, *extra) -> RecipeRun: each shipped recipe trained once per session
+    (test_recipe, test_fix and test_reference read the same runs; they took a minute each time)."""
+    from typer.testing import CliRunner
+
+    from dnnlab.cli import app
+
+    done: dict[tuple[str, ...], RecipeRun] = {}
+
+    def run(name: str, *extra: str) -> RecipeRun:
+        key = (name, *extra)
+        if key not in done:
+            out = tmp_path_factory.mktemp(f"recipe-{name}")
+            result = CliRunner().invoke(app, ["run", str(RECIPES / f"{name}.yaml"), "--out", str(out), "--quiet", *extra])
+            assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+            (folder,) = list(out.iterdir())
+            done[key] = RecipeRun(result.exit_code, result.output, folder)
+        return done[key]
+
+    return run

@@ -12,15 +12,7 @@ from dnnlab import config
 from dnnlab.cli import app
 from conftest import require_fashion
 
-RECIPE = Path(__file__).resolve().parents[1] / "configs" / "recipe"
 runner = CliRunner()
-
-
-def run_recipe(name, out, *extra):
-    result = runner.invoke(app, ["run", str(RECIPE / f"{name}.yaml"), "--out", str(out), "--quiet", *extra])
-    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
-    (run,) = [p for p in out.iterdir() if "-fix-" not in p.name]
-    return run, json.loads((run / "summary.json").read_text())
 
 
 def fix(run, out, *extra):
@@ -30,12 +22,12 @@ def fix(run, out, *extra):
 
 
 @pytest.mark.parametrize("recipe", ["deep-sigmoid-sgd", "deep-plain-mlp", "lr-too-low", "dropout-on-failing", "huge-lr"])
-def test_every_remedy_the_recipes_print_trains_past_its_failure(recipe, tmp_path):
+def test_every_remedy_the_recipes_print_trains_past_its_failure(recipe, recipe_run, tmp_path):
     """Each printed remedy, applied as written, removes the failure it targets: the diverged run
     trains, the failed run's causes are gone and its training accuracy rises beyond the noise."""
-    out = tmp_path / "runs"
-    run, summary = run_recipe(recipe, out)
-    d = summary["diagnosis"]
+    out = tmp_path / "fixes"
+    control = recipe_run(recipe)  # the run test_recipe reads too
+    run, d = control.run, control.diagnosis
     assert d["verdict"] in ("failed-training", "diverged") and d["remedies"]
     code, report = fix(run, out, "--top", "10", "--no-lr-find")  # as printed: no range test (by default that depends on the machine's speed)
     assert [r["remedy"]["sets"] for r in report["remedies"]] == [r["sets"] for r in d["remedies"]]
@@ -74,13 +66,12 @@ def fixed_yaml_and_folder(report):
     assert again.exit_code == 0 and json.loads(again.output)["winner"] == report["winner"]
 
 
-def test_fix_on_a_good_fit_trains_nothing(tmp_path):
-    out = tmp_path / "runs"
-    run, summary = run_recipe("good-fit", out)
-    assert summary["diagnosis"]["verdict"] == "good-fit"
-    result = runner.invoke(app, ["fix", str(run), "--out", str(out)])
+def test_fix_on_a_good_fit_trains_nothing(recipe_run, tmp_path):
+    good = recipe_run("good-fit", "--fail-on", "overfitting,good-fit")  # test_recipe's run
+    assert good.diagnosis["verdict"] == "good-fit"
+    result = runner.invoke(app, ["fix", str(good.run), "--out", str(tmp_path)])
     assert result.exit_code == 0 and "nothing to fix" in result.output
-    assert [p.name for p in out.iterdir()] == [run.name]
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_fix_bad_input(tmp_path):
@@ -94,12 +85,11 @@ def test_fix_bad_input(tmp_path):
 
 
 @pytest.mark.slow
-def test_fix_on_small_data_overfit_lowers_the_kept_validation_loss(tmp_path):
+def test_fix_on_small_data_overfit_lowers_the_kept_validation_loss(recipe_run, tmp_path):
     require_fashion()
-    out = tmp_path / "runs"
-    run, summary = run_recipe("small-data-overfit", out)
-    assert summary["diagnosis"]["verdict"] == "overfitting"
-    code, report = fix(run, out, "--top", "1")  # early stopping at the named epoch
+    control = recipe_run("small-data-overfit")  # test_recipe's run
+    assert control.diagnosis["verdict"] == "overfitting"
+    code, report = fix(control.run, tmp_path, "--top", "1")  # early stopping at the named epoch
     assert code == 0 and report["fixed"] is True
     winner = next(r for r in report["remedies"] if r["command"] == report["winner"])
     assert winner["val_loss"]["remedy"] < 0.99 * winner["val_loss"]["control"]

@@ -27,9 +27,10 @@ def run_recipe(name, tmp_path, *extra):
     return result, run, summary, summary["diagnosis"]
 
 
-def test_deep_sigmoid_sgd_fails_to_train_with_vanishing_gradients(tmp_path):
-    result, run, summary, d = run_recipe("deep-sigmoid-sgd", tmp_path)
-    assert result.exit_code == 0
+def test_deep_sigmoid_sgd_fails_to_train_with_vanishing_gradients(recipe_run):
+    r = recipe_run("deep-sigmoid-sgd")
+    run, summary, d = r.run, r.summary, r.diagnosis
+    assert r.exit_code == 0
     assert d["verdict"] == "failed-training" and "vanishing-gradients" in d["causes"]
     sets = [r["set"] for r in d["remedies"]]
     assert sets[:2] == ["model.activation=relu", "model.norm=batch"]
@@ -41,7 +42,7 @@ def test_deep_sigmoid_sgd_fails_to_train_with_vanishing_gradients(tmp_path):
     assert "# deep-sigmoid-sgd: failed-training" in report and "vanishing-gradients" in report
     for png in ("curves.png", "gradients.png", "saturated.png"):
         assert (run / png).stat().st_size > 5000 and f"]({png})" in report
-    assert "verdict failed-training (vanishing-gradients)" in result.output
+    assert "verdict failed-training (vanishing-gradients)" in r.output
 
 
 def test_the_same_net_with_relu_and_adam_trains(tmp_path):
@@ -52,27 +53,28 @@ def test_the_same_net_with_relu_and_adam_trains(tmp_path):
     assert all(1e-2 < r < 10 for r in ratios)
 
 
-def test_huge_learning_rate_diverges_with_lr_too_high(tmp_path):
-    result, _, summary, d = run_recipe("huge-lr", tmp_path)
-    assert result.exit_code == 1 and summary["status"] == "diverged"
+def test_huge_learning_rate_diverges_with_lr_too_high(recipe_run):
+    r = recipe_run("huge-lr")
+    summary, d = r.summary, r.diagnosis
+    assert r.exit_code == 1 and summary["status"] == "diverged"
     assert d["verdict"] == "diverged" and "lr-too-high" in d["causes"]
     assert d["remedies"][0]["set"] == "optimizer.lr=0.1"  # SGD's usual lr, not a tenth of 50
 
 
-def test_reasonable_setup_is_a_good_fit_and_fail_on_exits_3(tmp_path):
-    result, _, _, d = run_recipe("good-fit", tmp_path, "--fail-on", "overfitting,good-fit")
-    assert d["verdict"] == "good-fit" and d["remedies"] == []
-    assert result.exit_code == 3
+def test_reasonable_setup_is_a_good_fit_and_fail_on_exits_3(recipe_run):
+    r = recipe_run("good-fit", "--fail-on", "overfitting,good-fit")
+    assert r.diagnosis["verdict"] == "good-fit" and r.diagnosis["remedies"] == []
+    assert r.exit_code == 3
 
 
-def test_tiny_learning_rate_is_lr_too_low(tmp_path):
-    _, _, _, d = run_recipe("lr-too-low", tmp_path)
+def test_tiny_learning_rate_is_lr_too_low(recipe_run):
+    d = recipe_run("lr-too-low").diagnosis
     assert d["verdict"] == "failed-training" and d["causes"] == ["lr-too-low"]
     assert d["remedies"][0]["set"] == "optimizer.lr=0.1"  # SGD's usual lr, not 10x of 1e-5
 
 
-def test_dropout_on_a_failing_net_is_warned_and_removed_first(tmp_path):
-    _, _, _, d = run_recipe("dropout-on-failing", tmp_path)
+def test_dropout_on_a_failing_net_is_warned_and_removed_first(recipe_run):
+    d = recipe_run("dropout-on-failing").diagnosis
     assert d["verdict"] == "failed-training"
     # every remedy turns dropout off as well: dropout makes a net that fails to train worse
     assert d["remedies"] and all("model.dropout=0" in r["sets"] for r in d["remedies"])
@@ -80,9 +82,9 @@ def test_dropout_on_a_failing_net_is_warned_and_removed_first(tmp_path):
 
 
 @pytest.mark.slow
-def test_small_data_overfits_with_early_stopping_and_dropout_remedies(tmp_path):
+def test_small_data_overfits_with_early_stopping_and_dropout_remedies(recipe_run):
     require_fashion()
-    result, _, summary, d = run_recipe("small-data-overfit", tmp_path)
+    summary, d = recipe_run("small-data-overfit").summary, recipe_run("small-data-overfit").diagnosis
     assert d["verdict"] == "overfitting"
     sets = [r["set"] for r in d["remedies"]]
     assert {"train.early_stopping.enabled=true", "model.dropout=0.5"} <= set(sets)
@@ -97,8 +99,9 @@ def test_unknown_fail_on_verdict_is_bad_input(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_diagnose_rereads_a_run_without_jax(tmp_path):
-    _, run, _, d = run_recipe("dropout-on-failing", tmp_path)
+def test_diagnose_rereads_a_run_without_jax(recipe_run, tmp_path):
+    r = recipe_run("dropout-on-failing")
+    run, d = r.run, r.diagnosis
     code = textwrap.dedent(
         f"""
         import sys, json
@@ -117,8 +120,8 @@ def test_diagnose_rereads_a_run_without_jax(tmp_path):
     assert missing.exit_code == 2 and "nope does not exist" in missing.output
 
 
-def test_diagnose_a_killed_run_without_summary(tmp_path):
-    _, run, _, _ = run_recipe("deep-sigmoid-sgd", tmp_path)
+def test_diagnose_a_killed_run_without_summary(recipe_run, tmp_path):
+    run = recipe_run("deep-sigmoid-sgd").copy_to(tmp_path)
     (run / "summary.json").unlink()
     result = runner.invoke(app, ["diagnose", str(run), "--json", "--write"])
     assert result.exit_code == 0 and json.loads(result.output)["verdict"] == "failed-training"

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
-from typer.testing import CliRunner
 
 from dnnlab import config, reference
-from dnnlab.cli import app
 from dnnlab.data import load
 from dnnlab.diagnose import diagnose
 from conftest import make_cfg, require_fashion
@@ -137,12 +134,10 @@ def test_within_the_margin_or_better_on_validation_is_not_failed():
     assert d.verdict == "failed-training" and "insufficient-capacity" not in d.causes and d.causes == ["plateau"]
 
 
-def test_the_deep_plain_mlp_recipe_end_to_end(tmp_path, cache):
-    out = tmp_path / "runs"
-    result = CliRunner().invoke(app, ["run", "configs/recipe/deep-plain-mlp.yaml", "--out", str(out), "--quiet"])
-    assert result.exit_code == 0, result.output
-    (run,) = out.iterdir()
-    summary = json.loads((run / "summary.json").read_text())
+def test_the_deep_plain_mlp_recipe_end_to_end(recipe_run):
+    r = recipe_run("deep-plain-mlp")  # the run test_fix mends
+    assert r.exit_code == 0, r.output
+    run, summary = r.run, r.summary
     d = summary["diagnosis"]
     assert d["verdict"] == "failed-training" and d["causes"] == ["depth-degradation"]
     ref = summary["reference"]
