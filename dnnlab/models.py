@@ -256,7 +256,6 @@ def build_feedforward(
     closes_block = {i + 1 for i in blocks}
     pool = cfg.pool == "max"
     norm = cfg.norm == "batch"
-    # the scanned stack: hidden layers 1..L-1 when they are identical in shape
     # the scanned stack: hidden layers 1..L-1 when they are identical in shape, stored as one
     # pytree with a leading layer axis (params["stack"]), so that the program holds one copy of
     # the layer and of its optimizer update whatever the depth
@@ -316,9 +315,13 @@ def build_feedforward(
                 h = dropout(h, cfg.dropout, k, train)
             h = h.reshape(h.shape[0], -1)
 
+        def linear(h, layer, st):
+            # a dense layer's pre-activation (batch-normalized with `norm: batch`), the loop's and the scan's
+            return batch_norm(h @ layer["w"] + _shift(layer), layer, st, bn_train)
+
         def dense(h, item):
             layer, k, st = item
-            z, s = batch_norm(h @ layer["w"] + _shift(layer), layer, st, bn_train)
+            z, s = linear(h, layer, st)
             out = act.fn(z, layer)
             return dropout(out, cfg.dropout, k if train and key is not None else None, train), (z, out, s)
 
@@ -327,7 +330,7 @@ def build_feedforward(
         for i, (layer, k, st) in enumerate(zip(params["hidden"], hidden_keys, hidden_stats)):
             if i in blocks:
                 shortcut = h
-            z, s = batch_norm(h @ layer["w"] + _shift(layer), layer, st, bn_train)
+            z, s = linear(h, layer, st)
             z = _with_shortcut(z, shortcut if i in closes_block else None, act.pieces)
             h = act.fn(z, layer)
             pre.append(z)
