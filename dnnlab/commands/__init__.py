@@ -13,6 +13,8 @@ from __future__ import annotations
 from dnnlab.commands import config, data, fix, inspect, lr_find, run, sweep, use
 from dnnlab.commands.common import OverridesCommand, app, command, data_app
 
+__all__ = ["app"]  # dnnlab.cli runs it
+
 # each command says here whether it trains (the cache folder is checked before one that does)
 command(run.run, trains=True, cls=OverridesCommand)
 command(inspect.diagnose_cmd, "diagnose", trains=False)
