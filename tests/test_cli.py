@@ -363,3 +363,16 @@ def test_a_finished_run_keeps_its_kept_and_last_weights_and_drops_its_resume_sta
     assert (run / runs.STATE).exists() and "keep_state: true" in (run / runs.CONFIG).read_text()
     assert invoke("run", "--resume", run, "--quiet", "--set", "train.epochs=2").exit_code == 0
     assert len(runs.read_metrics(run)) == 3 and (run / runs.STATE).exists()
+
+
+def test_the_commands_that_train_and_only_they_check_the_cache_folder_first(tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("DNNLAB_CACHE", str(blocker / "cache"))
+    said = {}
+    for name in ("run", "diagnose", "check", "lr-find", "sweep", "compare", "evaluate", "fix", "predict", "export",
+                 "validate", "schema", "data"):
+        result = invoke(name, "--help")
+        assert result.exit_code == 0, result.output
+        said[name] = "cache folder" in result.output
+    assert [name for name, warned in said.items() if warned] == ["run", "check", "lr-find", "sweep", "fix"]

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from dnnlab import config
 from dnnlab.cli import app
 from dnnlab.config import ConfigError
+from dnnlab.config.warnings import RULES
 
 
 def errors_of(raw: dict) -> str:
@@ -179,62 +180,90 @@ def warnings_of(raw: dict) -> list[str]:
     return config.config_warnings(config.validate(raw), raw)
 
 
-@pytest.mark.parametrize(
-    "raw, expected",
-    [
+# one case per rule of config.warnings.RULES at least: (the rule, a config that sets what it is about, its message)
+NOT_HONOURED = [
         (
+            "vmap-of-the-per-step-loop",
             {"model": {"arch": "cnn"}, "train": {"seeds": 2, "seed_mode": "vmap"}},
             "train.seed_mode: vmap is not honoured: the 2 seeds run sequentially",
         ),
-        ({"model": {"arch": "resnet"}, "train": {"seeds": 3, "seed_mode": "vmap"}}, "set train.loop=scan to vmap them"),
-        ({"train": {"seed_mode": "vmap"}}, "train.seed_mode: vmap is ignored: it applies to train.seeds > 1"),
-        ({"train": {"unroll": 4}}, "train.unroll: 4 is ignored: it applies to a scanned stack only"),
-        ({"model": {"depth": 8}, "train": {"unroll": 2}}, "auto scans stacks of 512 or more layers only (this one has 7)"),
-        ({"model": {"depth": 8}, "train": {"stack": "unrolled", "unroll": 2}}, "train.stack is unrolled"),
-        ({"model": {"arch": "resnet"}, "train": {"unroll": 2}}, "train.stack auto keeps resnets unrolled"),
-        ({"model": {"depth": 2}, "train": {"stack": "scanned"}}, "train.stack: scanned is not honoured: this mlp has no stack"),
+        ("vmap-of-the-per-step-loop", {"model": {"arch": "resnet"}, "train": {"seeds": 3, "seed_mode": "vmap"}}, "set train.loop=scan to vmap them"),
+        ("vmap-of-one-seed", {"train": {"seed_mode": "vmap"}}, "train.seed_mode: vmap is ignored: it applies to train.seeds > 1"),
+        ("unroll-of-an-unscanned-stack", {"train": {"unroll": 4}}, "train.unroll: 4 is ignored: it applies to a scanned stack only"),
+        ("unroll-of-an-unscanned-stack", {"model": {"depth": 8}, "train": {"unroll": 2}}, "auto scans stacks of 512 or more layers only (this one has 7)"),
+        ("unroll-of-an-unscanned-stack", {"model": {"depth": 8}, "train": {"stack": "unrolled", "unroll": 2}}, "train.stack is unrolled"),
+        ("unroll-of-an-unscanned-stack", {"model": {"arch": "resnet"}, "train": {"unroll": 2}}, "train.stack auto keeps resnets unrolled"),
+        ("scanned-stack-that-cannot-scan", {"model": {"depth": 2}, "train": {"stack": "scanned"}}, "train.stack: scanned is not honoured: this mlp has no stack"),
         (
+            "scanned-stack-that-cannot-scan",
             {"model": {"depth": 8, "norm": "batch"}, "train": {"stack": "scanned", "unroll": 2}},
             "train.stack: scanned is not honoured: a batch-normalized mlp stack is never scanned",
         ),
-        ({"model": {"arch": "resnet", "blocks": 2}, "train": {"stack": "scanned"}}, "model.blocks 2 has no stack"),
-        ({"model": {"arch": "resnet", "channels": [8, 16]}}, "model.channels: [8, 16] is ignored: a resnet's layout is fixed"),
-        ({"model": {"arch": "resnet", "kernel": 5}}, "model.kernel: 5 is ignored"),
-        ({"model": {"arch": "resnet", "pool": "none"}}, "model.pool: none is ignored"),
-        ({"model": {"channels": [8]}}, "model.channels: [8] is ignored: an mlp has no conv blocks; remove it, or set model.arch=cnn"),
-        ({"model": {"blocks": 9}}, "model.blocks: 9 is ignored: only a resnet has residual blocks"),
-        ({"model": {"arch": "cnn", "shortcut": "none"}}, "model.shortcut: none is ignored"),
+        ("scanned-stack-that-cannot-scan", {"model": {"arch": "resnet", "blocks": 2}, "train": {"stack": "scanned"}}, "model.blocks 2 has no stack"),
+        ("conv-keys-off-a-cnn", {"model": {"arch": "resnet", "channels": [8, 16]}}, "model.channels: [8, 16] is ignored: a resnet's layout is fixed"),
+        ("conv-keys-off-a-cnn", {"model": {"arch": "resnet", "kernel": 5}}, "model.kernel: 5 is ignored"),
+        ("conv-keys-off-a-cnn", {"model": {"arch": "resnet", "pool": "none"}}, "model.pool: none is ignored"),
+        ("conv-keys-off-a-cnn", {"model": {"channels": [8]}}, "model.channels: [8] is ignored: an mlp has no conv blocks; remove it, or set model.arch=cnn"),
+        ("block-keys-off-a-resnet", {"model": {"blocks": 9}}, "model.blocks: 9 is ignored: only a resnet has residual blocks"),
+        ("block-keys-off-a-resnet", {"model": {"arch": "cnn", "shortcut": "none"}}, "model.shortcut: none is ignored"),
         (
+            "restore-best-without-early-stopping",
             {"train": {"early_stopping": {"restore_best": True}}},
             (
                 "train.early_stopping.restore_best: true is ignored while early stopping is disabled: the last "
                 "epoch's model is kept"
             ),
         ),
-        ({"train": {"early_stopping": {"patience": 3}}}, "train.early_stopping.patience: 3 is ignored"),
+        ("patience-without-early-stopping", {"train": {"early_stopping": {"patience": 3}}}, "train.early_stopping.patience: 3 is ignored"),
         (
+            "monitor-without-validation",
             {"data": {"validation_split": 0}, "train": {"early_stopping": {"monitor": "val_accuracy"}}},
             "train.early_stopping.monitor: val_accuracy is ignored: data.validation_split is 0",
         ),
-        ({"data": {"path": "/data"}}, "data.path: /data is ignored: the digits are embedded"),
-        ({"model": {"depth": 0, "width": 64}}, "model.width: 64 is ignored: model.depth is 0"),
-        ({"model": {"leaky_slope": 0.2}}, "model.leaky_slope: 0.2 is ignored"),
-        ({"model": {"activation": "relu", "maxout_pieces": 3}}, "model.maxout_pieces: 3 is ignored"),
-        ({"optimizer": {"name": "sgd", "momentum": 0.5}}, "optimizer.momentum: 0.5 is ignored: optimizer sgd does not use it (used by: momentum, nesterov)"),
-        ({"optimizer": {"name": "momentum", "b1": 0.8}}, "optimizer.b1: 0.8 is ignored"),
-        ({"optimizer": {"name": "adam", "rho": 0.8}}, "optimizer.rho: 0.8 is ignored"),
-        ({"optimizer": {"name": "sgd", "eps": 0.1}}, "optimizer.eps: 0.1 is ignored"),
-        ({"optimizer": {"step_epochs": 5}}, "optimizer.step_epochs: 5 is ignored: the constant schedule does not use it"),
-        ({"optimizer": {"schedule": "cosine", "warmup_epochs": 2}}, "optimizer.warmup_epochs: 2 is ignored"),
-        ({"optimizer": {"schedule": "step", "min_lr_ratio": 0.1}}, "optimizer.min_lr_ratio: 0.1 is ignored"),
-        ({"diagnosis": {"instruments": False, "probe_size": 64}}, "diagnosis.probe_size: 64 is ignored"),
-        ({"diagnosis": {"reference": "none", "reference_margin": 0.2}}, "diagnosis.reference_margin: 0.2 is ignored"),
-    ],
-)
-def test_an_option_set_but_not_honoured_is_warned_about(raw, expected):
+        ("digits-need-no-path", {"data": {"path": "/data"}}, "data.path: /data is ignored: the digits are embedded"),
+        ("width-without-hidden-layers", {"model": {"depth": 0, "width": 64}}, "model.width: 64 is ignored: model.depth is 0"),
+        ("leaky-slope-off-leaky-relu", {"model": {"leaky_slope": 0.2}}, "model.leaky_slope: 0.2 is ignored"),
+        ("maxout-pieces-off-maxout", {"model": {"activation": "relu", "maxout_pieces": 3}}, "model.maxout_pieces: 3 is ignored"),
+        ("optimizer-key-unused", {"optimizer": {"name": "sgd", "momentum": 0.5}}, "optimizer.momentum: 0.5 is ignored: optimizer sgd does not use it (used by: momentum, nesterov)"),
+        ("optimizer-key-unused", {"optimizer": {"name": "momentum", "b1": 0.8}}, "optimizer.b1: 0.8 is ignored"),
+        ("optimizer-key-unused", {"optimizer": {"name": "adam", "rho": 0.8}}, "optimizer.rho: 0.8 is ignored"),
+        ("optimizer-key-unused", {"optimizer": {"name": "sgd", "eps": 0.1}}, "optimizer.eps: 0.1 is ignored"),
+        ("schedule-key-unused", {"optimizer": {"step_epochs": 5}}, "optimizer.step_epochs: 5 is ignored: the constant schedule does not use it"),
+        ("schedule-key-unused", {"optimizer": {"schedule": "cosine", "warmup_epochs": 2}}, "optimizer.warmup_epochs: 2 is ignored"),
+        ("schedule-key-unused", {"optimizer": {"schedule": "step", "min_lr_ratio": 0.1}}, "optimizer.min_lr_ratio: 0.1 is ignored"),
+        ("probe-size-without-instruments", {"diagnosis": {"instruments": False, "probe_size": 64}}, "diagnosis.probe_size: 64 is ignored"),
+        ("reference-margin-without-reference", {"diagnosis": {"reference": "none", "reference_margin": 0.2}}, "diagnosis.reference_margin: 0.2 is ignored"),
+        (
+            "data-key-of-another-reader", {"data": {"label": "y"}},
+            "data.label: y is ignored: only data.dataset csv reads it, and data.dataset is digits; remove it",
+        ),
+        (
+            "test-path-and-test-split", {"data": {"dataset": "csv", "path": "a.csv", "test_path": "b.csv", "test_split": 0.3}},
+            "data.test_split: 0.3 is ignored: data.test_path gives the test set",
+        ),
+        (
+            "classification-threshold-in-regression",
+            {"data": {"dataset": "csv", "path": "t.csv", "task": "regression"}, "diagnosis": {"overfit_gap": 0.2}},
+            "diagnosis.overfit_gap: 0.2 is ignored: it is a classification threshold",
+        ),
+        ("regression-threshold-in-classification", {"diagnosis": {"chance_r2": 0.1}}, "diagnosis.chance_r2: 0.1 is ignored"),
+        ("pretrain-keys-without-pretraining", {"pretrain": {"epochs": 5}}, "pretrain.epochs: 5 is ignored"),
+]
+
+
+@pytest.mark.parametrize("rule, raw, expected", NOT_HONOURED)
+def test_an_option_set_but_not_honoured_is_warned_about(rule, raw, expected):
     found = warnings_of(raw)
     assert any(expected in w for w in found), found
     assert len(found) == 1, found
+    cfg = config.validate(raw)
+    assert [r.name for r in RULES if r.messages(cfg, raw)] == [rule]
+
+
+def test_every_rule_has_a_config_it_fires_on_alone():
+    names = [r.name for r in RULES]
+    assert len(set(names)) == len(names)
+    assert set(names) == {rule for rule, _, _ in NOT_HONOURED}
 
 
 @pytest.mark.parametrize(

@@ -11,20 +11,23 @@ May import: anything, lazily: JAX only inside the commands that train, so `--hel
 from __future__ import annotations
 
 from dnnlab.commands import config, data, fix, inspect, lr_find, run, sweep, use
-from dnnlab.commands.common import OverridesCommand, app, data_app
+from dnnlab.commands.common import OverridesCommand, app, command, data_app
 
-app.command(cls=OverridesCommand)(run.run)
-app.command("diagnose")(inspect.diagnose_cmd)
-app.command(cls=OverridesCommand)(config.check)
-app.command("lr-find", cls=OverridesCommand)(lr_find.lr_find_cmd)
-app.command(cls=sweep._SweepCommand)(sweep.sweep)
-app.command("compare")(inspect.compare_cmd)
-app.command()(inspect.evaluate)
-app.command()(fix.fix)
-app.command()(use.predict)
-app.command()(use.export)
-app.command(cls=OverridesCommand)(config.validate)
-app.command()(config.schema)
-data_app.command("list")(data.data_list)
-data_app.command("inspect", cls=OverridesCommand)(data.data_inspect)
-data_app.command("download")(data.data_download)
+__all__ = ["app"]  # dnnlab.cli runs it
+
+# each command says here whether it trains (the cache folder is checked before one that does)
+command(run.run, trains=True, cls=OverridesCommand)
+command(inspect.diagnose_cmd, "diagnose", trains=False)
+command(config.check, trains=True, cls=OverridesCommand)
+command(lr_find.lr_find_cmd, "lr-find", trains=True, cls=OverridesCommand)
+command(sweep.sweep, trains=True, cls=sweep._SweepCommand)
+command(inspect.compare_cmd, "compare", trains=False)
+command(inspect.evaluate, trains=False)
+command(fix.fix, trains=True)
+command(use.predict, trains=False)
+command(use.export, trains=False)
+command(config.validate, trains=False, cls=OverridesCommand)
+command(config.schema, trains=False)
+command(data.data_list, "list", trains=False, group=data_app)
+command(data.data_inspect, "inspect", trains=False, cls=OverridesCommand, group=data_app)
+command(data.data_download, "download", trains=False, group=data_app)

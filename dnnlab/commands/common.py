@@ -8,7 +8,7 @@ import re
 import shlex
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Callable, Optional
 
 import typer
 
@@ -89,8 +89,39 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Datasets: where they are found, and downloading them.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
-# the commands that train, and so compile and fit linear references that the cache folder keeps
-TRAINING_COMMANDS = ("run", "sweep", "fix", "check", "lr-find")
+# the commands of `app` that train, and so compile and fit linear references that the cache
+# folder keeps: each declares it where it is registered (`command`)
+_TRAINING: set[str] = set()
+
+
+def command(
+    function: Callable[..., Any],
+    name: Optional[str] = None,
+    *,
+    trains: bool,
+    cls: Optional[type[typer.core.TyperCommand]] = None,
+    group: Optional[typer.Typer] = None,
+) -> None:
+    """Register `function` as a command, in the order `--help` lists them.
+
+    Args:
+        function: the command; its docstring is its help.
+        name: the command's name (default: Typer's, the function's name with dashes).
+        trains: whether it trains (and so compiles and fits linear references): before it runs,
+            a cache folder that cannot be written is said (`_before_command`).
+        cls: its click command class (`OverridesCommand` for one that takes `--set`).
+        group: the sub-app it belongs to (default: `app`); a sub-app's commands do not train.
+    """
+    if group is not None and trains:
+        raise ValueError(f"{name or function.__name__}: only a command of the app itself can train")
+    (group or app).command(name, cls=cls)(function)
+    if trains:
+        _TRAINING.add(name or function.__name__.lower().replace("_", "-"))
+
+
+def trains(name: Optional[str]) -> bool:
+    """Whether the command `name` of the app declared that it trains."""
+    return name in _TRAINING
 
 
 def _version() -> str:
@@ -121,7 +152,7 @@ def _before_command(
 ) -> None:
     """Before a command that trains: a cache folder that cannot be written is said once (the
     runs go on without it), and so is a DNNLAB_LOG_EVERY that is not a number of seconds."""
-    if ctx.invoked_subcommand in TRAINING_COMMANDS:
+    if trains(ctx.invoked_subcommand):
         from dnnlab.console import plain_every
         from dnnlab.runs import cache_exposure, cache_problem
 

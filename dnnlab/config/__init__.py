@@ -5,9 +5,11 @@ Everything a run needs is checked here, before any JAX work. Errors name the dot
 value given and what is allowed; unknown keys get the closest valid key.
 
 Lives here: `names` (the Literals every registry is held to, key tables, limits, ConfigError),
-`schema` (the pydantic sections and Config), `load` (the guarded YAML loader, `--set`, the
-errors, dumping), `warnings` (what a config sets that a run will not honour), `sizing` (model
-counts and memory, refused before JAX), `plan` (loop, stack and data-seed policy).
+`types` (the field types and the section base), `schema` (the pydantic sections and Config),
+`diagnosis` (the diagnosis section: the instruments and the verdict's thresholds), `load` (the
+guarded YAML loader, `--set`, the errors, dumping), `warnings` (RULES: what a config sets that a
+run will not honour), `sizing` (model counts and memory, refused before JAX), `plan` (loop,
+stack and data-seed policy).
 May import: the standard library, yaml, pydantic. Imported by everything else.
 """
 

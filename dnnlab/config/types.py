@@ -1,12 +1,19 @@
 """The field types of the schema that plain pydantic types would read too leniently: numbers
-that are never booleans, column references, device counts, class weights.
+that are never booleans, column references, device counts, class weights; and `Section`, the
+base of every section.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BeforeValidator
+from pydantic import BaseModel, BeforeValidator, ConfigDict
+
+
+class Section(BaseModel):
+    """A section of the config: frozen, unknown keys refused, floats finite."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def _not_bool(value: Any) -> Any:
@@ -17,7 +24,7 @@ def _not_bool(value: Any) -> Any:
 
 
 Int = Annotated[int, BeforeValidator(_not_bool)]  # an int field: YAML ints, never true/false
-Float = Annotated[float, BeforeValidator(_not_bool)]  # a float field: finite (see _Section), never true/false
+Float = Annotated[float, BeforeValidator(_not_bool)]  # a float field: finite (see Section), never true/false
 
 
 def _column_ref(value: Any) -> Any:
