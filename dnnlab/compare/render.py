@@ -101,16 +101,22 @@ def columns(comp: Comparison) -> tuple[list[tables.Column], list[int]]:
     ref = comp.reference
     if ref is None:
         return cols, []
+    _reference_row(cols, ref, len(comp.keys), fit)
+    return cols, [len(comp.groups)]
+
+
+def _reference_row(cols: list[tables.Column], ref: dict[str, Any], keys: int, fit: str) -> None:
+    """The linear reference as one more row: named in the first key's column, its fit where the
+    runs show theirs."""
     cells = {"seeds": "", "epochs run": str(ref.get("epochs", "-")), "verdict": "reference"}
     cells.update({metric_words(f"train_{fit}"): ref.get(f"train_{fit}"), metric_words(f"val_{fit}"): ref.get(f"val_{fit}"),
                   "val bal acc": ref.get("val_balanced_accuracy")})
     for i, c in enumerate(cols):
-        value = ("linear reference" if i == 0 else "") if i < len(comp.keys) else cells.get(c.header, "-")
+        value = ("linear reference" if i == 0 else "") if i < keys else cells.get(c.header, "-")
         short, uncut = (value, value) if isinstance(value, str) else (tables.number(value), _cell(value, 0.0, 1))
         c.cells.append(short)
         if c.full is not None:
             c.full.append(uncut)
-    return cols, [len(comp.groups)]
 
 
 def table_rows(comp: Comparison) -> tuple[list[str], list[list[str]]]:
