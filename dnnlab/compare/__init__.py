@@ -4,11 +4,11 @@ The lecture's warning made automatic: when two runs differ along one key, a run 
 on validation AND on training failed to train (it is not overfitting); one that is better on
 training but worse on validation overfits relative to the other. Imports no JAX.
 
-Lives here, each module importing only those named before it: `records` (a run folder read back as a
-`RunRecord`; the targets' run folders, sweep and multi-seed folders through their manifests),
-`groups` (the differing keys, the `Group` of one configuration's seeds, the pairs that differ
-along one key), `judge` (the one "better beyond the noise": the noise band, the call, the
-comparative verdict's calls, and claims checked against the noise), `comparison` (the
+Lives here, each module importing only those named before it: `records` (a run folder read back
+as a `RunRecord`; the targets' run folders, sweep and multi-seed folders through their
+manifests), `groups` (the differing keys, the `Group` of one configuration's seeds, the pairs
+that differ along one key), `judge` (the one "better beyond the noise": the noise band, the
+call, the comparative verdict's calls, and claims checked against the noise), `comparison` (the
 `Comparison` and `compare`), `plots` (the figures), `render` (the table, compare.md, `write`).
 May import: runs, baselines, tables, config, diagnose (matplotlib only inside `plots`, when a
 figure is drawn); nothing that `compare` sits above may import it.
