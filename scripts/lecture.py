@@ -3,9 +3,9 @@
 Runs every config in configs/lecture/ as a sweep of several seeds (Fashion-MNIST subsets),
 compares the members and judges each claim against the noise: a claimed effect counts only when
 it exceeds the tolerance of `dnnlab compare`'s comparative verdict (`compare.noise_band`: the
-seeds' spread, 1.96 standard errors of the split sizes, half a point). Every number in the
-document comes from this run; the only text written here is each claim, its measure and the rule
-that decides it.
+seeds' spread, 1.96 standard errors of the split sizes, half a point), by the claim checker of
+`dnnlab.compare.judge`. Every number in the document comes from this run; the only text written
+here is each claim, its measure and the report around it.
 
     python scripts/lecture.py                 # docs/lecture.md and docs/lecture/*.png
     python scripts/lecture.py --out DIR       # DIR/lecture.md, DIR/lecture/*.png, runs in DIR/runs
@@ -18,7 +18,6 @@ document), 2 for bad input (an unusable --out, data that cannot be loaded).
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import platform
 import shutil
@@ -29,6 +28,15 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from dnnlab import compare, runs
+from dnnlab.compare.judge import (
+    SAME_WITHIN,
+    Check,
+    Side,
+    check,
+    constant,
+    side,
+    values_side,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs" / "lecture"
@@ -36,114 +44,6 @@ CONFIGS = ROOT / "configs" / "lecture"
 # training, which XLA already spreads over the cores (2 worker processes on 2 cores measured 360 s
 # against 370 s one after another, within the noise)
 WORKERS = 0
-MIN_SEEDS = 2  # a side with fewer seeds has no spread to judge by
-SAME_WITHIN = 0.03  # a "same" claim also needs a noise band no wider than 3 points
-CLAIMS = ("higher", "lower", "same", "not lower")  # what B is claimed to be against A
-
-
-# ---------------------------------------------------------------- the claim checker
-
-
-@dataclass(frozen=True)
-class Side:
-    """One side of a check: the mean and spread of a measure over the seeds that finished."""
-
-    label: str
-    mean: Optional[float]
-    std: float = 0.0
-    finished: int = 0  # seeds that finished (completed or stopped early)
-    seeds: int = 0  # seeds that were asked for
-    examples: Optional[float] = None  # examples an accuracy was measured on (math.inf: a constant)
-    constant: bool = False  # a known value (chance), not a measurement
-    unfinished: str = ""  # what became of the seeds that did not finish: "2 diverged"
-
-    def show(self) -> str:
-        if self.constant:
-            return f"{self.label} {self.mean:.4f}"
-        if self.mean is None:
-            return f"{self.label}: none of {self.seeds} seeds finished"
-        missing = f" ({self.finished} of {self.seeds} seeds; {self.unfinished})" if self.finished < self.seeds else ""
-        return f"{self.label} {self.mean:.4f} ± {self.std:.4f}{missing}"
-
-
-def _tally(outcomes: list[str]) -> str:
-    return ", ".join(f"{outcomes.count(o)} {o}" for o in dict.fromkeys(outcomes))
-
-
-def side(group: compare.Group, metric: str, label: str) -> Side:
-    """`metric` of the kept models of a group's seeds, by `runs.seed_stats` (the seeds that
-    finished; the others are named by their status)."""
-    mean, std, n = runs.seed_stats([r.summary for r in group.runs], metric)
-    lost = _tally([r.status for r in group.runs if r.status not in runs.FINISHED])
-    if n < len(group.runs) and not lost:
-        lost = f"{len(group.runs) - n} without {metric}"
-    return Side(label, mean, std, n, len(group.runs), group.size(metric.split("_")[0]), unfinished=lost)
-
-
-def values_side(label: str, values: list[Optional[float]], examples: Optional[float] = None) -> Side:
-    """A side from one value per seed (None: the seed has none), by the same rule as `side`."""
-    summaries = [{"status": "completed", "final": {"value": v}} if v is not None else {} for v in values]
-    mean, std, n = runs.seed_stats(summaries, "value")
-    return Side(label, mean, std, n, len(values), examples, unfinished=f"{len(values) - n} missing" if n < len(values) else "")
-
-
-def constant(label: str, value: float) -> Side:
-    return Side(label, value, 0.0, examples=math.inf, constant=True)
-
-
-@dataclass(frozen=True)
-class Check:
-    """One claimed relation between two sides, judged against the noise."""
-
-    what: str
-    a: Side
-    b: Side
-    claim: str
-    difference: Optional[float]  # b minus a
-    tolerance: Optional[float]
-    ok: bool
-    why: str
-
-    def text(self) -> str:
-        if self.difference is None or self.tolerance is None:
-            return f"{self.what}: {self.b.show()} against {self.a.show()}: **no**, {self.why}"
-        return (
-            f"{self.what}: {self.b.show()} against {self.a.show()}: difference {self.difference:+.4f}, "
-            f"noise ±{self.tolerance:.4f}: **{'yes' if self.ok else 'no'}**, {self.why}"
-        )
-
-
-def judge(what: str, a: Side, b: Side, claim: str, proportion: bool = True, same_within: float = SAME_WITHIN) -> Check:
-    """Judge the claim that `b` is `claim` (higher, lower, same, not lower) against `a`.
-
-    An effect counts only beyond the noise (`compare.noise_band`, the rule of the comparative
-    verdict); one within it is a "no". "same" and "not lower" hold within the noise, and only
-    where the noise is no wider than `same_within`. Every seed of each side must have finished
-    (a diverged, failed or missing seed is a "no": the training itself is what varies), and
-    each side needs MIN_SEEDS of them.
-    """
-    if claim not in CLAIMS:
-        raise ValueError(f"claim {claim!r}: choose one of {', '.join(CLAIMS)}")
-    short = [s for s in (a, b) if not s.constant and (s.mean is None or s.finished < max(s.seeds, MIN_SEEDS))]
-    if short:
-        names = "; ".join(f"{s.label}: {s.finished} of {s.seeds} seeds finished{f' ({s.unfinished})' if s.unfinished else ''}" for s in short)
-        return Check(what, a, b, claim, None, None, False, f"not judged: {names}; every seed must finish, and at least {MIN_SEEDS}")
-    assert a.mean is not None and b.mean is not None
-    d = b.mean - a.mean
-    tol = compare.noise_band((a.mean, a.std, a.examples), (b.mean, b.std, b.examples), proportion)
-    if claim in ("higher", "lower"):
-        sign = 1 if claim == "higher" else -1
-        if sign * d > tol:
-            return Check(what, a, b, claim, d, tol, True, f"{claim} beyond the noise")
-        if sign * d < -tol:
-            return Check(what, a, b, claim, d, tol, False, f"{'lower' if claim == 'higher' else 'higher'} beyond the noise: the opposite of the claim")
-        return Check(what, a, b, claim, d, tol, False, f"the same within the noise: {claim} needs a difference beyond {sign * tol:+.4f}")
-    within = abs(d) <= tol if claim == "same" else d >= -tol
-    if not within:
-        return Check(what, a, b, claim, d, tol, False, f"{'differs' if claim == 'same' else 'lower'} beyond the noise: the claim says {claim}")
-    if tol > same_within:
-        return Check(what, a, b, claim, d, tol, False, f"within the noise, but the noise ({tol:.4f}) is wider than {same_within} and cannot show that they are {claim}")
-    return Check(what, a, b, claim, d, tol, True, "within the noise" if claim == "same" else "not lower beyond the noise")
 
 
 # ---------------------------------------------------------------- running the configs
@@ -214,7 +114,7 @@ def table(res: Result, metrics: tuple[str, ...] = ("train_accuracy", "val_accura
         epochs = [str(r.summary.get("best_epoch") if r.summary.get("restored_best") else r.summary.get("epochs_run")) for r in done]
         verdicts = [r.verdict or r.status for r in g.runs]
         shown = ", ".join(f"{v} x{verdicts.count(v)}" if verdicts.count(v) > 1 else v for v in dict.fromkeys(verdicts))
-        row = [compare._show(g.values.get(k)) for k in keys] + [f"{len(done)}/{len(g.runs)}"]
+        row = [compare.show(g.values.get(k)) for k in keys] + [f"{len(done)}/{len(g.runs)}"]
         row += [cell(g, m) for m in metrics] + [", ".join(epochs), shown]
         lines.append("| " + " | ".join(row) + " |")
     return lines
@@ -234,7 +134,7 @@ def rate_lines(res: Result, key: str) -> list[str]:
     if not res.comp.tuning:
         return []
     tune = res.comp.tuning[0]
-    chosen = ", ".join(f"{p['params'].get(key)} {compare._show(p['chosen']) if p.get('chosen') is not None else 'none'}"
+    chosen = ", ".join(f"{p['params'].get(key)} {compare.show(p['chosen']) if p.get('chosen') is not None else 'none'}"
                        for p in tune["points"])
     return [f"Learning rates, each method's own (chosen on the mean validation loss of its seeds): {chosen}.", "",
             "How each was chosen (validation loss of the kept models, mean over the seeds; the chosen rate in bold):", "",
@@ -261,9 +161,9 @@ def s1(res: Result, plots: Path) -> Section:
     shallow, deep = min(sig), max(sig)
     acc = lambda g, d: side(g, "train_accuracy", f"{d} layers")
     checks = [
-        judge(f"sigmoid, training accuracy: {deep} layers against {shallow}", acc(sig[shallow], shallow), acc(sig[deep], deep), "lower"),
-        judge(f"sigmoid, training accuracy at {deep} layers against chance", constant("chance", chance(sig[deep])), acc(sig[deep], deep), "same"),
-        judge(f"training accuracy at {deep} layers: ReLU against sigmoid", side(sig[deep], "train_accuracy", "sigmoid"),
+        check(f"sigmoid, training accuracy: {deep} layers against {shallow}", acc(sig[shallow], shallow), acc(sig[deep], deep), "lower"),
+        check(f"sigmoid, training accuracy at {deep} layers against chance", constant("chance", chance(sig[deep])), acc(sig[deep], deep), "same"),
+        check(f"training accuracy at {deep} layers: ReLU against sigmoid", side(sig[deep], "train_accuracy", "sigmoid"),
               side(relu[deep], "train_accuracy", "ReLU"), "higher"),
     ]
     deep_sig, deep_relu = finished(sig[deep]), finished(relu[deep])
@@ -297,9 +197,9 @@ def s2(res: Result, plots: Path) -> Section:
     p20, p56 = res.group(model__depth=20, model__residual=False), res.group(model__depth=56, model__residual=False)
     r20, r56 = res.group(model__depth=20, model__residual=True), res.group(model__depth=56, model__residual=True)
     checks = [
-        judge("plain, training accuracy: 56 layers against 20", side(p20, "train_accuracy", "20 layers"), side(p56, "train_accuracy", "56 layers"), "lower"),
-        judge("plain, test accuracy: 56 layers against 20", side(p20, "test_accuracy", "20 layers"), side(p56, "test_accuracy", "56 layers"), "lower"),
-        judge("residual, training accuracy: 56 layers against 20", side(r20, "train_accuracy", "20 layers"), side(r56, "train_accuracy", "56 layers"), "not lower"),
+        check("plain, training accuracy: 56 layers against 20", side(p20, "train_accuracy", "20 layers"), side(p56, "train_accuracy", "56 layers"), "lower"),
+        check("plain, test accuracy: 56 layers against 20", side(p20, "test_accuracy", "20 layers"), side(p56, "test_accuracy", "56 layers"), "lower"),
+        check("residual, training accuracy: 56 layers against 20", side(r20, "train_accuracy", "20 layers"), side(r56, "train_accuracy", "56 layers"), "not lower"),
     ]
     call = next((c["call"] for c in res.comp.comparisons if c["key"] == "model.depth" and c["context"] == "model.residual=False"), None)
     lines = [
@@ -317,7 +217,7 @@ def s3(res: Result, plots: Path) -> Section:
     sig = res.group(model__activation="sigmoid")
     others = [g for g in res.comp.groups if g is not sig]
     checks = [
-        judge(f"training accuracy: {g.values['model.activation']} against sigmoid", side(sig, "train_accuracy", "sigmoid"),
+        check(f"training accuracy: {g.values['model.activation']} against sigmoid", side(sig, "train_accuracy", "sigmoid"),
               side(g, "train_accuracy", g.values["model.activation"]), "higher")
         for g in others
     ]
@@ -326,7 +226,7 @@ def s3(res: Result, plots: Path) -> Section:
     lines = []
     if known:
         lo, hi = min(known, key=known.__getitem__), max(known, key=known.__getitem__)
-        spread = judge(f"training accuracy: {hi} against {lo}", side(res.group(model__activation=lo), "train_accuracy", lo),
+        spread = check(f"training accuracy: {hi} against {lo}", side(res.group(model__activation=lo), "train_accuracy", lo),
                        side(res.group(model__activation=hi), "train_accuracy", hi), "same")
         lines += [f"Not part of the claim, the spread among the four: {spread.text()}.", ""]
     prelu, maxout = finished(res.group(model__activation="prelu")), finished(res.group(model__activation="maxout"))
@@ -344,7 +244,7 @@ def s4(res: Result, plots: Path) -> Section:
     sgd = res.group(optimizer__name="sgd")
     epochs = max((r.summary.get("epochs_run", 0) for r in sgd.runs), default=0)
     checks = [
-        judge(f"training loss after {epochs} epochs: {g.values['optimizer.name']} against sgd", side(sgd, "train_loss", "sgd"),
+        check(f"training loss after {epochs} epochs: {g.values['optimizer.name']} against sgd", side(sgd, "train_loss", "sgd"),
               side(g, "train_loss", g.values["optimizer.name"]), "lower", proportion=False)
         for g in res.comp.groups if g is not sgd
     ]
@@ -362,10 +262,10 @@ def s4(res: Result, plots: Path) -> Section:
 def s5(res: Result, plots: Path) -> Section:
     full, es = res.group(train__early_stopping__enabled=False), res.group(train__early_stopping__enabled=True)
     checks = [
-        judge("test loss: early stopping's kept model against the full run's last", side(full, "test_loss", "full run"),
+        check("test loss: early stopping's kept model against the full run's last", side(full, "test_loss", "full run"),
               side(es, "test_loss", "early stopping"), "lower", proportion=False),
     ]
-    acc = judge("test accuracy, the same models", side(full, "test_accuracy", "full run"), side(es, "test_accuracy", "early stopping"), "higher")
+    acc = check("test accuracy, the same models", side(full, "test_accuracy", "full run"), side(es, "test_accuracy", "early stopping"), "higher")
     mins = [f"{r.best('val_loss')[1]}" for r in finished(full)]
     kept = [f"{r.summary.get('best_epoch')}" for r in finished(es)]
     stops = [f"{r.summary.get('epochs_run')}" for r in finished(es)]
@@ -401,9 +301,9 @@ def s6(res: Result, plots: Path) -> Section:
     sparse = {k: first_layer(g, k, "near_zero_fraction") for k, g in named.items()}
     norm = {k: first_layer(g, k, "weight_norm") for k, g in named.items()}
     checks = [
-        judge("fraction of first-layer weights with |w| < 1e-3: L1 against none", sparse["none"], sparse["L1"], "higher", proportion=False),
-        judge("fraction of first-layer weights with |w| < 1e-3: L1 against L2", sparse["L2"], sparse["L1"], "higher", proportion=False),
-        judge("first-layer weight norm: L2 against none", norm["none"], norm["L2"], "lower", proportion=False),
+        check("fraction of first-layer weights with |w| < 1e-3: L1 against none", sparse["none"], sparse["L1"], "higher", proportion=False),
+        check("fraction of first-layer weights with |w| < 1e-3: L1 against L2", sparse["L2"], sparse["L1"], "higher", proportion=False),
+        check("first-layer weight norm: L2 against none", norm["none"], norm["L2"], "lower", proportion=False),
     ]
     fig, ax = plt.subplots(figsize=(8, 4))
     for label, g in named.items():
@@ -441,10 +341,10 @@ def s7(res: Result, res_b: Result, plots: Path) -> Section:
         return values_side(label, [h.get("train_accuracy") for h in rec], min((n for n in train_eval if n), default=None))
 
     checks = [
-        judge(f"overfitting net, training accuracy at epoch {epoch}: dropout against none", at_epoch(off, "none"), at_epoch(on, "dropout"), "lower"),
-        judge("overfitting net, kept model's test loss: dropout against none", side(off, "test_loss", "none"), side(on, "test_loss", "dropout"), "lower", proportion=False),
-        judge("overfitting net, kept model's test accuracy: dropout against none", side(off, "test_accuracy", "none"), side(on, "test_accuracy", "dropout"), "higher"),
-        judge("struggling net, training accuracy: dropout 0.5 against none", side(b_off, "train_accuracy", "none"), side(b_on, "train_accuracy", "dropout"), "lower"),
+        check(f"overfitting net, training accuracy at epoch {epoch}: dropout against none", at_epoch(off, "none"), at_epoch(on, "dropout"), "lower"),
+        check("overfitting net, kept model's test loss: dropout against none", side(off, "test_loss", "none"), side(on, "test_loss", "dropout"), "lower", proportion=False),
+        check("overfitting net, kept model's test accuracy: dropout against none", side(off, "test_accuracy", "none"), side(on, "test_accuracy", "dropout"), "higher"),
+        check("struggling net, training accuracy: dropout 0.5 against none", side(b_off, "train_accuracy", "none"), side(b_on, "train_accuracy", "dropout"), "lower"),
     ]
     warned = sorted({w for r in finished(b_on) for w in (r.summary.get("diagnosis") or {}).get("warnings", [])})
     lines = [
@@ -499,10 +399,10 @@ def s8(res: Result, plots: Path) -> Section:
 
     top = ks[-1] if ks else 64
     checks = [
-        judge(f"test accuracy: MC dropout (K = {top}) against weight scaling", at(None, "accuracy", "weight scaling"), at(top, "accuracy", f"K = {top}"), "same"),
-        judge(f"test accuracy: MC dropout, K = {top} against K = 1", at(1, "accuracy", "K = 1"), at(top, "accuracy", f"K = {top}"), "higher"),
+        check(f"test accuracy: MC dropout (K = {top}) against weight scaling", at(None, "accuracy", "weight scaling"), at(top, "accuracy", f"K = {top}"), "same"),
+        check(f"test accuracy: MC dropout, K = {top} against K = 1", at(1, "accuracy", "K = 1"), at(top, "accuracy", f"K = {top}"), "higher"),
     ]
-    loss = judge(f"test loss: MC dropout (K = {top}) against weight scaling", at(None, "loss", "weight scaling"), at(top, "loss", f"K = {top}"), "same", proportion=False)
+    loss = check(f"test loss: MC dropout (K = {top}) against weight scaling", at(None, "loss", "weight scaling"), at(top, "loss", f"K = {top}"), "same", proportion=False)
     rows = [("weight scaling", None)] + [(f"MC dropout, K = {k}", k) for k in ks]
     lines = ["| model | test accuracy | test loss |", "|---|---|---|"]
     for name, k in rows:
@@ -529,9 +429,9 @@ def s9(res: Result, plots: Path) -> Section:
     plain, pre = res.group(model__pretrain="none"), res.group(model__pretrain="rbm")
     depth = next((len(r.summary.get("pretrain", {}).get("layers", [])) for r in finished(pre) if r.summary.get("pretrain")), 0)
     checks = [
-        judge("training accuracy without pretraining against chance", constant("chance", chance(plain)),
+        check("training accuracy without pretraining against chance", constant("chance", chance(plain)),
               side(plain, "train_accuracy", "no pretraining"), "same"),
-        judge("training accuracy: pretrained against not", side(plain, "train_accuracy", "no pretraining"),
+        check("training accuracy: pretrained against not", side(plain, "train_accuracy", "no pretraining"),
               side(pre, "train_accuracy", "pretrained"), "higher"),
     ]
     done = [r for r in finished(pre) if r.summary.get("pretrain")]

@@ -252,6 +252,29 @@ def test_orphaned_members_are_listed_never_averaged_in(tmp_path):
     assert "m0-killed: not in its sweep's manifest" in " ".join(result.output.split())
 
 
+def test_a_tuned_sweeps_unchosen_trials_are_neither_compared_nor_orphans_and_its_manifest_is_read_once(tmp_path, monkeypatch):
+    from dnnlab import runs
+
+    sweep_dir = tmp_path / "s"
+    fake_run(sweep_dir, "m0", {"model": {"depth": 1}, "optimizer": {"lr": 0.01}}, 0.9, 0.85)
+    fake_run(sweep_dir, "m0-lr0.1", {"model": {"depth": 1}, "optimizer": {"lr": 0.1}}, 0.5, 0.4)  # a trial not chosen
+    fake_run(sweep_dir, "m1", {"model": {"depth": 2}, "optimizer": {"lr": 0.01}}, 0.9, 0.86)
+    fake_run(sweep_dir, "m1-copy", {"model": {"depth": 2}, "optimizer": {"lr": 0.01}}, 0.2, 0.1)
+    tune = {"key": "optimizer.lr", "values": [0.01, 0.1], "metric": "val_loss", "points": []}
+    trial = lambda chosen: {"trial": True, "chosen": chosen}  # noqa: E731
+    (sweep_dir / "sweep.json").write_text(json.dumps({"tune": tune, "members": [
+        {"index": 0, "dir": "m0", "status": "completed", "tune": trial(True)},
+        {"index": 1, "dir": "m0-lr0.1", "status": "completed", "tune": trial(False)},
+        {"index": 2, "dir": "m1", "status": "completed", "tune": trial(True)},
+    ]}))
+    reads = []
+    read_manifest = runs.read_manifest
+    monkeypatch.setattr(runs, "read_manifest", lambda folder: reads.append(folder) or read_manifest(folder))
+    comp, sweeps = compare.compare([str(sweep_dir)])
+    assert sorted(r.label for r in comp.records) == ["m0", "m1"] and [p.name for p in comp.orphans] == ["m1-copy"]
+    assert comp.tuning == [tune] and sweeps == [sweep_dir] and reads == [sweep_dir]
+
+
 def test_a_sweep_of_more_than_10000_members_needs_yes(tmp_path):
     lrs = ",".join(str(0.001 + i * 1e-5) for i in range(101))
     widths = ",".join(str(8 + i) for i in range(100))

@@ -123,7 +123,7 @@ def fix_table(job, width: int, wide: bool = False):
     cols = [tables.Column("remedy", remedy, keep=True, wrap=True), tables.Column("verdict", verdicts, keep=True, wrap=True)]
     for name, pick in (("train", lambda r: r.train), ("val", lambda r: r.val)):
         control = pick(first)[0] if first else None
-        short = [tables.number(control)] + [tables.change(pick(r)[1], pick(r)[0], abs(_diff(pick(r))) <= pick(r)[2]) for r in results]
+        short = [tables.number(control)] + [tables.change(pick(r)[1], pick(r)[0], _within(pick(r))) for r in results]
         full = [_acc(control)] + [_delta(*pick(r)) for r in results]
         cols.append(tables.Column(f"{name} {word}", short, full, priority=6 if judged == name else 4 if name == "val" else 3, right=True))
     loss = [first.val_loss[0] if first else None] + [r.val_loss[1] for r in results]
@@ -138,9 +138,13 @@ def fix_table(job, width: int, wide: bool = False):
     )
 
 
-def _diff(triple: tuple) -> float:
-    control, value, _ = triple
-    return 0.0 if control is None or value is None else value - control
+def _within(triple: tuple) -> bool:
+    """Whether a remedy's change from the control is within the noise (`compare.beyond`, the one
+    judge); a side without a value has no change."""
+    from dnnlab.compare import beyond
+
+    control, value, tol = triple
+    return beyond(0.0 if control is None or value is None else value - control, tol) == 0
 
 
 def _delta(control: Optional[float], value: Optional[float], tol: float) -> str:
@@ -150,4 +154,4 @@ def _delta(control: Optional[float], value: Optional[float], tol: float) -> str:
     if control is None:
         return _acc(value)
     d = value - control
-    return f"{value:.4f} ({d:+.4f}{'' if abs(d) > tol else ', noise'})"
+    return f"{value:.4f} ({d:+.4f}{', noise' if _within((control, value, tol)) else ''})"

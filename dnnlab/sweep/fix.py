@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from dnnlab import baselines, runs
-from dnnlab.compare import Group, load_record, tolerance
+from dnnlab.compare import Group, load_record, shift
 from dnnlab.config import ConfigError, apply_overrides, dump_yaml, read_yaml, safe_yaml, validate
 from dnnlab.sweep.grid import Sweep, SweepError, override
 from dnnlab.tables import count
@@ -364,17 +364,13 @@ def _judge_one(
     verdict: str, remedy: dict[str, Any], control: Group, group: Group, members: list[dict], solved: bool = False
 ) -> Result:
     measure = measure_of(control)
-    (ct, _), (rt, _) = control.stat(f"train_{measure}"), group.stat(f"train_{measure}")
-    (cv, _), (rv, _) = control.stat(f"val_{measure}"), group.stat(f"val_{measure}")
+    train, val = shift(control, group, "train", measure), shift(control, group, "val", measure)  # the one judge of the noise
     (cl, _), (rl, _) = control.stat("val_loss"), group.stat("val_loss")
-    tol_t, tol_v = tolerance(control, group, "train", measure), tolerance(control, group, "val", measure)
     verdicts = [r.verdict for r in group.runs]
     status = [r.status for r in group.runs] or [m["status"] for m in members]
     finished = bool(group.runs) and all(s in runs.FINISHED for s in status)
     trains = finished and not any(v in ("failed-training", "diverged") for v in verdicts)
-    up_train = rt is not None and ct is not None and rt - ct > tol_t
-    up_val = rv is not None and cv is not None and rv - cv > tol_v
-    down_val = rv is not None and cv is not None and cv - rv > tol_v
+    up_train, up_val, down_val = train.call == 1, val.call == 1, val.call == -1
     loss_down = rl is not None and cl is not None and rl < cl * (1 - LOSS_TOLERANCE)
     if not finished:
         fixed, words = False, f"did not finish ({', '.join(status)})"
@@ -395,4 +391,5 @@ def _judge_one(
         words = "generalizes better" if fixed else (
             "validation accuracy fell beyond the noise" if down_val else "validation loss not lower beyond 1%"
         )
-    return Result(remedy, [r.path for r in group.runs], verdicts, status, (ct, rt, tol_t), (cv, rv, tol_v), (cl, rl), fixed, words, measure)
+    return Result(remedy, [r.path for r in group.runs], verdicts, status, (train.a, train.b, train.noise), (val.a, val.b, val.noise),
+                  (cl, rl), fixed, words, measure)
