@@ -138,8 +138,12 @@ def _stop_before(what: str) -> None:
 def _interrupted_summary(cfg: Config, run_dir: Path, run_writer: runs.Writer) -> None:
     """The summary of a run stopped before it wrote one: interrupted, after the epochs on disk."""
     if not (run_dir / runs.SUMMARY).exists():
-        done = runs.read_metrics(run_dir)
-        run_writer.finish({"name": cfg.name, "status": "interrupted", "epochs_run": max(len(done) - 1, 0)})
+        _write_stub(cfg, run_dir, run_writer, "interrupted")
+
+
+def _write_stub(cfg: Config, run_dir: Path, run_writer: runs.Writer, status: str, reason: Optional[str] = None) -> None:
+    """The summary of a run that ended without its own (`runs.stub_summary`), after the epochs on disk."""
+    run_writer.finish(runs.stub_summary(cfg.name, status, history=runs.read_metrics(run_dir), reason=reason))
 
 
 def _train_and_report(
@@ -175,8 +179,7 @@ def _train_and_report_(
                 board.close()
             # the disk filled up (or the folder vanished) mid-run: say so in the summary if it can be written
             try:
-                done = runs.read_metrics(run_dir)
-                run_writer.finish({"name": cfg.name, "status": "failed", "reason": str(exc), "epochs_run": max(len(done) - 1, 0)})
+                _write_stub(cfg, run_dir, run_writer, "failed", str(exc))
             except (OSError, ValueError):
                 pass
             raise
@@ -236,8 +239,7 @@ def _mark_failed(cfg: Config, run_dir: Path, run_writer: runs.Writer, files: run
     """The summary of a run that lost one of its processes (called by the watch thread), after
     the epochs already queued are written."""
     files.close()
-    done = runs.read_metrics(run_dir)
-    run_writer.finish({"name": cfg.name, "status": "failed", "reason": message, "epochs_run": max(len(done) - 1, 0)})
+    _write_stub(cfg, run_dir, run_writer, "failed", message)
 
 
 def with_reference(

@@ -9,7 +9,8 @@ file in the same folder and renamed into place (never through a symlink), so a k
 leaves each finished epoch readable and never a half-written file.
 
 Lives here: `names` (file, metric and status names, exit codes, the one command formatter),
-`files` (atomic writes, folders, locks, the inputs a run is tied to), `writers` (the Writer
+`files` (atomic writes, folders, locks, the inputs a run is tied to), `summary` (the stub of a
+run that ended without its own summary, and the epochs a history holds), `writers` (the Writer
 interface, its fan-out and background thread, the run folder's writer), `read` (reading runs,
 states and manifests back), `cache` (the cache folder and whether compiled programs are kept).
 May import: the standard library, config (lazily), numpy (lazily). The CLI starts without numpy.
@@ -80,6 +81,7 @@ from dnnlab.runs.read import (
     read_summary,
     seed_stats,
 )
+from dnnlab.runs.summary import epochs_run, stub_summary
 from dnnlab.runs.writers import Background, MultiWriter, RunDir, Writer
 
 __all__ = [
@@ -118,6 +120,7 @@ __all__ = [
     "cache_root",
     "compiled_cache_off",
     "config_digest",
+    "epochs_run",
     "is_number",
     "kept_checkpoint",
     "kept_metrics",
@@ -137,6 +140,7 @@ __all__ = [
     "run_folder_problem",
     "seed_stats",
     "shell_command",
+    "stub_summary",
     "write_figure",
     "write_inputs",
     "write_manifest",
