@@ -193,11 +193,12 @@ def _resume(run_dir: Path, config: Optional[Path], overrides: list[str], quiet: 
     """`dnnlab run --resume RUN_DIR`: continue it in place (a finished run is only logged to
     MLflow, with --mlflow); exits."""
     from dnnlab import experiment
-    from dnnlab.config import ConfigError, load_config
+    from dnnlab.config import ConfigError
+    from dnnlab.runs import read_config
 
     if mlflow is None:
         try:
-            mlflow = load_config(run_dir / "config.yaml").logging.mlflow
+            mlflow = read_config(run_dir).logging.mlflow
         except (ConfigError, OSError):
             pass  # resuming says what is wrong with the folder
     uri = _mlflow_ready(mlflow)

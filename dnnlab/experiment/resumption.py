@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence
 
 from dnnlab import interrupt, runs
-from dnnlab.config import dump_yaml
 
 if TYPE_CHECKING:
     pass
@@ -66,7 +65,7 @@ def _resume(run_dir: Path, overrides: Sequence[str], shown: Optional[Shown], con
     shown = shown or Shown()
     try:
         history, saved, summary = runs.load_run(run_dir)
-        cfg = load_config(config_file or run_dir / runs.CONFIG, list(overrides))
+        cfg = load_config(config_file, list(overrides)) if config_file is not None else runs.read_config(run_dir, overrides)
         inputs = runs.read_inputs(run_dir)
     except (ConfigError, ValueError, OSError) as exc:
         raise ExperimentError(str(exc)) from None
@@ -106,7 +105,7 @@ def _resume(run_dir: Path, overrides: Sequence[str], shown: Optional[Shown], con
     check_devices(cfg)
     _stop_before("before the run was resumed; nothing was changed")
     if cfg.train.epochs != saved.train.epochs:
-        runs.atomic_write_text(run_dir / runs.CONFIG, dump_yaml(cfg))
+        runs.write_config(run_dir, cfg)
         if inputs is not None:
             runs.write_inputs(run_dir, cfg.model_dump(mode="json"), inputs["data"])
     if inputs is None:
@@ -115,7 +114,7 @@ def _resume(run_dir: Path, overrides: Sequence[str], shown: Optional[Shown], con
         runs.write_preprocessing(run_dir, ds.preprocessing)  # a folder from before runs kept it: the same data (checked)
     with _known_failures(run_dir, "interrupted; the finished epochs are in the run folder, resume it again"), interrupt.deferred():
         run_writer: runs.Writer = runs.RunDir(
-            run_dir, "", history=state.history if state is not None else [], keep_state=cfg.train.keep_state,
+            run_dir, history=state.history if state is not None else [], keep_state=cfg.train.keep_state,
         )
         if (run_dir.parent / runs.SEEDS_MANIFEST).exists():
             run_writer = _SeedTag(run_writer, cfg.seed)  # a seed of a multi-seed folder keeps its tag
@@ -148,12 +147,12 @@ def resume_seeds(run_dir: Path, overrides: Sequence[str] = (), shown: Optional[S
 
 def _resume_seeds(run_dir: Path, overrides: Sequence[str], shown: Shown) -> Optional[SeedsOutcome]:
     from dnnlab import train
-    from dnnlab.config import ConfigError, load_config
+    from dnnlab.config import ConfigError
 
     try:
         found = runs.read_manifest(run_dir)
-        saved = load_config(run_dir / runs.CONFIG)
-        cfg = load_config(run_dir / runs.CONFIG, list(overrides))
+        saved = runs.read_config(run_dir)
+        cfg = runs.read_config(run_dir, overrides)
         summary = runs.read_summary(run_dir) or {}
         inputs = runs.read_inputs(run_dir)
     except (ConfigError, ValueError, OSError) as exc:
@@ -179,7 +178,7 @@ def _resume_seeds(run_dir: Path, overrides: Sequence[str], shown: Shown) -> Opti
     ds = load_data(located(cfg, inputs))
     check_data(run_dir, ds, inputs)
     if overrides:  # train.epochs grew (resume refuses any other change): the folder's config says so
-        runs.atomic_write_text(run_dir / runs.CONFIG, dump_yaml(cfg))
+        runs.write_config(run_dir, cfg)
         if inputs is not None:
             runs.write_inputs(run_dir, cfg.model_dump(mode="json"), inputs["data"])
     outcomes = []
@@ -192,7 +191,7 @@ def _resume_seeds(run_dir: Path, overrides: Sequence[str], shown: Shown) -> Opti
         if outcome is None:
             outcome = finished_outcome(folder)  # finished: kept as it is
         if outcome is None:  # never started: train it now, in its folder
-            writer = _SeedTag(runs.RunDir(folder, dump_yaml(c), keep_state=c.train.keep_state), c.seed)
+            writer = _SeedTag(runs.RunDir(folder, c, keep_state=c.train.keep_state), c.seed)
             record_inputs(folder, c, ds, located(c, inputs).data)
             with _known_failures(run_dir, "interrupted; resume the folder again"), interrupt.deferred():
                 outcome = _train_and_report(c, ds, folder, writer, seed_shown)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence
 
 from dnnlab import interrupt, runs
-from dnnlab.config import Config, dump_yaml, training_loop
+from dnnlab.config import Config, training_loop
 from dnnlab.data import DataError, Dataset
 from dnnlab.diagnose import Diagnosis
 from dnnlab.runs import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED
@@ -119,7 +119,7 @@ def execute(cfg: Config, ds: Dataset, out: Path, shown: Optional["Shown"] = None
     _stop_before("before the run started; nothing was written")
     run_dir = runs.new_run_dir(out, cfg.name)
     with run_lock(run_dir):
-        run_writer = runs.RunDir(run_dir, dump_yaml(cfg), keep_state=cfg.train.keep_state)
+        run_writer = runs.RunDir(run_dir, cfg, keep_state=cfg.train.keep_state)
         record_inputs(run_dir, cfg, ds, origin=shown.config_name, argv=shown.argv)
         if shown.announce is not None:
             shown.announce(run_dir)
@@ -289,7 +289,7 @@ def _execute_seeds(cfg: Config, ds: Dataset, run_dir: Path, shown: Shown, t0: fl
     from dnnlab.report import finalize
     from dnnlab.tracking import open_board
 
-    runs.atomic_write_text(run_dir / runs.CONFIG, dump_yaml(cfg))
+    runs.write_config(run_dir, cfg)
     record_inputs(run_dir, cfg, ds, origin=shown.config_name, argv=shown.argv)
     if shown.announce is not None:
         shown.announce(run_dir)
@@ -307,7 +307,7 @@ def _execute_seeds(cfg: Config, ds: Dataset, run_dir: Path, shown: Shown, t0: fl
     seed_writers, boards, files = [], [], []
     for i, c in enumerate(cfgs):
         (run_dir / f"seed-{c.seed}").mkdir()
-        member_writer = _SeedTag(runs.RunDir(run_dir / f"seed-{c.seed}", dump_yaml(c), keep_state=c.train.keep_state), c.seed)
+        member_writer = _SeedTag(runs.RunDir(run_dir / f"seed-{c.seed}", c, keep_state=c.train.keep_state), c.seed)
         record_inputs(run_dir / f"seed-{c.seed}", c, ds)
         boards.append(open_board(c, run_dir / f"seed-{c.seed}"))  # seed-<s>/tb/, unless logging.tensorboard is off
         # each seed's files written by a thread of their own (see `_train_and_report`)

@@ -3,8 +3,10 @@ resume states and manifests, the writers, and reading them back with the rules e
 shares (the kept model's metrics, the statistics over seeds).
 
 This package is the one owner of the run folder's format: training writes through `RunDir`,
-summary.json is written only by `write_summary`, and diagnose, compare, evaluate and the CLI
-read through `load_run`, `read_manifest` and `kept_metrics`. Every file is written to a temp
+summary.json is written only by `write_summary` (a stub's content composed by `stub_summary`),
+config.yaml only by `write_config` and read back by `read_config` (or, unvalidated, by
+`read_raw_config`), and diagnose, compare, evaluate and the CLI read through `load_run`,
+`read_manifest` and `kept_metrics`. Every file is written to a temp
 file in the same folder and renamed into place (never through a symlink), so a killed run
 leaves each finished epoch readable and never a half-written file.
 
@@ -30,6 +32,7 @@ from dnnlab.runs.files import (
     atomic_write_text,
     config_digest,
     new_run_dir,
+    write_config,
     write_figure,
     write_inputs,
     write_manifest,
@@ -77,6 +80,8 @@ from dnnlab.runs.read import (
     read_metrics,
     read_preprocessing,
     run_folder_problem,
+    read_config,
+    read_raw_config,
     read_state,
     read_summary,
     seed_stats,
@@ -131,16 +136,19 @@ __all__ = [
     "nonfinite_array",
     "origin",
     "origin_words",
+    "read_config",
     "read_inputs",
     "read_manifest",
     "read_metrics",
     "read_preprocessing",
+    "read_raw_config",
     "read_state",
     "read_summary",
     "run_folder_problem",
     "seed_stats",
     "shell_command",
     "stub_summary",
+    "write_config",
     "write_figure",
     "write_inputs",
     "write_manifest",
