@@ -68,6 +68,7 @@ from dnnlab.runs.names import (
 )
 from dnnlab.runs.read import (
     StateError,
+    has_state,
     is_number,
     kept_checkpoint,
     kept_metrics,
@@ -126,6 +127,7 @@ __all__ = [
     "compiled_cache_off",
     "config_digest",
     "epochs_run",
+    "has_state",
     "is_number",
     "kept_checkpoint",
     "kept_metrics",

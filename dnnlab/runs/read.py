@@ -245,6 +245,11 @@ def seed_stats(summaries: list[dict[str, Any]], metric: str) -> tuple[Optional[f
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0), len(values)
 
 
+def has_state(run_dir: Path) -> bool:
+    """Whether a run folder holds a resume state (state.npz, or state.prev.npz before it)."""
+    return (Path(run_dir) / STATE).exists() or (Path(run_dir) / STATE_PREV).exists()
+
+
 def kept_checkpoint(run_dir: Path, summary: dict[str, Any], which: str = "kept") -> Path:
     """best.npz when the run kept its best epoch (or when asked), else last.npz."""
     if which == "kept":
