@@ -5,8 +5,10 @@ a run folder, and print its verdict.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, NoReturn, Optional
 
 import typer
 
@@ -163,28 +165,19 @@ def _run(
             raise _fail(_escape(str(exc)), exc.code) from None
         raise typer.Exit(STATUS_EXIT.get(summary.get("status"), EXIT_FAILED))
 
-    writers = _live_writers(quiet)
-    seed_writers, group = _seeds_progress(quiet)
-
     def announce(run_dir: Path) -> None:
         if not quiet:
             console.print(f"[bold]{_escape(cfg.name)}[/]: {_escape(ds.name)} from {_escape(ds.source)} -> {_escape(str(run_dir))}")
 
     # the printed commands (try:, report.md) start from what trained: CONFIG and every override, in order
     origin = runs_origin(config, overrides)
+    with _live(quiet) as (writers, seed_writers):
+        try:
+            outcome = experiment.run(cfg, ds, out, experiment.Shown(writers, not quiet, origin, announce, _argv(), seed_writers))
+        except experiment.ExperimentError as exc:
+            raise _fail(_escape(str(exc)), exc.code) from None
     try:
-        outcome = experiment.run(cfg, ds, out, experiment.Shown(writers, not quiet, origin, announce, _argv(), seed_writers))
-    except experiment.ExperimentError as exc:
-        raise _fail(_escape(str(exc)), exc.code) from None
-    finally:
-        for w in writers:
-            w.close()
-        if group is not None:
-            group.close()
-    try:
-        if isinstance(outcome, experiment.SeedsOutcome):
-            _print_seeds(outcome, quiet, origin, fail_verdicts)
-        _print_run(outcome, quiet, origin, fail_verdicts)
+        _print(outcome, quiet, origin, fail_verdicts)
     finally:  # after the plots: they are artifacts
         _log_mlflow(uri, outcome.run_dir, shell_command("dnnlab", "run", "--resume", outcome.run_dir, "--mlflow", uri))
 
@@ -203,29 +196,16 @@ def _resume(run_dir: Path, config: Optional[Path], overrides: list[str], quiet: 
             pass  # resuming says what is wrong with the folder
     uri = _mlflow_ready(mlflow)
 
-    writers = _live_writers(quiet)
-    seed_writers, group = _seeds_progress(quiet)
-
     def announce(folder: Path) -> None:
         if not quiet:
             console.print(f"resuming {folder}", markup=False)
 
-    from dnnlab.runs import SEEDS_MANIFEST
-
-    shown = experiment.Shown(writers, not quiet, str(run_dir / "config.yaml"), announce, seed_writers=seed_writers)
-    seeds = (run_dir / SEEDS_MANIFEST).exists()
-    try:
-        if seeds:
-            outcome = experiment.resume_seeds(run_dir, overrides, shown)
-        else:
-            outcome = experiment.resume(run_dir, overrides, shown, config)
-    except experiment.ExperimentError as exc:
-        raise _fail(_escape(str(exc)), exc.code) from None
-    finally:
-        for w in writers:
-            w.close()
-        if group is not None:
-            group.close()
+    with _live(quiet) as (writers, seed_writers):
+        shown = experiment.Shown(writers, not quiet, str(run_dir / "config.yaml"), announce, seed_writers=seed_writers)
+        try:
+            outcome = experiment.resume(run_dir, overrides, shown, config)  # a run, or a multi-seed folder seed by seed
+        except experiment.ExperimentError as exc:
+            raise _fail(_escape(str(exc)), exc.code) from None
     again = shell_command("dnnlab", "run", "--resume", run_dir, "--mlflow", uri)
     if outcome is None:
         from dnnlab.runs import read_summary
@@ -239,11 +219,49 @@ def _resume(run_dir: Path, config: Optional[Path], overrides: list[str], quiet: 
         _log_mlflow(uri, run_dir, again)
         raise typer.Exit(EXIT_OK)
     try:
-        if seeds:
-            _print_seeds(outcome, quiet, run_dir / "config.yaml", fail_verdicts)
-        _print_run(outcome, quiet, run_dir / "config.yaml", fail_verdicts)
+        _print(outcome, quiet, run_dir / "config.yaml", fail_verdicts)
     finally:
         _log_mlflow(uri, run_dir, again)
+
+
+@contextmanager
+def _live(quiet: bool) -> Iterator[tuple[list, Any]]:
+    """(the console's live writers, each seed's: `experiment.Shown`'s writers and seed_writers),
+    closed when the block ends."""
+    writers = _live_writers(quiet)
+    seed_writers, group = _seeds_progress(quiet)
+    try:
+        yield writers, seed_writers
+    finally:
+        for w in writers:
+            w.close()
+        if group is not None:
+            group.close()
+
+
+def _print(outcome, quiet: bool, config: Any, fail_verdicts: set[str]) -> None:
+    """The verdict of a run, or of a multi-seed folder (`experiment.SeedsOutcome`); exits with
+    its code. `config`: what its commands start from (a config file, or `runs.origin`'s words)."""
+    from dnnlab.experiment import SeedsOutcome
+
+    if isinstance(outcome, SeedsOutcome):
+        _print_seeds(outcome, quiet, config, fail_verdicts)
+    _print_run(outcome, quiet, config, fail_verdicts)
+
+
+def _splits(acc: str, fit: str, value: Callable[[str], str]) -> str:
+    """`train ACC v, val ACC v, test ACC v`: `value` of each split's `fit` metric (accuracy, or R^2)."""
+    return ", ".join(f"{split} {acc} {value(f'{split}_{fit}')}" for split in ("train", "val", "test"))
+
+
+def _exit(status: str, verdicts: Iterable[str], fail_verdicts: set[str], whose: str = "") -> NoReturn:
+    """Exit with the code of `status`, or 3 when it is 0 and one of `verdicts` is in --fail-on."""
+    code = STATUS_EXIT.get(status, EXIT_FAILED)
+    hit = sorted(set(verdicts) & fail_verdicts)
+    if code == EXIT_OK and hit:
+        err_console.print(f"error: verdict {', '.join(hit)}{whose} is in --fail-on", markup=False)
+        code = EXIT_VERDICT
+    raise typer.Exit(code)
 
 
 def _print_run(outcome, quiet: bool, config: Any, fail_verdicts: set[str]) -> None:
@@ -259,9 +277,8 @@ def _print_run(outcome, quiet: bool, config: Any, fail_verdicts: set[str]) -> No
     final = summary.get("final") or {}
     fit, acc = fit_key(final)  # accuracy, or R^2 under data.task: regression
     line = (
-        f"{summary['status']}: {summary['epochs_run']} epochs, "
-        f"train {acc} {_acc(final.get(f'train_{fit}'))}, val {acc} {_acc(final.get(f'val_{fit}'))}, "
-        f"test {acc} {_acc(final.get(f'test_{fit}'))}, {summary['wall_seconds']:.1f} s, "
+        f"{summary['status']}: {summary['epochs_run']} epochs, {_splits(acc, fit, lambda k: _acc(final.get(k)))}, "
+        f"{summary['wall_seconds']:.1f} s, "
         f"verdict {diagnosis.verdict}{' (' + ', '.join(diagnosis.causes) + ')' if diagnosis.causes else ''} -> {run_dir}"
     )
     if _imbalanced(summary, outcome):
@@ -292,11 +309,7 @@ def _print_run(outcome, quiet: bool, config: Any, fail_verdicts: set[str]) -> No
         raise _fail("interrupted while drawing the plots; report.md has the verdict", EXIT_INTERRUPTED) from None
     for problem in outcome.problems:
         err_console.print(f"warning: {problem}", markup=False)
-    code = STATUS_EXIT.get(summary["status"], EXIT_FAILED)
-    if code == EXIT_OK and diagnosis.verdict in fail_verdicts:
-        err_console.print(f"error: verdict {diagnosis.verdict} is in --fail-on", markup=False)
-        code = EXIT_VERDICT
-    raise typer.Exit(code)
+    _exit(summary["status"], [diagnosis.verdict], fail_verdicts)
 
 
 def _imbalanced(summary: dict, outcome) -> bool:
@@ -327,8 +340,7 @@ def _print_seeds(result, quiet: bool, config: Any, fail_verdicts: set[str]) -> N
         fit, acc = fit_key(kept)  # accuracy, or R^2 under data.task: regression
         console.print(
             f"seed {o.summary.get('seed')}: {o.summary['status']}, {o.summary['epochs_run']} epochs, "
-            f"train {acc} {_acc(kept.get(f'train_{fit}'))}, val {acc} {_acc(kept.get(f'val_{fit}'))}, "
-            f"test {acc} {_acc(kept.get(f'test_{fit}'))}, verdict {o.diagnosis.verdict}",
+            f"{_splits(acc, fit, lambda k, kept=kept: _acc(kept.get(k)))}, verdict {o.diagnosis.verdict}",
             markup=False,
         )
     mean, std = summary["mean"], summary["std"]
@@ -338,14 +350,9 @@ def _print_seeds(result, quiet: bool, config: Any, fail_verdicts: set[str]) -> N
 
     fit, acc = fit_key(mean)
     console.print(
-        f"{summary['status']}: {len(result.outcomes)} seeds ({summary['seed_mode']}), train {acc} {pm(f'train_{fit}')}, "
-        f"val {acc} {pm(f'val_{fit}')}, test {acc} {pm(f'test_{fit}')}, {summary['wall_seconds']:.1f} s, "
+        f"{summary['status']}: {len(result.outcomes)} seeds ({summary['seed_mode']}), {_splits(acc, fit, pm)}, "
+        f"{summary['wall_seconds']:.1f} s, "
         f"verdicts {', '.join(summary['verdicts'])} -> {result.run_dir}",
         markup=False,
     )
-    code = STATUS_EXIT.get(summary["status"], EXIT_FAILED)
-    hit = sorted(set(summary["verdicts"]) & fail_verdicts)
-    if code == EXIT_OK and hit:
-        err_console.print(f"error: verdict {', '.join(hit)} (of some seed) is in --fail-on", markup=False)
-        code = EXIT_VERDICT
-    raise typer.Exit(code)
+    _exit(summary["status"], summary["verdicts"], fail_verdicts, " (of some seed)")

@@ -38,8 +38,11 @@ if TYPE_CHECKING:
 RESUMABLE_CHANGES = ("train.epochs", "train.keep_state")  # what --set may change when a run is resumed
 
 
-def resume(run_dir: Path, overrides: Sequence[str] = (), shown: Optional[Shown] = None, config_file: Optional[Path] = None) -> Optional[Outcome]:
-    """Continue the run in `run_dir` from its last saved epoch, in the same folder.
+def resume(
+    run_dir: Path, overrides: Sequence[str] = (), shown: Optional[Shown] = None, config_file: Optional[Path] = None,
+) -> Optional[Outcome | SeedsOutcome]:
+    """Continue the run in `run_dir` from its last saved epoch, in the same folder; a multi-seed
+    folder (seeds.json) is continued seed by seed (`resume_seeds`; `config_file` is not read).
 
     metrics.jsonl is cut back to the saved epoch; the result equals a run that was never stopped
     (bit for bit on one machine). `overrides` may only extend train.epochs; a `config_file`
@@ -49,6 +52,8 @@ def resume(run_dir: Path, overrides: Sequence[str] = (), shown: Optional[Shown] 
     already finished (nothing to do). Raises ExperimentError with the exit code.
     """
     run_dir = Path(run_dir)
+    if (run_dir / runs.SEEDS_MANIFEST).exists():
+        return resume_seeds(run_dir, overrides, shown)
     problem = runs.run_folder_problem(run_dir)
     if problem is not None:
         raise ExperimentError(problem)
