@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, Optional
 
@@ -110,14 +111,14 @@ def run(
     ] = None,
 ) -> None:
     """Train CONFIG, write a run folder and diagnose it: failed training, overfitting or a good fit."""
-    if keep_state:
-        set_ = [*(set_ or []), "train.keep_state=true"]
+    sets = (*(set_ or ()), *(("train.keep_state=true",) if keep_state else ()))
+    options = RunOptions(config, sets, out, quiet, fail_on, seeds, resume, mlflow, distributed, coordinator, num_processes, process_id)
     if not distributed:
-        return _run(config, set_, out, quiet, fail_on, seeds, resume, mlflow, False, coordinator, num_processes, process_id)
+        return _run(options)
     from dnnlab.train.distributed import leave
 
     try:
-        _run(config, set_, out, quiet, fail_on, seeds, resume, mlflow, True, coordinator, num_processes, process_id)
+        _run(options)
     except typer.Exit as exc:  # a process that stopped before the end of training ends now (see `leave`)
         leave(exc.exit_code)
         raise
@@ -129,27 +130,52 @@ def run(
         raise
 
 
-def _run(
-    config: Optional[Path], set_: Optional[list[str]], out: Path, quiet: bool, fail_on: Optional[str], seeds: Optional[int],
-    resume: Optional[Path], mlflow: Optional[str], distributed: bool, coordinator: Optional[str],
-    num_processes: Optional[int], process_id: Optional[int],
-) -> None:
+@dataclass(frozen=True)
+class RunOptions:
+    """What `dnnlab run` was given: CONFIG, the --set overrides in order (--keep-state's among
+    them), and its options as typed."""
+
+    config: Optional[Path] = None
+    sets: tuple[str, ...] = ()
+    out: Path = Path("runs")
+    quiet: bool = False
+    fail_on: Optional[str] = None
+    seeds: Optional[int] = None
+    resume: Optional[Path] = None
+    mlflow: Optional[str] = None
+    distributed: bool = False
+    coordinator: Optional[str] = None
+    num_processes: Optional[int] = None
+    process_id: Optional[int] = None
+
+    @property
+    def fail_verdicts(self) -> set[str]:
+        """The verdicts of --fail-on."""
+        return {v.strip() for v in (self.fail_on or "").split(",") if v.strip()}
+
+
+def _run(options: RunOptions) -> None:
     """`dnnlab run`'s work; exits through typer.Exit."""
-    fail_verdicts = {v.strip() for v in (fail_on or "").split(",") if v.strip()}
-    given = [flag for flag, value in (("--coordinator", coordinator), ("--num-processes", num_processes), ("--process-id", process_id)) if value is not None]
+    config, out, quiet, mlflow, distributed = options.config, options.out, options.quiet, options.mlflow, options.distributed
+    fail_verdicts = options.fail_verdicts
+    given = [
+        flag for flag, value in
+        (("--coordinator", options.coordinator), ("--num-processes", options.num_processes), ("--process-id", options.process_id))
+        if value is not None
+    ]
     if given and not distributed:
         raise _fail(f"{', '.join(given)} configure a distributed run: add --distributed")
-    if distributed and resume is not None:
+    if distributed and options.resume is not None:
         raise _fail("--resume with --distributed: resume the run in one process (dnnlab run --resume RUN_DIR), "
                     "or start a new distributed run")
-    if resume is not None:
-        _resume(resume, config, set_ or [], quiet, fail_verdicts, mlflow)
+    if options.resume is not None:
+        _resume(options.resume, config, list(options.sets), quiet, fail_verdicts, mlflow)
     if config is None:
         raise _fail("give a CONFIG file to train, or --resume RUN_DIR")
-    follower = distributed and _join(coordinator, num_processes, process_id) != 0
+    follower = distributed and _join(options.coordinator, options.num_processes, options.process_id) != 0
     if follower:  # only process 0 prints and writes; the others train and print only errors
         quiet, mlflow = True, None
-    overrides = [*(set_ or []), *([f"train.seeds={seeds}"] if seeds is not None else [])]
+    overrides = [*options.sets, *([f"train.seeds={options.seeds}"] if options.seeds is not None else [])]
     cfg = _load(config, overrides, warn=not follower)
     uri = _mlflow_ready(mlflow or (cfg.logging.mlflow if not follower else None))
     ds = _load_data(cfg)
