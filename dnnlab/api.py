@@ -112,9 +112,7 @@ class Run:
 
     @property
     def config(self) -> Config:
-        from dnnlab.config import load_config as load
-
-        return load(self.path / run_files.CONFIG)
+        return run_files.read_config(self.path)
 
     @property
     def summary(self) -> dict[str, Any]:

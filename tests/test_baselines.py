@@ -245,7 +245,7 @@ def test_fix_never_calls_a_change_to_a_solved_run_a_fix(tmp_path):
     for name, final in (("control", history[-1]), ("longer", {**history[-1], "val_loss": 0.01})):
         folder = tmp_path / name
         folder.mkdir()
-        writer = runs.RunDir(folder, config.dump_yaml(make_cfg()))
+        writer = runs.RunDir(folder, make_cfg())
         for r in history:
             writer.write(r["epoch"], {k: v for k, v in r.items() if k != "epoch"})
         runs.write_summary(folder, {"status": "completed", "epochs_run": 7, "final": final,

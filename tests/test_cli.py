@@ -164,6 +164,23 @@ def test_two_run_folders_in_the_same_second_differ(tmp_path):
     assert a != b and a.name[:-4] == b.name[:-4]
 
 
+def test_a_run_folders_config_is_written_and_read_back_without_jax(tmp_path):
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from dnnlab import config, runs
+        cfg = config.load_config("configs/quickstart.yaml", ["train.epochs=7", "model.hidden=[8, 8]"])
+        runs.write_config({str(tmp_path)!r}, cfg)
+        assert runs.read_config({str(tmp_path)!r}) == cfg
+        assert runs.read_config({str(tmp_path)!r}, ["train.epochs=9"]).train.epochs == 9
+        assert runs.read_raw_config({str(tmp_path)!r}) == cfg.model_dump(mode="json")
+        print("jax" in sys.modules)
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
 def test_commands_that_do_not_train_never_import_jax(tiny):
     code = textwrap.dedent(
         f"""

@@ -257,6 +257,15 @@ def test_run_files_follow_the_umask(tmp_path):
     assert set(modes.values()) == {0o644}, modes
 
 
+def test_the_stub_summary_of_a_run_that_wrote_none_has_the_keys_in_their_order():
+    # the bytes of a failed run's summary.json: name, status, reason, then the epochs after epoch 0
+    assert json.dumps(runs.stub_summary("q", "failed", history=[{"epoch": 0}, {"epoch": 1}, {"epoch": 2}], reason="disk full")) == (
+        '{"name": "q", "status": "failed", "reason": "disk full", "epochs_run": 2}'
+    )
+    assert json.dumps(runs.stub_summary("q", "interrupted", history=[])) == '{"name": "q", "status": "interrupted", "epochs_run": 0}'
+    assert [runs.epochs_run([{}] * n) for n in range(4)] == [0, 0, 1, 2]
+
+
 def test_a_full_disk_is_a_failed_run_with_its_reason(tmp_path, monkeypatch):
     import errno
 

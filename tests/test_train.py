@@ -107,7 +107,7 @@ def test_partial_last_batch_is_padded_with_zero_weight():
 
 def test_huge_learning_rate_ends_diverged_and_keeps_the_epochs_before(digits, tmp_path):
     cfg = make_cfg(**{**SMALL, "optimizer.lr": 1000.0})
-    writer = RunDir(tmp_path, config.dump_yaml(cfg))
+    writer = RunDir(tmp_path, cfg)
     result = train.fit(cfg, digits, writer)
     assert result.summary["status"] == "diverged"
     lines = read_metrics(tmp_path)
@@ -170,7 +170,7 @@ def test_ctrl_c_writes_an_interrupted_summary(digits, tmp_path):
                 raise KeyboardInterrupt
 
     cfg = make_cfg(**SMALL)
-    result = train.fit(cfg, digits, Interrupting(tmp_path, config.dump_yaml(cfg)))
+    result = train.fit(cfg, digits, Interrupting(tmp_path, cfg))
     assert result.summary["status"] == "interrupted"
     assert [r["epoch"] for r in read_metrics(tmp_path)] == [0, 1, 2]
     assert read_summary(tmp_path)["status"] == "interrupted"

@@ -5,8 +5,11 @@ a run folder, and print its verdict.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, NoReturn, Optional
 
 import typer
 
@@ -108,14 +111,14 @@ def run(
     ] = None,
 ) -> None:
     """Train CONFIG, write a run folder and diagnose it: failed training, overfitting or a good fit."""
-    if keep_state:
-        set_ = [*(set_ or []), "train.keep_state=true"]
+    sets = (*(set_ or ()), *(("train.keep_state=true",) if keep_state else ()))
+    options = RunOptions(config, sets, out, quiet, fail_on, seeds, resume, mlflow, distributed, coordinator, num_processes, process_id)
     if not distributed:
-        return _run(config, set_, out, quiet, fail_on, seeds, resume, mlflow, False, coordinator, num_processes, process_id)
+        return _run(options)
     from dnnlab.train.distributed import leave
 
     try:
-        _run(config, set_, out, quiet, fail_on, seeds, resume, mlflow, True, coordinator, num_processes, process_id)
+        _run(options)
     except typer.Exit as exc:  # a process that stopped before the end of training ends now (see `leave`)
         leave(exc.exit_code)
         raise
@@ -127,27 +130,52 @@ def run(
         raise
 
 
-def _run(
-    config: Optional[Path], set_: Optional[list[str]], out: Path, quiet: bool, fail_on: Optional[str], seeds: Optional[int],
-    resume: Optional[Path], mlflow: Optional[str], distributed: bool, coordinator: Optional[str],
-    num_processes: Optional[int], process_id: Optional[int],
-) -> None:
+@dataclass(frozen=True)
+class RunOptions:
+    """What `dnnlab run` was given: CONFIG, the --set overrides in order (--keep-state's among
+    them), and its options as typed."""
+
+    config: Optional[Path] = None
+    sets: tuple[str, ...] = ()
+    out: Path = Path("runs")
+    quiet: bool = False
+    fail_on: Optional[str] = None
+    seeds: Optional[int] = None
+    resume: Optional[Path] = None
+    mlflow: Optional[str] = None
+    distributed: bool = False
+    coordinator: Optional[str] = None
+    num_processes: Optional[int] = None
+    process_id: Optional[int] = None
+
+    @property
+    def fail_verdicts(self) -> set[str]:
+        """The verdicts of --fail-on."""
+        return {v.strip() for v in (self.fail_on or "").split(",") if v.strip()}
+
+
+def _run(options: RunOptions) -> None:
     """`dnnlab run`'s work; exits through typer.Exit."""
-    fail_verdicts = {v.strip() for v in (fail_on or "").split(",") if v.strip()}
-    given = [flag for flag, value in (("--coordinator", coordinator), ("--num-processes", num_processes), ("--process-id", process_id)) if value is not None]
+    config, out, quiet, mlflow, distributed = options.config, options.out, options.quiet, options.mlflow, options.distributed
+    fail_verdicts = options.fail_verdicts
+    given = [
+        flag for flag, value in
+        (("--coordinator", options.coordinator), ("--num-processes", options.num_processes), ("--process-id", options.process_id))
+        if value is not None
+    ]
     if given and not distributed:
         raise _fail(f"{', '.join(given)} configure a distributed run: add --distributed")
-    if distributed and resume is not None:
+    if distributed and options.resume is not None:
         raise _fail("--resume with --distributed: resume the run in one process (dnnlab run --resume RUN_DIR), "
                     "or start a new distributed run")
-    if resume is not None:
-        _resume(resume, config, set_ or [], quiet, fail_verdicts, mlflow)
+    if options.resume is not None:
+        _resume(options.resume, config, list(options.sets), quiet, fail_verdicts, mlflow)
     if config is None:
         raise _fail("give a CONFIG file to train, or --resume RUN_DIR")
-    follower = distributed and _join(coordinator, num_processes, process_id) != 0
+    follower = distributed and _join(options.coordinator, options.num_processes, options.process_id) != 0
     if follower:  # only process 0 prints and writes; the others train and print only errors
         quiet, mlflow = True, None
-    overrides = [*(set_ or []), *([f"train.seeds={seeds}"] if seeds is not None else [])]
+    overrides = [*options.sets, *([f"train.seeds={options.seeds}"] if options.seeds is not None else [])]
     cfg = _load(config, overrides, warn=not follower)
     uri = _mlflow_ready(mlflow or (cfg.logging.mlflow if not follower else None))
     ds = _load_data(cfg)
@@ -163,28 +191,19 @@ def _run(
             raise _fail(_escape(str(exc)), exc.code) from None
         raise typer.Exit(STATUS_EXIT.get(summary.get("status"), EXIT_FAILED))
 
-    writers = _live_writers(quiet)
-    seed_writers, group = _seeds_progress(quiet)
-
     def announce(run_dir: Path) -> None:
         if not quiet:
             console.print(f"[bold]{_escape(cfg.name)}[/]: {_escape(ds.name)} from {_escape(ds.source)} -> {_escape(str(run_dir))}")
 
     # the printed commands (try:, report.md) start from what trained: CONFIG and every override, in order
     origin = runs_origin(config, overrides)
+    with _live(quiet) as (writers, seed_writers):
+        try:
+            outcome = experiment.run(cfg, ds, out, experiment.Shown(writers, not quiet, origin, announce, _argv(), seed_writers))
+        except experiment.ExperimentError as exc:
+            raise _fail(_escape(str(exc)), exc.code) from None
     try:
-        outcome = experiment.run(cfg, ds, out, experiment.Shown(writers, not quiet, origin, announce, _argv(), seed_writers))
-    except experiment.ExperimentError as exc:
-        raise _fail(_escape(str(exc)), exc.code) from None
-    finally:
-        for w in writers:
-            w.close()
-        if group is not None:
-            group.close()
-    try:
-        if isinstance(outcome, experiment.SeedsOutcome):
-            _print_seeds(outcome, quiet, origin, fail_verdicts)
-        _print_run(outcome, quiet, origin, fail_verdicts)
+        _print(outcome, quiet, origin, fail_verdicts)
     finally:  # after the plots: they are artifacts
         _log_mlflow(uri, outcome.run_dir, shell_command("dnnlab", "run", "--resume", outcome.run_dir, "--mlflow", uri))
 
@@ -193,38 +212,26 @@ def _resume(run_dir: Path, config: Optional[Path], overrides: list[str], quiet: 
     """`dnnlab run --resume RUN_DIR`: continue it in place (a finished run is only logged to
     MLflow, with --mlflow); exits."""
     from dnnlab import experiment
-    from dnnlab.config import ConfigError, load_config
+    from dnnlab.config import ConfigError
+    from dnnlab.runs import read_config
 
     if mlflow is None:
         try:
-            mlflow = load_config(run_dir / "config.yaml").logging.mlflow
+            mlflow = read_config(run_dir).logging.mlflow
         except (ConfigError, OSError):
             pass  # resuming says what is wrong with the folder
     uri = _mlflow_ready(mlflow)
-
-    writers = _live_writers(quiet)
-    seed_writers, group = _seeds_progress(quiet)
 
     def announce(folder: Path) -> None:
         if not quiet:
             console.print(f"resuming {folder}", markup=False)
 
-    from dnnlab.runs import SEEDS_MANIFEST
-
-    shown = experiment.Shown(writers, not quiet, str(run_dir / "config.yaml"), announce, seed_writers=seed_writers)
-    seeds = (run_dir / SEEDS_MANIFEST).exists()
-    try:
-        if seeds:
-            outcome = experiment.resume_seeds(run_dir, overrides, shown)
-        else:
-            outcome = experiment.resume(run_dir, overrides, shown, config)
-    except experiment.ExperimentError as exc:
-        raise _fail(_escape(str(exc)), exc.code) from None
-    finally:
-        for w in writers:
-            w.close()
-        if group is not None:
-            group.close()
+    with _live(quiet) as (writers, seed_writers):
+        shown = experiment.Shown(writers, not quiet, str(run_dir / "config.yaml"), announce, seed_writers=seed_writers)
+        try:
+            outcome = experiment.resume(run_dir, overrides, shown, config)  # a run, or a multi-seed folder seed by seed
+        except experiment.ExperimentError as exc:
+            raise _fail(_escape(str(exc)), exc.code) from None
     again = shell_command("dnnlab", "run", "--resume", run_dir, "--mlflow", uri)
     if outcome is None:
         from dnnlab.runs import read_summary
@@ -238,11 +245,49 @@ def _resume(run_dir: Path, config: Optional[Path], overrides: list[str], quiet: 
         _log_mlflow(uri, run_dir, again)
         raise typer.Exit(EXIT_OK)
     try:
-        if seeds:
-            _print_seeds(outcome, quiet, run_dir / "config.yaml", fail_verdicts)
-        _print_run(outcome, quiet, run_dir / "config.yaml", fail_verdicts)
+        _print(outcome, quiet, run_dir / "config.yaml", fail_verdicts)
     finally:
         _log_mlflow(uri, run_dir, again)
+
+
+@contextmanager
+def _live(quiet: bool) -> Iterator[tuple[list, Any]]:
+    """(the console's live writers, each seed's: `experiment.Shown`'s writers and seed_writers),
+    closed when the block ends."""
+    writers = _live_writers(quiet)
+    seed_writers, group = _seeds_progress(quiet)
+    try:
+        yield writers, seed_writers
+    finally:
+        for w in writers:
+            w.close()
+        if group is not None:
+            group.close()
+
+
+def _print(outcome, quiet: bool, config: Any, fail_verdicts: set[str]) -> None:
+    """The verdict of a run, or of a multi-seed folder (`experiment.SeedsOutcome`); exits with
+    its code. `config`: what its commands start from (a config file, or `runs.origin`'s words)."""
+    from dnnlab.experiment import SeedsOutcome
+
+    if isinstance(outcome, SeedsOutcome):
+        _print_seeds(outcome, quiet, config, fail_verdicts)
+    _print_run(outcome, quiet, config, fail_verdicts)
+
+
+def _splits(acc: str, fit: str, value: Callable[[str], str]) -> str:
+    """`train ACC v, val ACC v, test ACC v`: `value` of each split's `fit` metric (accuracy, or R^2)."""
+    return ", ".join(f"{split} {acc} {value(f'{split}_{fit}')}" for split in ("train", "val", "test"))
+
+
+def _exit(status: str, verdicts: Iterable[str], fail_verdicts: set[str], whose: str = "") -> NoReturn:
+    """Exit with the code of `status`, or 3 when it is 0 and one of `verdicts` is in --fail-on."""
+    code = STATUS_EXIT.get(status, EXIT_FAILED)
+    hit = sorted(set(verdicts) & fail_verdicts)
+    if code == EXIT_OK and hit:
+        err_console.print(f"error: verdict {', '.join(hit)}{whose} is in --fail-on", markup=False)
+        code = EXIT_VERDICT
+    raise typer.Exit(code)
 
 
 def _print_run(outcome, quiet: bool, config: Any, fail_verdicts: set[str]) -> None:
@@ -258,9 +303,8 @@ def _print_run(outcome, quiet: bool, config: Any, fail_verdicts: set[str]) -> No
     final = summary.get("final") or {}
     fit, acc = fit_key(final)  # accuracy, or R^2 under data.task: regression
     line = (
-        f"{summary['status']}: {summary['epochs_run']} epochs, "
-        f"train {acc} {_acc(final.get(f'train_{fit}'))}, val {acc} {_acc(final.get(f'val_{fit}'))}, "
-        f"test {acc} {_acc(final.get(f'test_{fit}'))}, {summary['wall_seconds']:.1f} s, "
+        f"{summary['status']}: {summary['epochs_run']} epochs, {_splits(acc, fit, lambda k: _acc(final.get(k)))}, "
+        f"{summary['wall_seconds']:.1f} s, "
         f"verdict {diagnosis.verdict}{' (' + ', '.join(diagnosis.causes) + ')' if diagnosis.causes else ''} -> {run_dir}"
     )
     if _imbalanced(summary, outcome):
@@ -291,11 +335,7 @@ def _print_run(outcome, quiet: bool, config: Any, fail_verdicts: set[str]) -> No
         raise _fail("interrupted while drawing the plots; report.md has the verdict", EXIT_INTERRUPTED) from None
     for problem in outcome.problems:
         err_console.print(f"warning: {problem}", markup=False)
-    code = STATUS_EXIT.get(summary["status"], EXIT_FAILED)
-    if code == EXIT_OK and diagnosis.verdict in fail_verdicts:
-        err_console.print(f"error: verdict {diagnosis.verdict} is in --fail-on", markup=False)
-        code = EXIT_VERDICT
-    raise typer.Exit(code)
+    _exit(summary["status"], [diagnosis.verdict], fail_verdicts)
 
 
 def _imbalanced(summary: dict, outcome) -> bool:
@@ -326,8 +366,7 @@ def _print_seeds(result, quiet: bool, config: Any, fail_verdicts: set[str]) -> N
         fit, acc = fit_key(kept)  # accuracy, or R^2 under data.task: regression
         console.print(
             f"seed {o.summary.get('seed')}: {o.summary['status']}, {o.summary['epochs_run']} epochs, "
-            f"train {acc} {_acc(kept.get(f'train_{fit}'))}, val {acc} {_acc(kept.get(f'val_{fit}'))}, "
-            f"test {acc} {_acc(kept.get(f'test_{fit}'))}, verdict {o.diagnosis.verdict}",
+            f"{_splits(acc, fit, lambda k, kept=kept: _acc(kept.get(k)))}, verdict {o.diagnosis.verdict}",
             markup=False,
         )
     mean, std = summary["mean"], summary["std"]
@@ -337,14 +376,9 @@ def _print_seeds(result, quiet: bool, config: Any, fail_verdicts: set[str]) -> N
 
     fit, acc = fit_key(mean)
     console.print(
-        f"{summary['status']}: {len(result.outcomes)} seeds ({summary['seed_mode']}), train {acc} {pm(f'train_{fit}')}, "
-        f"val {acc} {pm(f'val_{fit}')}, test {acc} {pm(f'test_{fit}')}, {summary['wall_seconds']:.1f} s, "
+        f"{summary['status']}: {len(result.outcomes)} seeds ({summary['seed_mode']}), {_splits(acc, fit, pm)}, "
+        f"{summary['wall_seconds']:.1f} s, "
         f"verdicts {', '.join(summary['verdicts'])} -> {result.run_dir}",
         markup=False,
     )
-    code = STATUS_EXIT.get(summary["status"], EXIT_FAILED)
-    hit = sorted(set(summary["verdicts"]) & fail_verdicts)
-    if code == EXIT_OK and hit:
-        err_console.print(f"error: verdict {', '.join(hit)} (of some seed) is in --fail-on", markup=False)
-        code = EXIT_VERDICT
-    raise typer.Exit(code)
+    _exit(summary["status"], summary["verdicts"], fail_verdicts, " (of some seed)")

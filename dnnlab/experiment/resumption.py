@@ -6,15 +6,10 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from dnnlab import interrupt, runs
-from dnnlab.config import dump_yaml
-
-if TYPE_CHECKING:
-    pass
-from typing import TYPE_CHECKING
-
+from dnnlab.config import Config
 from dnnlab.experiment.inputs import (
     check_config,
     check_data,
@@ -32,6 +27,8 @@ from dnnlab.experiment.start import (
     _stop_before,
     _train_and_report,
     finished_outcome,
+    seed_folder,
+    seed_writer,
 )
 
 if TYPE_CHECKING:
@@ -41,8 +38,11 @@ if TYPE_CHECKING:
 RESUMABLE_CHANGES = ("train.epochs", "train.keep_state")  # what --set may change when a run is resumed
 
 
-def resume(run_dir: Path, overrides: Sequence[str] = (), shown: Optional[Shown] = None, config_file: Optional[Path] = None) -> Optional[Outcome]:
-    """Continue the run in `run_dir` from its last saved epoch, in the same folder.
+def resume(
+    run_dir: Path, overrides: Sequence[str] = (), shown: Optional[Shown] = None, config_file: Optional[Path] = None,
+) -> Optional[Outcome | SeedsOutcome]:
+    """Continue the run in `run_dir` from its last saved epoch, in the same folder; a multi-seed
+    folder (seeds.json) is continued seed by seed (`resume_seeds`; `config_file` is not read).
 
     metrics.jsonl is cut back to the saved epoch; the result equals a run that was never stopped
     (bit for bit on one machine). `overrides` may only extend train.epochs; a `config_file`
@@ -52,6 +52,8 @@ def resume(run_dir: Path, overrides: Sequence[str] = (), shown: Optional[Shown] 
     already finished (nothing to do). Raises ExperimentError with the exit code.
     """
     run_dir = Path(run_dir)
+    if (run_dir / runs.SEEDS_MANIFEST).exists():
+        return resume_seeds(run_dir, overrides, shown)
     problem = runs.run_folder_problem(run_dir)
     if problem is not None:
         raise ExperimentError(problem)
@@ -66,7 +68,7 @@ def _resume(run_dir: Path, overrides: Sequence[str], shown: Optional[Shown], con
     shown = shown or Shown()
     try:
         history, saved, summary = runs.load_run(run_dir)
-        cfg = load_config(config_file or run_dir / runs.CONFIG, list(overrides))
+        cfg = load_config(config_file, list(overrides)) if config_file is not None else runs.read_config(run_dir, overrides)
         inputs = runs.read_inputs(run_dir)
     except (ConfigError, ValueError, OSError) as exc:
         raise ExperimentError(str(exc)) from None
@@ -91,7 +93,7 @@ def _resume(run_dir: Path, overrides: Sequence[str], shown: Optional[Shown], con
     from dnnlab import train  # imports JAX
 
     state, problems = None, []
-    no_state = not (run_dir / runs.STATE).exists() and not (run_dir / runs.STATE_PREV).exists()
+    no_state = not runs.has_state(run_dir)
     if finished and no_state:
         raise ExperimentError(_no_state_kept(run_dir, summary.get("status")))
     if not (no_state and len(history) <= 1):  # else stopped before its first epoch: it starts again
@@ -106,16 +108,14 @@ def _resume(run_dir: Path, overrides: Sequence[str], shown: Optional[Shown], con
     check_devices(cfg)
     _stop_before("before the run was resumed; nothing was changed")
     if cfg.train.epochs != saved.train.epochs:
-        runs.atomic_write_text(run_dir / runs.CONFIG, dump_yaml(cfg))
-        if inputs is not None:
-            runs.write_inputs(run_dir, cfg.model_dump(mode="json"), inputs["data"])
+        _grown(run_dir, cfg, inputs)
     if inputs is None:
         record_inputs(run_dir, cfg, ds)  # from now on the folder is tied to these
     elif not (run_dir / runs.PREPROCESSING).exists() and ds.preprocessing:
         runs.write_preprocessing(run_dir, ds.preprocessing)  # a folder from before runs kept it: the same data (checked)
     with _known_failures(run_dir, "interrupted; the finished epochs are in the run folder, resume it again"), interrupt.deferred():
         run_writer: runs.Writer = runs.RunDir(
-            run_dir, "", history=state.history if state is not None else [], keep_state=cfg.train.keep_state,
+            run_dir, history=state.history if state is not None else [], keep_state=cfg.train.keep_state,
         )
         if (run_dir.parent / runs.SEEDS_MANIFEST).exists():
             run_writer = _SeedTag(run_writer, cfg.seed)  # a seed of a multi-seed folder keeps its tag
@@ -124,6 +124,14 @@ def _resume(run_dir: Path, overrides: Sequence[str], shown: Optional[Shown], con
         outcome = _train_and_report(cfg, ds, run_dir, run_writer, shown, resume=state)
     outcome.problems += problems
     return outcome
+
+
+def _grown(run_dir: Path, cfg: Config, inputs: Optional[dict[str, Any]]) -> None:
+    """A run (or a multi-seed folder) resumed with more epochs: its config.yaml, and the config
+    inputs.json holds it to, say so (its data stay those it started with)."""
+    runs.write_config(run_dir, cfg)
+    if inputs is not None:
+        runs.write_inputs(run_dir, cfg.model_dump(mode="json"), inputs["data"])
 
 
 def _no_state_kept(run_dir: Path, status: object) -> str:
@@ -148,12 +156,12 @@ def resume_seeds(run_dir: Path, overrides: Sequence[str] = (), shown: Optional[S
 
 def _resume_seeds(run_dir: Path, overrides: Sequence[str], shown: Shown) -> Optional[SeedsOutcome]:
     from dnnlab import train
-    from dnnlab.config import ConfigError, load_config
+    from dnnlab.config import ConfigError
 
     try:
         found = runs.read_manifest(run_dir)
-        saved = load_config(run_dir / runs.CONFIG)
-        cfg = load_config(run_dir / runs.CONFIG, list(overrides))
+        saved = runs.read_config(run_dir)
+        cfg = runs.read_config(run_dir, overrides)
         summary = runs.read_summary(run_dir) or {}
         inputs = runs.read_inputs(run_dir)
     except (ConfigError, ValueError, OSError) as exc:
@@ -165,7 +173,7 @@ def _resume_seeds(run_dir: Path, overrides: Sequence[str], shown: Shown) -> Opti
         return None
     members = found[1]["members"]
     cfgs = train.seed_configs(cfg)
-    if [m.get("dir") for m in members] != [f"seed-{c.seed}" for c in cfgs]:
+    if [m.get("dir") for m in members] != [seed_folder(c) for c in cfgs]:
         raise ExperimentError(f"{run_dir}/{runs.SEEDS_MANIFEST}: its members are not the config's seeds")
     for member in members if cfg.train.epochs > saved.train.epochs else ():  # a seed to train longer needs its state
         folder = run_dir / member["dir"]
@@ -173,27 +181,24 @@ def _resume_seeds(run_dir: Path, overrides: Sequence[str], shown: Shown) -> Opti
             status = (runs.read_summary(folder) or {}).get("status")
         except ValueError as exc:
             raise ExperimentError(str(exc)) from None
-        if status == "completed" and not (folder / runs.STATE).exists() and not (folder / runs.STATE_PREV).exists():
+        if status == "completed" and not runs.has_state(folder):
             raise ExperimentError(_no_state_kept(folder, status))
     t0 = time.perf_counter()
     ds = load_data(located(cfg, inputs))
     check_data(run_dir, ds, inputs)
     if overrides:  # train.epochs grew (resume refuses any other change): the folder's config says so
-        runs.atomic_write_text(run_dir / runs.CONFIG, dump_yaml(cfg))
-        if inputs is not None:
-            runs.write_inputs(run_dir, cfg.model_dump(mode="json"), inputs["data"])
+        _grown(run_dir, cfg, inputs)
     outcomes = []
     for i, (c, member) in enumerate(zip(cfgs, members)):
         folder = run_dir / member["dir"]
         seed_shown = Shown(shown.writers_of_seed(i, c.seed), shown.progress, shown.config_name)
         outcome = None
-        if (folder / runs.STATE).exists() or (folder / runs.STATE_PREV).exists():
+        if runs.has_state(folder):
             outcome = resume(folder, overrides, seed_shown)
         if outcome is None:
             outcome = finished_outcome(folder)  # finished: kept as it is
         if outcome is None:  # never started: train it now, in its folder
-            writer = _SeedTag(runs.RunDir(folder, dump_yaml(c), keep_state=c.train.keep_state), c.seed)
-            record_inputs(folder, c, ds, located(c, inputs).data)
+            writer = seed_writer(folder, c, ds, located(c, inputs).data)
             with _known_failures(run_dir, "interrupted; resume the folder again"), interrupt.deferred():
                 outcome = _train_and_report(c, ds, folder, writer, seed_shown)
         outcome.complete()

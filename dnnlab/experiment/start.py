@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence
 
 from dnnlab import interrupt, runs
-from dnnlab.config import Config, dump_yaml, training_loop
+from dnnlab.config import Config, training_loop
 from dnnlab.data import DataError, Dataset
 from dnnlab.diagnose import Diagnosis
 from dnnlab.runs import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED
@@ -115,15 +115,28 @@ def execute(cfg: Config, ds: Dataset, out: Path, shown: Optional["Shown"] = None
     the folder propagates.
     """
     shown = shown or Shown()
+    with _new_folder(cfg, ds, out) as run_dir:
+        run_writer = runs.RunDir(run_dir, cfg, keep_state=cfg.train.keep_state)
+        _started(run_dir, cfg, ds, shown)
+        return _train_and_report(cfg, ds, run_dir, run_writer, shown)
+
+
+@contextmanager
+def _new_folder(cfg: Config, ds: Dataset, out: Path) -> Iterator[Path]:
+    """A new run folder for `cfg` under `out`, locked while the block runs; a stop signal
+    received so far ends the run before it is made."""
     check_compatible(cfg, ds)
     _stop_before("before the run started; nothing was written")
     run_dir = runs.new_run_dir(out, cfg.name)
     with run_lock(run_dir):
-        run_writer = runs.RunDir(run_dir, dump_yaml(cfg), keep_state=cfg.train.keep_state)
-        record_inputs(run_dir, cfg, ds, origin=shown.config_name, argv=shown.argv)
-        if shown.announce is not None:
-            shown.announce(run_dir)
-        return _train_and_report(cfg, ds, run_dir, run_writer, shown)
+        yield run_dir
+
+
+def _started(run_dir: Path, cfg: Config, ds: Dataset, shown: Shown) -> None:
+    """A new run folder, its config.yaml written: what it is tied to (inputs.json), then announced."""
+    record_inputs(run_dir, cfg, ds, origin=shown.config_name, argv=shown.argv)
+    if shown.announce is not None:
+        shown.announce(run_dir)
 
 
 def _stop_before(what: str) -> None:
@@ -138,8 +151,12 @@ def _stop_before(what: str) -> None:
 def _interrupted_summary(cfg: Config, run_dir: Path, run_writer: runs.Writer) -> None:
     """The summary of a run stopped before it wrote one: interrupted, after the epochs on disk."""
     if not (run_dir / runs.SUMMARY).exists():
-        done = runs.read_metrics(run_dir)
-        run_writer.finish({"name": cfg.name, "status": "interrupted", "epochs_run": max(len(done) - 1, 0)})
+        _write_stub(cfg, run_dir, run_writer, "interrupted")
+
+
+def _write_stub(cfg: Config, run_dir: Path, run_writer: runs.Writer, status: str, reason: Optional[str] = None) -> None:
+    """The summary of a run that ended without its own (`runs.stub_summary`), after the epochs on disk."""
+    run_writer.finish(runs.stub_summary(cfg.name, status, history=runs.read_metrics(run_dir), reason=reason))
 
 
 def _train_and_report(
@@ -158,46 +175,80 @@ def _train_and_report_(
     cfg: Config, ds: Dataset, run_dir: Path, run_writer: runs.Writer, shown: Shown, resume: Any = None
 ) -> Outcome:
     from dnnlab import train  # imports JAX
-    from dnnlab.tracking import open_board
 
-    board = open_board(cfg, run_dir, resume)  # RUN_DIR/tb/, unless logging.tensorboard is off
-    # the files are written by a thread of their own, overlapping the next epoch's training
-    files = runs.Background(run_writer, board)
-    distributed.on_peer_lost(partial(_mark_failed, cfg, run_dir, run_writer, files))
+    output = _Output.open(cfg, run_dir, run_writer, resume)
+    distributed.on_peer_lost(partial(_mark_failed, cfg, run_dir, run_writer, output.files))
     with reference_beside(cfg, ds) as beside:  # the linear reference trains in a thread meanwhile
         try:
-            result = train.fit(cfg, ds, runs.MultiWriter(files, *shown.writers), progress=shown.progress, resume=resume)
-            files.close()
+            result = train.fit(cfg, ds, output.writer(shown.writers), progress=shown.progress, resume=resume)
+            output.files.close()
             _training_over([result.summary])
         except OSError as exc:
-            files.close()
-            if board is not None:
-                board.close()
+            output.close()
             # the disk filled up (or the folder vanished) mid-run: say so in the summary if it can be written
             try:
-                done = runs.read_metrics(run_dir)
-                run_writer.finish({"name": cfg.name, "status": "failed", "reason": str(exc), "epochs_run": max(len(done) - 1, 0)})
+                _write_stub(cfg, run_dir, run_writer, "failed", str(exc))
             except (OSError, ValueError):
                 pass
             raise
         except KeyboardInterrupt:
-            files.close()
-            if board is not None:
-                board.close()
+            output.close()
             _interrupted_summary(cfg, run_dir, run_writer)
             raise
-        summary, interrupted = with_reference(cfg, ds, result.summary, beside)
-    from dnnlab.report import draw_plots, finalize
-
-    diagnosis, problems = finalize(run_dir, cfg, result.history, summary, config_name=shown.config_name, draw=False)
-    if board is not None:
-        board.report(summary, diagnosis)  # hparams with the kept metrics, and the verdict as text
-    pending = partial(draw_plots, run_dir, cfg, result.history, {**summary, "diagnosis": diagnosis.to_dict()}, diagnosis, shown.config_name)
-    outcome = Outcome(run_dir, summary, diagnosis, problems, pending)
+        outcome, interrupted = _report(cfg, ds, run_dir, result, output, shown, beside, draw=False)
     if interrupted:
         outcome.complete()
         raise KeyboardInterrupt
     return outcome
+
+
+@dataclass
+class _Output:
+    """Where one seed's epochs go while it trains: its run folder and TensorBoard (`board`, None
+    when logging.tensorboard is off), written by a thread of their own (`files`) so that writing
+    overlaps the next epoch's training."""
+
+    files: runs.Background
+    board: Any
+
+    @classmethod
+    def open(cls, cfg: Config, run_dir: Path, run_writer: runs.Writer, resume: Any = None) -> _Output:
+        from dnnlab.tracking import open_board
+
+        board = open_board(cfg, run_dir, resume)  # RUN_DIR/tb/, unless logging.tensorboard is off
+        return cls(runs.Background(run_writer, board), board)
+
+    def writer(self, live: Sequence[runs.Writer]) -> runs.Writer:
+        """The writer training is given: the files, and `live` (the console) beside them."""
+        return runs.MultiWriter(self.files, *live)
+
+    def close_board(self) -> None:
+        if self.board is not None:
+            self.board.close()
+
+    def close(self) -> None:
+        """After a failure: write what is queued, and close TensorBoard."""
+        self.files.close()
+        self.close_board()
+
+
+def _report(
+    cfg: Config, ds: Dataset, run_dir: Path, result: Any, output: _Output, shown: Shown, beside: Optional[Pending],
+    *, reference: bool = True, draw: bool = True,
+) -> tuple[Outcome, bool]:
+    """A trained seed's linear reference (`with_reference`, unless not `reference`), diagnosis,
+    summary.json, report.md and TensorBoard's verdict; the plots drawn now (`draw`) or left for
+    `Outcome.complete`. Returns (the Outcome, whether Ctrl-C stopped the reference)."""
+    from dnnlab.report import draw_plots, finalize
+
+    summary, stopped = with_reference(cfg, ds, result.summary, beside) if reference else (result.summary, False)
+    diagnosis, problems = finalize(run_dir, cfg, result.history, summary, config_name=shown.config_name, draw=draw)
+    if output.board is not None:
+        output.board.report(summary, diagnosis)  # hparams with the kept metrics, and the verdict as text
+    pending = None if draw else partial(
+        draw_plots, run_dir, cfg, result.history, {**summary, "diagnosis": diagnosis.to_dict()}, diagnosis, shown.config_name,
+    )
+    return Outcome(run_dir, summary, diagnosis, problems, pending), stopped
 
 
 def reference_beside(cfg: Config, ds: Dataset):
@@ -236,8 +287,7 @@ def _mark_failed(cfg: Config, run_dir: Path, run_writer: runs.Writer, files: run
     """The summary of a run that lost one of its processes (called by the watch thread), after
     the epochs already queued are written."""
     files.close()
-    done = runs.read_metrics(run_dir)
-    run_writer.finish({"name": cfg.name, "status": "failed", "reason": message, "epochs_run": max(len(done) - 1, 0)})
+    _write_stub(cfg, run_dir, run_writer, "failed", message)
 
 
 def with_reference(
@@ -274,27 +324,20 @@ def execute_seeds(cfg: Config, ds: Dataset, out: Path, shown: Optional["Shown"] 
     Each seed's live writers come from `shown.writers_of_seed`.
     """
     shown = shown or Shown()
-    check_compatible(cfg, ds)
     t0 = time.perf_counter()
-    _stop_before("before the run started; nothing was written")
-    run_dir = runs.new_run_dir(out, cfg.name)
-    with run_lock(run_dir):
+    with _new_folder(cfg, ds, out) as run_dir:
+        runs.write_config(run_dir, cfg)
+        _started(run_dir, cfg, ds, shown)
         return _execute_seeds(cfg, ds, run_dir, shown, t0)
 
 
 def _execute_seeds(cfg: Config, ds: Dataset, run_dir: Path, shown: Shown, t0: float) -> SeedsOutcome:
     from dnnlab import train  # imports JAX
-    from dnnlab.report import finalize
-    from dnnlab.tracking import open_board
 
-    runs.atomic_write_text(run_dir / runs.CONFIG, dump_yaml(cfg))
-    record_inputs(run_dir, cfg, ds, origin=shown.config_name, argv=shown.argv)
-    if shown.announce is not None:
-        shown.announce(run_dir)
     cfgs = train.seed_configs(cfg)
     mode = seeds_mode(cfg)
     members = [
-        {"index": i, "params": {"seed": c.seed}, "overrides": [f"seed={c.seed}"], "dir": f"seed-{c.seed}", "status": "pending"}
+        {"index": i, "params": {"seed": c.seed}, "overrides": [f"seed={c.seed}"], "dir": seed_folder(c), "status": "pending"}
         for i, c in enumerate(cfgs)
     ]
 
@@ -302,28 +345,23 @@ def _execute_seeds(cfg: Config, ds: Dataset, run_dir: Path, shown: Shown, t0: fl
         runs.write_manifest(run_dir, runs.SEEDS_MANIFEST, {"kind": "seeds", "status": status, "seed_mode": mode, "members": members})
 
     write_manifest("running")
-    seed_writers, boards, files = [], [], []
+    outputs, seed_writers = [], []
     for i, c in enumerate(cfgs):
-        (run_dir / f"seed-{c.seed}").mkdir()
-        member_writer = _SeedTag(runs.RunDir(run_dir / f"seed-{c.seed}", dump_yaml(c), keep_state=c.train.keep_state), c.seed)
-        record_inputs(run_dir / f"seed-{c.seed}", c, ds)
-        boards.append(open_board(c, run_dir / f"seed-{c.seed}"))  # seed-<s>/tb/, unless logging.tensorboard is off
-        # each seed's files written by a thread of their own (see `_train_and_report`)
-        files.append(runs.Background(member_writer, boards[-1]))
-        seed_writers.append(runs.MultiWriter(files[-1], *shown.writers_of_seed(i, c.seed)))
+        (run_dir / seed_folder(c)).mkdir()
+        outputs.append(_Output.open(c, run_dir / seed_folder(c), seed_writer(run_dir / seed_folder(c), c, ds)))
+        seed_writers.append(outputs[-1].writer(shown.writers_of_seed(i, c.seed)))
     # the seeds share their split, so one reference (trained beside them) serves every seed
     with reference_beside(cfgs[0], ds) as beside:
         try:
             try:
                 results = train.fit_seeds(cfg, ds, seed_writers, progress=shown.progress, mode=mode)
             finally:
-                for f in files:
-                    f.close()
+                for output in outputs:
+                    output.files.close()
             _training_over([r.summary for r in results], len(cfgs))
         except KeyboardInterrupt:
-            for board in boards:
-                if board is not None:
-                    board.close()
+            for output in outputs:
+                output.close_board()
             for m in members:
                 if m["status"] == "pending":
                     m["status"] = "interrupted"
@@ -331,18 +369,13 @@ def _execute_seeds(cfg: Config, ds: Dataset, run_dir: Path, shown: Shown, t0: fl
             raise
         outcomes = []
         interrupted = False
-        for c, result, member, board in zip(cfgs, results, members, boards):
-            seed_dir = run_dir / member["dir"]
-            summary, stopped = with_reference(c, ds, result.summary, beside) if not interrupted else (result.summary, False)
+        for c, result, member, output in zip(cfgs, results, members, outputs):
+            outcome, stopped = _report(c, ds, run_dir / member["dir"], result, output, shown, beside, reference=not interrupted)
             interrupted = interrupted or stopped
-            diagnosis, problems = finalize(seed_dir, c, result.history, summary, config_name=shown.config_name)
-            if board is not None:
-                board.report(summary, diagnosis)
-            outcomes.append(Outcome(seed_dir, summary, diagnosis, problems))
-            member.update(status=result.summary["status"], verdict=diagnosis.verdict)
-    for board in boards[len(results):]:
-        if board is not None:
-            board.close()
+            outcomes.append(outcome)
+            member.update(status=result.summary["status"], verdict=outcome.diagnosis.verdict)
+    for output in outputs[len(results):]:
+        output.close_board()
     for member in members[len(results):]:
         member["status"] = "not-run"
     summary = _seeds_summary(cfg, cfgs, members, outcomes, mode, time.perf_counter() - t0)
@@ -352,6 +385,19 @@ def _execute_seeds(cfg: Config, ds: Dataset, run_dir: Path, shown: Shown, t0: fl
     if interrupted:
         raise KeyboardInterrupt
     return SeedsOutcome(run_dir, summary, outcomes)
+
+
+def seed_folder(cfg: Config) -> str:
+    """The folder of one seed in a multi-seed folder: seed-<s>."""
+    return f"seed-{cfg.seed}"
+
+
+def seed_writer(folder: Path, cfg: Config, ds: Dataset, found: Optional[Any] = None) -> runs.Writer:
+    """The run folder writer of one seed of a multi-seed folder (its metrics tagged with `seed`),
+    its config.yaml and inputs.json written (`found`: where the data were found, as in `record_inputs`)."""
+    writer = _SeedTag(runs.RunDir(folder, cfg, keep_state=cfg.train.keep_state), cfg.seed)
+    record_inputs(folder, cfg, ds, found)
+    return writer
 
 
 def _seeds_summary(

@@ -3,13 +3,16 @@ resume states and manifests, the writers, and reading them back with the rules e
 shares (the kept model's metrics, the statistics over seeds).
 
 This package is the one owner of the run folder's format: training writes through `RunDir`,
-summary.json is written only by `write_summary`, and diagnose, compare, evaluate and the CLI
-read through `load_run`, `read_manifest` and `kept_metrics`. Every file is written to a temp
+summary.json is written only by `write_summary` (a stub's content composed by `stub_summary`),
+config.yaml only by `write_config` and read back by `read_config` (or, unvalidated, by
+`read_raw_config`), and diagnose, compare, evaluate and the CLI read through `load_run`,
+`read_manifest` and `kept_metrics`. Every file is written to a temp
 file in the same folder and renamed into place (never through a symlink), so a killed run
 leaves each finished epoch readable and never a half-written file.
 
 Lives here: `names` (file, metric and status names, exit codes, the one command formatter),
-`files` (atomic writes, folders, locks, the inputs a run is tied to), `writers` (the Writer
+`files` (atomic writes, folders, locks, the inputs a run is tied to), `summary` (the stub of a
+run that ended without its own summary, and the epochs a history holds), `writers` (the Writer
 interface, its fan-out and background thread, the run folder's writer), `read` (reading runs,
 states and manifests back), `cache` (the cache folder and whether compiled programs are kept).
 May import: the standard library, config (lazily), numpy (lazily). The CLI starts without numpy.
@@ -29,6 +32,7 @@ from dnnlab.runs.files import (
     atomic_write_text,
     config_digest,
     new_run_dir,
+    write_config,
     write_figure,
     write_inputs,
     write_manifest,
@@ -64,6 +68,7 @@ from dnnlab.runs.names import (
 )
 from dnnlab.runs.read import (
     StateError,
+    has_state,
     is_number,
     kept_checkpoint,
     kept_metrics,
@@ -76,10 +81,13 @@ from dnnlab.runs.read import (
     read_metrics,
     read_preprocessing,
     run_folder_problem,
+    read_config,
+    read_raw_config,
     read_state,
     read_summary,
     seed_stats,
 )
+from dnnlab.runs.summary import epochs_run, stub_summary
 from dnnlab.runs.writers import Background, MultiWriter, RunDir, Writer
 
 __all__ = [
@@ -118,6 +126,8 @@ __all__ = [
     "cache_root",
     "compiled_cache_off",
     "config_digest",
+    "epochs_run",
+    "has_state",
     "is_number",
     "kept_checkpoint",
     "kept_metrics",
@@ -128,15 +138,19 @@ __all__ = [
     "nonfinite_array",
     "origin",
     "origin_words",
+    "read_config",
     "read_inputs",
     "read_manifest",
     "read_metrics",
     "read_preprocessing",
+    "read_raw_config",
     "read_state",
     "read_summary",
     "run_folder_problem",
     "seed_stats",
     "shell_command",
+    "stub_summary",
+    "write_config",
     "write_figure",
     "write_inputs",
     "write_manifest",

@@ -1,5 +1,5 @@
 """Writing a run folder: atomic files (a temp file renamed into place, never through a
-symlink), new folders, locks, manifests, summary.json and the inputs a run is tied to.
+symlink), new folders, locks, manifests, config.yaml, summary.json and the inputs a run is tied to.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Optional
 
-if TYPE_CHECKING:  # numpy is imported where checkpoints are read or written: the CLI starts without it
-    pass
-from dnnlab.runs.names import INPUTS, MANIFESTS, PREPROCESSING, SUMMARY
+if TYPE_CHECKING:
+    from dnnlab.config import Config
+from dnnlab.runs.names import CONFIG, INPUTS, MANIFESTS, PREPROCESSING, SUMMARY
 
 
 def finite_or_none(value: Any) -> Any:
@@ -126,6 +126,14 @@ def write_manifest(folder: Path, name: str, manifest: dict[str, Any]) -> None:
     """sweep.json or seeds.json: the members of a folder of runs."""
     assert name in MANIFESTS, name
     atomic_write_text(Path(folder) / name, json.dumps(manifest, indent=2) + "\n")
+
+
+def write_config(folder: Path, cfg: Config) -> None:
+    """The one writer of a run's config.yaml: the resolved config (`config.dump_yaml`), which
+    `read.read_config` reads back to an equal Config."""
+    from dnnlab.config import dump_yaml
+
+    atomic_write_text(Path(folder) / CONFIG, dump_yaml(cfg))
 
 
 def config_digest(config: dict[str, Any]) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -151,19 +152,36 @@ def run_folder_problem(path: Path) -> Optional[str]:
     return None
 
 
+def read_config(folder: Path, overrides: Sequence[str] = ()) -> Any:
+    """The one reader of a run's config.yaml: the validated Config (with `--set`-style
+    `overrides` applied). Raises ConfigError naming the file (and the key) when it cannot be used."""
+    from dnnlab.config import load_config
+
+    return load_config(Path(folder) / CONFIG, list(overrides))
+
+
+def read_raw_config(folder: Path) -> Any:
+    """A run's config.yaml as plain data through the guarded YAML loader, not validated (a
+    folder written by another version may no longer validate); None when it is empty.
+    Raises OSError (FileNotFoundError when there is none) or yaml.YAMLError."""
+    from dnnlab.config import safe_yaml
+
+    return safe_yaml((Path(folder) / CONFIG).read_text(encoding="utf-8", errors="replace"))
+
+
 def load_run(run_dir: Path) -> tuple[list[dict[str, Any]], Any, dict[str, Any]]:
     """(history, Config, summary) of a run folder; summary is {} for a killed run.
 
     Raises ConfigError for a folder without a usable config.yaml (never the defaults), and
     ValueError for a corrupt summary.json.
     """
-    from dnnlab.config import ConfigError, load_config
+    from dnnlab.config import ConfigError
 
     run_dir = Path(run_dir)
     problem = run_folder_problem(run_dir)
     if problem is not None:
         raise ConfigError(problem)
-    cfg = load_config(run_dir / CONFIG)
+    cfg = read_config(run_dir)
     return read_metrics(run_dir), cfg, read_summary(run_dir) or {}
 
 
@@ -225,6 +243,11 @@ def seed_stats(summaries: list[dict[str, Any]], metric: str) -> tuple[Optional[f
     if not values:
         return None, 0.0, 0
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0), len(values)
+
+
+def has_state(run_dir: Path) -> bool:
+    """Whether a run folder holds a resume state (state.npz, or state.prev.npz before it)."""
+    return (Path(run_dir) / STATE).exists() or (Path(run_dir) / STATE_PREV).exists()
 
 
 def kept_checkpoint(run_dir: Path, summary: dict[str, Any], which: str = "kept") -> Path:

@@ -11,13 +11,16 @@ from typing import TYPE_CHECKING, Any, Optional
 
 if TYPE_CHECKING:  # numpy is imported where checkpoints are read or written: the CLI starts without it
     import numpy as np
+
+    from dnnlab.config import Config
 from dnnlab.runs.files import (
     atomic_write,
     atomic_write_text,
     finite_or_none,
+    write_config,
     write_summary,
 )
-from dnnlab.runs.names import CONFIG, METRICS_FILE, STATE, STATE_PREV, SUMMARY
+from dnnlab.runs.names import METRICS_FILE, STATE, STATE_PREV, SUMMARY
 
 # the statuses whose run folder drops its resume state unless train.keep_state: the run is over
 # (a diverged run is never resumed); an interrupted or failed run keeps it for --resume
@@ -166,17 +169,21 @@ class RunDir(Writer):
     state.npz (the resume state, with state.prev.npz the one before it)."""
 
     def __init__(
-        self, path: Path, config_yaml: str, *, history: Optional[list[dict[str, Any]]] = None, keep_state: bool = False,
+        self, path: Path, cfg: Optional[Config] = None, *, history: Optional[list[dict[str, Any]]] = None,
+        keep_state: bool = False,
     ) -> None:
-        """A new run folder; or, with `history`, a run continued after its last record (the
-        records after it are dropped from metrics.jsonl). `keep_state` (train.keep_state): a
-        finished run keeps its resume state too."""
+        """A new run folder, its config.yaml written from `cfg`; or, with `history`, a run
+        continued after its last record (the records after it are dropped from metrics.jsonl;
+        config.yaml is left as it is). `keep_state` (train.keep_state): a finished run keeps its
+        resume state too."""
         self.path = path
         self.resumed = history is not None
         self.keep_state = keep_state
         if history is None:
+            if cfg is None:
+                raise TypeError("a new run folder needs its config")
             self.lines: list[str] = []
-            atomic_write_text(path / CONFIG, config_yaml)
+            write_config(path, cfg)
         else:
             self.lines = [json.dumps(finite_or_none(r)) for r in history]
 

@@ -50,7 +50,7 @@ def run_member(
     previous = Path(folder) / member["dir"] if member.get("dir") else None
     try:
         outcome = None
-        if previous is not None and ((previous / runs.STATE).exists() or (previous / runs.STATE_PREV).exists()):
+        if previous is not None and runs.has_state(previous):
             try:
                 # None: it had finished, killed before sweep.json said so; it is read back
                 outcome = resume(previous, (), shown) or finished_outcome(previous)
