@@ -12,27 +12,13 @@ from typing import Any, Optional
 import yaml
 
 from dnnlab import runs
-from dnnlab.config import safe_yaml
+from dnnlab.config import flatten
 
 _num = runs.is_number
 
 
 class CompareError(Exception):
     """Nothing to compare; `str()` is the message for the user."""
-
-
-def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """{"model": {"depth": 2}} -> {"model.depth": 2}; lists stay values."""
-    if not isinstance(tree, dict):
-        return {prefix: tree} if prefix else {}
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, dict):
-            out.update(flatten(value, name))
-        else:
-            out[name] = value
-    return out
 
 
 def lower_is_better(metric: str) -> bool:
@@ -78,9 +64,8 @@ class RunRecord:
 def load_record(path: Path) -> RunRecord:
     """Whatever a run folder holds; problems are noted, never raised."""
     rec = RunRecord(Path(path))
-    cfg_path = rec.path / runs.CONFIG
     try:
-        raw = safe_yaml(cfg_path.read_text(encoding="utf-8", errors="replace")) or {}
+        raw = runs.read_raw_config(rec.path) or {}
         if isinstance(raw, dict):
             rec.config = flatten(raw)
         else:

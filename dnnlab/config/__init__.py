@@ -18,6 +18,7 @@ from __future__ import annotations
 from dnnlab.config.load import (
     apply_overrides,
     dump_yaml,
+    flatten,
     json_schema,
     load_config,
     load_config_with_warnings,
@@ -102,6 +103,7 @@ __all__ = [
     "config_warnings",
     "data_seed",
     "dump_yaml",
+    "flatten",
     "json_schema",
     "load_config",
     "load_config_with_warnings",

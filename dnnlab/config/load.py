@@ -181,6 +181,21 @@ def parse_value(text: str, where: str, key: str = "") -> Any:
     return None if value is _EMPTY else value
 
 
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """A config mapping by dotted keys: {"model": {"depth": 2}} -> {"model.depth": 2}; lists stay
+    values. (compare's columns, a resume's changed keys, the run's recorded inputs, HParams.)"""
+    if not isinstance(tree, dict):
+        return {prefix: tree} if prefix else {}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict):
+            out.update(flatten(value, name))
+        else:
+            out[name] = value
+    return out
+
+
 # an override of the key replaces what `raw` (the file) says of the same thing with these keys:
 # `--set model.hidden=[512,256]` on a config of depth and width trains those two layers (the
 # override is the newer intent); an override that sets both is still refused by the schema

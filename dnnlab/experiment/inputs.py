@@ -69,7 +69,7 @@ def check_config(run_dir: Path, saved: Config, inputs: Optional[dict[str, Any]])
     now = saved.model_dump(mode="json")
     if runs.config_digest(now) == inputs["config_sha256"]:
         return
-    from dnnlab.compare import flatten
+    from dnnlab.config import flatten
 
     old, new = flatten(inputs["config"]), flatten(now)
     changed = sorted(

@@ -62,7 +62,7 @@ def resume(
 
 
 def _resume(run_dir: Path, overrides: Sequence[str], shown: Optional[Shown], config_file: Optional[Path]) -> Optional[Outcome]:
-    from dnnlab.compare import flatten
+    from dnnlab.config import flatten
     from dnnlab.config import ConfigError, load_config
 
     shown = shown or Shown()

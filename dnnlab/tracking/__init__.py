@@ -16,7 +16,7 @@ was not logged. tensorboardX and mlflow are imported only here, and only when us
 Lives here: `names` (what both name alike: the scalars, the hparams, the diagnosis as text, the
 folder names and TrackingError), `board` (the TensorBoard writer and reading event files back),
 `mlflow_log` (logging finished folders to an MLflow store).
-May import: config, runs, compare (its `flatten`); tensorboardX and mlflow lazily, inside the
+May import: config, runs; tensorboardX and mlflow lazily, inside the
 functions that use them.
 """
 

@@ -102,7 +102,7 @@ def kept_scalars(summary: dict[str, Any]) -> dict[str, float]:
 
 def flat_config(raw: dict[str, Any]) -> dict[str, Any]:
     """The config as dotted keys, its `sweep` section left out (it is not a parameter of the run)."""
-    from dnnlab.compare import flatten
+    from dnnlab.config import flatten
 
     return flatten({k: v for k, v in raw.items() if k != "sweep"})
 
