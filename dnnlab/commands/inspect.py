@@ -30,7 +30,7 @@ def _diagnose_folder(run_dir: Path, write: bool):
     """The Diagnosis of one run folder; with `write`, also summary.json, report.md and plots."""
     from dnnlab.config import ConfigError
     from dnnlab.diagnose import diagnose as run_rules
-    from dnnlab.runs import load_run
+    from dnnlab.runs import epochs_run, load_run
 
     try:
         history, cfg, summary = load_run(run_dir)
@@ -40,7 +40,7 @@ def _diagnose_folder(run_dir: Path, write: bool):
         return run_rules(history, cfg, summary)
     if not summary.get("status"):
         # a killed run: its summary says so, never a status-less one
-        summary = {"name": cfg.name, "status": "unfinished", "epochs_run": max(len(history) - 1, 0), **summary}
+        summary = {"name": cfg.name, "status": "unfinished", "epochs_run": epochs_run(history), **summary}
     from dnnlab.report import finalize
 
     try:

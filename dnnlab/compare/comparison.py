@@ -103,7 +103,7 @@ class Comparison:
             bests = [r.best(self.metric) for r in g.runs]
             row["best"] = {"metric": self.metric, "values": [b[0] for b in bests], "epochs": [b[1] for b in bests]}
             row["final"] = [r.summary.get("final") for r in g.runs]
-            row["epochs_run"] = [r.summary.get("epochs_run", max(len(r.history) - 1, 0)) for r in g.runs]
+            row["epochs_run"] = [r.summary.get("epochs_run", runs.epochs_run(r.history)) for r in g.runs]
             row["wall_seconds"] = [r.summary.get("wall_seconds") for r in g.runs]
             row["status"] = [r.status for r in g.runs]
             row["verdicts"] = [r.verdict for r in g.runs]

@@ -89,7 +89,7 @@ def columns(comp: Comparison) -> tuple[list[tables.Column], list[int]]:
         short.append(f"{tables.number(mean)} ({','.join(str(b[1]) for b in bests)})" if vals else "-")
         full.append(f"{mean:.4f} ({', '.join(str(b[1]) for b in bests)})" if vals else "-")
     cols.append(tables.Column(f"best {metric_words(comp.metric)} (epoch)", short, full, priority=1))
-    epochs = [[r.summary.get("epochs_run", max(len(r.history) - 1, 0)) for r in g.runs] for g in comp.groups]
+    epochs = [[r.summary.get("epochs_run", runs.epochs_run(r.history)) for r in g.runs] for g in comp.groups]
     cols.append(tables.Column("epochs run", [str(e[0]) if len(set(e)) == 1 else ",".join(map(str, e)) for e in epochs],
                               [", ".join(map(str, e)) for e in epochs], fold=True, fold_as="{} epochs run", priority=2, right=True))
     walls = [[r.summary.get("wall_seconds") for r in g.runs if _num(r.summary.get("wall_seconds"))] for g in comp.groups]

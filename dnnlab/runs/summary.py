@@ -14,10 +14,13 @@ def epochs_run(history: Sequence[Any]) -> int:
     return max(len(history) - 1, 0)
 
 
-def stub_summary(name: str, status: str, *, history: Sequence[Any], reason: Optional[str] = None) -> dict[str, Any]:
-    """The summary of a run that ended before training wrote one: its name, `status`
-    (failed, interrupted), `reason` when known, and the epochs of `history` (its metrics.jsonl)."""
-    summary: dict[str, Any] = {"name": name, "status": status}
+def stub_summary(
+    name: str, status: str, *, history: Sequence[Any], reason: Optional[str] = None, seed: Optional[int] = None
+) -> dict[str, Any]:
+    """The summary of a run that ended before training wrote one: its name (and `seed`, for a
+    seed of a group), `status` (failed, interrupted), `reason` when known, and the epochs of
+    `history` (its metrics.jsonl)."""
+    summary: dict[str, Any] = {"name": name, **({"seed": seed} if seed is not None else {}), "status": status}
     if reason is not None:
         summary["reason"] = reason
     summary["epochs_run"] = epochs_run(history)

@@ -129,7 +129,7 @@ def _log_leaf(store: _Store, experiment_id: str, run_dir: Path, loaded: tuple[An
     raw = cfg.model_dump(mode="json")
     diagnosis = summary.get("diagnosis") or {}
     status = str(summary.get("status") or "unfinished")
-    epochs = str(summary.get("epochs_run", max(len(history) - 1, 0)))
+    epochs = str(summary.get("epochs_run", runs.epochs_run(history)))
     for old in store.existing(experiment_id, run_dir):
         if old.data.tags.get("status") == status and old.data.tags.get("dnnlab.epochs_run") == epochs and old.info.status != "RUNNING":
             return old.info.run_id  # logged already, and the folder has not changed since

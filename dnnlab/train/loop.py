@@ -20,7 +20,7 @@ from dnnlab import baselines, interrupt, losses
 from dnnlab.checkpoints import flatten_params, unflatten_params
 from dnnlab.config import Config, EarlyStoppingConfig, data_seed
 from dnnlab.data import Dataset
-from dnnlab.runs import FINISHED, METRICS, REGRESSION_METRICS, StateError, Writer
+from dnnlab.runs import FINISHED, METRICS, REGRESSION_METRICS, StateError, Writer, epochs_run, stub_summary
 from dnnlab.train import pretrain
 from dnnlab.train.programs import programs_for, use_compile_cache
 from dnnlab.train.setup import _setup
@@ -233,7 +233,7 @@ class _SeedRecord:
             "name": cfg.name,
             "seed": cfg.seed,
             "status": status,
-            "epochs_run": len(history) - 1 if history else 0,
+            "epochs_run": epochs_run(history),
             "best_epoch": stopper.best_epoch,
             "monitor": setup.monitor,
             "restored_best": restored,
@@ -480,7 +480,7 @@ def _fit_groups(
         except KeyboardInterrupt:
             # Ctrl-C before this group's first record: its seeds get an interrupted summary
             for r in recs:
-                r.writer.finish({"name": r.cfg.name, "seed": r.cfg.seed, "status": "interrupted", "epochs_run": 0})
+                r.writer.finish(stub_summary(r.cfg.name, "interrupted", history=(), seed=r.cfg.seed))
             break
         results += [r.finish(data, like) for r in recs]
         if any(r.status == "interrupted" for r in recs):
