@@ -21,7 +21,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from dnnlab.runs import Writer, origin_words, shell_command
+from dnnlab.runs import Writer, origin_words, set_options, shell_command
 
 # what a terminal would act on instead of showing: C0 and C1 control characters but for tab and
 # newline (ESC starts sequences that move the cursor, clear the screen or set the window title),
@@ -414,7 +414,7 @@ VERDICT_STYLE = {
 
 def remedy_options(remedy: dict[str, Any]) -> str:
     """A remedy (as in summary.json) as command-line options: `--set a --set b` (shell-quoted)."""
-    return shell_command(*(word for s in remedy.get("sets") or [remedy["set"]] for word in ("--set", s)))
+    return set_options(remedy.get("sets") or [remedy["set"]])
 
 
 def diagnosis_panel(diagnosis: dict[str, Any], config_name: Any = "CONFIG", run_dir: Any = None):

@@ -5,7 +5,6 @@ as exit codes, the live writers, MLflow's checks, and the consoles.
 from __future__ import annotations
 
 import re
-import shlex
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
@@ -16,6 +15,7 @@ from dnnlab.console import SafeConsole
 from dnnlab.runs import (  # the exit codes; dnnlab.experiment raises ExperimentError with one
     EXIT_BAD_INPUT,
     EXIT_INTERRUPTED,
+    shell_command,
 )
 
 
@@ -75,7 +75,7 @@ def extra_arguments_message(extra: list[str], grid: bool = False) -> str:
     message = f"Got unexpected extra argument{plural} ({' '.join(extra)})"
     overrides = [a for a in extra if _OVERRIDE.match(a)]
     if overrides:
-        meant = " ".join(f"{'--grid' if grid and ',' in a else '--set'} {shlex.quote(a)}" for a in overrides)
+        meant = " ".join(shell_command("--grid" if grid and "," in a else "--set", a) for a in overrides)
         message += f"; did you mean {meant}?"
     return message
 

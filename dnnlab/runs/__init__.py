@@ -60,6 +60,8 @@ from dnnlab.runs.names import (
     SWEEP_MANIFEST,
     origin,
     origin_words,
+    set_options,
+    set_words,
     shell_command,
 )
 from dnnlab.runs.read import (
@@ -136,6 +138,8 @@ __all__ = [
     "read_summary",
     "run_folder_problem",
     "seed_stats",
+    "set_options",
+    "set_words",
     "shell_command",
     "write_figure",
     "write_inputs",

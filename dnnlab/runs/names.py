@@ -49,6 +49,16 @@ def shell_command(*words: Any) -> str:
     return shlex.join(str(w) for w in words)
 
 
+def set_words(settings: Any) -> tuple[str, ...]:
+    """The words of `--set a --set b`: `--set` before each override (`key=value`), in their order."""
+    return tuple(w for s in settings or () for w in ("--set", str(s)))
+
+
+def set_options(settings: Any) -> str:
+    """`--set a --set b` as one shell-quoted line (a remedy's options)."""
+    return shell_command(*set_words(settings))
+
+
 def origin_words(origin: Any) -> tuple[str, ...]:
     """What every printed command that trains a run again starts from: a config file (a path), or
     the words the run was given, `(CONFIG, "--set", "key=value", ...)`, the user's overrides in
@@ -60,4 +70,4 @@ def origin_words(origin: Any) -> tuple[str, ...]:
 
 def origin(config: Any, overrides: Any = ()) -> tuple[str, ...]:
     """The words that name a run's config as the user gave it: CONFIG, then each override as `--set`."""
-    return (str(config), *(w for o in overrides or () for w in ("--set", str(o))))
+    return (str(config), *set_words(overrides))

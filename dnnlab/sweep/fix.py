@@ -69,7 +69,7 @@ class Result:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "remedy": self.remedy, "command": runs.shell_command(*(w for s in self.remedy["sets"] for w in ("--set", s))),
+            "remedy": self.remedy, "command": runs.set_options(self.remedy["sets"]),
             "members": [str(p) for p in self.members], "verdicts": self.verdicts, "status": self.status,
             "train_accuracy": {"control": self.train[0], "remedy": self.train[1], "tolerance": self.train[2]},
             "val_accuracy": {"control": self.val[0], "remedy": self.val[1], "tolerance": self.val[2]},
@@ -333,7 +333,7 @@ def judge(fix: Fix) -> Fix:
         fix.fixed_config = fix.sweep.path / FIXED_CONFIG
         header = (
             f"# {cfg.name}, fixed by dnnlab fix: {fix.run_dir} was {fix.verdict}; "
-            f"{runs.shell_command(*(w for s in winner.remedy['sets'] for w in ('--set', s)))} made it {', '.join(v or '?' for v in winner.verdicts)}.\n"
+            f"{runs.set_options(winner.remedy['sets'])} made it {', '.join(v or '?' for v in winner.verdicts)}.\n"
         )
         runs.atomic_write_text(fix.fixed_config, header + dump_yaml(cfg))
     return fix

@@ -155,7 +155,7 @@ def diagnosis_markdown(diagnosis: dict[str, Any]) -> str:
     remedies = diagnosis.get("remedies") or []
     lines += ["", "**remedies**:" if remedies else "**remedies**: none", ""]
     for r in remedies:
-        sets = runs.shell_command(*(w for s in r.get("sets") or [r.get("set", "")] for w in ("--set", s)))
+        sets = runs.set_options(r.get("sets") or [r.get("set", "")])
         lines.append(f"- `{sets}`: {r.get('why', '')}")
     return "\n".join(lines)
 
