@@ -462,7 +462,9 @@ def diagnosis_commands(diagnosis: dict[str, Any], config_name: Any = "CONFIG", r
     if not remedies:
         return []
     lines = [f"try: {shell_command('dnnlab', 'run', *origin_words(config_name))} {remedy_options(remedies[0])}"]
-    if set(diagnosis.get("causes") or []) & {"lr-too-high", "lr-too-low", "plateau"}:
+    from dnnlab.diagnose import LR_CAUSES
+
+    if set(diagnosis.get("causes") or []) & set(LR_CAUSES):
         # the remedies' rates come from a table; a range test measures one (`dnnlab fix --lr-find` runs it)
         lines.append(f"rate: {shell_command('dnnlab', 'lr-find', *origin_words(config_name))} measures a learning rate instead of guessing one")
     return [visible(line) for line in lines]

@@ -31,6 +31,14 @@ REGRESSION_METRICS = tuple(f"{split}_{m}" for split in ("train", "val", "test") 
 # each split's balanced accuracy (the mean per-class recall): in summary.json's final and best for
 # every run, and in the records too when the classes are watched (`train.class_aware`)
 CLASS_METRICS = ("train_balanced_accuracy", "val_balanced_accuracy", "test_balanced_accuracy")
+# the metrics that rank runs (`--metric`, `--tune-metric`, sweep.tune_metric), in the order
+# `--help` lists them: the six, the balanced accuracies of validation and test, and under
+# regression R^2, MSE and MAE of each split (val_accuracy, the default, means val_r2 there)
+RANKING_METRICS = (
+    *METRICS,
+    *CLASS_METRICS[1:],
+    *(m for kind in ("_r2", "_mse", "_mae") for m in REGRESSION_METRICS if m.endswith(kind)),
+)
 # the statuses whose kept model counts in a mean over seeds; diverged, interrupted and killed
 # runs are listed, never averaged in
 FINISHED = ("completed", "stopped_early")

@@ -32,12 +32,12 @@ from typing import Any, Optional
 from dnnlab import baselines, runs
 from dnnlab.compare import Group, load_record, shift
 from dnnlab.config import ConfigError, apply_overrides, dump_yaml, read_yaml, safe_yaml, validate
+from dnnlab.diagnose import LR_CAUSES  # the causes whose remedies' rates a range test measures
 from dnnlab.sweep.grid import Sweep, SweepError, override
 from dnnlab.tables import count
 
 LOSS_TOLERANCE = 0.01  # a validation loss must fall by more than 1% of the control's to count
 FIXED_CONFIG = "fixed.yaml"
-LR_CAUSES = ("lr-too-high", "lr-too-low", "plateau")  # the causes whose remedies' rates a range test measures
 # by default the range tests run when they would add at most this share to the time the remedies
 # train, reckoned from the run's own wall time and LR_FIND_SECONDS a test
 LR_FIND_SHARE = 0.25
