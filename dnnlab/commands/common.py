@@ -19,7 +19,6 @@ from dnnlab.runs import (  # the exit codes; dnnlab.experiment raises Experiment
     shell_command,
 )
 
-
 # the metrics that rank runs (--metric, --tune-metric), one member each, as runs.RANKING_METRICS
 # orders them (the order --help lists)
 Metric = Enum("Metric", [(m, m) for m in RANKING_METRICS], type=str, module=__name__)
