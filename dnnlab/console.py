@@ -21,7 +21,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from dnnlab.runs import Writer, origin_words, shell_command
+from dnnlab.runs import Writer, origin_words, set_options, shell_command
 
 # what a terminal would act on instead of showing: C0 and C1 control characters but for tab and
 # newline (ESC starts sequences that move the cursor, clear the screen or set the window title),
@@ -414,7 +414,7 @@ VERDICT_STYLE = {
 
 def remedy_options(remedy: dict[str, Any]) -> str:
     """A remedy (as in summary.json) as command-line options: `--set a --set b` (shell-quoted)."""
-    return shell_command(*(word for s in remedy.get("sets") or [remedy["set"]] for word in ("--set", s)))
+    return set_options(remedy.get("sets") or [remedy["set"]])
 
 
 def diagnosis_panel(diagnosis: dict[str, Any], config_name: Any = "CONFIG", run_dir: Any = None):
@@ -462,7 +462,9 @@ def diagnosis_commands(diagnosis: dict[str, Any], config_name: Any = "CONFIG", r
     if not remedies:
         return []
     lines = [f"try: {shell_command('dnnlab', 'run', *origin_words(config_name))} {remedy_options(remedies[0])}"]
-    if set(diagnosis.get("causes") or []) & {"lr-too-high", "lr-too-low", "plateau"}:
+    from dnnlab.diagnose import LR_CAUSES
+
+    if set(diagnosis.get("causes") or []) & set(LR_CAUSES):
         # the remedies' rates come from a table; a range test measures one (`dnnlab fix --lr-find` runs it)
         lines.append(f"rate: {shell_command('dnnlab', 'lr-find', *origin_words(config_name))} measures a learning rate instead of guessing one")
     return [visible(line) for line in lines]

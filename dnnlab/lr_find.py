@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-import shlex
 import time
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -311,7 +310,9 @@ def shown(lr: float) -> str:
 
 def set_line(lr: float) -> str:
     """The option to paste, shell-quoted."""
-    return shlex.join(["--set", f"optimizer.lr={shown(lr)}"])
+    from dnnlab import runs
+
+    return runs.set_options([f"optimizer.lr={shown(lr)}"])
 
 
 def write(result: RangeTest, folder: Path, config: str) -> list[str]:

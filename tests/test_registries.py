@@ -15,7 +15,7 @@ import pytest
 
 from dnnlab import activations, config, data, models, optim
 from dnnlab.config import OptimizerConfig, RegularizationConfig
-from dnnlab.config.names import SCAN_UNROLL
+from dnnlab.config.names import SCAN_UNROLL, MetricName
 
 
 @pytest.mark.parametrize(
@@ -134,3 +134,19 @@ def test_every_cause_has_one_line_in_the_registry_and_in_the_docs():
     assert set(CAUSES) <= rows, set(CAUSES) - rows
     assert [c for c, remedies in CAUSE_REMEDIES.items() if remedies is None] == ["over-regularization"]
     assert all(callable(r) for c, r in CAUSE_REMEDIES.items() if c != "over-regularization")
+
+
+def test_the_ranking_metrics_are_the_configs_in_the_options_order():
+    """sweep.tune_metric's Literal (spelt out: config is below runs) names runs.RANKING_METRICS,
+    which --metric and --tune-metric are built from, in the same order."""
+    from dnnlab import runs
+
+    assert get_args(MetricName) == runs.RANKING_METRICS
+
+
+def test_every_verdict_has_a_colour_and_the_rate_causes_are_causes():
+    from dnnlab.console import VERDICT_STYLE
+    from dnnlab.diagnose import CAUSES, LR_CAUSES, VERDICTS
+
+    assert set(VERDICT_STYLE) == set(VERDICTS)
+    assert set(LR_CAUSES) <= set(CAUSES)

@@ -53,6 +53,24 @@ def test_the_pasted_try_line_trains_the_run_but_for_the_remedy(tmp_path, monkeyp
     assert command["argv"][0] == "dnnlab"
 
 
+
+def test_a_remedys_options_paste_as_the_words_they_are():
+    """`--set a --set b` is written by one formatter: a value with a space, a quote or a `$(...)`
+    pastes back as the override it is, wherever the remedy is printed."""
+    from dnnlab import runs
+    from dnnlab.console import remedy_options
+    from dnnlab.diagnose.evidence import Remedy
+    from dnnlab.tracking import diagnosis_markdown
+
+    sets = ["data.path=my data/it's.csv", "name=$(touch x)"]
+    line = runs.set_options(sets)
+    assert shlex.split(line) == ["--set", sets[0], "--set", sets[1]] == list(runs.set_words(sets))
+    assert runs.set_options([]) == "" and runs.set_words(None) == ()
+    assert Remedy(sets[0], "why", also=sets[1:]).command == line == remedy_options({"set": sets[0], "sets": sets})
+    assert shlex.split(remedy_options({"set": sets[0]})) == ["--set", sets[0]]
+    assert f"- `{line}`: why" in diagnosis_markdown({"verdict": "overfitting", "remedies": [{"set": sets[0], "sets": sets, "why": "why"}]})
+    assert runs.origin("a b.yaml", sets) == ("a b.yaml", *runs.set_words(sets))
+
 # ---------------------------------------------------------------- tables designed for 80 columns
 
 

@@ -5,7 +5,6 @@ as exit codes, the live writers, MLflow's checks, and the consoles.
 from __future__ import annotations
 
 import re
-import shlex
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
@@ -16,30 +15,13 @@ from dnnlab.console import SafeConsole
 from dnnlab.runs import (  # the exit codes; dnnlab.experiment raises ExperimentError with one
     EXIT_BAD_INPUT,
     EXIT_INTERRUPTED,
+    RANKING_METRICS,
+    shell_command,
 )
 
-
-class Metric(str, Enum):
-    """The metrics that rank runs (runs.METRICS, and the balanced accuracies of runs.CLASS_METRICS)."""
-
-    train_loss = "train_loss"
-    train_accuracy = "train_accuracy"
-    val_loss = "val_loss"
-    val_accuracy = "val_accuracy"
-    test_loss = "test_loss"
-    test_accuracy = "test_accuracy"
-    val_balanced_accuracy = "val_balanced_accuracy"
-    test_balanced_accuracy = "test_balanced_accuracy"
-    # data.task: regression (runs.REGRESSION_METRICS); val_accuracy, the default, means val_r2 there
-    train_r2 = "train_r2"
-    val_r2 = "val_r2"
-    test_r2 = "test_r2"
-    train_mse = "train_mse"
-    val_mse = "val_mse"
-    test_mse = "test_mse"
-    train_mae = "train_mae"
-    val_mae = "val_mae"
-    test_mae = "test_mae"
+# the metrics that rank runs (--metric, --tune-metric), one member each, as runs.RANKING_METRICS
+# orders them (the order --help lists)
+Metric = Enum("Metric", [(m, m) for m in RANKING_METRICS], type=str, module=__name__)
 
 
 class Checkpoint(str, Enum):
@@ -75,7 +57,7 @@ def extra_arguments_message(extra: list[str], grid: bool = False) -> str:
     message = f"Got unexpected extra argument{plural} ({' '.join(extra)})"
     overrides = [a for a in extra if _OVERRIDE.match(a)]
     if overrides:
-        meant = " ".join(f"{'--grid' if grid and ',' in a else '--set'} {shlex.quote(a)}" for a in overrides)
+        meant = " ".join(shell_command("--grid" if grid and "," in a else "--set", a) for a in overrides)
         message += f"; did you mean {meant}?"
     return message
 

@@ -45,8 +45,6 @@ def lr_find_cmd(
 ) -> None:
     """Find a learning rate: a range test on CONFIG's net, data and optimizer (the rate grows
     geometrically each step; the smoothed loss is read for a suggestion). Writes lr_find.png and lr_find.json."""
-    import shlex
-
     from dnnlab import lr_find, runs
 
     cfg = _load(config, set_)
@@ -84,8 +82,8 @@ def lr_find_cmd(
             console.print(f"suggested lr {lr_find.shown(lr)} ({rule}: {lr_find.RULE_WORDS[rule]}); the config's is "
                           f"{cfg.optimizer.lr:g}" + (f"; the other rules: {others}" if others else ""), markup=False)
             console.print(lr_find.set_line(lr), markup=False)
-            again = ["dnnlab", "run", str(config), *[a for s in set_ or [] for a in ("--set", s)], "--set", f"optimizer.lr={lr_find.shown(lr)}"]
-            console.print(f"run it: {shlex.join(again)}", markup=False)
+            again = runs.shell_command("dnnlab", "run", config, *runs.set_words([*(set_ or []), f"optimizer.lr={lr_find.shown(lr)}"]))
+            console.print(f"run it: {again}", markup=False)
         console.print(f"wrote {folder / 'lr_find.png'} and lr_find.json", markup=False)
     if lr is None:
         err_console.print(

@@ -29,6 +29,7 @@ from dnnlab.runs import (  # the exit codes; dnnlab.experiment raises Experiment
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    set_words,
     shell_command,
 )
 from dnnlab.tables import count
@@ -117,7 +118,7 @@ def sweep(
         raise _fail(_escape(str(exc))) from None
     except OSError as exc:
         raise _fail(_escape(f"cannot write the sweep folder under {out}: {exc}")) from None
-    hint_words = ["dnnlab", "sweep", config, "--resume", job.path, *(w for s in set_ or [] for w in ("--set", s))]
+    hint_words = ["dnnlab", "sweep", config, "--resume", job.path, *set_words(set_)]
     hint_words += (["--workers", workers] if workers else []) + (["--ray", ray] if ray else [])
     hint = shell_command(*hint_words)
     _run_members(job, hint, quiet=quiet, workers=workers, ray=ray)

@@ -30,7 +30,8 @@ Monitor = Literal["val_loss", "val_accuracy", "val_balanced_accuracy", "val_r2"]
 # the monitors that hold for one task only (early stopping refuses the other task's)
 CLASSIFICATION_MONITORS = ("val_accuracy", "val_balanced_accuracy")
 REGRESSION_MONITORS = ("val_r2",)
-# the metrics that rank runs: runs.METRICS and the balanced accuracies of runs.CLASS_METRICS
+# the metrics that rank runs (sweep.tune_metric): runs.RANKING_METRICS, in its order (runs imports
+# config, not the other way, so the Literal is spelt out; tests/test_registries.py holds the two equal)
 MetricName = Literal[
     "train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy",
     "val_balanced_accuracy", "test_balanced_accuracy",

@@ -22,7 +22,12 @@ from typing import Any, Optional, Sequence
 
 from dnnlab.config import Config
 from dnnlab.diagnose.evidence import VERDICTS, Diagnosis, _finite, _Run, solved
-from dnnlab.diagnose.training import CAUSE_REMEDIES, _diverged, _judge_training
+from dnnlab.diagnose.training import (
+    CAUSE_REMEDIES,
+    LR_CAUSES,
+    _diverged,
+    _judge_training,
+)
 from dnnlab.diagnose.validation import _general_warnings, _judge_generalization
 
 # every cause a diagnosis can name (the registry in `training`, in its order)
@@ -30,6 +35,7 @@ CAUSES = tuple(CAUSE_REMEDIES)
 
 __all__ = [
     "CAUSES",
+    "LR_CAUSES",
     "VERDICTS",
     "Diagnosis",
     "across_seeds",

@@ -10,7 +10,7 @@ from typing import Any, Optional
 
 from dnnlab import baselines
 from dnnlab.config import Config, DiagnosisConfig
-from dnnlab.runs import kept_metrics, shell_command
+from dnnlab.runs import kept_metrics, set_options
 
 VERDICTS = ("good-fit", "overfitting", "failed-training", "diverged", "undertrained")
 ADAPTIVE = ("adagrad", "rmsprop", "adam", "adamw")
@@ -35,7 +35,7 @@ class Remedy:
     @property
     def command(self) -> str:
         """The remedy as command-line options: `--set a --set b` (shell-quoted)."""
-        return shell_command(*(word for s in self.sets for word in ("--set", s)))
+        return set_options(self.sets)
 
 
 @dataclass

@@ -324,6 +324,9 @@ CAUSE_REMEDIES: dict[str, Optional[Callable[[_Run, Diagnosis], None]]] = {
 }
 # the causes that make a poor fit failed training even while its loss still falls
 HARD_CAUSES = frozenset({"vanishing-gradients", "exploding-gradients", "dead-units", "saturation", "lr-too-high"})
+# the causes that are a learning rate: their remedies' rates come from a table, which a range test
+# (`dnnlab lr-find`, `dnnlab fix --lr-find`) measures instead
+LR_CAUSES = ("lr-too-high", "lr-too-low", "plateau")
 
 
 def _judge_training(run: _Run) -> Optional[Diagnosis]:

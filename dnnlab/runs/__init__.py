@@ -54,6 +54,7 @@ from dnnlab.runs.names import (
     METRICS_FILE,
     REGRESSION_METRICS,
     PREPROCESSING,
+    RANKING_METRICS,
     REPORT,
     RUN_LOCK,
     SEEDS_MANIFEST,
@@ -64,6 +65,8 @@ from dnnlab.runs.names import (
     SWEEP_MANIFEST,
     origin,
     origin_words,
+    set_options,
+    set_words,
     shell_command,
 )
 from dnnlab.runs.read import (
@@ -108,6 +111,7 @@ __all__ = [
     "METRICS_FILE",
     "PREPROCESSING",
     "MultiWriter",
+    "RANKING_METRICS",
     "REPORT",
     "RUN_LOCK",
     "RunDir",
@@ -148,6 +152,8 @@ __all__ = [
     "read_summary",
     "run_folder_problem",
     "seed_stats",
+    "set_options",
+    "set_words",
     "shell_command",
     "stub_summary",
     "write_config",

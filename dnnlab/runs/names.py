@@ -31,6 +31,14 @@ REGRESSION_METRICS = tuple(f"{split}_{m}" for split in ("train", "val", "test") 
 # each split's balanced accuracy (the mean per-class recall): in summary.json's final and best for
 # every run, and in the records too when the classes are watched (`train.class_aware`)
 CLASS_METRICS = ("train_balanced_accuracy", "val_balanced_accuracy", "test_balanced_accuracy")
+# the metrics that rank runs (`--metric`, `--tune-metric`, sweep.tune_metric), in the order
+# `--help` lists them: the six, the balanced accuracies of validation and test, and under
+# regression R^2, MSE and MAE of each split (val_accuracy, the default, means val_r2 there)
+RANKING_METRICS = (
+    *METRICS,
+    *CLASS_METRICS[1:],
+    *(m for kind in ("_r2", "_mse", "_mae") for m in REGRESSION_METRICS if m.endswith(kind)),
+)
 # the statuses whose kept model counts in a mean over seeds; diverged, interrupted and killed
 # runs are listed, never averaged in
 FINISHED = ("completed", "stopped_early")
@@ -49,6 +57,16 @@ def shell_command(*words: Any) -> str:
     return shlex.join(str(w) for w in words)
 
 
+def set_words(settings: Any) -> tuple[str, ...]:
+    """The words of `--set a --set b`: `--set` before each override (`key=value`), in their order."""
+    return tuple(w for s in settings or () for w in ("--set", str(s)))
+
+
+def set_options(settings: Any) -> str:
+    """`--set a --set b` as one shell-quoted line (a remedy's options)."""
+    return shell_command(*set_words(settings))
+
+
 def origin_words(origin: Any) -> tuple[str, ...]:
     """What every printed command that trains a run again starts from: a config file (a path), or
     the words the run was given, `(CONFIG, "--set", "key=value", ...)`, the user's overrides in
@@ -60,4 +78,4 @@ def origin_words(origin: Any) -> tuple[str, ...]:
 
 def origin(config: Any, overrides: Any = ()) -> tuple[str, ...]:
     """The words that name a run's config as the user gave it: CONFIG, then each override as `--set`."""
-    return (str(config), *(w for o in overrides or () for w in ("--set", str(o))))
+    return (str(config), *set_words(overrides))

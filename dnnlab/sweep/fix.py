@@ -32,12 +32,12 @@ from typing import Any, Optional
 from dnnlab import baselines, runs
 from dnnlab.compare import Group, load_record, shift
 from dnnlab.config import ConfigError, apply_overrides, dump_yaml, read_yaml, safe_yaml, validate
+from dnnlab.diagnose import LR_CAUSES  # the causes whose remedies' rates a range test measures
 from dnnlab.sweep.grid import Sweep, SweepError, override
 from dnnlab.tables import count
 
 LOSS_TOLERANCE = 0.01  # a validation loss must fall by more than 1% of the control's to count
 FIXED_CONFIG = "fixed.yaml"
-LR_CAUSES = ("lr-too-high", "lr-too-low", "plateau")  # the causes whose remedies' rates a range test measures
 # by default the range tests run when they would add at most this share to the time the remedies
 # train, reckoned from the run's own wall time and LR_FIND_SECONDS a test
 LR_FIND_SHARE = 0.25
@@ -69,7 +69,7 @@ class Result:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "remedy": self.remedy, "command": runs.shell_command(*(w for s in self.remedy["sets"] for w in ("--set", s))),
+            "remedy": self.remedy, "command": runs.set_options(self.remedy["sets"]),
             "members": [str(p) for p in self.members], "verdicts": self.verdicts, "status": self.status,
             "train_accuracy": {"control": self.train[0], "remedy": self.train[1], "tolerance": self.train[2]},
             "val_accuracy": {"control": self.val[0], "remedy": self.val[1], "tolerance": self.val[2]},
@@ -333,7 +333,7 @@ def judge(fix: Fix) -> Fix:
         fix.fixed_config = fix.sweep.path / FIXED_CONFIG
         header = (
             f"# {cfg.name}, fixed by dnnlab fix: {fix.run_dir} was {fix.verdict}; "
-            f"{runs.shell_command(*(w for s in winner.remedy['sets'] for w in ('--set', s)))} made it {', '.join(v or '?' for v in winner.verdicts)}.\n"
+            f"{runs.set_options(winner.remedy['sets'])} made it {', '.join(v or '?' for v in winner.verdicts)}.\n"
         )
         runs.atomic_write_text(fix.fixed_config, header + dump_yaml(cfg))
     return fix

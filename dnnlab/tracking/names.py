@@ -15,15 +15,12 @@ TB_DIR = "tb"
 # ("tensorflow", ~1,500 exponential bins) on the Fashion MLP's 650k weights
 HISTOGRAM_BINS = 64
 MLFLOW_EXTRA = "pip install -e '.[mlflow]'"
-# what `scalars` names the records' keys; the rest are instruments
+# what `scalars` names the records' keys; the rest are instruments. Every metric an epoch records
+# (runs.METRICS, CLASS_METRICS, REGRESSION_METRICS) is `<metric>/<split>`: `val_balanced_accuracy`
+# is `balanced_accuracy/val`
 NAMES = {
-    "train_loss": "loss/train", "val_loss": "loss/val", "test_loss": "loss/test",
-    "train_accuracy": "accuracy/train", "val_accuracy": "accuracy/val", "test_accuracy": "accuracy/test",
+    **{m: "/".join(reversed(m.split("_", 1))) for m in (*runs.METRICS, *runs.CLASS_METRICS, *runs.REGRESSION_METRICS)},
     "lr": "lr", "running_loss": "running/loss", "running_accuracy": "running/accuracy", "seconds": "time/epoch_seconds",
-    "train_balanced_accuracy": "balanced_accuracy/train", "val_balanced_accuracy": "balanced_accuracy/val",
-    "test_balanced_accuracy": "balanced_accuracy/test",
-    # data.task: regression, in the target's own units
-    **{f"{split}_{m}": f"{m}/{split}" for split in ("train", "val", "test") for m in ("mse", "mae", "r2")},
 }
 NOT_SCALARS = ("epoch", "seed")
 REPORT_TAGS = ("_hparams_/", "hparams/", "kept/", "diagnosis/", "status/")  # written once, when the run is diagnosed
@@ -155,7 +152,7 @@ def diagnosis_markdown(diagnosis: dict[str, Any]) -> str:
     remedies = diagnosis.get("remedies") or []
     lines += ["", "**remedies**:" if remedies else "**remedies**: none", ""]
     for r in remedies:
-        sets = runs.shell_command(*(w for s in r.get("sets") or [r.get("set", "")] for w in ("--set", s)))
+        sets = runs.set_options(r.get("sets") or [r.get("set", "")])
         lines.append(f"- `{sets}`: {r.get('why', '')}")
     return "\n".join(lines)
 
