@@ -139,7 +139,7 @@ def _no_state_kept(run_dir: Path, status: object) -> str:
     return (
         f"{run_dir}: the run {status} and kept no resume state ({runs.STATE}: dropped when a run finishes, unless "
         f"--keep-state or train.keep_state: true), so it cannot be trained longer; train it again with more epochs "
-        f"({runs.shell_command('dnnlab', 'run', run_dir / runs.CONFIG, '--set', 'train.epochs=N', '--keep-state')})"
+        f"({runs.shell_command('dnnlab', 'run', run_dir / runs.CONFIG, *runs.set_words(['train.epochs=N']), '--keep-state')})"
     )
 
 
