@@ -15,7 +15,7 @@ import sys
 import types
 from typing import Any
 
-__version__ = "0.1.0"
+from dnnlab.version import __version__
 
 # the API's names and the module that defines each
 _HOMES = {

@@ -113,7 +113,7 @@ def _version() -> str:
     try:
         return version("dnnlab")
     except PackageNotFoundError:
-        from dnnlab import __version__
+        from dnnlab.version import __version__
 
         return __version__
 

@@ -15,15 +15,23 @@ import jax
 import numpy as np
 import optax
 
-import dnnlab
 from dnnlab import baselines, interrupt, losses
 from dnnlab.checkpoints import flatten_params, unflatten_params
 from dnnlab.config import Config, EarlyStoppingConfig, data_seed
 from dnnlab.data import Dataset
-from dnnlab.runs import FINISHED, METRICS, REGRESSION_METRICS, StateError, Writer, epochs_run, stub_summary
+from dnnlab.runs import (
+    FINISHED,
+    METRICS,
+    REGRESSION_METRICS,
+    StateError,
+    Writer,
+    epochs_run,
+    stub_summary,
+)
 from dnnlab.train import pretrain
 from dnnlab.train.programs import programs_for, use_compile_cache
 from dnnlab.train.setup import _setup
+from dnnlab.version import __version__
 
 if TYPE_CHECKING:
     from dnnlab.train.programs import _Programs
@@ -247,7 +255,7 @@ class _SeedRecord:
             **({"penalty": {**penalty, "epoch": history[-1]["epoch"]}} if penalty else {}),
             "wall_seconds": time.perf_counter() - self.t_start,
             "params": setup.info["params"],
-            "versions": {"jax": jax.__version__, "optax": optax.__version__, "dnnlab": dnnlab.__version__},
+            "versions": {"jax": jax.__version__, "optax": optax.__version__, "dnnlab": __version__},
             "device": setup.info["device"],
             "devices": setup.devices,
             **({"processes": setup.info["processes"]} if setup.info["processes"] > 1 else {}),
