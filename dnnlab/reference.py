@@ -29,10 +29,9 @@ import time
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Optional
 
-from dnnlab import runs
+from dnnlab import runs, version
 from dnnlab.config import Config, validate
 from dnnlab.data import Dataset
-from dnnlab.version import __version__
 
 MODEL = "linear"  # softmax regression
 # Adam at 1e-2: softmax regression is convex, and at 1e-3 it is still far from its optimum after
@@ -82,7 +81,7 @@ def cache_key(ref_cfg: Config, ds: Dataset) -> str:
     h.update(json.dumps({
         "model": MODEL, "budget": BUDGET, "quick": _quick(ds), "config": ref_cfg.model_dump(mode="json", exclude=where),
         "num_classes": ds.num_classes, "image_shape": list(ds.image_shape),
-        "versions": [__version__, jax.__version__, optax.__version__],
+        "versions": [version.__version__, jax.__version__, optax.__version__],
     }, sort_keys=True).encode())
     return h.hexdigest()[:32]
 

@@ -77,7 +77,7 @@ def test_a_changed_budget_or_version_recomputes(cache, digits, monkeypatch):
     assert reference.fit_reference(cfg, digits)["cached"] is True
     monkeypatch.setitem(reference.BUDGET, "lr", 2e-2)
     assert reference.fit_reference(cfg, digits)["cached"] is False
-    monkeypatch.setattr("dnnlab.__version__", "9.9.9")
+    monkeypatch.setattr("dnnlab.version.__version__", "9.9.9")
     assert reference.fit_reference(cfg, digits)["cached"] is False
 
 

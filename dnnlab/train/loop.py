@@ -15,7 +15,7 @@ import jax
 import numpy as np
 import optax
 
-from dnnlab import baselines, interrupt, losses
+from dnnlab import baselines, interrupt, losses, version
 from dnnlab.checkpoints import flatten_params, unflatten_params
 from dnnlab.config import Config, EarlyStoppingConfig, data_seed
 from dnnlab.data import Dataset
@@ -31,7 +31,6 @@ from dnnlab.runs import (
 from dnnlab.train import pretrain
 from dnnlab.train.programs import programs_for, use_compile_cache
 from dnnlab.train.setup import _setup
-from dnnlab.version import __version__
 
 if TYPE_CHECKING:
     from dnnlab.train.programs import _Programs
@@ -255,7 +254,7 @@ class _SeedRecord:
             **({"penalty": {**penalty, "epoch": history[-1]["epoch"]}} if penalty else {}),
             "wall_seconds": time.perf_counter() - self.t_start,
             "params": setup.info["params"],
-            "versions": {"jax": jax.__version__, "optax": optax.__version__, "dnnlab": __version__},
+            "versions": {"jax": jax.__version__, "optax": optax.__version__, "dnnlab": version.__version__},
             "device": setup.info["device"],
             "devices": setup.devices,
             **({"processes": setup.info["processes"]} if setup.info["processes"] > 1 else {}),
