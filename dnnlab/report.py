@@ -189,7 +189,21 @@ def markdown(
         f"{summary.get('params', 0):,} parameters on {summary.get('device')}; "
         f"{summary.get('wall_seconds', 0):.1f} s."
     )
-    lines += ["", f"## Verdict: {diagnosis.verdict}"]
+    lines += _verdict(diagnosis, config_name, run_dir_name)
+    regression = (summary.get("data") or {}).get("task") == "regression"
+    lines += _reference(summary.get("reference"), regression)
+    final, best = summary.get("final") or {}, summary.get("best") or {}
+    if regression:
+        lines += _regression_metrics(summary, final, best)
+        return "\n".join(lines + _plots(plots)) + "\n"
+    lines += _classification_metrics(summary, final, best)
+    lines += _classes(cfg, summary)
+    return "\n".join(lines + _plots(plots)) + "\n"
+
+
+def _verdict(diagnosis: Diagnosis, config_name: Any, run_dir_name: str) -> list[str]:
+    """The verdict section: causes, evidence, warnings, the resume command, the remedies in order."""
+    lines = ["", f"## Verdict: {diagnosis.verdict}"]
     if diagnosis.causes:
         lines.append(f"Causes: {', '.join(diagnosis.causes)}.")
     lines += ["", "Evidence:"] + [f"- {e}" for e in diagnosis.evidence]
@@ -205,18 +219,21 @@ def markdown(
         first = diagnosis.remedies[0].command
         lines += ["", "Try the first one:", "", "```bash", f"{runs.shell_command('dnnlab', 'run', *runs.origin_words(config_name))} {first}", "```"]
         lines += ["", f"Or train and measure the top remedies: `{runs.shell_command('dnnlab', 'fix', run_dir_name)}`."]
-    ref = summary.get("reference")
-    regression = (summary.get("data") or {}).get("task") == "regression"
+    return lines
+
+
+def _reference(ref: Any, regression: bool) -> list[str]:
+    """The reference section: what least squares (regression) or a linear model reaches on the same examples."""
     if isinstance(ref, dict) and regression:
-        lines += [
+        return [
             "", "## Reference",
             "",
             f"Least squares (closed form, ridge {ref.get('ridge', 0):g}) on the same training examples reaches training "
             f"R^2 {_fmt(ref.get('train_r2'))} and validation R^2 {_fmt(ref.get('val_r2'))}: a deeper net that fits its "
             "training set worse has failed to train.",
         ]
-    elif isinstance(ref, dict):
-        lines += [
+    if isinstance(ref, dict):
+        return [
             "", "## Reference",
             "",
             f"A linear model (softmax regression, {ref.get('epochs')} epochs of Adam at 1e-2) on the same training "
@@ -224,26 +241,28 @@ def markdown(
             f"{_fmt(ref.get('val_accuracy'))}{' (cached)' if ref.get('cached') else ''}: a deeper net that fits its "
             "training set worse has failed to train.",
         ]
-    final, best = summary.get("final") or {}, summary.get("best") or {}
-    if regression:
-        lines += _regression_metrics(summary, final, best)
-        if plots:
-            lines += ["", "## Plots"]
-            for name, caption in plots:
-                lines += ["", f"{caption}.", "", f"![{caption}]({name})"]
-        return "\n".join(lines) + "\n"
-    lines += ["", "## Metrics", "", f"| split | final loss | final accuracy | best loss (epoch {summary.get('best_epoch')}) | best accuracy |", "|---|---|---|---|---|"]
+    return []
+
+
+def _classification_metrics(summary: dict[str, Any], final: dict[str, Any], best: dict[str, Any]) -> list[str]:
+    """The metrics table of a classification run: each split's final and best loss and accuracy."""
+    lines = ["", "## Metrics", "", f"| split | final loss | final accuracy | best loss (epoch {summary.get('best_epoch')}) | best accuracy |", "|---|---|---|---|---|"]
     for split in SPLITS:
         lines.append(
             f"| {split} | {_fmt(final.get(f'{split}_loss'))} | {_fmt(final.get(f'{split}_accuracy'))} | "
             f"{_fmt(best.get(f'{split}_loss'))} | {_fmt(best.get(f'{split}_accuracy'))} |"
         )
-    lines += _classes(cfg, summary)
+    return lines
+
+
+def _plots(plots: list[tuple[str, str]]) -> list[str]:
+    """The plots section: each plot with its caption; nothing without plots."""
+    lines: list[str] = []
     if plots:
         lines += ["", "## Plots"]
         for name, caption in plots:
             lines += ["", f"{caption}.", "", f"![{caption}]({name})"]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def _regression_metrics(summary: dict[str, Any], final: dict[str, Any], best: dict[str, Any]) -> list[str]:

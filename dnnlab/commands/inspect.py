@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -178,6 +178,11 @@ def evaluate(
     if as_json:
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
         return
+    _print_mc_dropout(run_dir, path, result, names)
+
+
+def _print_mc_dropout(run_dir: Path, path: Path, result: dict[str, Any], names: Any) -> None:
+    """`dnnlab evaluate`'s tables: weight scaling next to MC dropout, and the accuracy per class when the data name them."""
     from rich.table import Table
 
     ws = result["weight_scaling"]

@@ -95,6 +95,27 @@ def sweep(
 
     Every member is validated before any trains: an invalid one fails the sweep (exit 2) unless
     --keep-going. A sweep with a member that failed (an invalid config, a crash) exits 1."""
+    tuning = {"tune_items": tune or [], "tune_metric": tune_metric.value if tune_metric else None,
+              "tune_seeds": tune_seeds.value if tune_seeds else None, "keep_going": keep_going}
+    job, uri = _planned(config, grid, seeds, tuning, set_, out, resume, yes, ray, mlflow)
+    hint_words = ["dnnlab", "sweep", config, "--resume", job.path, *set_words(set_)]
+    hint_words += (["--workers", workers] if workers else []) + (["--ray", ray] if ray else [])
+    hint = shell_command(*hint_words)
+    _run_members(job, hint, quiet=quiet, workers=workers, ray=ray)
+    failed = [m for m in job.members if m["status"] == "failed"]
+    _compare_and_print([str(job.path)], job.path, metric.value, as_json=False, wide=wide)
+    _log_mlflow(uri, job.path, shell_command(*hint_words, "--mlflow", uri))  # a parent MLflow run, one child per member
+    if failed:
+        err_console.print(f"{count(len(failed), 'member')} of {len(job.members)} failed; see {job.path / 'sweep.json'}", markup=False)
+    raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
+
+
+def _planned(
+    config: Path, grid: Optional[list[str]], seeds: Optional[int], tuning: dict[str, Any], set_: Optional[list[str]],
+    out: Path, resume: Optional[Path], yes: bool, ray: Optional[str], mlflow: Optional[str],
+) -> tuple[Any, Optional[str]]:
+    """The sweep planned and its folder made (or the folder of --resume reopened), with the MLflow
+    URI, before anything trains; a bad config, plan or folder exits 2."""
     from dnnlab import sweep as sweeps
     from dnnlab.config import ConfigError, apply_overrides, read_yaml
 
@@ -107,8 +128,6 @@ def sweep(
         for warning in sweeps.member_warnings(raw):
             err_console.print(f"warning: {warning}", markup=False)
         uri = _mlflow_ready(mlflow or _raw_mlflow(raw))  # before the sweep folder is made
-        tuning = {"tune_items": tune or [], "tune_metric": tune_metric.value if tune_metric else None,
-                  "tune_seeds": tune_seeds.value if tune_seeds else None, "keep_going": keep_going}
         if resume is not None:
             job = sweeps.Sweep.resume(resume, sweeps.resume_plan(resume, raw, grid or [], seeds, **tuning))
         else:
@@ -118,16 +137,7 @@ def sweep(
         raise _fail(_escape(str(exc))) from None
     except OSError as exc:
         raise _fail(_escape(f"cannot write the sweep folder under {out}: {exc}")) from None
-    hint_words = ["dnnlab", "sweep", config, "--resume", job.path, *set_words(set_)]
-    hint_words += (["--workers", workers] if workers else []) + (["--ray", ray] if ray else [])
-    hint = shell_command(*hint_words)
-    _run_members(job, hint, quiet=quiet, workers=workers, ray=ray)
-    failed = [m for m in job.members if m["status"] == "failed"]
-    _compare_and_print([str(job.path)], job.path, metric.value, as_json=False, wide=wide)
-    _log_mlflow(uri, job.path, shell_command(*hint_words, "--mlflow", uri))  # a parent MLflow run, one child per member
-    if failed:
-        err_console.print(f"{count(len(failed), 'member')} of {len(job.members)} failed; see {job.path / 'sweep.json'}", markup=False)
-    raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
+    return job, uri
 
 
 def _run_members(job, resume_hint: str, quiet: bool, workers: Optional[int] = None, ray: Optional[str] = None) -> None:

@@ -113,6 +113,37 @@ def _column_index(ref: Any, names: Optional[list[str]], n: int, path: Path, key:
 def _read_csv(path: Path, cfg: DataConfig, like: Optional[_Table] = None) -> _Table:
     """Read a CSV table: columns chosen by data.label/data.features (or as in `like`, the training
     file), numbers parsed by NumPy's C reader, every problem a DataError naming the line and column."""
+    lines, nonblank = _csv_lines(path)
+    delimiter = cfg.delimiter or (like.delimiter if like else _detect_delimiter([lines[i] for i in nonblank[:20]]))
+    if like is not None and not cfg.delimiter and len(_csv_fields(lines[nonblank[0]], delimiter)) < 2:
+        # a test file with a separator of its own: found as the training file's was (data.delimiter
+        # would set it for both files)
+        delimiter = _detect_delimiter([lines[i] for i in nonblank[:20]])
+    first = _csv_fields(lines[nonblank[0]], delimiter)
+    sample = [_csv_fields(lines[i], delimiter) for i in nonblank[1:51]]
+    header = _is_header(cfg, like, first, sample)
+    n_cols = len(first)
+    if n_cols < 2:
+        raise DataError(
+            f"{path}: line {nonblank[0] + 1} holds a single column (separator {delimiter!r}); a table needs "
+            "feature columns and a label column: set data.delimiter if the file uses another separator"
+        )
+    names = [c.strip() for c in first] if header else None
+    rows = nonblank[1:] if header else nonblank
+    if not rows:
+        raise DataError(f"{path}: holds a header row but no data rows")
+    label_col, feature_cols = _columns(path, cfg, like, names, n_cols)
+    data_lines = [lines[i] for i in rows]
+    line_of = np.asarray(rows) + 1
+    _check_field_counts(path, data_lines, line_of, delimiter, n_cols, nonblank[0] + 1)
+    labels = np.loadtxt(data_lines, delimiter=delimiter, comments=None, quotechar='"', usecols=[label_col], dtype=str, ndmin=1)
+    table = _Table(path, np.zeros((0, 0)), np.char.strip(labels), line_of, names, label_col, feature_cols, delimiter)
+    return dataclasses.replace(table, x=_features(data_lines, table))
+
+
+def _csv_lines(path: Path) -> tuple[list[str], list[int]]:
+    """The file's lines (any line ending) and the indices of the nonblank ones; an unreadable,
+    non-UTF-8, empty or one-line file is an error."""
     try:
         text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -125,30 +156,25 @@ def _read_csv(path: Path, cfg: DataConfig, like: Optional[_Table] = None) -> _Ta
         raise DataError(f"{path}: is empty; a CSV table holds rows of feature values and a label")
     if len(nonblank) == 1:
         raise DataError(f"{path}: holds a single line; a table needs data rows (at least 2 examples of each class)")
-    delimiter = cfg.delimiter or (like.delimiter if like else _detect_delimiter([lines[i] for i in nonblank[:20]]))
-    if like is not None and not cfg.delimiter and len(_csv_fields(lines[nonblank[0]], delimiter)) < 2:
-        # a test file with a separator of its own: found as the training file's was (data.delimiter
-        # would set it for both files)
-        delimiter = _detect_delimiter([lines[i] for i in nonblank[:20]])
-    first = _csv_fields(lines[nonblank[0]], delimiter)
-    sample = [_csv_fields(lines[i], delimiter) for i in nonblank[1:51]]
+    return lines, nonblank
+
+
+def _is_header(cfg: DataConfig, like: Optional[_Table], first: list[str], sample: list[list[str]]) -> bool:
+    """Whether the first row is a header: data.header, else the training file's header repeated,
+    else it names a configured column or looks like one (`_has_header`)."""
     named = [r for r in (cfg.label, *(cfg.features or ())) if isinstance(r, str)]
     if cfg.header is not None:
-        header = cfg.header
-    elif like is not None and like.names is not None and [c.strip() for c in first] == like.names:
-        header = True
-    else:
-        header = bool(named and set(named) & {c.strip() for c in first}) or _has_header(first, sample)
-    n_cols = len(first)
-    if n_cols < 2:
-        raise DataError(
-            f"{path}: line {nonblank[0] + 1} holds a single column (separator {delimiter!r}); a table needs "
-            "feature columns and a label column: set data.delimiter if the file uses another separator"
-        )
-    names = [c.strip() for c in first] if header else None
-    rows = nonblank[1:] if header else nonblank
-    if not rows:
-        raise DataError(f"{path}: holds a header row but no data rows")
+        return cfg.header
+    if like is not None and like.names is not None and [c.strip() for c in first] == like.names:
+        return True
+    return bool(named and set(named) & {c.strip() for c in first}) or _has_header(first, sample)
+
+
+def _columns(
+    path: Path, cfg: DataConfig, like: Optional[_Table], names: Optional[list[str]], n_cols: int
+) -> tuple[int, list[int]]:
+    """The label column and the feature columns: those of the training file `like` (by name
+    where both files have a header), else by data.label and data.features."""
     if like is not None:
         if like.names is not None and names is not None:
             label_col = _column_index(like.names[like.label_col], names, n_cols, path, "data.label")
@@ -160,22 +186,16 @@ def _read_csv(path: Path, cfg: DataConfig, like: Optional[_Table] = None) -> _Ta
                     f"{path}: has {n_cols} columns, fewer than the training file {like.path}; the test file needs "
                     "the training file's columns"
                 )
-    else:
-        label_col = _column_index(cfg.label if cfg.label is not None else -1, names, n_cols, path, "data.label")
-        if cfg.features is None:
-            feature_cols = [j for j in range(n_cols) if j != label_col]
-        else:
-            feature_cols = [_column_index(r, names, n_cols, path, "data.features") for r in cfg.features]
-            if label_col in feature_cols:
-                raise DataError(f"data.features: holds the label column {label_col} of {path}; leave it out")
-            if len(set(feature_cols)) != len(feature_cols):
-                raise DataError(f"data.features: names a column of {path} twice: {cfg.features}")
-    data_lines = [lines[i] for i in rows]
-    line_of = np.asarray(rows) + 1
-    _check_field_counts(path, data_lines, line_of, delimiter, n_cols, nonblank[0] + 1)
-    labels = np.loadtxt(data_lines, delimiter=delimiter, comments=None, quotechar='"', usecols=[label_col], dtype=str, ndmin=1)
-    table = _Table(path, np.zeros((0, 0)), np.char.strip(labels), line_of, names, label_col, feature_cols, delimiter)
-    return dataclasses.replace(table, x=_features(data_lines, table))
+        return label_col, feature_cols
+    label_col = _column_index(cfg.label if cfg.label is not None else -1, names, n_cols, path, "data.label")
+    if cfg.features is None:
+        return label_col, [j for j in range(n_cols) if j != label_col]
+    feature_cols = [_column_index(r, names, n_cols, path, "data.features") for r in cfg.features]
+    if label_col in feature_cols:
+        raise DataError(f"data.features: holds the label column {label_col} of {path}; leave it out")
+    if len(set(feature_cols)) != len(feature_cols):
+        raise DataError(f"data.features: names a column of {path} twice: {cfg.features}")
+    return label_col, feature_cols
 
 
 def _check_field_counts(path: Path, data_lines: list[str], line_of: np.ndarray, delimiter: str, n_cols: int, first_line: int) -> None:

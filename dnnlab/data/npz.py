@@ -126,19 +126,7 @@ def _load_npz(cfg: DataConfig) -> Loaded:
     named = lambda key: f"{path} ({key})"  # noqa: E731
     x, y, dropped = _npz_pair(arrays[cfg.x_key], arrays[cfg.y_key], named(cfg.x_key), named(cfg.y_key), cfg)
     drops = [dropped]
-    held = [k for k in (cfg.x_test_key, cfg.y_test_key) if k in arrays]
-    if len(held) == 1:
-        other = cfg.y_test_key if held[0] == cfg.x_test_key else cfg.x_test_key
-        raise DataError(f"{path}: holds {held[0]!r} but no {other!r}; a test set needs both (or neither)")
-    if held and cfg.test_path:
-        raise DataError(
-            f"data.test_path: {path} holds its own test set ({cfg.x_test_key}, {cfg.y_test_key}); remove "
-            "data.test_path, or those arrays"
-        )
-    if held and cfg.test_split is not None:
-        raise DataError(
-            f"data.test_split: {path} holds its own test set ({cfg.x_test_key}, {cfg.y_test_key}); remove data.test_split"
-        )
+    held = _held_test_keys(path, cfg, arrays)
     if x.ndim == 1:
         x = x[:, None]
     regression = cfg.task == "regression"
@@ -179,3 +167,21 @@ def _load_npz(cfg: DataConfig) -> Loaded:
               "class_values": [v.item() for v in classes]}
     train = Split(ftr, ytr, names, raw, reader, dropped=tuple(d for d in drops if d.dropped))
     return train, Split(fte, yte), f"{path} ({note})", shape
+
+
+def _held_test_keys(path: Path, cfg: DataConfig, arrays: dict[str, np.ndarray]) -> list[str]:
+    """The test arrays the file holds: both or neither, and then neither data.test_path nor data.test_split."""
+    held = [k for k in (cfg.x_test_key, cfg.y_test_key) if k in arrays]
+    if len(held) == 1:
+        other = cfg.y_test_key if held[0] == cfg.x_test_key else cfg.x_test_key
+        raise DataError(f"{path}: holds {held[0]!r} but no {other!r}; a test set needs both (or neither)")
+    if held and cfg.test_path:
+        raise DataError(
+            f"data.test_path: {path} holds its own test set ({cfg.x_test_key}, {cfg.y_test_key}); remove "
+            "data.test_path, or those arrays"
+        )
+    if held and cfg.test_split is not None:
+        raise DataError(
+            f"data.test_split: {path} holds its own test set ({cfg.x_test_key}, {cfg.y_test_key}); remove data.test_split"
+        )
+    return held

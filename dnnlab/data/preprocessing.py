@@ -155,7 +155,6 @@ def read_table(record: dict[str, Any], path: Path) -> RawInputs:
     """A CSV table's feature columns (by header name when the run's table had a header, else by
     position), the label column when present; extra columns are ignored and named."""
     from dnnlab.data import csv as csvmod
-    from dnnlab.data.files import _is_missing
 
     meta = record.get("csv")
     if meta is None:
@@ -163,57 +162,18 @@ def read_table(record: dict[str, Any], path: Path) -> RawInputs:
             f"{path}: the run trained on {record['dataset']} data, not a CSV table; give "
             + ("an .npz file or images" if record["dataset"] != "npz" else "an .npz file")
         )
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text (byte {exc.start}); save the table as UTF-8 CSV") from None
-    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    nonblank = [i for i, line in enumerate(lines) if line.strip()]
-    if not nonblank:
-        raise DataError(f"{path}: is empty; give rows of the run's feature columns")
+    lines, nonblank = _table_lines(path)
     delimiter = meta["delimiter"]
     if len(csvmod._csv_fields(lines[nonblank[0]], delimiter)) < 2:
         delimiter = csvmod._detect_delimiter([lines[i] for i in nonblank[:20]])
     first = [c.strip() for c in csvmod._csv_fields(lines[nonblank[0]], delimiter)]
-    features, label = meta["features"], meta["label"]
-    wanted = [f["name"] for f in features]
     n_cols = len(first)
+    names: Optional[list[str]]
     if meta["header"]:
-        known = set(wanted) | {label["name"]}
-        if not set(first) & known:
-            raise DataError(
-                f"{path}: line {nonblank[0] + 1} names none of the run's columns; the first row must name them "
-                f"(the feature columns: {', '.join(wanted)})"
-            )
-        missing = [name for name in wanted if name not in first]
-        if missing:
-            close = difflib.get_close_matches(missing[0], first, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise DataError(
-                f"{path}: has no column {missing[0]!r}{hint}"
-                + (f" and {len(missing) - 1} more ({', '.join(map(repr, missing[1:]))})" if len(missing) > 1 else "")
-                + f"; the run trained on the columns {', '.join(wanted)}: add the missing ones"
-            )
-        for name in set(wanted):
-            if first.count(name) > 1:
-                raise DataError(f"{path}: has {first.count(name)} columns named {name!r}; keep one")
-        feature_cols = [first.index(name) for name in wanted]
-        label_col = first.index(label["name"]) if label["name"] in first else None
-        names: Optional[list[str]] = first
-        rows = nonblank[1:]
-        ignored = [c for j, c in enumerate(first) if j not in feature_cols and j != label_col]
+        feature_cols, label_col, ignored = _header_columns(path, meta, first, nonblank[0] + 1)
+        names, rows = first, nonblank[1:]
     else:
-        n_features, n_train = len(features), max([f["position"] for f in features] + [label["position"]]) + 1
-        if n_cols == n_train:
-            feature_cols, label_col = [f["position"] for f in features], label["position"]
-        elif n_cols == n_features:
-            feature_cols, label_col = list(range(n_features)), None
-        else:
-            raise DataError(
-                f"{path}: line {nonblank[0] + 1} has {n_cols} fields; the run's table (no header row) had {n_train} "
-                f"columns, {n_features} of them features: give its {n_train} columns, or just the {n_features} features "
-                "in their order"
-            )
+        feature_cols, label_col = _positional_columns(path, meta, n_cols, nonblank[0] + 1)
         names, rows, ignored = None, nonblank, []
     if not rows:
         raise DataError(f"{path}: holds a header row but no data rows")
@@ -222,22 +182,93 @@ def read_table(record: dict[str, Any], path: Path) -> RawInputs:
     csvmod._check_field_counts(path, data_lines, line_of, delimiter, n_cols, nonblank[0] + 1)
     table = csvmod._Table(path, np.zeros((0, 0)), np.zeros(0, str), line_of, names, -1, feature_cols, delimiter)
     x = csvmod._features(data_lines, table)
+    _check_features_finite(path, x, table, line_of)
+    where = [f"line {n}" for n in line_of]
+    y = None if label_col is None else _table_labels(record, path, data_lines, delimiter, label_col, where)
+    return RawInputs(x, y, where, ignored)
+
+
+def _table_lines(path: Path) -> tuple[list[str], list[int]]:
+    """The table's lines (any line ending) and the indices of the nonblank ones; not UTF-8 or empty is an error."""
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text (byte {exc.start}); save the table as UTF-8 CSV") from None
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    nonblank = [i for i, line in enumerate(lines) if line.strip()]
+    if not nonblank:
+        raise DataError(f"{path}: is empty; give rows of the run's feature columns")
+    return lines, nonblank
+
+
+def _header_columns(
+    path: Path, meta: dict[str, Any], first: list[str], first_line: int
+) -> tuple[list[int], Optional[int], list[str]]:
+    """The feature and label columns found by name in the header row `first`, and the other names (ignored)."""
+    features, label = meta["features"], meta["label"]
+    wanted = [f["name"] for f in features]
+    known = set(wanted) | {label["name"]}
+    if not set(first) & known:
+        raise DataError(
+            f"{path}: line {first_line} names none of the run's columns; the first row must name them "
+            f"(the feature columns: {', '.join(wanted)})"
+        )
+    missing = [name for name in wanted if name not in first]
+    if missing:
+        close = difflib.get_close_matches(missing[0], first, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise DataError(
+            f"{path}: has no column {missing[0]!r}{hint}"
+            + (f" and {len(missing) - 1} more ({', '.join(map(repr, missing[1:]))})" if len(missing) > 1 else "")
+            + f"; the run trained on the columns {', '.join(wanted)}: add the missing ones"
+        )
+    for name in set(wanted):
+        if first.count(name) > 1:
+            raise DataError(f"{path}: has {first.count(name)} columns named {name!r}; keep one")
+    feature_cols = [first.index(name) for name in wanted]
+    label_col = first.index(label["name"]) if label["name"] in first else None
+    ignored = [c for j, c in enumerate(first) if j not in feature_cols and j != label_col]
+    return feature_cols, label_col, ignored
+
+
+def _positional_columns(path: Path, meta: dict[str, Any], n_cols: int, first_line: int) -> tuple[list[int], Optional[int]]:
+    """The feature and label columns by position in a headerless table: all the run's columns, or just its features."""
+    features, label = meta["features"], meta["label"]
+    n_features, n_train = len(features), max([f["position"] for f in features] + [label["position"]]) + 1
+    if n_cols == n_train:
+        return [f["position"] for f in features], label["position"]
+    if n_cols == n_features:
+        return list(range(n_features)), None
+    raise DataError(
+        f"{path}: line {first_line} has {n_cols} fields; the run's table (no header row) had {n_train} "
+        f"columns, {n_features} of them features: give its {n_train} columns, or just the {n_features} features "
+        "in their order"
+    )
+
+
+def _check_features_finite(path: Path, x: np.ndarray, table: Any, line_of: np.ndarray) -> None:
+    """Refuses a missing or infinite feature value, naming its column and line."""
     bad = ~np.isfinite(x)
     if bad.any():
         i, k = (int(v[0]) for v in np.nonzero(bad))
         what = "a missing value" if np.isnan(x[i, k]) else "an infinite value"
         raise DataError(
-            f"{path}: {table.column(feature_cols[k])} holds {what} at line {line_of[i]}; a prediction needs every "
+            f"{path}: {table.column(table.feature_cols[k])} holds {what} at line {line_of[i]}; a prediction needs every "
             "feature: fill it in or drop the row"
         )
-    y = None
-    where = [f"line {n}" for n in line_of]
-    if label_col is not None:
-        cells = np.loadtxt(data_lines, delimiter=delimiter, comments=None, quotechar='"', usecols=[label_col], dtype=str, ndmin=1)
-        cells = np.char.strip(cells)
-        if not all(_is_missing(c) for c in cells):  # an empty label column is no label
-            y = _labels(record, cells, str(path), lambda i: where[i])
-    return RawInputs(x, y, where, ignored)
+
+
+def _table_labels(
+    record: dict[str, Any], path: Path, data_lines: list[str], delimiter: str, label_col: int, where: list[str]
+) -> Optional[np.ndarray]:
+    """The label column's labels, or None when the column is empty throughout (an empty label column is no label)."""
+    from dnnlab.data.files import _is_missing
+
+    cells = np.loadtxt(data_lines, delimiter=delimiter, comments=None, quotechar='"', usecols=[label_col], dtype=str, ndmin=1)
+    cells = np.char.strip(cells)
+    if all(_is_missing(c) for c in cells):
+        return None
+    return _labels(record, cells, str(path), lambda i: where[i])
 
 
 def read_arrays(record: dict[str, Any], path: Path) -> RawInputs:

@@ -84,8 +84,6 @@ def download(
     Returns:
         The folder that now holds the dataset. Raises DataError.
     """
-    from dnnlab.interrupt import stop_point
-
     remote = remote or REMOTES.get(name)
     if remote is None:
         known = ", ".join(REMOTES)
@@ -97,37 +95,47 @@ def download(
         if target.is_file() and sha256_of(target) == expected:
             continue
         url = remote.base_url.rstrip("/") + "/" + filename
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{filename}.", suffix=".part", dir=dest)
-        tmp = Path(tmp_name)
-        try:
-            digest = hashlib.sha256()
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
-                total = resp.headers.get("Content-Length")
-                total_bytes = int(total) if total and total.isdigit() else None
-                done = 0
-                for block in iter(lambda: resp.read(1 << 16), b""):
-                    stop_point()  # a stop signal ends the download here; the partial file is removed
-                    out.write(block)
-                    digest.update(block)
-                    done += len(block)
-                    if progress:
-                        progress(filename, done, total_bytes)
-            got = digest.hexdigest()
-            if got != expected:
-                raise DataError(
-                    f"{url}: checksum mismatch (sha256 {got}, expected {expected}); "
-                    "the file was not kept. Try again, or fetch it by hand into "
-                    f"{dest} and check it with sha256sum."
-                )
-            os.replace(tmp, target)
-        except (urllib.error.URLError, OSError, TimeoutError) as exc:
-            raise DataError(f"{url}: download failed ({exc}); nothing was kept in {dest}") from None
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        _fetch(url, filename, dest, target, expected, progress, timeout)
         if remote.extract:
             _extract(target, dest)
     return dest
+
+
+def _fetch(
+    url: str, filename: str, dest: Path, target: Path, expected: str, progress: Optional[ProgressFn], timeout: float
+) -> None:
+    """One file streamed into a temp file in `dest` and renamed to `target` once its sha256 is
+    `expected`; nothing is kept otherwise."""
+    from dnnlab.interrupt import stop_point
+
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{filename}.", suffix=".part", dir=dest)
+    tmp = Path(tmp_name)
+    try:
+        digest = hashlib.sha256()
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
+            total = resp.headers.get("Content-Length")
+            total_bytes = int(total) if total and total.isdigit() else None
+            done = 0
+            for block in iter(lambda: resp.read(1 << 16), b""):
+                stop_point()  # a stop signal ends the download here; the partial file is removed
+                out.write(block)
+                digest.update(block)
+                done += len(block)
+                if progress:
+                    progress(filename, done, total_bytes)
+        got = digest.hexdigest()
+        if got != expected:
+            raise DataError(
+                f"{url}: checksum mismatch (sha256 {got}, expected {expected}); "
+                "the file was not kept. Try again, or fetch it by hand into "
+                f"{dest} and check it with sha256sum."
+            )
+        os.replace(tmp, target)
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        raise DataError(f"{url}: download failed ({exc}); nothing was kept in {dest}") from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def _extract(archive: Path, dest: Path) -> None:

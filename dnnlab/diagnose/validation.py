@@ -57,17 +57,7 @@ def _judge_validation(run: _Run) -> Diagnosis:
             )
         if gap > run.gap_threshold:
             d.evidence.append(f"train - validation {run.fit_name} gap {_g(gap)} ({_g(acc)} vs {_g(val_acc)}; > {_g(run.gap_threshold)})")
-        es = cfg.train.early_stopping
-        if not es.enabled:
-            d.add_remedy("train.early_stopping.enabled=true", f"stop at the validation minimum and keep its weights: epoch {best_epoch} here", current=run.cfg)
-        if cfg.model.dropout < 0.5:
-            d.add_remedy("model.dropout=0.5", "dropout trains an ensemble of thinned nets that cannot co-adapt", current=run.cfg)
-        if cfg.regularization.l2 == 0 and cfg.regularization.weight_decay == 0:
-            d.add_remedy("regularization.l2=0.0001", "weight decay keeps the weights small: a smoother function", current=run.cfg)
-        else:
-            d.add_remedy(f"regularization.l2={_g(max(cfg.regularization.l2, 1e-5) * 10)}", "stronger weight decay", current=run.cfg)
-        if cfg.data.train_size is not None:
-            d.add_remedy("data.train_size=null", "more training data is the surest remedy: the training set was subsampled", current=run.cfg)
+        _add_overfitting_remedies(d, run, best_epoch)
         return d
     val_rate = _rate([v for _, v in val], th.window)
     # a solved task is done, however fast its tiny loss still falls in relative terms
@@ -84,6 +74,22 @@ def _judge_validation(run: _Run) -> Diagnosis:
         f"{_g(best_val)} at epoch {best_epoch} of {last_epoch}, {_g(100 * rise)}% above it at the end"
     )
     return d
+
+
+def _add_overfitting_remedies(d: Diagnosis, run: _Run, best_epoch: int) -> None:
+    """The remedies of overfitting, in order: early stopping, dropout, weight decay, the whole training set."""
+    cfg = run.cfg
+    es = cfg.train.early_stopping
+    if not es.enabled:
+        d.add_remedy("train.early_stopping.enabled=true", f"stop at the validation minimum and keep its weights: epoch {best_epoch} here", current=run.cfg)
+    if cfg.model.dropout < 0.5:
+        d.add_remedy("model.dropout=0.5", "dropout trains an ensemble of thinned nets that cannot co-adapt", current=run.cfg)
+    if cfg.regularization.l2 == 0 and cfg.regularization.weight_decay == 0:
+        d.add_remedy("regularization.l2=0.0001", "weight decay keeps the weights small: a smoother function", current=run.cfg)
+    else:
+        d.add_remedy(f"regularization.l2={_g(max(cfg.regularization.l2, 1e-5) * 10)}", "stronger weight decay", current=run.cfg)
+    if cfg.data.train_size is not None:
+        d.add_remedy("data.train_size=null", "more training data is the surest remedy: the training set was subsampled", current=run.cfg)
 
 
 def _general_warnings(run: _Run, d: Diagnosis) -> None:

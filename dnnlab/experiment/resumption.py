@@ -62,7 +62,6 @@ def resume(
 
 
 def _resume(run_dir: Path, overrides: Sequence[str], shown: Optional[Shown], config_file: Optional[Path]) -> Optional[Outcome]:
-    from dnnlab.config import flatten
     from dnnlab.config import ConfigError, load_config
 
     shown = shown or Shown()
@@ -75,34 +74,11 @@ def _resume(run_dir: Path, overrides: Sequence[str], shown: Optional[Shown], con
     if saved.train.seeds > 1:
         raise ExperimentError(f"{run_dir}: a multi-seed folder: `dnnlab run --resume` resumes it seed by seed")
     check_config(run_dir, saved, inputs)
-    old, new = flatten(saved.model_dump(mode="json")), flatten(cfg.model_dump(mode="json"))
-    changed = sorted(
-        k for k in old.keys() | new.keys()
-        if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES and not k.startswith("logging.")  # output only
-    )
-    if changed:
-        raise ExperimentError(
-            f"{run_dir}: the config differs from the run's in {', '.join(f'{k} ({old.get(k)!r} -> {new.get(k)!r})' for k in changed)}; "
-            f"a resumed run keeps its config (only {', '.join(RESUMABLE_CHANGES)} may grow); start a new run instead"
-        )
-    if cfg.train.epochs < saved.train.epochs:
-        raise ExperimentError(f"train.epochs: {cfg.train.epochs} is fewer than the run's {saved.train.epochs}; it may only grow")
+    _check_resumable(run_dir, saved, cfg)
     finished = summary.get("status") in ("completed", "stopped_early", "diverged")
     if finished and (cfg.train.epochs == saved.train.epochs or summary.get("status") != "completed"):
         return None  # stopped early or diverged runs stay so, whatever the budget
-    from dnnlab import train  # imports JAX
-
-    state, problems = None, []
-    no_state = not runs.has_state(run_dir)
-    if finished and no_state:
-        raise ExperimentError(_no_state_kept(run_dir, summary.get("status")))
-    if not (no_state and len(history) <= 1):  # else stopped before its first epoch: it starts again
-        try:
-            arrays, _, passed = runs.read_state(run_dir)
-            state = train.Resume.from_arrays(arrays, history)
-        except ValueError as exc:
-            raise ExperimentError(f"{run_dir}: {exc}" if not str(exc).startswith(str(run_dir)) else str(exc)) from None
-        problems = [f"{p}: continued from {runs.STATE_PREV} (epoch {state.epoch})" for p in passed]
+    state, problems = _saved_state(run_dir, history, summary, finished)
     ds = load_data(located(cfg, inputs))
     check_data(run_dir, ds, inputs)
     check_devices(cfg)
@@ -124,6 +100,44 @@ def _resume(run_dir: Path, overrides: Sequence[str], shown: Optional[Shown], con
         outcome = _train_and_report(cfg, ds, run_dir, run_writer, shown, resume=state)
     outcome.problems += problems
     return outcome
+
+
+def _check_resumable(run_dir: Path, saved: Config, cfg: Config) -> None:
+    """Refuses a config that differs from the run's but in RESUMABLE_CHANGES (and output only), or
+    fewer epochs than the run's."""
+    from dnnlab.config import flatten
+
+    old, new = flatten(saved.model_dump(mode="json")), flatten(cfg.model_dump(mode="json"))
+    changed = sorted(
+        k for k in old.keys() | new.keys()
+        if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES and not k.startswith("logging.")  # output only
+    )
+    if changed:
+        raise ExperimentError(
+            f"{run_dir}: the config differs from the run's in {', '.join(f'{k} ({old.get(k)!r} -> {new.get(k)!r})' for k in changed)}; "
+            f"a resumed run keeps its config (only {', '.join(RESUMABLE_CHANGES)} may grow); start a new run instead"
+        )
+    if cfg.train.epochs < saved.train.epochs:
+        raise ExperimentError(f"train.epochs: {cfg.train.epochs} is fewer than the run's {saved.train.epochs}; it may only grow")
+
+
+def _saved_state(run_dir: Path, history: list[dict[str, Any]], summary: dict[str, Any], finished: bool) -> tuple[Any, list[str]]:
+    """The run's saved state to continue from (None: stopped before its first epoch, it starts
+    again) and the problems met reading it (a state continued from the previous one)."""
+    from dnnlab import train  # imports JAX
+
+    state, problems = None, []
+    no_state = not runs.has_state(run_dir)
+    if finished and no_state:
+        raise ExperimentError(_no_state_kept(run_dir, summary.get("status")))
+    if not (no_state and len(history) <= 1):  # else stopped before its first epoch: it starts again
+        try:
+            arrays, _, passed = runs.read_state(run_dir)
+            state = train.Resume.from_arrays(arrays, history)
+        except ValueError as exc:
+            raise ExperimentError(f"{run_dir}: {exc}" if not str(exc).startswith(str(run_dir)) else str(exc)) from None
+        problems = [f"{p}: continued from {runs.STATE_PREV} (epoch {state.epoch})" for p in passed]
+    return state, problems
 
 
 def _grown(run_dir: Path, cfg: Config, inputs: Optional[dict[str, Any]]) -> None:

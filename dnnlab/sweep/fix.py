@@ -176,23 +176,7 @@ def plan(
     remedies = diagnosis.get("remedies") or []
     if fix.verdict == "good-fit" or not remedies:
         return fix
-    try:
-        base = read_yaml(config_path)
-    except ConfigError as exc:
-        raise FixError(str(exc)) from None
-    for f in (inputs or {}).get("data", {}).get("files", []):  # the data where the run found them, from any folder
-        if f["key"] in ("data.path", "data.test_path") and Path(f["path"]).exists():
-            base = apply_overrides(base, [f"{f['key']}={json.dumps(f['path'])}"])
-    train = dict(base.get("train") or {})
-    control_seeds = int(train.pop("seeds", 1) or 1)
-    if epochs is not None:
-        train["epochs"] = epochs
-    base = {**{k: v for k, v in base.items() if k != "sweep"}, "train": train}
-    if control_seeds > 1 or (seeds or 1) > 1:
-        # the seeds of a multi-seed run share the first seed's split: so do the remedies' seeds
-        data = dict(base.get("data") or {})
-        data.setdefault("split_seed", int(base.get("seed", 0) or 0))
-        base["data"] = data
+    base, control_seeds = _remedy_base(config_path, inputs, epochs, seeds)
     remedies = remedies[:top]
     found: list[tuple[dict[str, Any], Any]] = []
     if lr_find is not False and set(diagnosis.get("causes") or []) & set(LR_CAUSES):
@@ -222,6 +206,31 @@ def plan(
     return fix
 
 
+def _remedy_base(
+    config_path: Path, inputs: Optional[dict[str, Any]], epochs: Optional[int], seeds: Optional[int]
+) -> tuple[dict[str, Any], int]:
+    """The remedies' base config: the run's, with its data where the run found them, `epochs`,
+    no sweep section nor seeds (and one split for every seed); and the run's seed count."""
+    try:
+        base = read_yaml(config_path)
+    except ConfigError as exc:
+        raise FixError(str(exc)) from None
+    for f in (inputs or {}).get("data", {}).get("files", []):  # the data where the run found them, from any folder
+        if f["key"] in ("data.path", "data.test_path") and Path(f["path"]).exists():
+            base = apply_overrides(base, [f"{f['key']}={json.dumps(f['path'])}"])
+    train = dict(base.get("train") or {})
+    control_seeds = int(train.pop("seeds", 1) or 1)
+    if epochs is not None:
+        train["epochs"] = epochs
+    base = {**{k: v for k, v in base.items() if k != "sweep"}, "train": train}
+    if control_seeds > 1 or (seeds or 1) > 1:
+        # the seeds of a multi-seed run share the first seed's split: so do the remedies' seeds
+        data = dict(base.get("data") or {})
+        data.setdefault("split_seed", int(base.get("seed", 0) or 0))
+        base["data"] = data
+    return base, control_seeds
+
+
 def _found_rates(
     fix: Fix, base: dict[str, Any], remedies: list[dict[str, Any]], lr_find: Optional[bool], control: list[Path], seeds: int,
 ) -> tuple[list[dict[str, Any]], list[tuple[dict[str, Any], Any]]]:
@@ -235,15 +244,9 @@ def _found_rates(
         return remedies, []
     current = validate(base)
     if lr_find is None:
-        summary = runs.read_summary(control[0]) or {}
-        ran = max(int(summary.get("epochs_run") or 0), 1)
-        training = float(summary.get("wall_seconds") or 0.0) * current.train.epochs / ran * seeds * len(remedies)
-        tests = LR_FIND_SECONDS * sum(any(s.startswith("optimizer.lr=") for s in r.get("sets") or [r["set"]]) for r in remedies)
-        if tests > LR_FIND_SHARE * training:
-            fix.lr_find_note = (
-                f"the remedies' rates are the table's: range tests (about {tests:.0f} s) would add more than "
-                f"{LR_FIND_SHARE:.0%} to the remedies' training (about {training:.0f} s, from the run's); --lr-find runs them"
-            )
+        note = _costly_note(control, current.train.epochs, seeds, remedies)
+        if note is not None:
+            fix.lr_find_note = note
             return remedies, []
     from dnnlab.experiment import ExperimentError, load_data
 
@@ -284,6 +287,21 @@ def _found_rates(
             "why": f"{remedy['why']}; the rate {lr} is a range test's ({result.rule} rule; the table said {was})",
         })
     return _unique(out), found
+
+
+def _costly_note(control: list[Path], epochs: int, seeds: int, remedies: list[dict[str, Any]]) -> Optional[str]:
+    """Why the range tests are left out when they would add more than LR_FIND_SHARE to the
+    remedies' training (estimated from the run's own time); None when they are cheap."""
+    summary = runs.read_summary(control[0]) or {}
+    ran = max(int(summary.get("epochs_run") or 0), 1)
+    training = float(summary.get("wall_seconds") or 0.0) * epochs / ran * seeds * len(remedies)
+    tests = LR_FIND_SECONDS * sum(any(s.startswith("optimizer.lr=") for s in r.get("sets") or [r["set"]]) for r in remedies)
+    if tests > LR_FIND_SHARE * training:
+        return (
+            f"the remedies' rates are the table's: range tests (about {tests:.0f} s) would add more than "
+            f"{LR_FIND_SHARE:.0%} to the remedies' training (about {training:.0f} s, from the run's); --lr-find runs them"
+        )
+    return None
 
 
 def _unique(remedies: list[dict[str, Any]]) -> list[dict[str, Any]]:

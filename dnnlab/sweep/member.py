@@ -32,17 +32,8 @@ def run_member(
     the run folder says interrupted.
     """
     from dnnlab import data as datasets
-    from dnnlab.experiment import (
-        ExperimentError,
-        Shown,
-        check_data,
-        check_devices,
-        execute,
-        finished_outcome,
-        resume,
-    )
+    from dnnlab.experiment import ExperimentError, Shown
 
-    base, name = manifest["base"], manifest["name"]
     # a member's printed commands start from the sweep's config, its --set and the member's overrides
     config_name = runs.origin(manifest.get("config_path", "config.yaml"), [*manifest.get("sets", []), *member["overrides"]])
     shown = Shown(writers, bool(writers), config_name, announce)
@@ -51,29 +42,9 @@ def run_member(
     try:
         outcome = None
         if previous is not None and runs.has_state(previous):
-            try:
-                # None: it had finished, killed before sweep.json said so; it is read back
-                outcome = resume(previous, (), shown) or finished_outcome(previous)
-            except ExperimentError as exc:
-                if exc.code == runs.EXIT_INTERRUPTED:
-                    raise KeyboardInterrupt from None
-                outcome = None  # a state that cannot be used: the member starts over
-            if outcome is not None:
-                outcome.complete()
+            outcome = _continued(previous, shown)
         if outcome is None:
-            raw = apply_overrides(base, member["overrides"] + [f"name={name}-{member['index']:03d}"])
-            cfg: Config = validate(raw, source=f"member {member['index']}")
-            key = json.dumps([cfg.data.model_dump(mode="json"), cfg.seed])
-            if key not in cache:
-                cache[key] = datasets.load(cfg.data, data_seed(cfg))
-            # the memory and device checks of `dnnlab run`, before the member's folder exists
-            check_data(cfg, cache[key])
-            check_devices(cfg)
-            outcome = execute(cfg, cache[key], Path(folder), shown)
-            if plots is not None:
-                plots(outcome.complete)
-            else:
-                outcome.complete()
+            outcome = _started(folder, manifest, member, cache, shown, plots)
     except (ConfigError, datasets.DataError) as exc:
         return {"status": "failed", "error": str(exc)}
     except ExperimentError as exc:
@@ -86,6 +57,47 @@ def run_member(
         "dir": outcome.run_dir.name, "status": outcome.summary["status"], "verdict": outcome.diagnosis.verdict,
         "causes": outcome.diagnosis.causes,
     }
+
+
+def _continued(previous: Path, shown: Any) -> Any:
+    """The member continued from its saved state in `previous`, completed; None when that state cannot be used."""
+    from dnnlab.experiment import ExperimentError, finished_outcome, resume
+
+    try:
+        # None: it had finished, killed before sweep.json said so; it is read back
+        outcome = resume(previous, (), shown) or finished_outcome(previous)
+    except ExperimentError as exc:
+        if exc.code == runs.EXIT_INTERRUPTED:
+            raise KeyboardInterrupt from None
+        outcome = None  # a state that cannot be used: the member starts over
+    if outcome is not None:
+        outcome.complete()
+    return outcome
+
+
+def _started(
+    folder: Path, manifest: dict[str, Any], member: dict[str, Any], cache: dict[str, Any], shown: Any,
+    plots: Optional[Callable[[Callable[[], Any]], None]],
+) -> Any:
+    """The member run from the start on its dataset (loaded once per process, in `cache`), completed or handed to `plots`."""
+    from dnnlab import data as datasets
+    from dnnlab.experiment import check_data, check_devices, execute
+
+    base, name = manifest["base"], manifest["name"]
+    raw = apply_overrides(base, member["overrides"] + [f"name={name}-{member['index']:03d}"])
+    cfg: Config = validate(raw, source=f"member {member['index']}")
+    key = json.dumps([cfg.data.model_dump(mode="json"), cfg.seed])
+    if key not in cache:
+        cache[key] = datasets.load(cfg.data, data_seed(cfg))
+    # the memory and device checks of `dnnlab run`, before the member's folder exists
+    check_data(cfg, cache[key])
+    check_devices(cfg)
+    outcome = execute(cfg, cache[key], Path(folder), shown)
+    if plots is not None:
+        plots(outcome.complete)
+    else:
+        outcome.complete()
+    return outcome
 
 
 def member_folder(sweep: Sweep, member: dict[str, Any]) -> Optional[str]:

@@ -133,6 +133,29 @@ def _run_members(
             on_end(member)
 
 
+def _start(
+    sweep: Sweep, pool: Any, member: dict[str, Any], running: dict[int, dict[str, Any]],
+    on_start: Optional[MemberHook], on_end: Optional[MemberHook],
+) -> None:
+    """Submit `member` to `pool` and count it running (sweep.json saved before and after); a
+    failing `on_start` hook fails the member instead."""
+    member.update(status="running", error=None)
+    member.pop("worker", None)
+    try:
+        if on_start:
+            on_start(member)
+    except Exception as exc:  # a hook's failure is the member's
+        member.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+        sweep.save()
+        if on_end:
+            on_end(member)
+        return
+    sweep.save()  # before the member starts: its worker reads sweep.json
+    running[member["index"]] = member
+    member["worker"] = pool.submit(member["index"])
+    sweep.save()
+
+
 def _run_parallel(sweep: Sweep, pool: Any, on_start: Optional[MemberHook], on_end: Optional[MemberHook]) -> None:
     """The members on `pool` (a `workers.Pool` or `workers.RayPool`), up to `pool.capacity` at
     once; the results are written to sweep.json as they come, by this process alone."""
@@ -163,22 +186,7 @@ def _run_parallel(sweep: Sweep, pool: Any, on_start: Optional[MemberHook], on_en
     try:
         while todo or running:
             while todo and len(running) < pool.capacity:
-                member = todo.pop()
-                member.update(status="running", error=None)
-                member.pop("worker", None)
-                try:
-                    if on_start:
-                        on_start(member)
-                except Exception as exc:  # a hook's failure is the member's
-                    member.update(status="failed", error=f"{type(exc).__name__}: {exc}")
-                    sweep.save()
-                    if on_end:
-                        on_end(member)
-                    continue
-                sweep.save()  # before the member starts: its worker reads sweep.json
-                running[member["index"]] = member
-                member["worker"] = pool.submit(member["index"])
-                sweep.save()
+                _start(sweep, pool, todo.pop(), running, on_start, on_end)
             if record(pool.poll(timeout=0.2)):
                 raise KeyboardInterrupt  # a member stopped by a signal stops the sweep, as in order
             if resolve(sweep):  # a tuned point whose trials have ended: its seeds go next

@@ -210,32 +210,11 @@ class _SeedRecord:
     def finish(self, data: Dataset, like: Any) -> FitResult:
         cfg, setup, history, stopper = self.cfg, self.setup, self.history, self.stopper
         status = self.status
-        final_params = None
-        if status in FINISHED and self.last_arrays is not None:
-            final_params = unflatten_params(like, self.last_arrays)
-        restored = False
-        es = cfg.train.early_stopping
-        if es.enabled and es.restore_best and self.best_arrays is not None and status in FINISHED:
-            final_params = unflatten_params(like, self.best_arrays)
-            restored = stopper.best_epoch != history[-1]["epoch"]
+        final_params, restored = self._kept_params(like)
         by_epoch = {h["epoch"]: h for h in history}
         last = history[-1] if len(history) > 1 else None
         kept_epoch = stopper.best_epoch if restored else (last["epoch"] if last else None)
         penalty = losses.penalty(self.last_arrays, cfg.regularization) if self.last_arrays is not None else {}
-        if setup.regression:  # no classes: the targets' statistics instead of the class counts
-            task = {"task": "regression", "target": {"mean": setup.target_mean, "std": setup.target_std}}
-            classes: dict[str, Any] = {}
-        else:
-            task = {}
-            classes = {
-                # the largest class holds more than diagnosis.imbalance_share of the training split
-                "imbalanced": baselines.Baselines(tuple(setup.train_counts)).imbalanced(cfg.diagnosis.imbalance_share),
-                # examples of each class: the training split's (the prior), the evaluated ones
-                "class_counts": {
-                    **setup.class_counts, "train": setup.train_counts,
-                    **({"train_eval": setup.class_counts["train"]} if setup.splits["train"][1] is not setup.y_N else {}),
-                },
-            }
         summary = {
             "name": cfg.name,
             "seed": cfg.seed,
@@ -261,20 +240,54 @@ class _SeedRecord:
             "loop": setup.loop,
             "stack": setup.info["stack"],
             **({"pretrain": self.pretrain} if self.pretrain is not None else {}),
-            "data": {
-                "dataset": data.name, "source": data.source, "train": setup.n,
-                "train_eval": int(setup.splits["train"][1].shape[0]),
-                "val": len(data.val) if data.val is not None else 0, "test": len(data.test),
-                "num_classes": data.num_classes,
-                **({"classes": list(data.classes)} if data.classes else {}),  # output i is classes[i]
-                # what data.missing: drop left out of each file
-                **({"dropped": [d.to_dict() for d in data.dropped]} if data.dropped else {}),
-                **task,
-                **classes,
-            },
+            "data": self._data_record(data),
         }
         self.writer.finish(summary)
         return FitResult(summary, final_params, history)
+
+    def _kept_params(self, like: Any) -> tuple[Any, bool]:
+        """The kept model's parameters (the last, or the best ones restored) of a finished run, and
+        whether the best ones were restored."""
+        status = self.status
+        final_params = None
+        if status in FINISHED and self.last_arrays is not None:
+            final_params = unflatten_params(like, self.last_arrays)
+        restored = False
+        es = self.cfg.train.early_stopping
+        if es.enabled and es.restore_best and self.best_arrays is not None and status in FINISHED:
+            final_params = unflatten_params(like, self.best_arrays)
+            restored = self.stopper.best_epoch != self.history[-1]["epoch"]
+        return final_params, restored
+
+    def _data_record(self, data: Dataset) -> dict[str, Any]:
+        """The summary's data: the splits' sizes, the classes and their counts (or the regression
+        targets' statistics), what was dropped."""
+        setup = self.setup
+        if setup.regression:  # no classes: the targets' statistics instead of the class counts
+            task = {"task": "regression", "target": {"mean": setup.target_mean, "std": setup.target_std}}
+            classes: dict[str, Any] = {}
+        else:
+            task = {}
+            classes = {
+                # the largest class holds more than diagnosis.imbalance_share of the training split
+                "imbalanced": baselines.Baselines(tuple(setup.train_counts)).imbalanced(self.cfg.diagnosis.imbalance_share),
+                # examples of each class: the training split's (the prior), the evaluated ones
+                "class_counts": {
+                    **setup.class_counts, "train": setup.train_counts,
+                    **({"train_eval": setup.class_counts["train"]} if setup.splits["train"][1] is not setup.y_N else {}),
+                },
+            }
+        return {
+            "dataset": data.name, "source": data.source, "train": setup.n,
+            "train_eval": int(setup.splits["train"][1].shape[0]),
+            "val": len(data.val) if data.val is not None else 0, "test": len(data.test),
+            "num_classes": data.num_classes,
+            **({"classes": list(data.classes)} if data.classes else {}),  # output i is classes[i]
+            # what data.missing: drop left out of each file
+            **({"dropped": [d.to_dict() for d in data.dropped]} if data.dropped else {}),
+            **task,
+            **classes,
+        }
 
 
 def resume_arrays(
@@ -337,6 +350,23 @@ class Resume:
         return cls(epoch, kept, leaves, (best, None if best_epoch < 0 else int(best_epoch), int(wait)), best_arrays, {}, recall, pretrained)
 
 
+def _resumed_state(state: Any, resume: Resume, setup: _Setup) -> Any:
+    """The saved state of `resume`, checked leaf by leaf against `state` and placed as it is;
+    `resume.last` takes its parameters."""
+    treedef = jax.tree_util.tree_structure(state)
+    if len(resume.leaves) != treedef.num_leaves:
+        raise StateError(f"the resume state holds {len(resume.leaves)} arrays; this model's state has {treedef.num_leaves}")
+    for i, (saved, fresh) in enumerate(zip(resume.leaves, jax.tree_util.tree_leaves(state))):
+        if saved.shape != fresh.shape or saved.dtype != fresh.dtype:
+            raise StateError(
+                f"the resume state's array state.{i:04d} is {saved.dtype} of shape {saved.shape}; this model's state "
+                f"needs {fresh.dtype} of shape {tuple(fresh.shape)}: the state belongs to another run or config"
+            )
+    state = jax.tree_util.tree_unflatten(treedef, [setup.put(a) for a in resume.leaves])
+    resume.last = flatten_params(jax.device_get(state.params))
+    return state
+
+
 def _train_group(
     recs: list[_SeedRecord], seeds: list[int], programs: _Programs, cfg: Config, setup: _Setup, current: dict[str, Any],
     resume: Optional[Resume] = None,
@@ -360,17 +390,7 @@ def _train_group(
     like = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape[1:] if programs.vmapped else a.shape, a.dtype), state.params)
     start = 1
     if resume is not None:  # one seed: the saved state replaces the initial one, the keys stay
-        treedef = jax.tree_util.tree_structure(state)
-        if len(resume.leaves) != treedef.num_leaves:
-            raise StateError(f"the resume state holds {len(resume.leaves)} arrays; this model's state has {treedef.num_leaves}")
-        for i, (saved, fresh) in enumerate(zip(resume.leaves, jax.tree_util.tree_leaves(state))):
-            if saved.shape != fresh.shape or saved.dtype != fresh.dtype:
-                raise StateError(
-                    f"the resume state's array state.{i:04d} is {saved.dtype} of shape {saved.shape}; this model's state "
-                    f"needs {fresh.dtype} of shape {tuple(fresh.shape)}: the state belongs to another run or config"
-                )
-        state = jax.tree_util.tree_unflatten(treedef, [setup.put(a) for a in resume.leaves])
-        resume.last = flatten_params(jax.device_get(state.params))
+        state = _resumed_state(state, resume, setup)
         recs[0].resume_from(resume)
         start = resume.epoch + 1
     try:

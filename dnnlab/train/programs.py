@@ -95,12 +95,11 @@ class _Programs:
         """The programs of `cfg`, bound to `setup`; the epoch reports its steps to the `on_step`
         of the fit it is bound to (`bind`), if any; `quick`: compiled with QUICK_OPTIONS; `key`
         (`program_key`): the programs are kept on disk under it (`stored`), where that is on."""
-        model, tx, reg = setup.model, setup.tx, cfg.regularization
+        model, tx = setup.model, setup.tx
         options = on_cpu(QUICK_OPTIONS) if quick else None
         self.vmapped, self.setup = vmapped, setup
         self.values = _injected(cfg)
         self.on_step: Optional[Callable[[Any], None]] = None
-        every = max(1, setup.steps_per_epoch // 20)
         # several devices: batches split over the mesh (the one-device programs stay as they were)
         shard = None if setup.mesh is None else distributed.constrain(setup.mesh)
         if vmapped and shard is not None:
@@ -111,66 +110,85 @@ class _Programs:
         # `epoch_fn(state, x_N, y_N, shuffle_base, epoch, dropout_key)`: the epoch's shuffle key is
         # folded from the seed's base key inside the program (an eager fold_in would be two more
         # compilations and a dispatch per epoch)
+        evaluate_one = None
         if setup.loop == "scan":
-            steps_fn = partial(train_steps, model=model, tx=tx, reg=reg, batch_size=setup.batch_size, shard=shard)
-            evaluate_all = partial(
-                evaluate_splits, model=model, chunk=cfg.train.eval_batch_size, shard=shard, multiple=setup.devices,
-                num_classes=setup.num_classes, class_loss=setup.weights is not None,
-            )
-            evaluate_one = evaluate_all  # one seed's (vmapped with the instruments below)
-            if vmapped:
-                steps_fn = jax.vmap(_folded(steps_fn), in_axes=(0, 0, None, None, 0, None, 0, None, None, None))
-                evaluate_all = jax.vmap(evaluate_all, in_axes=(0, None))
-            else:
-                steps_fn = _folded(steps_fn)
-            # no host callback inside: a program with one is never kept in the persistent cache
-            self.steps_jit = stored.wrap(jax.jit(steps_fn, donate_argnums=(0, 1), compiler_options=options), "epoch", key)
-            self.step_seconds: Optional[float] = None
-            self.epoch_fn = self.scan_epoch
-            self.eval_fn = stored.wrap(jax.jit(evaluate_all, compiler_options=options), "evaluation", key)
+            evaluate_one = self._build_scan(cfg, setup, shard, options, key)
         else:  # the per-step loop (convolutional nets on the CPU); never vmapped
-            step_jit = stored.wrap(
-                jax.jit(partial(indexed_step, model=model, tx=tx, reg=reg, shard=shard), donate_argnums=0, compiler_options=options), "step", key
-            )
-            n, batch_size = setup.n, setup.batch_size
-            batches_jit = stored.wrap(
-                jax.jit(lambda base, e: batches(n, batch_size, jax.random.fold_in(base, e)), compiler_options=options), "batches", key
-            )
-            stepwise = partial(stepwise_epoch, step_fn=step_jit, batches_fn=lambda keys: batches_jit(*keys), on_step=self._step, every=every)
-            # the class weights of the fit the programs are bound to (`bind`), read at each call
-            self.epoch_fn = lambda state, x_N, y_N, base, e, dropout_key: stepwise(
-                state, x_N, y_N, (base, e), dropout_key, class_weights=self.setup.class_weights,
-                total_weight=None if self.setup.weights is None else float(np.dot(self.setup.weights, self.setup.train_counts)),
-            )
-            chunk_jit = jax.jit(
-                partial(chunk_at, model=model, shard=shard, num_classes=setup.num_classes, class_loss=setup.weights is not None),
-                static_argnames="size", compiler_options=options,
-            )
-            self.eval_fn = partial(
-                stepwise_evaluate, chunk_fn=chunk_jit, chunk=cfg.train.eval_batch_size, multiple=setup.devices
-            )
+            self._build_stepwise(cfg, setup, shard, options, key)
         init = partial(init_state, model=model, tx=tx)
         self.init_jit = stored.wrap(
             jax.jit(jax.vmap(init, in_axes=(0, None)) if vmapped else init, compiler_options=options or on_cpu(ONCE_OPTIONS)), "init", key
         )
         self.probe_fn = self.measure_fn = None
         if setup.probe is not None:
-            instruments = partial(probes.probe, model=model, tx=tx, reg=reg)
-            if shard is not None and setup.probe[1].shape[0] % setup.devices == 0:
-                whole = instruments  # the probe batch split over the devices, as a training batch
-                instruments = lambda p, o, x, y: whole(p, o, shard(x), shard(y))  # noqa: E731
-            if setup.loop == "scan":
-                # the evaluation and the instruments as one program (one compilation fewer)
-                self.eval_fn = None
-                measure_all = partial(_measure_all, evaluate_all=evaluate_one, instruments=instruments)
-                self.measure_fn = stored.wrap(
-                    jax.jit(jax.vmap(measure_all, in_axes=(0, 0, None, None, None)) if vmapped else measure_all, compiler_options=options),
-                    "measure", key,
-                )
-            else:
-                self.probe_fn = stored.wrap(
-                    jax.jit(jax.vmap(instruments, in_axes=(0, 0, None, None)) if vmapped else instruments, compiler_options=options), "probe", key
-                )
+            self._build_instruments(cfg, setup, shard, options, key, evaluate_one)
+
+    def _build_scan(self, cfg: Config, setup: _Setup, shard: Any, options: Any, key: Optional[str]) -> Callable[..., Any]:
+        """The scanned epoch and the evaluation (vmapped over seeds where `vmapped`); returns one seed's evaluation."""
+        model, tx, reg = setup.model, setup.tx, cfg.regularization
+        steps_fn = partial(train_steps, model=model, tx=tx, reg=reg, batch_size=setup.batch_size, shard=shard)
+        evaluate_all = partial(
+            evaluate_splits, model=model, chunk=cfg.train.eval_batch_size, shard=shard, multiple=setup.devices,
+            num_classes=setup.num_classes, class_loss=setup.weights is not None,
+        )
+        evaluate_one = evaluate_all  # one seed's (vmapped with the instruments below)
+        if self.vmapped:
+            steps_fn = jax.vmap(_folded(steps_fn), in_axes=(0, 0, None, None, 0, None, 0, None, None, None))
+            evaluate_all = jax.vmap(evaluate_all, in_axes=(0, None))
+        else:
+            steps_fn = _folded(steps_fn)
+        # no host callback inside: a program with one is never kept in the persistent cache
+        self.steps_jit = stored.wrap(jax.jit(steps_fn, donate_argnums=(0, 1), compiler_options=options), "epoch", key)
+        self.step_seconds: Optional[float] = None
+        self.epoch_fn = self.scan_epoch
+        self.eval_fn = stored.wrap(jax.jit(evaluate_all, compiler_options=options), "evaluation", key)
+        return evaluate_one
+
+    def _build_stepwise(self, cfg: Config, setup: _Setup, shard: Any, options: Any, key: Optional[str]) -> None:
+        """The per-step epoch (one compiled step, reporting to `on_step`) and the chunked evaluation."""
+        model, tx, reg = setup.model, setup.tx, cfg.regularization
+        every = max(1, setup.steps_per_epoch // 20)
+        step_jit = stored.wrap(
+            jax.jit(partial(indexed_step, model=model, tx=tx, reg=reg, shard=shard), donate_argnums=0, compiler_options=options), "step", key
+        )
+        n, batch_size = setup.n, setup.batch_size
+        batches_jit = stored.wrap(
+            jax.jit(lambda base, e: batches(n, batch_size, jax.random.fold_in(base, e)), compiler_options=options), "batches", key
+        )
+        stepwise = partial(stepwise_epoch, step_fn=step_jit, batches_fn=lambda keys: batches_jit(*keys), on_step=self._step, every=every)
+        # the class weights of the fit the programs are bound to (`bind`), read at each call
+        self.epoch_fn = lambda state, x_N, y_N, base, e, dropout_key: stepwise(
+            state, x_N, y_N, (base, e), dropout_key, class_weights=self.setup.class_weights,
+            total_weight=None if self.setup.weights is None else float(np.dot(self.setup.weights, self.setup.train_counts)),
+        )
+        chunk_jit = jax.jit(
+            partial(chunk_at, model=model, shard=shard, num_classes=setup.num_classes, class_loss=setup.weights is not None),
+            static_argnames="size", compiler_options=options,
+        )
+        self.eval_fn = partial(
+            stepwise_evaluate, chunk_fn=chunk_jit, chunk=cfg.train.eval_batch_size, multiple=setup.devices
+        )
+
+    def _build_instruments(
+        self, cfg: Config, setup: _Setup, shard: Any, options: Any, key: Optional[str], evaluate_one: Optional[Callable[..., Any]]
+    ) -> None:
+        """The probe's instruments: with the scan loop, one program with the evaluation (`measure_fn`); else `probe_fn`."""
+        instruments = partial(probes.probe, model=setup.model, tx=setup.tx, reg=cfg.regularization)
+        if shard is not None and setup.probe[1].shape[0] % setup.devices == 0:
+            whole = instruments  # the probe batch split over the devices, as a training batch
+            instruments = lambda p, o, x, y: whole(p, o, shard(x), shard(y))  # noqa: E731
+        if setup.loop == "scan":
+            # the evaluation and the instruments as one program (one compilation fewer)
+            self.eval_fn = None
+            measure_all = partial(_measure_all, evaluate_all=evaluate_one, instruments=instruments)
+            self.measure_fn = stored.wrap(
+                jax.jit(jax.vmap(measure_all, in_axes=(0, 0, None, None, None)) if self.vmapped else measure_all, compiler_options=options),
+                "measure", key,
+            )
+        else:
+            self.probe_fn = stored.wrap(
+                jax.jit(jax.vmap(instruments, in_axes=(0, 0, None, None)) if self.vmapped else instruments, compiler_options=options), "probe", key
+            )
 
     def bind(self, cfg: Config, setup: Optional[_Setup], on_step: Optional[Callable[[Any], None]]) -> "_Programs":
         """These programs for a fit of `cfg` on `setup` (a config that differs from the one they

@@ -91,19 +91,7 @@ def _setup(cfg: Config, data: Dataset) -> _Setup:
     )
     # the probe batch and the training-metrics subset follow the data split's seed
     split_seed = data_seed(cfg)
-    x_N, y_N = put(data.train.x), put(data.train.y)
-    splits = {"train": (x_N, y_N)}
-    evaluated_y = {"train": data.train.y}
-    if cfg.train.train_eval_size is not None and cfg.train.train_eval_size < n:
-        # a fixed subset: the training metrics of a large set at a fraction of the cost
-        subset = np.sort(np.random.default_rng(split_seed + 1).permutation(n)[: cfg.train.train_eval_size])
-        splits["train"] = (put(data.train.x[subset]), put(data.train.y[subset]))
-        evaluated_y["train"] = data.train.y[subset]
-    if data.val is not None:
-        splits["val"] = (put(data.val.x), put(data.val.y))
-        evaluated_y["val"] = data.val.y
-    splits["test"] = (put(data.test.x), put(data.test.y))
-    evaluated_y["test"] = data.test.y
+    x_N, y_N, splits, evaluated_y = _uploaded_splits(cfg, data, put, split_seed)
     probe = None
     if cfg.diagnosis.instruments:
         # a fixed, seeded probe batch of training examples, the same every epoch
@@ -111,14 +99,7 @@ def _setup(cfg: Config, data: Dataset) -> _Setup:
         probe = (put(data.train.x[probe_idx]), put(data.train.y[probe_idx]))
     loop = training_loop(cfg)
     monitor = cfg.train.early_stopping.monitor if data.val is not None else "train_loss"
-    # the classes: the examples of each class in every evaluated split, the loss's class weights
-    # (an input of the programs, not a constant: `class_aware`)
-    if data.regression:  # no classes: no counts, no weights, no per-class sums
-        train_counts, weights, class_counts = [], None, {}
-    else:
-        train_counts = _counts(data.train.y, data.num_classes)
-        weights = baselines.class_weights(cfg.train.class_weight, train_counts, data.classes)
-        class_counts = {name: _counts(y, data.num_classes) for name, y in evaluated_y.items()}
+    train_counts, weights, class_counts = _classes(cfg, data, evaluated_y)
     info = {
         "epochs": cfg.train.epochs, "steps_per_epoch": steps_per_epoch, "params": models.param_count(shapes),
         "device": distributed.describe(devices), "devices": devices, "processes": distributed.process_count(),
@@ -136,6 +117,42 @@ def _setup(cfg: Config, data: Dataset) -> _Setup:
         class_aware=False if data.regression else class_aware(cfg, train_counts, weights), pretrain_x=pretrain_x,
         target_var=targets, target_mean=data.target_mean, target_std=data.target_std,
     )
+
+
+def _uploaded_splits(
+    cfg: Config, data: Dataset, put: Callable[[Any], Any], split_seed: int
+) -> tuple[Any, Any, dict[str, tuple[Any, Any]], dict[str, np.ndarray]]:
+    """The training set uploaded whole, the evaluated splits uploaded (the training metrics on a
+    fixed subset when train.train_eval_size is smaller), and each evaluated split's labels on the host."""
+    n = len(data.train)
+    x_N, y_N = put(data.train.x), put(data.train.y)
+    splits = {"train": (x_N, y_N)}
+    evaluated_y = {"train": data.train.y}
+    if cfg.train.train_eval_size is not None and cfg.train.train_eval_size < n:
+        # a fixed subset: the training metrics of a large set at a fraction of the cost
+        subset = np.sort(np.random.default_rng(split_seed + 1).permutation(n)[: cfg.train.train_eval_size])
+        splits["train"] = (put(data.train.x[subset]), put(data.train.y[subset]))
+        evaluated_y["train"] = data.train.y[subset]
+    if data.val is not None:
+        splits["val"] = (put(data.val.x), put(data.val.y))
+        evaluated_y["val"] = data.val.y
+    splits["test"] = (put(data.test.x), put(data.test.y))
+    evaluated_y["test"] = data.test.y
+    return x_N, y_N, splits, evaluated_y
+
+
+def _classes(
+    cfg: Config, data: Dataset, evaluated_y: dict[str, np.ndarray]
+) -> tuple[Any, Optional[Any], dict[str, Any]]:
+    """The training set's class counts, the loss's class weights and each evaluated split's class counts."""
+    # the classes: the examples of each class in every evaluated split, the loss's class weights
+    # (an input of the programs, not a constant: `class_aware`)
+    if data.regression:  # no classes: no counts, no weights, no per-class sums
+        return [], None, {}
+    train_counts = _counts(data.train.y, data.num_classes)
+    weights = baselines.class_weights(cfg.train.class_weight, train_counts, data.classes)
+    class_counts = {name: _counts(y, data.num_classes) for name, y in evaluated_y.items()}
+    return train_counts, weights, class_counts
 
 
 def _variance(y: np.ndarray) -> float:
