@@ -116,7 +116,7 @@ def test_class_weights_are_data_one_program_serves_every_weighting(digits, monke
     from dnnlab import train
 
     monkeypatch.setenv("DNNLAB_NO_COMPILE_CACHE", "1")
-    train._PROGRAMS.clear()
+    train.clear_programs()
     compiles: list[str] = []
 
     def listen(name, duration, **kwargs):

@@ -72,14 +72,6 @@ def test_quiet_prints_only_the_summary_line(tiny, tmp_path):
     assert text.startswith("completed: 3 epochs, train acc") and "parameters" not in text
 
 
-def test_diverged_run_exits_1_and_says_what_to_do(tiny, tmp_path):
-    result = invoke("run", tiny, "--out", tmp_path / "r", "--quiet", "--set", "optimizer.lr=1e3")
-    assert result.exit_code == 1
-    assert "diverged" in result.output and "lower optimizer.lr" in result.output
-    (run,) = run_dirs(tmp_path / "r")
-    assert json.loads((run / "summary.json").read_text())["status"] == "diverged"
-
-
 @pytest.mark.parametrize(
     "override, message",
     [
@@ -126,7 +118,7 @@ def test_ctrl_c_exits_130_and_keeps_the_finished_epochs(tiny, tmp_path, monkeypa
 
     def write_then_interrupt(self, epoch, metrics):
         original(self, epoch, metrics)
-        if epoch == 1:
+        if epoch == 2:
             raise KeyboardInterrupt
 
     monkeypatch.setattr(runs.RunDir, "write", write_then_interrupt)
@@ -134,7 +126,8 @@ def test_ctrl_c_exits_130_and_keeps_the_finished_epochs(tiny, tmp_path, monkeypa
     assert result.exit_code == 130
     (run,) = run_dirs(tmp_path / "r")
     assert json.loads((run / "summary.json").read_text())["status"] == "interrupted"
-    assert len(runs.read_metrics(run)) == 2
+    # the epoch being written when Ctrl-C came is kept, and the weights of the epoch before it
+    assert [r["epoch"] for r in runs.read_metrics(run)] == [0, 1, 2] and (run / "last.npz").exists()
 
 
 def test_ctrl_c_while_loading_data_exits_130(tiny, tmp_path, monkeypatch):

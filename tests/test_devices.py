@@ -105,7 +105,7 @@ LAYOUTS = textwrap.dedent("""
     tmp, result = Path(sys.argv[1]), {}
     for cache, devices, tag in (("a", 1, "a1"), ("a", 2, "a2"), ("a", 1, "a1-again"), ("b", 2, "b2")):
         os.environ["DNNLAB_CACHE"] = str(tmp / cache)
-        train._PROGRAMS.clear()
+        train.clear_programs()
         r = CliRunner().invoke(app, ["run", "configs/quickstart.yaml", "--out", str(tmp / tag), "--quiet",
                                      "--set", "train.epochs=2", "--set", f"train.devices={devices}"])
         folders = list((tmp / tag).glob("*/metrics.jsonl"))

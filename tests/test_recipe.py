@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from dnnlab import runs
 from dnnlab.cli import app
 from conftest import require_fashion
 
@@ -54,11 +55,18 @@ def test_the_same_net_with_relu_and_adam_trains(tmp_path):
 
 
 def test_huge_learning_rate_diverges_with_lr_too_high(recipe_run):
+    """The one diverging training of the suite: exit 1, the cause and remedy, the epochs kept."""
     r = recipe_run("huge-lr")
     summary, d = r.summary, r.diagnosis
     assert r.exit_code == 1 and summary["status"] == "diverged"
+    assert "diverged" in r.output and "lower optimizer.lr" in r.output
     assert d["verdict"] == "diverged" and "lr-too-high" in d["causes"]
     assert d["remedies"][0]["set"] == "optimizer.lr=0.1"  # SGD's usual lr, not a tenth of 50
+    # the epochs before the divergence are kept; non-finite parameters are never saved
+    lines = runs.read_metrics(r.run)
+    assert [line["epoch"] for line in lines] == [0, 1]
+    assert lines[0]["train_loss"] == pytest.approx(summary["initial"]["train_loss"])
+    assert not (r.run / "last.npz").exists()
 
 
 def test_reasonable_setup_is_a_good_fit_and_fail_on_exits_3(recipe_run):

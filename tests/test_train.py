@@ -1,5 +1,6 @@
-"""Training end to end on the embedded digits: activations with parameters, determinism,
-divergence, early stopping, interruption."""
+"""Training end to end on the embedded digits: activations with parameters, determinism, early
+stopping, the compiled programs and their store. A diverging run is held once, through the CLI on
+the shipped huge-lr recipe (test_recipe.py); Ctrl-C in test_cli.py and test_faults.py."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 
 from dnnlab import config, models, optim, train
 from dnnlab.config import EarlyStoppingConfig
-from dnnlab.runs import CLASS_METRICS, METRICS, RunDir, Writer, read_metrics, read_summary
+from dnnlab.runs import CLASS_METRICS, METRICS, Writer, read_metrics
 from conftest import make_cfg
 
 SMALL = {"model.hidden": [64], "train.epochs": 6, "data.batch_size": 64}
@@ -105,18 +106,6 @@ def test_partial_last_batch_is_padded_with_zero_weight():
     assert float(real) == pytest.approx(float(padded), rel=1e-6)
 
 
-def test_huge_learning_rate_ends_diverged_and_keeps_the_epochs_before(digits, tmp_path):
-    cfg = make_cfg(**{**SMALL, "optimizer.lr": 1000.0})
-    writer = RunDir(tmp_path, cfg)
-    result = train.fit(cfg, digits, writer)
-    assert result.summary["status"] == "diverged"
-    lines = read_metrics(tmp_path)
-    assert [r["epoch"] for r in lines] == [0, 1]
-    assert lines[0]["train_loss"] == pytest.approx(result.summary["initial"]["train_loss"])
-    assert not (tmp_path / "last.npz").exists()  # non-finite parameters are never saved
-    assert read_summary(tmp_path)["status"] == "diverged"
-
-
 @pytest.mark.parametrize(
     "monitor, values, min_delta, patience, stop_at, best",
     [
@@ -160,21 +149,6 @@ def test_without_validation_the_best_epoch_follows_the_training_loss():
     assert s["monitor"] == "train_loss" and s["final"]["val_loss"] is None
     assert "val_loss" not in result.history[-1]
     assert s["best"]["train_loss"] == min(r["train_loss"] for r in result.history[1:])
-
-
-def test_ctrl_c_writes_an_interrupted_summary(digits, tmp_path):
-    class Interrupting(RunDir):
-        def write(self, epoch, metrics):
-            super().write(epoch, metrics)
-            if epoch == 2:
-                raise KeyboardInterrupt
-
-    cfg = make_cfg(**SMALL)
-    result = train.fit(cfg, digits, Interrupting(tmp_path, cfg))
-    assert result.summary["status"] == "interrupted"
-    assert [r["epoch"] for r in read_metrics(tmp_path)] == [0, 1, 2]
-    assert read_summary(tmp_path)["status"] == "interrupted"
-    assert (tmp_path / "last.npz").exists()
 
 
 def test_dropout_masks_are_resampled_every_step():
@@ -327,7 +301,7 @@ def test_stored_programs_are_keyed_by_what_shapes_them_and_a_damaged_one_is_comp
     folder = tmp_path / "cache" / "programs"
 
     def fit(**dotted):
-        train._PROGRAMS.clear()  # as a new process would: nothing reused in memory
+        train.clear_programs()  # as a new process would: nothing reused in memory
         del events[:]
         cfg = make_cfg(**{**SMALL, "train.epochs": 2, "model.hidden": [32], **dotted})
         history = train.fit(cfg, digits, progress=False).history
@@ -353,7 +327,7 @@ def test_stored_programs_are_keyed_by_what_shapes_them_and_a_damaged_one_is_comp
         assert not any(path.exists() for path in files)
     finally:
         jax.monitoring.unregister_event_listener(listen)
-        train._PROGRAMS.clear()
+        train.clear_programs()
 
 
 def test_runs_that_differ_only_in_optimizer_numbers_share_their_compiled_programs(digits, tmp_path, monkeypatch):
@@ -408,7 +382,7 @@ def test_a_learning_rate_sweep_in_one_process_compiles_its_programs_once(digits,
     the same process (no tracing, no cache lookup; DNNLAB_NO_COMPILE_CACHE=1 here), and a
     reused program gives the same numbers, bit for bit, as freshly built ones."""
     monkeypatch.setenv("DNNLAB_NO_COMPILE_CACHE", "1")
-    train._PROGRAMS.clear()
+    train.clear_programs()
     base = {"model.width": 48, "train.epochs": 2, "optimizer.name": "adam"}
     counts, histories = [], []
     for lr in (1e-3, 3e-3, 1e-2, 3e-2):
@@ -417,7 +391,7 @@ def test_a_learning_rate_sweep_in_one_process_compiles_its_programs_once(digits,
         histories.append([{k: v for k, v in r.items() if k != "seconds"} for r in result.history])
     assert counts[0] >= 3 and counts[1:] == [0, 0, 0], counts
     assert len({h[-1]["train_loss"] for h in histories}) == 4
-    train._PROGRAMS.clear()  # the third lr again, from new programs
+    train.clear_programs()  # the third lr again, from new programs
     fresh = train.fit(make_cfg(**{**base, "optimizer.lr": 1e-2}), digits, progress=False).history
     assert [{k: v for k, v in r.items() if k != "seconds"} for r in fresh] == histories[2]
     # a change that is not an injected number builds new programs
@@ -433,7 +407,7 @@ def test_initialization_compiled_for_speed_gives_the_same_bits(digits):
     for dotted in ({}, {"model.activation": "maxout"}, {"model.norm": "batch", "model.activation": "sigmoid"},
                    {"model.arch": "cnn", "model.channels": [4], "model.depth": 1}):
         cfg = make_cfg(**{"model.width": 32, **dotted})
-        setup = train._setup(cfg, digits)
+        setup = train.prepare(cfg, digits)
         values = {k: np.float32(v) for k, v in optim.hyperparameters(cfg.optimizer, cfg.regularization).items()}
         init = partial(train.init_state, model=setup.model, tx=setup.tx)
         default = jax.tree_util.tree_leaves(jax.jit(init)(np.int32(7), values))

@@ -28,7 +28,7 @@ _HOMES = {
     "fit_seeds": "loop",
     "seed_configs": "loop",
     "ONCE_OPTIONS": "programs",
-    "_PROGRAMS": "programs",
+    "clear_programs": "programs",
     "_injected": "programs",
     "_to_python": "programs",
     "use_compile_cache": "programs",
@@ -44,6 +44,7 @@ _HOMES = {
     "train_step": "step",
     "train_steps": "step",
     "_setup": "setup",
+    "prepare": "setup",
     "device_name": "setup",
     "init_state": "setup",
 }

@@ -273,6 +273,12 @@ _PROGRAMS: "OrderedDict[str, _Programs]" = OrderedDict()
 PROGRAMS_KEPT = 4
 
 
+def clear_programs() -> None:
+    """Forget the programs kept in this process, as a new process would start (the store on disk and
+    JAX's cache are left as they are)."""
+    _PROGRAMS.clear()
+
+
 def program_key(cfg: Config, setup: _Setup, *, vmapped: bool, quick: bool = False) -> str:
     """What decides a fit's programs: the config but for its injected numbers (their presence
     counts), the name, seed and logging; the data's shapes; the devices; and which thread fits

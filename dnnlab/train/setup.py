@@ -186,3 +186,10 @@ def init_state(
     opt_state = with_hyperparameters(tx.init(models.split_stats(params)[0]), hyperparameters)
     state = TrainState(params, opt_state, jnp.zeros((), jnp.int32))
     return state, shuffle_key, dropout_key
+
+
+def prepare(cfg: Config, data: Dataset) -> _Setup:
+    """The model, optimizer and device-resident data that a fit of `cfg` builds once for all its
+    seeds (its `.model`, `.tx`, `.x_N`, `.splits`), built alone, as the learning-rate finder and the
+    tests use them."""
+    return _setup(cfg, data)
