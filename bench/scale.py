@@ -50,7 +50,7 @@ devices, reps, config = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 cfg = load_config(config, [f"train.devices={devices}", "diagnosis.instruments=false"])
 ds = experiment.load_data(cfg)
 train.use_compile_cache()
-setup = train._setup(cfg, ds)
+setup = train.prepare(cfg, ds)
 programs = train._Programs(cfg, setup, vmapped=False)
 state, shuffle_key, dropout_key = programs.init_fn(np.int32(cfg.seed))
 

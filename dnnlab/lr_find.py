@@ -212,7 +212,7 @@ def range_test(
 
     test_cfg, notes = _test_config(cfg)
     train.use_compile_cache()
-    setup = train._setup(test_cfg, data)
+    setup = train.prepare(test_cfg, data)
     lr_at = schedule(min_lr, max_lr, steps)
     step_jit = jax.jit(partial(_lr_step, lr_at=lr_at, model=setup.model, tx=setup.tx, reg=test_cfg.regularization), donate_argnums=0)
     n, batch_size = setup.n, setup.batch_size

@@ -15,6 +15,18 @@ if TYPE_CHECKING:
     from dnnlab.sweep.grid import Sweep
 
 
+def failed_record(error: str) -> dict[str, Any]:
+    """What sweep.json records of a member that failed (in this process or in its worker): its
+    status and the error."""
+    return {"status": "failed", "error": error}
+
+
+def interrupted_record(folder: Optional[str] = None) -> dict[str, Any]:
+    """What sweep.json records of a member stopped before it finished, with its run folder's
+    name once it has one."""
+    return {"status": "interrupted", **({"dir": folder} if folder else {})}
+
+
 def run_member(
     folder: Path, manifest: dict[str, Any], member: dict[str, Any], cache: dict[str, Any],
     announce: Optional[Callable[[Path], None]] = None, plots: Optional[Callable[[Callable[[], Any]], None]] = None,
@@ -46,13 +58,13 @@ def run_member(
         if outcome is None:
             outcome = _started(folder, manifest, member, cache, shown, plots)
     except (ConfigError, datasets.DataError) as exc:
-        return {"status": "failed", "error": str(exc)}
+        return failed_record(str(exc))
     except ExperimentError as exc:
         if exc.code == runs.EXIT_INTERRUPTED:
             raise KeyboardInterrupt from None
-        return {"status": "failed", "error": str(exc)}
+        return failed_record(str(exc))
     except Exception as exc:  # a member's crash must not end the sweep
-        return {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+        return failed_record(f"{type(exc).__name__}: {exc}")
     return {
         "dir": outcome.run_dir.name, "status": outcome.summary["status"], "verdict": outcome.diagnosis.verdict,
         "causes": outcome.diagnosis.causes,

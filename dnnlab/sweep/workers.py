@@ -27,6 +27,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
+from dnnlab.sweep.member import failed_record, interrupted_record
 from dnnlab.tables import count
 
 STOP_TIMEOUT = 60.0  # seconds the running members get to stop at an epoch's end and write their state
@@ -185,11 +186,11 @@ class Pool:
             if index is not None:
                 del self.busy[slot]
                 if self.stopping:  # stopped by us before it could say so (still starting up)
-                    yield "done", index, {"status": "interrupted"}
+                    yield "done", index, interrupted_record()
                     return
                 tail = "\n".join(list(self.errors[slot])[-8:])
                 how = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
-                yield "done", index, {"status": "failed", "error": f"its worker process {how} during the member" + (f":\n{tail}" if tail else "")}
+                yield "done", index, failed_record(f"its worker process {how} during the member" + (f":\n{tail}" if tail else ""))
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> list[Event]:
         """SIGTERM to every worker: a running member ends interrupted at its next stop point and
@@ -327,9 +328,9 @@ class RayPool:
         try:
             return self.ray.get(ref)
         except exceptions.TaskCancelledError:
-            return {"status": "interrupted"}
+            return interrupted_record()
         except exceptions.RayError as exc:  # the task's process crashed, its node was lost, ...
-            return {"status": "failed", "error": f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"}
+            return failed_record(f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}")
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> list[Event]:
         """Cancel the running tasks: each stops at its next stop point and writes its state."""
@@ -373,7 +374,7 @@ def ray_member(folder: str, index: int) -> dict[str, Any]:
         with interrupt.deferred():
             result = run_member(Path(folder), job.manifest, member, _CACHE)
     except KeyboardInterrupt:  # a member that had finished when told to stop stays finished
-        result = result or {"status": "interrupted"}
+        result = result or interrupted_record()
     finally:
         if main:
             signal.signal(signal.SIGINT, previous)
@@ -438,7 +439,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 with interrupt.deferred():
                     result = run_member(args.folder, job.manifest, member, _CACHE, announce)
             except KeyboardInterrupt:  # a member that had finished when told to stop stays finished
-                result = result or {"status": "interrupted", **({"dir": folder[0]} if folder else {})}
+                result = result or interrupted_record(folder[0] if folder else None)
             send(event="done", index=index, result=result)
             if stopped or result["status"] == "interrupted":
                 break
